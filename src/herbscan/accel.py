@@ -1,0 +1,96 @@
+"""Running a model fast on the machine at hand: device, precision, memory layout, threads.
+
+Defaults are the fast path: on CPU channels_last + bf16 autocast when the CPU has native bf16
+support (2–3× on recent x86), on GPU autocast (bf16 where supported, else fp16 with loss
+scaling). `precision="fp32"` is the exact fallback everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from herbscan.errors import ParameterError, check_choice
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Accel:
+    """Where and in which precision a model runs; build with `Accel.resolve`."""
+
+    device: torch.device
+    precision: str  # resolved: fp32, bf16 or fp16
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto",
+                threads: int | None = None) -> Accel:
+        check_choice("precision", precision, PRECISIONS)
+        kind = device.split(":")[0]
+        check_choice("device", kind, DEVICES)
+        if kind == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif kind == "cuda" and not torch.cuda.is_available():
+            raise ParameterError("device 'cuda' asked for but no CUDA GPU is visible; use "
+                                 "--device cpu or auto")
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        if precision == "auto":
+            if dev.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                precision = "bf16" if cpu_supports_bf16() else "fp32"
+        if precision == "fp16" and dev.type == "cpu":
+            raise ParameterError("precision 'fp16' is for GPUs; use bf16 or fp32 on CPU")
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return cls(dev, precision)
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device, memory_format=torch.channels_last)
+
+    def to_input(self, batch: np.ndarray | torch.Tensor, mean, std) -> torch.Tensor:
+        """uint8 NHWC batch → normalised float NCHW (channels_last) on the device."""
+        t = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        m = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        return ((t - m) / s).contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def predict_proba(self, model: torch.nn.Module, arrays: np.ndarray, mean, std,
+                      batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (n, K) for uint8 NHWC arrays, in eval mode."""
+        was_training = model.training
+        model.eval()
+        out = []
+        for i in range(0, len(arrays), batch_size):
+            x = self.to_input(arrays[i:i + batch_size], mean, std)
+            with self.autocast():
+                logits = model(x)
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+        model.train(was_training)
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(out).numpy()

@@ -1,0 +1,140 @@
+"""Array store of preprocessed sheets, so epochs and later runs never decode a JPEG twice.
+
+One uint8 `.npy` per (file, preprocessing), keyed by the file's absolute path, size and
+modification time plus the preprocessing parameters: a changed file or a different input size is
+a cache miss, never a stale hit. Entries are written atomically (temp file + rename), so a killed
+job leaves no half-written entry. The default location is `$HERBSCAN_CACHE` or
+`~/.cache/herbscan`; `cache_dir=None` in the functions below means that default, `False` no cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from herbscan.errors import HerbscanError
+from herbscan.images import load_sheet
+from herbscan.progress import Progress
+
+FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("HERBSCAN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "herbscan"
+
+
+@dataclass(frozen=True)
+class SheetCache:
+    """Preprocessed sheets of one preprocessing (size, fit) under `root`."""
+
+    root: Path
+    size: int
+    fit: str = "stretch"
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) / f"sheets-v{FORMAT_VERSION}-{self.size}-{self.fit}"
+
+    def entry(self, path: str | Path) -> Path:
+        p = Path(path).resolve()
+        st = p.stat()
+        key = hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def get(self, path: str | Path) -> np.ndarray | None:
+        try:
+            e = self.entry(path)
+            return np.load(e) if e.is_file() else None
+        except (OSError, ValueError):
+            return None  # missing source, or an unreadable entry: recompute
+
+    def put(self, path: str | Path, array: np.ndarray) -> None:
+        e = self.entry(path)
+        e.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=e.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, array)
+            os.replace(tmp, e)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """The preprocessed sheet, decoded (and stored) on a miss."""
+        a = self.get(path)
+        if a is None:
+            a = load_sheet(path, self.size, self.fit)
+            self.put(path, a)
+        return a
+
+
+def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:
+    if cache_dir is False:
+        return None
+    root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
+    return SheetCache(root, size, fit)
+
+
+def _decode(args: tuple[str, int, str, SheetCache | None]) -> tuple[np.ndarray | None, str]:
+    path, size, fit, cache = args
+    try:
+        a = cache.load(path) if cache else load_sheet(path, size, fit)
+        return a, ""
+    except HerbscanError as e:
+        return None, str(e)
+    except OSError as e:  # e.g. a read-only or full cache folder
+        return None, f"{path}: {e}"
+
+
+def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
+                cache_dir: str | Path | None | bool = None, workers: int = 1,
+                progress: bool = True) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Preprocess many sheets into one (n_ok, size, size, 3) uint8 array.
+
+    Returns (array, indices of `paths` that loaded, [(path, error)] for those that did not).
+    Bad files are recorded and skipped, never fatal. Cached sheets load without decoding; misses
+    are decoded by `workers` processes.
+    """
+    cache = _resolve_cache(cache_dir, size, fit)
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    failures: list[tuple[str, str]] = []
+    todo = []
+    for i, p in enumerate(paths):
+        a = cache.get(p) if cache else None
+        if a is not None and a.shape == out.shape[1:]:
+            out[i], ok[i] = a, True
+        else:
+            todo.append(i)
+    if todo:
+        jobs = [(str(paths[i]), size, fit, cache) for i in todo]
+        with Progress(len(todo), "decoding sheets", unit="sheets",
+                      enabled=progress and len(todo) > 8) as bar:
+            if workers > 1 and len(todo) > 4:
+                ctx = get_context("spawn")  # fork after torch started its threads can deadlock
+                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                    results = pool.map(_decode, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+                    _collect(results, todo, jobs, out, ok, failures, bar)
+            else:
+                _collect(map(_decode, jobs), todo, jobs, out, ok, failures, bar)
+    idx = np.flatnonzero(ok)
+    return (out if idx.size == len(paths) else out[idx]), idx.tolist(), failures
+
+
+def _collect(results, todo, jobs, out, ok, failures, bar) -> None:
+    for i, job, (a, err) in zip(todo, jobs, results):
+        if a is None:
+            failures.append((job[0], err))
+        else:
+            out[i], ok[i] = a, True
+        bar.update(1)

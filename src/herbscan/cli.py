@@ -1,0 +1,171 @@
+"""Command line: each command parses its flags and calls one library function with the same names.
+
+Heavy imports (torch) happen inside the commands so `herbscan --help` answers at once. Errors
+caused by input print one line and exit with status 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="herbscan: deep learning for digitized herbarium sheets.")
+_state = {"debug": False}
+
+Precision = Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 (GPU)")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False):
+    _state["debug"] = debug
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    from herbscan.errors import ParameterError
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ParameterError(f"ratios must be three numbers like 0.7,0.2,0.1; got {text!r}") \
+            from None
+    if len(parts) != 3:
+        raise ParameterError(f"ratios must be three numbers like 0.7,0.2,0.1; got {text!r}")
+    return parts
+
+
+@app.command()
+def split(source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/TSV manifest.")],
+          out: Annotated[Path, typer.Option(help="Output CSV.")],
+          label_col: Optional[str] = None, group_col: Optional[str] = None,
+          path_col: Optional[str] = None,
+          ratios: Annotated[str, typer.Option(help="train,validation,test")] = "0.7,0.2,0.1",
+          seed: int = 0,
+          rare: Annotated[str, typer.Option(help="Classes with <3 specimens: error | train | "
+                                            "drop")] = "error"):
+    """Split by specimen into train/validation/test, stratified by label."""
+    from herbscan.manifest import SPLITS, split as do_split
+    path, counts = do_split(source, out, label_col=label_col, group_col=group_col,
+                            path_col=path_col, ratios=_ratios(ratios), seed=seed, rare=rare)
+    width = max(len(c) for c in counts) + 2
+    typer.echo(f"{'class':<{width}}" + "".join(f"{s:>12}" for s in SPLITS))
+    for label, row in counts.items():
+        typer.echo(f"{label:<{width}}" + "".join(f"{row[s]:>12}" for s in SPLITS))
+    totals = {s: sum(r[s] for r in counts.values()) for s in SPLITS}
+    typer.echo(f"{'total':<{width}}" + "".join(f"{totals[s]:>12}" for s in SPLITS))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def train(data: Annotated[Path, typer.Argument(help="Manifest with a split column.")],
+          out: Annotated[Path, typer.Option(help="Run folder to create.")],
+          model: Annotated[str, typer.Option(help="herbnet | herbnet_small | smithsonian2017")]
+          = "herbnet",
+          mode: Annotated[str, typer.Option(help="full (whole sheet)")] = "full",
+          size: int = 256, fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
+          epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
+          precision: Precision = "auto", device: Device = "auto",
+          balance: Annotated[str, typer.Option(help="loss | sampler | none")] = "loss",
+          patience: Annotated[int, typer.Option(help="Epochs without improvement before "
+                                                "stopping (0: never).")] = 10,
+          seed: int = 0, workers: int = 2,
+          cache_dir: Annotated[Optional[Path], typer.Option(help="Default: $HERBSCAN_CACHE or "
+                                                            "~/.cache/herbscan")] = None,
+          resume: bool = False, label_col: Optional[str] = None, path_col: Optional[str] = None):
+    """Train a classifier; the best epoch on validation is kept."""
+    from herbscan.train import train as do_train
+    run = do_train(data, out, model=model, mode=mode, size=size, fit=fit, epochs=epochs,
+                   batch_size=batch_size, lr=lr, precision=precision, device=device,
+                   balance=balance, patience=patience, seed=seed, workers=workers,
+                   cache_dir=cache_dir, resume=resume, label_col=label_col, path_col=path_col)
+    typer.echo(f"run saved in {run}")
+
+
+@app.command()
+def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
+             data: Annotated[Optional[Path], typer.Option(help="Labelled manifest (default: the "
+                                                          "run's own data).")] = None,
+             split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+             out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the "
+                                                         "run).")] = None,
+             label_col: Optional[str] = None, path_col: Optional[str] = None,
+             precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
+             workers: int = 1):
+    """Metrics, predictions.csv and a self-contained report.html."""
+    from herbscan.evaluate import evaluate as do_evaluate
+    m = do_evaluate(run, data=data, split=split, out=out, label_col=label_col,
+                    path_col=path_col, precision=precision, device=device,
+                    batch_size=batch_size, workers=workers)
+    where = out or run
+    typer.echo(f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
+               f"(skipped {m['n_skipped']})")
+    typer.echo(f"report: {Path(where) / 'report.html'}")
+
+
+@app.command()
+def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
+            images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+            out: Annotated[Optional[Path], typer.Option(help="CSV to write.")] = None,
+            precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
+            workers: int = 1):
+    """Class probabilities for sheets."""
+    from herbscan.predict import predict as do_predict
+    preds, classes = do_predict(run, images, out, precision=precision, device=device,
+                                batch_size=batch_size, workers=workers)
+    if out is None:
+        typer.echo("path\tpredicted\t" + "\t".join(f"p_{c}" for c in classes) + "\terror")
+        for p in preds:
+            probs = "\t".join(f"{v:.4f}" for v in p.probs) if p.probs is not None else \
+                "\t".join("" for _ in classes)
+            typer.echo(f"{p.path}\t{p.label}\t{probs}\t{p.error}")
+    else:
+        typer.echo(f"wrote {out}")
+    failed = sum(1 for p in preds if p.error)
+    if failed:
+        _echo(f"{failed} of {len(preds)} file(s) could not be read (see the error column)")
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and run.")]
+         = Path("runs/demo"),
+         specimens: int = 300, epochs: int = 20, seed: int = 0):
+    """Generate a synthetic herbarium, split, train, evaluate, and print the report's path."""
+    from herbscan.demo import run_demo
+    result = run_demo(out, specimens=specimens, epochs=epochs, seed=seed)
+    typer.echo(f"demo test accuracy {result['accuracy']:.3f} (synthetic data, n={result['n']})")
+    typer.echo(f"report: {result['report']}")
+
+
+def main() -> None:
+    import warnings
+    from herbscan.errors import HerbscanError
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    try:
+        app(standalone_mode=False)
+    except HerbscanError as e:
+        if _state["debug"]:
+            raise
+        _echo(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _echo("interrupted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except Exception as e:  # click usage errors
+        import click
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Reading sources into a Manifest and splitting it by specimen.
+
+A source is a folder with one subfolder per class, or a CSV/TSV manifest whose path column is
+resolved against the manifest's own folder. A Manifest keeps every input column untouched and
+knows which columns hold the image path, the label and the specimen id.
+
+Splitting is stratified by label and grouped by specimen, so that all images of one specimen land
+in the same split. Classes with fewer than 3 specimens cannot be present in train, validation and
+test at once: by default that is an error naming the class (`rare="error"`); `rare="train"` keeps
+them in train only with a warning, `rare="drop"` removes them with a warning.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
+from herbscan.images import is_image_file
+
+SPLITS = ("train", "validation", "test")
+PATH_COLUMNS = ("path", "file", "filename", "image", "accessURI")
+LABEL_COLUMNS = ("label",)
+GROUP_COLUMNS = ("specimen_id", "catalogNumber", "catalog_number", "barcode")
+RARE = ("error", "train", "drop")
+# Columns herbscan adds to a split manifest so `train` needs no column flags afterwards.
+OUT_PATH, OUT_LABEL, OUT_GROUP, OUT_SPLIT = "path", "label", "specimen_id", "split"
+
+
+@dataclass
+class Manifest:
+    """Rows of a source plus which columns mean what; `root` resolves relative paths."""
+
+    rows: list[dict[str, str]]
+    columns: list[str]
+    root: Path
+    path_col: str
+    label_col: str | None = None
+    group_col: str | None = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def path(self, row: dict[str, str]) -> Path:
+        p = Path(row[self.path_col])
+        return p if p.is_absolute() else self.root / p
+
+    def label(self, row: dict[str, str]) -> str:
+        if self.label_col is None:
+            raise ManifestError(f"{self.source}: no label column; pass --label-col")
+        return row[self.label_col]
+
+    def specimen(self, row: dict[str, str]) -> str:
+        """Specimen id (the group col), or the image path when no group column is known."""
+        if self.group_col and row.get(self.group_col, "").strip():
+            return row[self.group_col].strip()
+        return str(self.path(row))
+
+    def paths(self) -> list[Path]:
+        return [self.path(r) for r in self.rows]
+
+    def labels(self) -> list[str]:
+        return [self.label(r) for r in self.rows]
+
+    def has_split(self) -> bool:
+        return OUT_SPLIT in self.columns
+
+    def subset(self, split: str | None) -> Manifest:
+        """Rows of one split (all rows when `split` is None or there is no split column)."""
+        if split is None or not self.has_split():
+            return self
+        check_choice("split", split, SPLITS)
+        rows = [r for r in self.rows if r.get(OUT_SPLIT) == split]
+        return Manifest(rows, self.columns, self.root, self.path_col, self.label_col,
+                        self.group_col, self.source)
+
+
+def read_source(source: str | Path, *, label_col: str | None = None, path_col: str | None = None,
+                group_col: str | None = None, require_label: bool = True) -> Manifest:
+    """Read a class-folder tree or a CSV/TSV manifest into a Manifest."""
+    source = Path(source)
+    if source.is_dir():
+        return _read_folder(source)
+    if not source.is_file():
+        raise ManifestError(f"{source}: no such file or folder; give a folder with one subfolder "
+                            "per class or a CSV/TSV manifest")
+    return _read_table(source, label_col=label_col, path_col=path_col, group_col=group_col,
+                       require_label=require_label)
+
+
+def _read_folder(folder: Path) -> Manifest:
+    rows = []
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for cls in classes:
+        for f in sorted(cls.rglob("*")):
+            if f.is_file() and is_image_file(f):
+                rel = f.relative_to(folder).as_posix()
+                rows.append({OUT_PATH: rel, OUT_LABEL: cls.name, OUT_GROUP: rel})
+    if not rows:
+        raise ManifestError(f"{folder}: no images found in class subfolders (expected e.g. "
+                            f"{folder}/clean/*.jpg and {folder}/contaminated/*.jpg)")
+    empty = [c.name for c in classes if not any(r[OUT_LABEL] == c.name for r in rows)]
+    if empty:
+        raise ManifestError(f"{folder}: class folder(s) {', '.join(empty)} hold no images; add "
+                            "images or remove the folder")
+    return Manifest(rows, [OUT_PATH, OUT_LABEL, OUT_GROUP], folder, OUT_PATH, OUT_LABEL,
+                    OUT_GROUP, str(folder))
+
+
+def _dialect(path: Path, head: str) -> str:
+    if path.suffix.lower() in (".tsv", ".tab", ".txt") or head.count("\t") > head.count(","):
+        return "\t"
+    return ","
+
+
+def _pick(name: str | None, candidates: tuple[str, ...], columns: list[str], source: Path,
+          flag: str, required: bool) -> str | None:
+    if name is not None:
+        if name not in columns:
+            raise ManifestError(f"{source}: no column {name!r} (columns: {', '.join(columns)}); "
+                                f"fix {flag}")
+        return name
+    for c in candidates:
+        if c in columns:
+            return c
+    if required:
+        raise ManifestError(f"{source}: none of the columns {', '.join(columns)} is a known "
+                            f"{flag[2:].replace('-col', '')} column; pass {flag}")
+    return None
+
+
+def _read_table(path: Path, *, label_col, path_col, group_col, require_label) -> Manifest:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            head = f.read(4096)
+            f.seek(0)
+            reader = csv.DictReader(f, delimiter=_dialect(path, head))
+            columns = list(reader.fieldnames or [])
+            rows = [dict(r) for r in reader]
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text; save the manifest as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise ManifestError(f"{path}: malformed CSV ({e}); fix the file") from None
+    if not columns:
+        raise ManifestError(f"{path}: empty manifest; it needs a header row and one row per image")
+    pcol = _pick(path_col, PATH_COLUMNS, columns, path, "--path-col", True)
+    lcol = _pick(label_col, LABEL_COLUMNS, columns, path, "--label-col", require_label)
+    gcol = _pick(group_col, GROUP_COLUMNS, columns, path, "--group-col", False)
+    bad = [i + 2 for i, r in enumerate(rows) if not (r.get(pcol) or "").strip()]
+    if bad:
+        raise ManifestError(f"{path}: empty {pcol!r} on line(s) {_few(bad)}; fill or delete them")
+    if lcol:
+        bad = [i + 2 for i, r in enumerate(rows) if not (r.get(lcol) or "").strip()]
+        if bad:
+            raise ManifestError(f"{path}: empty label {lcol!r} on line(s) {_few(bad)}; fill or "
+                                "delete them")
+    for r in rows:  # DictReader gives None for missing trailing cells
+        for c in columns:
+            if r.get(c) is None:
+                r[c] = ""
+        r.pop(None, None)
+    if not rows:
+        raise ManifestError(f"{path}: the manifest has a header but no rows")
+    return Manifest(rows, columns, path.parent.resolve(), pcol, lcol, gcol, str(path))
+
+
+def _few(items: list, n: int = 5) -> str:
+    shown = ", ".join(str(i) for i in items[:n])
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
+                   seed: int = 0, rare: str = "error") -> Manifest:
+    """Assign each specimen to train/validation/test, stratified by label, deterministic by seed.
+
+    Returns a new Manifest whose rows carry `split`; with `rare` as in the module docstring.
+    """
+    check_choice("rare", rare, RARE)
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3:
+        raise ParameterError(f"ratios must be three numbers train,validation,test; got {ratios}")
+    for name, r in zip(SPLITS, ratios):
+        check_range(f"ratios ({name})", r, 0.0, 1.0)
+    if abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
+        raise ParameterError(f"ratios must sum to 1 with a positive train share; got {ratios}")
+
+    specimen_label: dict[str, str] = {}
+    votes: dict[str, Counter] = defaultdict(Counter)
+    for r in manifest.rows:
+        votes[manifest.specimen(r)][manifest.label(r)] += 1
+    mixed = [s for s, c in votes.items() if len(c) > 1]
+    if mixed:
+        warnings.warn(f"{len(mixed)} specimen(s) have images with different labels (e.g. "
+                      f"{mixed[0]!r}); each specimen is stratified under its most common label",
+                      stacklevel=2)
+    for s, c in votes.items():
+        specimen_label[s] = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for s in sorted(specimen_label):
+        by_label[specimen_label[s]].append(s)
+
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    dropped: set[str] = set()
+    for label in sorted(by_label):
+        specimens = by_label[label]
+        n = len(specimens)
+        need = sum(1 for r in ratios if r > 0)
+        if n < need:
+            msg = (f"class {label!r} has {n} specimen(s), fewer than the {need} needed to appear "
+                   "in every split")
+            if rare == "error":
+                raise ManifestError(f"{manifest.source}: {msg}; add specimens, remove the class, "
+                                    "or pass --rare train (keep it in train only) or --rare drop")
+            if rare == "drop":
+                warnings.warn(f"{msg}; dropped", stacklevel=2)
+                dropped.add(label)
+                continue
+            warnings.warn(f"{msg}; kept in train only", stacklevel=2)
+            for s in specimens:
+                assignment[s] = "train"
+            continue
+        order = [specimens[i] for i in rng.permutation(n)]
+        counts = _allocate(n, ratios)
+        start = 0
+        for name, k in zip(SPLITS, counts):
+            for s in order[start:start + k]:
+                assignment[s] = name
+            start += k
+
+    rows = []
+    for r in manifest.rows:
+        if manifest.label(r) in dropped:
+            continue
+        out = dict(r)
+        out[OUT_SPLIT] = assignment[manifest.specimen(r)]
+        rows.append(out)
+    columns = list(manifest.columns) + [c for c in (OUT_SPLIT,) if c not in manifest.columns]
+    return Manifest(rows, columns, manifest.root, manifest.path_col, manifest.label_col,
+                    manifest.group_col, manifest.source)
+
+
+def _allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
+    """Split n items by ratios (largest remainder), giving each positive ratio at least one."""
+    exact = [n * r for r in ratios]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(ratios)), key=lambda i: exact[i] - counts[i], reverse=True):
+        if sum(counts) == n:
+            break
+        counts[i] += 1
+    for i, r in enumerate(ratios):
+        if r > 0 and counts[i] == 0:
+            donor = max(range(len(counts)), key=lambda j: counts[j])
+            counts[donor] -= 1
+            counts[i] += 1
+    return counts
+
+
+def split_counts(manifest: Manifest) -> dict[str, dict[str, int]]:
+    """Images per class per split: {label: {"train": n, "validation": n, "test": n}}."""
+    table: dict[str, dict[str, int]] = {}
+    for r in manifest.rows:
+        row = table.setdefault(manifest.label(r), dict.fromkeys(SPLITS, 0))
+        row[r.get(OUT_SPLIT, "train")] += 1
+    return dict(sorted(table.items()))
+
+
+def write_manifest(manifest: Manifest, out: str | Path) -> Path:
+    """Write the manifest as CSV, atomically, with herbscan's columns added.
+
+    Every input column is kept as it was; `path` (resolved relative to the output's folder so the
+    CSV works wherever it is written), `label`, `specimen_id` and `split` are added or updated,
+    so `herbscan train` needs no column flags afterwards.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    base = out.parent.resolve()
+    chosen = {OUT_PATH: (manifest.path_col, "--path-col"),
+              OUT_LABEL: (manifest.label_col, "--label-col"),
+              OUT_GROUP: (manifest.group_col, "--group-col")}
+    for col, (src, flag) in chosen.items():
+        if col in manifest.columns and src not in (None, col):
+            raise ManifestError(f"{manifest.source}: column {col!r} would be overwritten by the "
+                                f"{flag} column {src!r}; rename {col!r} in the manifest")
+    columns = list(manifest.columns)
+    for col in (OUT_PATH, OUT_LABEL, OUT_GROUP, OUT_SPLIT):
+        if col not in columns and (col != OUT_LABEL or manifest.label_col):
+            if col == OUT_SPLIT and not manifest.has_split():
+                continue
+            columns.append(col)
+    rows = []
+    for r in manifest.rows:
+        o = dict(r)
+        o[OUT_PATH] = _relative(manifest.path(r), base)
+        if manifest.label_col:
+            o[OUT_LABEL] = manifest.label(r)
+        o[OUT_GROUP] = manifest.specimen(r) if manifest.group_col else o[OUT_PATH]
+        rows.append(o)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _relative(path: Path, base: Path) -> str:
+    """Relative to `base` when the image lies below it, else absolute (survives moving the CSV)."""
+    path = path.resolve()
+    return (path.relative_to(base) if path.is_relative_to(base) else path).as_posix()
+
+
+def split(source: str | Path, out: str | Path, *, label_col: str | None = None,
+          group_col: str | None = None, path_col: str | None = None,
+          ratios: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0,
+          rare: str = "error") -> tuple[Path, dict[str, dict[str, int]]]:
+    """Read a source, split it by specimen and write the split manifest; returns (path, counts)."""
+    m = read_source(source, label_col=label_col, group_col=group_col, path_col=path_col)
+    s = split_manifest(m, ratios=ratios, seed=seed, rare=rare)
+    return write_manifest(s, out), split_counts(s)

@@ -1,0 +1,254 @@
+"""Self-contained HTML report of an evaluation: numbers, figures and misclassified sheets.
+
+The report is rendered from tables (the `compute_metrics` dict, per-sheet predictions, training
+history), never from a live model, with a Jinja2 template packaged next to this module and
+autoescaping on, so sheet paths and class names are shown exactly as given and cannot inject
+markup. Figures and thumbnails are embedded as data URIs: the single file can be mailed or
+archived and opens anywhere without a network.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from . import figures
+
+MAX_HIST_PANELS = 24
+MAX_CONFUSION_TABLE = 50
+TOP_CONFUSIONS = 10
+GALLERY_TOP_PROBS = 3
+_DIAGONAL_RGB = "37, 99, 235"
+_ERROR_RGB = "220, 38, 38"
+_IMAGE_MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("herbscan.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: object) -> str:
+    """A history or info value as short text."""
+    if isinstance(value, float):
+        return "—" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _info_value(value: object) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_num(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_num(v) for v in value)
+    return _num(value)
+
+
+def _headline(metrics: dict) -> list[dict]:
+    cards = [
+        {"label": "Sheets", "value": f"{metrics['n']:,}"},
+        {"label": "Accuracy", "value": _pct(metrics["accuracy"])},
+        {"label": "Balanced accuracy", "value": _pct(metrics["balanced_accuracy"])},
+        {"label": "Macro-F1", "value": f"{metrics['macro_f1']:.3f}"},
+    ]
+    cards += [{"label": f"Top-{k} accuracy", "value": _pct(v)}
+              for k, v in metrics.get("top_k_accuracy", {}).items()]
+    cards += [
+        {"label": "ECE", "value": f"{metrics['calibration']['ece']:.3f}"},
+        {"label": "Log loss", "value": f"{metrics['log_loss']:.3f}"},
+    ]
+    return cards
+
+
+def _per_class(metrics: dict, classes: list[str]) -> list[dict]:
+    cm = metrics["confusion_matrix"]
+    rows = []
+    for i, name in enumerate(classes):
+        acc = metrics["per_class_accuracy"].get(name)
+        rows.append({
+            "name": name,
+            "support": sum(cm[i]),
+            "correct": cm[i][i],
+            "predicted": sum(row[i] for row in cm),
+            "accuracy": _pct(acc),
+            "bar": 0.0 if acc is None else round(100 * acc, 1),
+        })
+    return rows
+
+
+def _confusion(metrics: dict, classes: list[str]) -> dict:
+    cm = metrics["confusion_matrix"]
+    k = len(classes)
+    table = None
+    if k <= MAX_CONFUSION_TABLE:
+        table = []
+        for i, row in enumerate(cm):
+            total = sum(row)
+            cells = []
+            for j, count in enumerate(row):
+                alpha = count / total if total else 0.0
+                cells.append({
+                    "count": count,
+                    "title": f"true {classes[i]}, predicted {classes[j]}: {count}",
+                    "rgb": _DIAGONAL_RGB if i == j else _ERROR_RGB,
+                    "alpha": f"{0.08 + 0.8 * alpha:.2f}" if count else "0",
+                    "dark": alpha > 0.5,
+                })
+            table.append({"index": i + 1, "name": classes[i], "total": total, "cells": cells})
+    pairs = sorted(((cm[i][j], i, j) for i in range(k) for j in range(k)
+                    if i != j and cm[i][j]), key=lambda t: (-t[0], t[1], t[2]))
+    top = [{"true": classes[i], "pred": classes[j], "count": c,
+            "share": _pct(c / sum(cm[i]))} for c, i, j in pairs[:TOP_CONFUSIONS]]
+    return {"table": table, "names_in_header": k <= 6, "top": top if k > 2 else [],
+            "limit": MAX_CONFUSION_TABLE}
+
+
+def _arrays(predictions: Sequence[dict], classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """True class indices and the (n, K) probability matrix of the predictions."""
+    index = {name: i for i, name in enumerate(classes)}
+    y_true = np.empty(len(predictions), dtype=np.int64)
+    probs = np.empty((len(predictions), len(classes)), dtype=np.float64)
+    for row_number, p in enumerate(predictions):
+        if p["true"] not in index:
+            raise ValueError(f"prediction for {p['path']!r} has true class {p['true']!r}, "
+                             f"which is not one of the report's classes {classes}")
+        if len(p["probs"]) != len(classes):
+            raise ValueError(f"prediction for {p['path']!r} has {len(p['probs'])} "
+                             f"probabilities; expected one per class ({len(classes)})")
+        y_true[row_number] = index[p["true"]]
+        probs[row_number] = p["probs"]
+    return y_true, probs
+
+
+def _histograms(predictions: Sequence[dict], classes: list[str]) -> dict:
+    if not predictions:
+        return {"uri": None, "note": None}
+    y_true, probs = _arrays(predictions, classes)
+    k = len(classes)
+    shown = list(range(k))
+    note = None
+    if k > MAX_HIST_PANELS:
+        support = np.bincount(y_true, minlength=k)
+        shown = sorted(np.argsort(-support, kind="stable")[:MAX_HIST_PANELS].tolist())
+        note = f"Shown for the {MAX_HIST_PANELS} classes with the most sheets, of {k}."
+    return {"uri": figures.probability_histograms(probs, y_true, classes, shown), "note": note}
+
+
+def _thumbnail_uri(data: bytes | None) -> str | None:
+    if not data:
+        return None
+    for magic, mime in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+    return None
+
+
+def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
+    items = []
+    for sheet in gallery:
+        probs = list(zip(classes, sheet["probs"]))
+        if len(classes) > GALLERY_TOP_PROBS:
+            probs = sorted(probs, key=lambda t: -t[1])[:GALLERY_TOP_PROBS]
+        items.append({
+            "path": str(sheet["path"]),
+            "true": sheet["true"],
+            "pred": sheet["pred"],
+            "thumbnail": _thumbnail_uri(sheet.get("thumbnail")),
+            "probs": [{"name": name, "value": f"{p:.3f}", "true": name == sheet["true"],
+                       "pred": name == sheet["pred"]} for name, p in probs],
+        })
+    return items
+
+
+def _history_table(history: Sequence[dict]) -> dict:
+    known = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    present = {key for row in history for key in row}
+    columns = [k for k in known if k in present] + sorted(present - set(known))
+    rows = []
+    for row in history:
+        cells = []
+        for key in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("—")
+            elif "accuracy" in key and isinstance(value, (int, float)):
+                cells.append(_pct(value))
+            else:
+                cells.append(_num(value))
+        rows.append(cells)
+    return {"columns": columns, "rows": rows}
+
+
+def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
+                 predictions: Sequence[dict], classes: list[str],
+                 gallery: Sequence[dict] = (), history: Sequence[dict] | None = None,
+                 notes: Sequence[str] = (), info: Mapping | None = None) -> Path:
+    """Write the evaluation report as one self-contained HTML file and return its path.
+
+    `metrics` is the `compute_metrics` dict; `predictions` one dict per sheet with keys path,
+    true, pred, probs (aligned with `classes`); `gallery` the misclassified sheets to show, each
+    also with `thumbnail` (JPEG or PNG bytes); `history` training rows (epoch, train_loss,
+    train_accuracy, val_loss, val_accuracy, …); `notes` warnings shown at the top; `info` run
+    facts shown as a small table. The file is written atomically.
+    """
+    classes = [str(c) for c in classes]
+    if list(metrics["classes"]) != classes:
+        raise ValueError(f"metrics are for classes {metrics['classes']}, "
+                         f"but the report was given {classes}")
+    history = list(history or [])
+    n_wrong = sum(1 for p in predictions if p["true"] != p["pred"])
+    html = _env.get_template("report.html.j2").render(
+        title=title,
+        notes=list(notes),
+        info=[(str(k), _info_value(v)) for k, v in (info or {}).items()],
+        headline=_headline(metrics),
+        n=metrics["n"],
+        classes=classes,
+        per_class=_per_class(metrics, classes),
+        confusion=_confusion(metrics, classes),
+        histograms=_histograms(predictions, classes),
+        n_predictions=len(predictions),
+        n_wrong=n_wrong,
+        gallery=_gallery(gallery, classes),
+        coverage=[{"discarded": _pct(r["discarded"]), "n": r["n"],
+                   "threshold": f"{r['threshold']:.3f}" if "threshold" in r else "—",
+                   "accuracy": _pct(r["accuracy"])} for r in metrics["coverage"]],
+        coverage_uri=figures.coverage_figure(metrics["coverage"]),
+        ece=f"{metrics['calibration']['ece']:.3f}",
+        calibration_uri=figures.reliability_figure(metrics["calibration"]),
+        training_uri=figures.training_figure(history) if history else None,
+        history=_history_table(history),
+    )
+    return _write_atomic(Path(path), html)
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it private; a report is for sharing
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

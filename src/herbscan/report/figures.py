@@ -1,0 +1,192 @@
+"""Report figures as PNG data URIs, drawn with matplotlib's object API.
+
+`matplotlib.figure.Figure` is used directly (never pyplot), so no GUI backend is chosen, no
+global figure state is kept, and a report can be written from any thread or headless server.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, NullLocator
+
+DPI = 96
+HIST_BINS = np.linspace(0.0, 1.0, 21)
+GRID_COLUMNS = 4
+LABEL_CHARS = 28
+TRUE_COLOR = "#2563eb"
+OTHER_COLOR = "#9ca3af"
+SECOND_COLOR = "#ea580c"
+
+
+def _label(text: object) -> str:
+    """A class name safe for matplotlib text: shortened, with `$` not starting mathtext."""
+    text = str(text)
+    if len(text) > LABEL_CHARS:
+        text = text[: LABEL_CHARS - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig.set_facecolor("white")
+    return fig
+
+
+def _style(ax) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(True, color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+
+
+def _data_uri(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
+                           shown: Sequence[int]) -> str:
+    """Distribution of predicted class probabilities, split by true class.
+
+    Two classes: one panel per true class, each a histogram of P(first class) — the figure the
+    mercury-stain paper uses to show how cleanly the two groups separate. More classes: one panel
+    per class c in `shown`, comparing P(c) on sheets of class c with P(c) on all other sheets,
+    each as a fraction of its group on a log scale, so a small class stays visible next to the
+    rest and the few other sheets given a high P(c) (the confusions) are not lost.
+    """
+    if len(classes) == 2:
+        fig = _new_figure(7.5, 2.8)
+        axes = fig.subplots(1, 2, sharex=True)
+        p0 = probs[:, 0]
+        for ax, c, color in zip(axes, (0, 1), (TRUE_COLOR, SECOND_COLOR)):
+            values = p0[y_true == c]
+            ax.hist(values, bins=HIST_BINS, color=color, edgecolor="white", linewidth=0.5)
+            ax.set_title(f"True class: {_label(classes[c])} (n={values.size})", fontsize=9)
+            ax.set_xlabel(f"P({_label(classes[0])})", fontsize=8)
+            ax.set_ylabel("sheets", fontsize=8)
+            ax.set_xlim(0, 1)
+            _style(ax)
+        return _data_uri(fig)
+
+    cols = min(GRID_COLUMNS, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    low = 0.5 / len(y_true)
+    # A fixed layout and one `stairs` artist per histogram: constrained layout and per-bar
+    # patches take seconds on a grid of twenty panels.
+    fig = Figure(figsize=(2.2 * cols + 0.5, 1.6 * rows + 0.7), dpi=DPI)
+    fig.set_facecolor("white")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True,
+                        gridspec_kw={"hspace": 0.45, "wspace": 0.12}).ravel()
+    fig.subplots_adjust(left=0.75 / fig.get_figwidth(), right=0.98,
+                        top=1 - 0.3 / fig.get_figheight(), bottom=0.65 / fig.get_figheight())
+    groups = ((False, OTHER_COLOR, "true class = other"), (True, TRUE_COLOR, "true class = this"))
+    for ax, c in zip(axes, shown):
+        own = y_true == c
+        for is_own, color, _ in groups:
+            values = probs[own == is_own, c]
+            if values.size:
+                counts, _ = np.histogram(values, bins=HIST_BINS)
+                fraction = np.where(counts > 0, counts / values.size, low)
+                ax.stairs(fraction, HIST_BINS, baseline=low, fill=True, color=color, alpha=0.7)
+        ax.set_title(f"P({_label(classes[c])})  n={int(own.sum())}", fontsize=8)
+        _style(ax)
+    for i, ax in enumerate(axes):
+        if i >= len(shown):
+            ax.set_visible(False)
+            axes[i - cols].xaxis.set_tick_params(labelbottom=True)
+    ax = axes[0]
+    ax.set_xlim(0, 1)
+    ax.set_yscale("log")
+    ax.set_ylim(low, 1.5)
+    ax.yaxis.set_major_locator(FixedLocator(
+        [10.0 ** e for e in range(math.floor(math.log10(low)) + 1, 1)]))
+    ax.yaxis.set_minor_locator(NullLocator())
+    fig.legend([Patch(color=color, alpha=0.7) for _, color, _ in groups],
+               [name for _, _, name in groups],
+               loc="lower center", ncols=2, fontsize=8, frameon=False)
+    fig.supylabel("fraction of group (log scale)", fontsize=8, x=0.1 / fig.get_figwidth())
+    return _data_uri(fig)
+
+
+def coverage_figure(curve: Sequence[dict]) -> str:
+    """Accuracy on the sheets kept after setting aside the least confident fraction."""
+    discarded = [100 * row["discarded"] for row in curve]
+    acc = [100 * row["accuracy"] for row in curve]
+    fig = _new_figure(5.2, 2.9)
+    ax = fig.subplots()
+    ax.plot(discarded, acc, marker="o", markersize=4, color=TRUE_COLOR)
+    for i in {0, len(curve) - 1}:
+        ax.annotate(f"{acc[i]:.1f}%", (discarded[i], acc[i]), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize=8)
+    low = min(acc)
+    ax.set_ylim(max(0.0, low - 0.15 * (100 - low) - 1), 100.5)
+    ax.set_xlabel("least confident sheets set aside (%)", fontsize=8)
+    ax.set_ylabel("accuracy on the rest (%)", fontsize=8)
+    _style(ax)
+    return _data_uri(fig)
+
+
+def reliability_figure(calib: dict) -> str:
+    """Reliability diagram: accuracy vs mean confidence per bin, with sheet counts below."""
+    bins = calib["bins"]
+    width = bins[0]["high"] - bins[0]["low"]
+    full = [b for b in bins if b["count"]]
+    centers = [(b["low"] + b["high"]) / 2 for b in full]
+    fig = _new_figure(4.6, 4.0)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], linestyle="--", color=OTHER_COLOR, linewidth=1,
+             label="perfect calibration")
+    top.bar(centers, [b["accuracy"] for b in full], width=width * 0.9, color=TRUE_COLOR,
+            alpha=0.8, label="accuracy")
+    top.scatter([b["confidence"] for b in full], [b["confidence"] for b in full], s=14,
+                color=SECOND_COLOR, zorder=3, label="mean confidence")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy", fontsize=8)
+    top.set_title(f"ECE = {calib['ece']:.3f}", fontsize=9)
+    top.legend(fontsize=7, frameon=False, loc="upper left")
+    bottom.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["count"] for b in bins],
+               width=width * 0.9, color=OTHER_COLOR)
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (highest class probability)", fontsize=8)
+    bottom.set_ylabel("sheets", fontsize=8)
+    for ax in (top, bottom):
+        _style(ax)
+    return _data_uri(fig)
+
+
+def _series(history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    points = [(row["epoch"], row[key]) for row in history
+              if row.get(key) is not None and row.get("epoch") is not None
+              and math.isfinite(float(row[key]))]
+    return [float(e) for e, _ in points], [float(v) for _, v in points]
+
+
+def training_figure(history: Sequence[dict]) -> str | None:
+    """Loss and accuracy per epoch, train vs validation; None when nothing can be plotted."""
+    panels = (("loss", "loss", 1), ("accuracy", "accuracy (%)", 100))
+    if not any(_series(history, f"{split}_{key}")[0]
+               for key, _, _ in panels for split in ("train", "val")):
+        return None
+    fig = _new_figure(7.5, 2.8)
+    for ax, (key, title, scale) in zip(fig.subplots(1, 2), panels):
+        for split, color, name in (("train", TRUE_COLOR, "train"),
+                                   ("val", SECOND_COLOR, "validation")):
+            epochs, values = _series(history, f"{split}_{key}")
+            if epochs:
+                ax.plot(epochs, [scale * v for v in values], marker="o", markersize=3,
+                        color=color, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.has_data():
+            ax.legend(fontsize=7, frameon=False)
+        _style(ax)
+    return _data_uri(fig)

@@ -1,0 +1,152 @@
+"""The Run folder: a trained model that loads without executing anything from disk.
+
+    run.json            classes, preprocessing, architecture, seed, metrics, versions
+    model.safetensors   best weights
+    history.csv         one row per epoch
+    skipped.csv         files that could not be read while training
+    checkpoint/         last epoch's weights + optimiser state for --resume (removed when done)
+
+Weights are safetensors and configuration is JSON: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from herbscan.errors import RunError
+from herbscan.models import create_model
+
+RUN_JSON, WEIGHTS, HISTORY, SKIPPED = "run.json", "model.safetensors", "history.csv", "skipped.csv"
+FORMAT = "herbscan-run/1"
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: dict) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: Iterable[dict], fieldnames: list[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> Path:
+    """safetensors file written atomically; tensors are made contiguous CPU copies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(clean, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise RunError(f"{path}: unreadable weights ({e}); retrain or restore the file") from None
+
+
+@dataclass
+class Run:
+    """A loaded run folder: its config and the model it describes."""
+
+    folder: Path
+    config: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def preprocessing(self) -> dict:
+        return dict(self.config["preprocessing"])
+
+    @property
+    def model_id(self) -> str:
+        """Short hash of the weights file: which model produced a prediction."""
+        h = hashlib.sha256()
+        with open(self.folder / WEIGHTS, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()[:12]
+
+    def build_model(self) -> torch.nn.Module:
+        """The architecture from run.json with the best weights loaded, in eval mode."""
+        arch = self.config["architecture"]
+        model = create_model(arch["name"], num_classes=len(self.classes),
+                             input_size=self.preprocessing["size"], **arch.get("kwargs", {}))
+        state = load_tensors(self.folder / WEIGHTS)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RunError(f"{self.folder / WEIGHTS}: weights do not match {arch['name']} "
+                           f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); "
+                           "the run folder is inconsistent, retrain it")
+        return model.eval()
+
+
+def load_run(folder: str | Path) -> Run:
+    """Open a run folder, checking that it is complete."""
+    folder = Path(folder)
+    cfg_path = folder / RUN_JSON
+    if not folder.is_dir():
+        raise RunError(f"{folder}: no such run folder; train one with `herbscan train DATA --out "
+                       f"{folder}`")
+    if not cfg_path.is_file():
+        raise RunError(f"{folder}: not a herbscan run (no {RUN_JSON}); give the folder that "
+                       "`herbscan train --out` wrote")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{cfg_path}: not valid JSON ({e}); restore or retrain the run") from None
+    if config.get("format") != FORMAT:
+        raise RunError(f"{cfg_path}: format {config.get('format')!r} is not {FORMAT!r}; retrain "
+                       "with this herbscan version")
+    if not (folder / WEIGHTS).is_file():
+        raise RunError(f"{folder}: no {WEIGHTS} (training did not finish an epoch?); resume with "
+                       f"`herbscan train ... --out {folder} --resume`")
+    return Run(folder, config)
