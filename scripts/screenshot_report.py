@@ -45,7 +45,8 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 4000) -
             f"--window-size={width},{height}", report.resolve().as_uri(),
         ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                                  timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"chromium did not finish within {TIMEOUT_S} s") from None
     if proc.returncode != 0 or not out.is_file():

@@ -140,7 +140,7 @@ def coverage_curve(y_true, probs, discard: Sequence[float] = DEFAULT_DISCARD) ->
         f = float(f)
         if not 0.0 <= f < 1.0:
             raise ValueError(f"discard fractions must be in [0, 1); got {f!r}")
-        kept = n - int(math.floor(f * n + 1e-9))
+        kept = n - math.floor(f * n + 1e-9)
         curve.append({
             "discarded": f,
             "coverage": 1.0 - f,

@@ -59,6 +59,11 @@ def _soft_mask(size: tuple[int, int], small: Image.Image) -> Image.Image:
     return small.resize(size, Image.Resampling.BILINEAR)
 
 
+def _blend(img: Image.Image, mask: Image.Image, colour) -> Image.Image:
+    """`img` with `colour` blended in, weighted by `mask`."""
+    return Image.composite(Image.new("RGB", img.size, colour), img, mask)
+
+
 def _blend_box(img: Image.Image, mask: Image.Image, colour, box: tuple[int, int, int, int]) -> None:
     """Blend `colour` into `img` inside `box`, weighted by `mask` (same size as the box)."""
     region = img.crop(box)
@@ -107,21 +112,20 @@ def _dots(draw: ImageDraw.ImageDraw, xs, ys, rs, fills) -> None:
 
 def _paper(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     tint = np.asarray(_PAPER_TINTS[rng.integers(len(_PAPER_TINTS))], dtype=np.float32)
-    tint = np.clip(tint + rng.normal(0, 3, 3), 200, 255).astype(np.float32) / 255.0
+    tint = np.clip(tint + rng.normal(0, 3, 3), 200, 255) / 255.0
     sw, sh = max(2, w // _LOW), max(2, h // _LOW)
     coarse = Image.fromarray(rng.random((5, 4), dtype=np.float32) - 0.5, mode="F")
     field = np.asarray(coarse.resize((sw, sh), Image.Resampling.BICUBIC))
     field = field * rng.uniform(0.03, 0.08) + (rng.random((sh, sw), dtype=np.float32) - 0.5) * 0.02
-    if rng.random() < 0.6:
+    if rng.random() < 0.6:  # vignette
         vx = np.linspace(-1, 1, sw, dtype=np.float32) ** 2
         vy = np.linspace(-1, 1, sh, dtype=np.float32) ** 2
         field = field - rng.uniform(0.02, 0.07) * (vx[None, :] + vy[:, None]) / 2
-    lum = np.asarray(Image.fromarray(field.astype(np.float32), mode="F").resize(
-        (w, h), Image.Resampling.BILINEAR))
-    grain = rng.integers(0, 9, (h, w), dtype=np.uint8).astype(np.float32)
-    lum = (0.985 + lum) * 255.0 + grain - 4.0
-    rgb = lum[:, :, None] * tint[None, None, :]
-    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+    small = Image.fromarray(np.clip((0.985 + field) * 250.0, 0, 250).astype(np.uint8), mode="L")
+    lum = np.asarray(small.resize((w, h), Image.Resampling.BILINEAR)).copy()
+    lum += rng.integers(0, 6, (h, w), dtype=np.uint8)  # fine grain; lum <= 250 so no overflow
+    lut = np.clip(np.arange(256)[None, :] * tint[:, None], 0, 255).astype(np.uint8).ravel()
+    return Image.fromarray(lum, mode="L").convert("RGB").point(lut.tolist())
 
 
 def _leaf_polygons(bases: np.ndarray, q: float, p: float, serrate: float) -> np.ndarray:
@@ -148,15 +152,15 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
     stem_col = _jitter(rng, (112, 88, 58) if not dark else (80, 64, 44), 10)
     q, p = rng.uniform(0.6, 1.6), rng.uniform(0.5, 1.2)
     serrate = rng.uniform(0.1, 0.3) if rng.random() < 0.25 else 0.0
-    leaf_len = rng.uniform(18, 45) * k * (0.5 if style == "fern" else 1.0)
-    leaf_aspect = rng.uniform(0.2, 0.5)
+    leaf_len = rng.uniform(25, 60) * k * (0.4 if style == "fern" else 1.0)
+    leaf_aspect = rng.uniform(0.18, 0.45)
 
     n_plants = 1 if rng.random() < 0.75 else 2
     stack = []
     for j in range(n_plants):
         x0 = w * (rng.uniform(0.25, 0.65) if n_plants == 1 else rng.uniform(0.2, 0.4) + 0.3 * j)
         y0 = h * rng.uniform(0.78, 0.93)
-        length = h * rng.uniform(0.32, 0.6) / (1.0 if n_plants == 1 else 1.3)
+        length = h * rng.uniform(0.4, 0.68) / (1.0 if n_plants == 1 else 1.25)
         stack.append((x0, y0, -math.pi / 2 + rng.normal(0, 0.2), length,
                       rng.uniform(2.5, 5.0) * k, 0))
         if rng.random() < 0.45:
@@ -180,7 +184,7 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
                 i = int(t * nseg)
                 side = 1 if rng.random() < 0.5 else -1
                 stack.append((xs[i], ys[i], angs[min(i, nseg - 1)] + side * rng.uniform(0.35, 0.9),
-                              length * rng.uniform(0.35, 0.65), max(1.0, width * 0.65), depth + 1))
+                              length * rng.uniform(0.4, 0.7), max(1.0, width * 0.65), depth + 1))
         # foliage along this branch
         spacing = {"herb": rng.uniform(14, 28), "fern": rng.uniform(5, 9),
                    "club": rng.uniform(2.5, 4.0)}[style] * k
@@ -207,7 +211,8 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
     if leaves:
         rows = np.concatenate(leaves)
         polys = _leaf_polygons(rows, q, p, serrate)
-        cols = np.clip(leaf_base + rng.normal(0, 9, (len(rows), 3)), 0, 255).astype(int).tolist()
+        shade = rng.normal(1.0, 0.08, (len(rows), 1)) + rng.normal(0, 0.03, (len(rows), 3))
+        cols = np.clip(leaf_base * shade, 0, 255).astype(int).tolist()
         vein = tuple(int(c * 0.8) for c in leaf_base) + (255,)
         for poly, c, r in zip(polys.tolist(), cols, rows.tolist()):
             draw.polygon([tuple(pt) for pt in poly], fill=tuple(c) + (255,))
@@ -218,7 +223,8 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         nd = np.concatenate(needles)
         ends_x = nd[:, 0] + nd[:, 3] * np.cos(nd[:, 2])
         ends_y = nd[:, 1] + nd[:, 3] * np.sin(nd[:, 2])
-        cols = np.clip(leaf_base + rng.normal(0, 10, (len(nd), 3)), 0, 255).astype(int).tolist()
+        shade = rng.normal(1.0, 0.08, (len(nd), 1)) + rng.normal(0, 0.03, (len(nd), 3))
+        cols = np.clip(leaf_base * shade, 0, 255).astype(int).tolist()
         nw = max(1, round(2 * k))
         for x, y, ex, ey, c in zip(nd[:, 0].tolist(), nd[:, 1].tolist(), ends_x.tolist(),
                                    ends_y.tolist(), cols):
@@ -281,11 +287,12 @@ def _label(rng, img: Image.Image, box: tuple[int, int, int, int], k: float) -> N
                    outline=(90, 90, 90) if rng.random() < 0.5 else None, width=max(1, round(k)))
     lines = _label_lines(rng)
     size = max(4, round((y1 - y0) / (len(lines) + 1.5)))
+    widest = max(_font(size).getlength(line) for line in lines)
+    fsize = max(4, min(round(size * 0.9), int(size * (x1 - x0 - 1.4 * size) / max(widest, 1))))
     ink = _jitter(rng, (35, 33, 38), 6)
     y = y0 + size * 0.6
     for i, line in enumerate(lines):
-        font = _font(max(4, round(size * (0.8 if i == 0 else 0.9))))
-        draw.text((x0 + size * 0.6, y), line, fill=ink, font=font)
+        draw.text((x0 + size * 0.6, y), line, fill=ink, font=_font(fsize - (i == 0)))
         y += size
     if (x1 - x0) > 40 * k:
         draw.line((x0 + 6 * k, y0 + size * 1.6, x1 - 6 * k, y0 + size * 1.6), fill=ink,
@@ -363,10 +370,10 @@ def _confusers(rng, img: Image.Image, stems: np.ndarray, k: float) -> list[str]:
             n = int(rng.integers(3, 30))
             xs, ys = cx + rng.normal(0, 25 * k, n), cy + rng.normal(0, 25 * k, n)
             rs = rng.uniform(1.5, 5.0, n) * k
-            fills = [_jitter(rng, (176, 122, 72), 12) for _ in range(n)]
-            _dots(draw, xs, ys, rs * 1.6, [tuple(int(c + (255 - c) * 0.55) for c in f)
+            fills = [_jitter(rng, (172, 126, 84), 10) for _ in range(n)]
+            _dots(draw, xs, ys, rs * 1.5, [tuple(int(c + (255 - c) * 0.6) for c in f)
                                             for f in fills])
-            _dots(draw, xs, ys, rs, fills)
+            _dots(draw, xs, ys, rs * 0.8, fills)
     if rng.random() < 0.25:
         names.append("ink")
         n = int(rng.integers(1, 5))
@@ -406,10 +413,10 @@ def _confusers(rng, img: Image.Image, stems: np.ndarray, k: float) -> list[str]:
 
 
 def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s: float,
-           k: float) -> None:
+           k: float) -> Image.Image:
     """Mercury staining of severity `s`: speckle clusters, grey halos and blotches, greyed plant."""
     w, h = img.size
-    n_clusters = 1 + int(round(s * rng.uniform(2.5, 7.0)))
+    n_clusters = 1 + int(round((0.25 + s) * rng.uniform(2.5, 6.5)))
     centres = []
     for _ in range(n_clusters):
         if len(stems) and rng.random() < 0.75:
@@ -432,10 +439,10 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
     plant_small = plant_alpha.resize((sw, sh), Image.Resampling.BOX).filter(ImageFilter.MaxFilter(3))
     near_plant = np.asarray(plant_small.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255
     near_plant = np.clip(near_plant * 2.5, 0, 1)
-    blotch = field_a * (rng.uniform(0.06, 0.16) + rng.uniform(0.15, 0.35) * near_plant)
-    blotch *= 0.35 + 0.65 * s
+    blotch = field_a * (rng.uniform(0.1, 0.2) + rng.uniform(0.2, 0.4) * near_plant)
+    blotch *= 0.5 + 0.5 * s
     mask = Image.fromarray((np.clip(blotch, 0, 1) * 255).astype(np.uint8), mode="L")
-    _blend_box(img, _soft_mask((w, h), mask), _jitter(rng, (92, 88, 80), 6), (0, 0, w, h))
+    img = _blend(img, _soft_mask((w, h), mask), _jitter(rng, (92, 88, 80), 6))
     if rng.random() < 0.4 * s + 0.1:  # grey tide rings, as in old wet-stained sheets
         cx, cy = centres[0]
         r = rng.uniform(40, 110) * k
@@ -445,14 +452,14 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
     # plant tissue inside the stained area turns grey
     full_field = _soft_mask((w, h), Image.fromarray(
         (field_a * 255 * (0.25 + 0.45 * s)).astype(np.uint8), mode="L"))
-    _blend_box(img, ImageChops.multiply(full_field, plant_alpha), (78, 76, 72), (0, 0, w, h))
+    img = _blend(img, ImageChops.multiply(full_field, plant_alpha), (78, 76, 72))
 
     # the speckles: many small grey-black dots clustered around points and along stems
     speck = Image.new("L", (w, h), 0)
     sd = ImageDraw.Draw(speck)
-    darkness = 0.5 + 0.5 * s
+    darkness = 0.6 + 0.4 * s
     for (cx, cy), r in zip(centres, radii):
-        n = int((30 + 270 * s) * rng.uniform(0.5, 1.0))
+        n = int((60 + 280 * s) * rng.uniform(0.6, 1.0))
         if len(stems) and rng.random() < 0.4:  # strung along a stretch of stem
             i0 = int(rng.integers(len(stems)))
             seg = stems[i0:i0 + max(2, int(r / (5 * k)))]
@@ -465,17 +472,17 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
             j = rng.integers(0, n_sub, n)
             spread = rng.uniform(0.2, 0.45) * r
             xs, ys = sub[j, 0] + rng.normal(0, spread, n), sub[j, 1] + rng.normal(0, spread, n)
-        rs = np.minimum(1.5 + rng.exponential(0.9, n), 6.0) * k
+        rs = np.minimum(1.5 + rng.exponential(0.7, n), 6.0) * k
         ops = np.clip(rng.uniform(0.55, 1.0, n) * darkness, 0, 1)
         halo = rng.random(n) < 0.2
-        _dots(sd, xs[halo], ys[halo], rs[halo] * 2.2, [int(v) for v in ops[halo] * 90])
+        _dots(sd, xs[halo], ys[halo], rs[halo] * 1.7, [int(v) for v in ops[halo] * 70])
         _dots(sd, xs, ys, rs, [int(v) for v in ops * 255])
-    n_scatter = int(s * rng.uniform(20, 200))  # loose speckles elsewhere on a badly stained sheet
+    n_scatter = int(s * rng.uniform(50, 300))  # loose speckles elsewhere on a badly stained sheet
     if n_scatter:
         xs, ys = rng.uniform(0, w, n_scatter), rng.uniform(0, h, n_scatter)
         _dots(sd, xs, ys, np.minimum(1.2 + rng.exponential(0.6, n_scatter), 4) * k,
               [int(v) for v in rng.uniform(0.5, 1.0, n_scatter) * 255 * darkness])
-    _blend_box(img, speck, _jitter(rng, (38, 37, 36), 4), (0, 0, w, h))
+    return _blend(img, speck, _jitter(rng, (38, 37, 36), 4))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,8 +519,8 @@ def make_sheet(rng: np.random.Generator, *, stained: bool, severity: float | Non
 
     img = _paper(r_layout, w, h)
     layer, stems = _plant(r_layout, w, h, k)
-    img.paste(layer, (0, 0), layer)
     plant_alpha = layer.getchannel("A")
+    img = Image.composite(layer.convert("RGB"), img, plant_alpha)
     _tape(r_layout, img, stems, k)
 
     edge = ("right", "left", "top", "bottom")[r_layout.choice(4, p=(0.55, 0.15, 0.15, 0.15))]
@@ -547,7 +554,7 @@ def make_sheet(rng: np.random.Generator, *, stained: bool, severity: float | Non
     sev = 0.0
     if stained:
         sev = float(severity) if severity is not None else _draw_severity(r_stain)
-        _stain(r_stain, img, plant_alpha, stems, sev, k)
+        img = _stain(r_stain, img, plant_alpha, stems, sev, k)
     _colour_bar(r_layout, img, edge, thick)
     return img, {"stained": bool(stained), "severity": sev, "confusers": confusers}
 

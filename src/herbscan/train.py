@@ -80,10 +80,11 @@ def _class_weights(y: np.ndarray, k: int) -> np.ndarray:
 
 
 def _load_split(m: Manifest, split: str, classes: list[str], size: int, fit: str, cache_dir,
-                workers: int, skipped: list[dict]):
+                workers: int, skipped: list[dict], progress: bool):
     sub = m.subset(split)
     paths = sub.paths()
-    arrays, ok, failures = load_sheets(paths, size, fit, cache_dir=cache_dir, workers=workers)
+    arrays, ok, failures = load_sheets(paths, size, fit, cache_dir=cache_dir, workers=workers,
+                                       progress=progress)
     for p, err in failures:
         skipped.append({"path": p, "split": split, "error": err})
     labels = [sub.label(sub.rows[i]) for i in ok]
@@ -142,8 +143,10 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     acc = Accel.resolve(device, precision)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
-    x_tr, y_tr = _load_split(m, "train", classes, size, fit, cache_dir, workers, skipped)
-    x_va, y_va = _load_split(m, "validation", classes, size, fit, cache_dir, workers, skipped)
+    x_tr, y_tr = _load_split(m, "train", classes, size, fit, cache_dir, workers, skipped,
+                            progress)
+    x_va, y_va = _load_split(m, "validation", classes, size, fit, cache_dir, workers, skipped,
+                            progress)
     write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
     empty = [c for i, c in enumerate(classes) if not (y_tr == i).any()]
     if empty:

@@ -164,9 +164,11 @@ def _thumbnail_uri(data: bytes | None) -> str | None:
 def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
     items = []
     for sheet in gallery:
-        probs = list(zip(classes, sheet["probs"]))
+        probs = sorted(zip(classes, sheet["probs"]), key=lambda t: -t[1])
         if len(classes) > GALLERY_TOP_PROBS:
-            probs = sorted(probs, key=lambda t: -t[1])[:GALLERY_TOP_PROBS]
+            # the most probable classes, and always the true one
+            probs = [t for i, t in enumerate(probs)
+                     if i < GALLERY_TOP_PROBS or t[0] == sheet["true"]]
         items.append({
             "path": str(sheet["path"]),
             "true": sheet["true"],
@@ -220,7 +222,6 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
         notes=list(notes),
         info=[(str(k), _info_value(v)) for k, v in (info or {}).items()],
         headline=_headline(metrics),
-        n=metrics["n"],
         classes=classes,
         per_class=_per_class(metrics, classes),
         confusion=_confusion(metrics, classes),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -76,8 +77,8 @@ def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Seque
             _style(ax)
         return _data_uri(fig)
 
-    cols = min(GRID_COLUMNS, len(shown))
-    rows = math.ceil(len(shown) / cols)
+    rows = math.ceil(len(shown) / GRID_COLUMNS)
+    cols = math.ceil(len(shown) / rows)
     low = 0.5 / len(y_true)
     # A fixed layout and one `stairs` artist per histogram: constrained layout and per-bar
     # patches take seconds on a grid of twenty panels.
@@ -87,15 +88,18 @@ def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Seque
                         gridspec_kw={"hspace": 0.45, "wspace": 0.12}).ravel()
     fig.subplots_adjust(left=0.75 / fig.get_figwidth(), right=0.98,
                         top=1 - 0.3 / fig.get_figheight(), bottom=0.65 / fig.get_figheight())
-    groups = ((False, OTHER_COLOR, "true class = other"), (True, TRUE_COLOR, "true class = this"))
     for ax, c in zip(axes, shown):
         own = y_true == c
-        for is_own, color, _ in groups:
+        for is_own in (False, True):
             values = probs[own == is_own, c]
             if values.size:
                 counts, _ = np.histogram(values, bins=HIST_BINS)
                 fraction = np.where(counts > 0, counts / values.size, low)
-                ax.stairs(fraction, HIST_BINS, baseline=low, fill=True, color=color, alpha=0.7)
+                if is_own:
+                    ax.stairs(fraction, HIST_BINS, baseline=low, color=TRUE_COLOR, linewidth=1.4)
+                else:
+                    ax.stairs(fraction, HIST_BINS, baseline=low, fill=True, color=OTHER_COLOR,
+                              alpha=0.6)
         ax.set_title(f"P({_label(classes[c])})  n={int(own.sum())}", fontsize=8)
         _style(ax)
     for i, ax in enumerate(axes):
@@ -109,8 +113,8 @@ def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Seque
     ax.yaxis.set_major_locator(FixedLocator(
         [10.0 ** e for e in range(math.floor(math.log10(low)) + 1, 1)]))
     ax.yaxis.set_minor_locator(NullLocator())
-    fig.legend([Patch(color=color, alpha=0.7) for _, color, _ in groups],
-               [name for _, _, name in groups],
+    fig.legend([Patch(color=OTHER_COLOR, alpha=0.6), Line2D([], [], color=TRUE_COLOR)],
+               ["true class = other", "true class = this"],
                loc="lower center", ncols=2, fontsize=8, frameon=False)
     fig.supylabel("fraction of group (log scale)", fontsize=8, x=0.1 / fig.get_figwidth())
     return _data_uri(fig)

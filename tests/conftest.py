@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny collections made in code, and the optional ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("HERBSCAN_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data not found at {d} (set HERBSCAN_SHARED_DATA)")
+    return d
+
+
+def make_sheet(rng: np.random.Generator, dotted: bool, size=(96, 144)) -> Image.Image:
+    """A pale sheet; 'dotted' ones carry clusters of dark dots (a trivially learnable class)."""
+    w, h = size
+    a = np.full((h, w, 3), 235, np.uint8) + rng.integers(0, 15, (h, w, 1), dtype=np.uint8)
+    a[h // 3: 2 * h // 3, w // 2 - 2: w // 2 + 2] = (60, 110, 50)  # a stem
+    if dotted:
+        for _ in range(6):
+            cy, cx = rng.integers(10, h - 10), rng.integers(10, w - 10)
+            a[cy - 4: cy + 4, cx - 4: cx + 4] = 30
+    return Image.fromarray(a)
+
+
+@pytest.fixture
+def tiny_collection(tmp_path) -> Path:
+    """Class folders clean/ and contaminated/ with 14 small JPEG sheets each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "coll"
+    for label, dotted in (("clean", False), ("contaminated", True)):
+        (root / label).mkdir(parents=True)
+        for i in range(14):
+            make_sheet(rng, dotted).save(root / label / f"{label[:2]}{i:03d}.jpg", quality=92)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HERBSCAN_CACHE", str(tmp_path / "cache"))

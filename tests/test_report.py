@@ -1,0 +1,139 @@
+"""The HTML report: sections, self-containment, escaping, numbers, and a rendered screenshot."""
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from herbscan.metrics import compute_metrics
+from herbscan.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ["Summary", "Per-class accuracy", "Confusion matrix", "Probability distributions",
+            "Misclassified sheets", "Accuracy versus coverage", "Calibration", "Training curves"]
+EVIL = "<script>alert(1)</script>.jpg"
+
+
+def _jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((30, 20, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).resize((100, 150)).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _evaluation(classes, n=200, seed=0):
+    """Synthetic predictions, their metrics and a gallery of the misclassified ones."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), y] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pred = probs.argmax(axis=1)
+    predictions = [{"path": f"sheets/{i:04d}.jpg", "true": classes[y[i]],
+                    "pred": classes[pred[i]], "probs": probs[i].tolist()} for i in range(n)]
+    wrong = [p for p in predictions if p["true"] != p["pred"]]
+    wrong[0]["path"] = EVIL
+    gallery = [dict(p, thumbnail=_jpeg(i)) for i, p in enumerate(wrong[:6])]
+    return compute_metrics(y, probs, classes), predictions, gallery
+
+
+HISTORY = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 1 - 0.3 / e,
+            "val_loss": 1.2 / e, "val_accuracy": 0.9 - 0.3 / e, "lr": 1e-3, "seconds": 4.2}
+           for e in range(1, 6)]
+
+
+@pytest.fixture(scope="module", params=[["clean", "stained"],
+                                        ["Quercus", "Acer", "Ficus $aurea", "Salix", "Pinus"]],
+                ids=["2-classes", "5-classes"])
+def report(request, tmp_path_factory):
+    classes = request.param
+    metrics, predictions, gallery = _evaluation(classes)
+    path = tmp_path_factory.mktemp("report") / "out" / "report.html"
+    written = write_report(path, title="Test evaluation", metrics=metrics,
+                           predictions=predictions, classes=classes, gallery=gallery,
+                           history=HISTORY, notes=["This data is synthetic."],
+                           info={"model": "smithsonian_cnn", "versions": {"torch": "2.13.0"}})
+    return written, written.read_text(encoding="utf-8"), metrics
+
+
+def test_report_has_every_section_and_the_notes(report):
+    path, html, _ = report
+    assert path.is_file()
+    for heading in SECTIONS:
+        assert f"<h2>{heading}</h2>" in html
+    assert "This data is synthetic." in html
+    assert "smithsonian_cnn" in html and "torch 2.13.0" in html
+
+
+def test_report_is_self_contained(report):
+    _, html, _ = report
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert "<link" not in html.lower()
+    assert "<script" not in html.lower()
+    assert "@import" not in html and "url(" not in html
+    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 4
+    assert len(re.findall(r'src="data:image/jpeg;base64,', html)) == 6
+
+
+def test_report_escapes_sheet_paths(report):
+    _, html, _ = report
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in html
+
+
+def test_report_shows_the_metrics(report):
+    _, html, metrics = report
+    assert f"{100 * metrics['accuracy']:.1f}%" in html
+    assert f"{100 * metrics['balanced_accuracy']:.1f}%" in html
+    assert f"{metrics['macro_f1']:.3f}" in html
+    assert f"{metrics['calibration']['ece']:.3f}" in html
+    assert ("Top-2 accuracy" in html) == (len(metrics["classes"]) > 2)
+    assert f"{100 * metrics['coverage'][-1]['accuracy']:.1f}%" in html
+
+
+def test_report_without_errors_history_or_thumbnails(tmp_path):
+    classes = ["clean", "stained"]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    y = np.array([0, 1, 0])
+    predictions = [{"path": f"{i}.jpg", "true": classes[t], "pred": classes[t],
+                    "probs": p.tolist()} for i, (t, p) in enumerate(zip(y, probs))]
+    path = write_report(tmp_path / "r.html", title="Perfect",
+                        metrics=compute_metrics(y, probs, classes), predictions=predictions,
+                        classes=classes)
+    html = path.read_text(encoding="utf-8")
+    assert "None: every one of the 3 sheets was classified correctly." in html
+    assert "No training history was recorded" in html
+    assert list(tmp_path.iterdir()) == [path]  # the temporary file was renamed away
+
+
+def test_report_rejects_predictions_with_unknown_classes(tmp_path):
+    classes = ["clean", "stained"]
+    metrics, predictions, _ = _evaluation(classes)
+    predictions[3]["true"] = "mouldy"
+    with pytest.raises(ValueError, match="mouldy"):
+        write_report(tmp_path / "r.html", title="Bad", metrics=metrics, predictions=predictions,
+                     classes=classes)
+    assert not list(tmp_path.iterdir())
+
+
+def test_screenshot_renders_a_page(report, tmp_path):
+    if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
+        pytest.skip("chromium is not installed (apt-get install chromium) - screenshot not tested")
+    path, _, _ = report
+    out = tmp_path / "shot.png"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot_report.py"),
+                           str(path), str(out), "--height", "2000"],
+                          check=False, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as image:
+        assert image.size == (1280, 2000)
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    assert pixels.std() > 10

@@ -1,0 +1,114 @@
+"""End-to-end on a tiny learnable collection: split → train → resume → evaluate → predict."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from herbscan.errors import ManifestError, RunError
+from herbscan.evaluate import evaluate
+from herbscan.manifest import split
+from herbscan.predict import Predictor, predict
+from herbscan.runs import load_run
+from herbscan.train import train
+
+FAST = dict(model="herbnet_small", size=64, batch_size=8, lr=3e-3, workers=1, progress=False,
+            precision="fp32")
+
+
+@pytest.fixture
+def split_csv(tiny_collection, tmp_path):
+    out, _ = split(tiny_collection, tmp_path / "split.csv", ratios=(0.6, 0.2, 0.2), seed=1)
+    return out
+
+
+def test_train_evaluate_predict(split_csv, tmp_path):
+    run = train(split_csv, tmp_path / "run", epochs=12, patience=0, **FAST)
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["classes"] == ["clean", "contaminated"]
+    assert cfg["preprocessing"]["size"] == 64 and cfg["seed"] == 0
+    assert cfg["training"]["epochs_run"] == 12 and cfg["versions"]["torch"]
+    with open(run / "history.csv") as f:
+        hist = list(csv.DictReader(f))
+    assert len(hist) == 12
+    assert float(hist[-1]["train_loss"]) < float(hist[0]["train_loss"])
+    assert not (run / "checkpoint").exists()
+
+    m = evaluate(run, split="test", precision="fp32", progress=False)
+    assert m["n"] == 6 and m["accuracy"] >= 0.8  # dotted vs plain is easy
+    for f in ("metrics.json", "predictions.csv", "report.html"):
+        assert (run / f).is_file()
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["confusion_matrix"] and set(saved["per_class_accuracy"]) == set(cfg["classes"])
+
+    imgs = sorted((tmp_path / "coll" / "contaminated").glob("*.jpg"))[:3]
+    preds, classes = predict(run, imgs, tmp_path / "p.csv", precision="fp32")
+    assert all(p.probs is not None and abs(p.probs.sum() - 1) < 1e-5 for p in preds)
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [str(p) for p in imgs]
+    assert set(rows[0]) >= {"predicted", "p_clean", "p_contaminated", "error"}
+
+
+def test_seeded_runs_are_identical(split_csv, tmp_path):
+    a = train(split_csv, tmp_path / "a", epochs=2, **FAST)
+    b = train(split_csv, tmp_path / "b", epochs=2, **FAST)
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def test_resume_continues_and_matches_uninterrupted(split_csv, tmp_path, monkeypatch):
+    full = train(split_csv, tmp_path / "full", epochs=4, patience=0, **FAST)
+
+    import herbscan.train as tr
+    real = tr._save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_two(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if killed after epoch 2's checkpoint
+
+    monkeypatch.setattr(tr, "_save_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(split_csv, tmp_path / "part", epochs=4, patience=0, **FAST)
+    monkeypatch.setattr(tr, "_save_checkpoint", real)
+    with pytest.raises(RunError, match="--resume"):
+        train(split_csv, tmp_path / "part", epochs=4, patience=0, **FAST)
+    train(split_csv, tmp_path / "part", epochs=4, patience=0, resume=True, **FAST)
+    with open(tmp_path / "part" / "history.csv") as f:
+        hist = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in hist] == [1, 2, 3, 4]
+    wa = load_file(str(full / "model.safetensors"))
+    wb = load_file(str(tmp_path / "part" / "model.safetensors"))
+    assert all(np.allclose(wa[k].numpy(), wb[k].numpy(), atol=1e-5) for k in wa)
+
+
+def test_bad_files_are_skipped_and_listed(split_csv, tmp_path):
+    with open(split_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    bad = tmp_path / "coll" / "clean" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    rows.append(dict(rows[0], path=str(bad), specimen_id="broken", split="train"))
+    data = tmp_path / "with_bad.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run = train(data, tmp_path / "r", epochs=1, **FAST)
+    with open(run / "skipped.csv") as f:
+        skipped = list(csv.DictReader(f))
+    assert [s["path"] for s in skipped] == [str(bad)]
+    assert json.loads((run / "run.json").read_text())["training"]["n_skipped"] == 1
+
+
+def test_errors(tiny_collection, split_csv, tmp_path):
+    with pytest.raises(ManifestError, match="no 'split' column.*herbscan split"):
+        train(tiny_collection, tmp_path / "x", epochs=1, **FAST)
+    with pytest.raises(RunError, match="not a herbscan run"):
+        load_run(tmp_path)
+    with pytest.raises(RunError, match="no such run folder"):
+        Predictor(tmp_path / "nope")
