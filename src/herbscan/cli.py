@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="herbscan: deep learning for digitized herbarium sheets.")
 _state = {"debug": False}
 
@@ -148,23 +148,12 @@ def main() -> None:
     from herbscan.errors import HerbscanError
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
-        app(standalone_mode=False)
+        app()  # exits itself: 0 on success, 2 on usage errors
     except HerbscanError as e:
         if _state["debug"]:
             raise
         _echo(f"error: {e}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        _echo("interrupted")
-        sys.exit(130)
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as e:  # click usage errors
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":
