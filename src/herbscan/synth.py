@@ -13,7 +13,6 @@ import functools
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageFo
 
 from herbscan.errors import ParameterError, check_range
 
-__all__ = ["make_sheet", "make_collection", "MANIFEST_COLUMNS"]
+__all__ = ["MANIFEST_COLUMNS", "make_collection", "make_sheet"]
 
 MANIFEST_COLUMNS = ("path", "label", "catalogNumber", "severity", "synthetic")
 
@@ -64,7 +63,8 @@ def _blend(img: Image.Image, mask: Image.Image, colour) -> Image.Image:
     return Image.composite(Image.new("RGB", img.size, colour), img, mask)
 
 
-def _blend_box(img: Image.Image, mask: Image.Image, colour, box: tuple[int, int, int, int]) -> None:
+def _blend_box(img: Image.Image, mask: Image.Image, colour, box: tuple[int, int, int, int]
+               ) -> None:
     """Blend `colour` into `img` inside `box`, weighted by `mask` (same size as the box)."""
     region = img.crop(box)
     solid = Image.new("RGB", region.size, colour)
@@ -198,8 +198,9 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         if style == "club":
             ln = rng.uniform(8, 18, n_f) * k * taper
             needles.append(np.stack([xs[idx], ys[idx], fa, ln], axis=1))
-            needles.append(np.stack([xs[idx], ys[idx], seg_ang[idx] - sides * rng.uniform(0.5, 1.1, n_f),
-                                     ln * rng.uniform(0.7, 1.0, n_f)], axis=1))
+            other = seg_ang[idx] - sides * rng.uniform(0.5, 1.1, n_f)
+            needles.append(np.stack([xs[idx], ys[idx], other, ln * rng.uniform(0.7, 1.0, n_f)],
+                                    axis=1))
         else:
             ln = leaf_len * rng.uniform(0.75, 1.25, n_f) * taper
             rows = np.stack([xs[idx], ys[idx], fa, ln, ln * leaf_aspect], axis=1)
@@ -229,7 +230,9 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         for x, y, ex, ey, c in zip(nd[:, 0].tolist(), nd[:, 1].tolist(), ends_x.tolist(),
                                    ends_y.tolist(), cols):
             draw.line((x, y, ex, ey), fill=tuple(c) + (255,), width=nw)
-    return layer, np.concatenate(stems)
+    stems = np.concatenate(stems)
+    inside = (stems[:, 0] >= 0) & (stems[:, 0] < w) & (stems[:, 1] >= 0) & (stems[:, 1] < h)
+    return layer, stems[inside]
 
 
 def _roots(rng, draw, x0, y0, k, colour) -> None:
@@ -265,18 +268,21 @@ def _word(rng, n_syl: tuple[int, int]) -> str:
 
 
 def _label_lines(rng) -> list[str]:
-    genus = _word(rng, (2, 4)).capitalize() + ("ia", "um", "us", "ella", "opsis", "a")[rng.integers(6)]
+    genus = _word(rng, (2, 4)).capitalize() + ("ia", "um", "us", "ella", "opsis", "a")[
+        rng.integers(6)]
     epithet = _word(rng, (1, 3)) + ("ensis", "a", "um", "ii", "ata", "ifolia")[rng.integers(6)]
     author = _word(rng, (1, 3)).capitalize()[:6] + "."
     place = _word(rng, (2, 4)).capitalize()
     months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
     date = f"{rng.integers(1, 29)} {months[rng.integers(12)]} {rng.integers(1870, 1990)}"
-    collector = f"{chr(65 + rng.integers(26))}. {chr(65 + rng.integers(26))}. {_word(rng, (2, 3)).capitalize()}"
+    initials = chr(65 + rng.integers(26)) + ". " + chr(65 + rng.integers(26)) + "."
+    collector = f"{initials} {_word(rng, (2, 3)).capitalize()}"
+    habitat = ("Moist woods", "Dry slope", "Sandy shore", "Meadow")[rng.integers(4)]
     header = ("HERBARIUM OF THE UNIVERSITY OF " + place.upper(), "PLANTS OF " + place.upper(),
               "FLORA OF " + place.upper() + " COUNTY")[rng.integers(3)]
     return [header, f"{genus} {epithet} {author}",
             f"Near {_word(rng, (2, 3)).capitalize()} River, {place} Co.",
-            f"Alt. {rng.integers(5, 300) * 10} m.   {('Moist woods', 'Dry slope', 'Sandy shore', 'Meadow')[rng.integers(4)]}",
+            f"Alt. {rng.integers(5, 300) * 10} m.   {habitat}",
             f"Coll. {collector}   No. {rng.integers(10, 9999)}", date]
 
 
@@ -299,27 +305,27 @@ def _label(rng, img: Image.Image, box: tuple[int, int, int, int], k: float) -> N
                   width=max(1, round(k)))
 
 
-def _barcode(rng, img: Image.Image, x: int, y: int, k: float) -> tuple[int, int]:
-    """Paste a Code-39-looking barcode with its number at (x, y); return its size."""
+def _barcode(rng, k: float) -> Image.Image:
+    """A Code-39-looking barcode with its number underneath, at scale `k`."""
     number = f"{rng.integers(0, 10**8):08d}"
     n_chars = len(number) + 2
     widths = np.ones((n_chars, 10), dtype=int)
     for c in range(n_chars):  # three wide elements out of nine per character, then a gap
         widths[c, rng.choice(9, 3, replace=False)] = 3
-    widths = widths.ravel()
-    colours = np.tile(np.arange(10) % 2 == 0, n_chars)  # bar, space, bar, ...
-    module = max(1, round(1.4 * k))
-    pattern = np.repeat(colours, widths * module)
-    bar_h, quiet = max(4, round(34 * k)), max(2, round(8 * k))
-    text_h = max(4, round(13 * k))
+    bars = np.tile(np.arange(10) % 2 == 0, n_chars)  # bar, space, bar, ...
+    pattern = np.repeat(bars, widths.ravel())
+    bar_h, quiet, text_h = 34, 8, 14
     bw, bh = pattern.size + 2 * quiet, bar_h + text_h + 2 * quiet
     arr = np.full((bh, bw), 252, dtype=np.uint8)
     arr[quiet:quiet + bar_h, quiet:quiet + pattern.size] = np.where(pattern, 15, 252)[None, :]
     code = Image.fromarray(arr, mode="L").convert("RGB")
     ImageDraw.Draw(code).text((bw / 2, quiet + bar_h + 1), number, fill=(20, 20, 20),
-                              font=_font(max(4, text_h - 2)), anchor="mt")
-    img.paste(code, (x, y))
-    return bw, bh
+                              font=_font(text_h - 2), anchor="mt")
+    scale = 1.3 * k
+    if abs(scale - 1.0) > 0.05:
+        code = code.resize((max(8, round(bw * scale)), max(4, round(bh * scale))),
+                           Image.Resampling.BILINEAR)
+    return code
 
 
 def _colour_bar(rng, img: Image.Image, edge: str, thick: int) -> None:
@@ -349,7 +355,7 @@ def _colour_bar(rng, img: Image.Image, edge: str, thick: int) -> None:
 # confusers and stains
 
 
-def _confusers(rng, img: Image.Image, stems: np.ndarray, k: float) -> list[str]:
+def _confusers(rng, img: Image.Image, k: float) -> list[str]:
     w, h = img.size
     names = []
     draw = ImageDraw.Draw(img)
@@ -416,7 +422,7 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
            k: float) -> Image.Image:
     """Mercury staining of severity `s`: speckle clusters, grey halos and blotches, greyed plant."""
     w, h = img.size
-    n_clusters = 1 + int(round((0.25 + s) * rng.uniform(2.5, 6.5)))
+    n_clusters = 1 + round((0.25 + s) * rng.uniform(2.5, 6.5))
     centres = []
     for _ in range(n_clusters):
         if len(stems) and rng.random() < 0.75:
@@ -436,8 +442,9 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
                    cy / _LOW + rr), fill=int(255 * rng.uniform(0.6, 1.0)))
     field_a = np.asarray(field.filter(ImageFilter.GaussianBlur(2.5)), dtype=np.float32) / 255
 
-    plant_small = plant_alpha.resize((sw, sh), Image.Resampling.BOX).filter(ImageFilter.MaxFilter(3))
-    near_plant = np.asarray(plant_small.filter(ImageFilter.GaussianBlur(1.5)), np.float32) / 255
+    plant_small = plant_alpha.resize((sw, sh), Image.Resampling.BOX)
+    plant_small = plant_small.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(1.5))
+    near_plant = np.asarray(plant_small, np.float32) / 255
     near_plant = np.clip(near_plant * 2.5, 0, 1)
     blotch = field_a * (rng.uniform(0.1, 0.2) + rng.uniform(0.2, 0.4) * near_plant)
     blotch *= 0.5 + 0.5 * s
@@ -468,7 +475,8 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
             ys = seg[j, 1] + rng.normal(0, 0.25 * r, n)
         else:
             n_sub = int(rng.integers(1, 5))
-            sub = np.stack([cx + rng.normal(0, 0.4 * r, n_sub), cy + rng.normal(0, 0.4 * r, n_sub)], 1)
+            sub = np.stack([cx + rng.normal(0, 0.4 * r, n_sub),
+                            cy + rng.normal(0, 0.4 * r, n_sub)], axis=1)
             j = rng.integers(0, n_sub, n)
             spread = rng.uniform(0.2, 0.45) * r
             xs, ys = sub[j, 0] + rng.normal(0, spread, n), sub[j, 1] + rng.normal(0, spread, n)
@@ -529,28 +537,31 @@ def make_sheet(rng: np.random.Generator, *, stained: bool, severity: float | Non
     inner[{"right": 2, "left": 0, "top": 1, "bottom": 3}[edge]] += thick if edge in (
         "left", "top") else -thick
     margin = 14 * k
-    lw, lh = int((inner[2] - inner[0]) * r_layout.uniform(0.34, 0.45)), int(h * r_layout.uniform(0.1, 0.14))
+    lw = int((inner[2] - inner[0]) * r_layout.uniform(0.34, 0.45))
+    lh = int(h * r_layout.uniform(0.1, 0.14))
     if r_layout.random() < 0.8:
         lx = int(inner[2] - margin - lw - r_layout.uniform(0, 20) * k)
     else:
         lx = int(inner[0] + margin + r_layout.uniform(0, 20) * k)
     ly = int(inner[3] - margin - lh - r_layout.uniform(0, 20) * k)
     _label(r_layout, img, (lx, ly, lx + lw, ly + lh), k)
+    code = _barcode(r_layout, k)
+    gap = int(margin)
     if r_layout.random() < 0.5:  # barcode next to the label
-        bx = lx - int(150 * k) if lx > (inner[0] + inner[2]) / 2 else lx + lw + int(10 * k)
-        by = int(inner[3] - margin - 60 * k)
+        bx = lx - code.width - gap if lx > (inner[0] + inner[2]) / 2 else lx + lw + gap
+        by = ly + lh - code.height
     else:  # or in an upper corner
-        bx = int(inner[0] + margin if r_layout.random() < 0.5 else inner[2] - margin - 140 * k)
-        by = int(inner[1] + margin)
-    _barcode(r_layout, img, max(0, bx), max(0, by), k)
+        bx = inner[0] + gap if r_layout.random() < 0.5 else inner[2] - gap - code.width
+        by = inner[1] + gap
+    img.paste(code, (max(0, int(bx)), max(0, int(by))))
     if r_layout.random() < 0.3:  # a stamp printed straight on the paper
         fx, fy = inner[0] + margin, inner[3] - margin - h * 0.2
         stamp = ("UNITED STATES", f"{r_layout.integers(10000, 999999)}", "NATIONAL HERBARIUM")
+        draw, font = ImageDraw.Draw(img), _font(max(4, round(13 * k)))
         for i, line in enumerate(stamp):
-            ImageDraw.Draw(img).text((fx, fy + i * 16 * k), line, fill=(50, 50, 60),
-                                     font=_font(max(4, round(13 * k))))
+            draw.text((fx, fy + i * 16 * k), line, fill=(50, 50, 60), font=font)
 
-    confusers = _confusers(r_confuse, img, stems, k)
+    confusers = _confusers(r_confuse, img, k)
     sev = 0.0
     if stained:
         sev = float(severity) if severity is not None else _draw_severity(r_stain)
@@ -611,14 +622,14 @@ def make_collection(out_dir: str | Path, *, n_specimens: int = 300, stained_frac
             rows.append((rel, label, catalog, f"{info['severity']:.3f}", "true"))
 
     manifest = out / "manifest.csv"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".csv.tmp", dir=out)
+    tmp = out / f".manifest.csv.{os.getpid()}.tmp"
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(MANIFEST_COLUMNS)
             writer.writerows(rows)
         os.replace(tmp, manifest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return manifest
