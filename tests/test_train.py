@@ -25,7 +25,8 @@ def split_csv(tiny_collection, tmp_path):
 
 
 def test_train_evaluate_predict(split_csv, tmp_path):
-    run = train(split_csv, tmp_path / "run", epochs=12, patience=0, **FAST)
+    run = train(split_csv, tmp_path / "run", epochs=12, patience=0,
+                **dict(FAST, batch_size=4, lr=1e-2))
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["classes"] == ["clean", "contaminated"]
     assert cfg["preprocessing"]["size"] == 64 and cfg["seed"] == 0

@@ -114,18 +114,18 @@ def _paper(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     tint = np.asarray(_PAPER_TINTS[rng.integers(len(_PAPER_TINTS))], dtype=np.float32)
     tint = np.clip(tint + rng.normal(0, 3, 3), 200, 255) / 255.0
     sw, sh = max(2, w // _LOW), max(2, h // _LOW)
-    coarse = Image.fromarray(rng.random((5, 4), dtype=np.float32) - 0.5, mode="F")
+    coarse = Image.fromarray(rng.random((5, 4), dtype=np.float32) - 0.5)
     field = np.asarray(coarse.resize((sw, sh), Image.Resampling.BICUBIC))
     field = field * rng.uniform(0.03, 0.08) + (rng.random((sh, sw), dtype=np.float32) - 0.5) * 0.02
     if rng.random() < 0.6:  # vignette
         vx = np.linspace(-1, 1, sw, dtype=np.float32) ** 2
         vy = np.linspace(-1, 1, sh, dtype=np.float32) ** 2
         field = field - rng.uniform(0.02, 0.07) * (vx[None, :] + vy[:, None]) / 2
-    small = Image.fromarray(np.clip((0.985 + field) * 250.0, 0, 250).astype(np.uint8), mode="L")
+    small = Image.fromarray(np.clip((0.985 + field) * 250.0, 0, 250).astype(np.uint8))
     lum = np.asarray(small.resize((w, h), Image.Resampling.BILINEAR)).copy()
     lum += rng.integers(0, 6, (h, w), dtype=np.uint8)  # fine grain; lum <= 250 so no overflow
     lut = np.clip(np.arange(256)[None, :] * tint[:, None], 0, 255).astype(np.uint8).ravel()
-    return Image.fromarray(lum, mode="L").convert("RGB").point(lut.tolist())
+    return Image.fromarray(lum).convert("RGB").point(lut.tolist())
 
 
 def _leaf_polygons(bases: np.ndarray, q: float, p: float, serrate: float) -> np.ndarray:
@@ -318,7 +318,7 @@ def _barcode(rng, k: float) -> Image.Image:
     bw, bh = pattern.size + 2 * quiet, bar_h + text_h + 2 * quiet
     arr = np.full((bh, bw), 252, dtype=np.uint8)
     arr[quiet:quiet + bar_h, quiet:quiet + pattern.size] = np.where(pattern, 15, 252)[None, :]
-    code = Image.fromarray(arr, mode="L").convert("RGB")
+    code = Image.fromarray(arr).convert("RGB")
     ImageDraw.Draw(code).text((bw / 2, quiet + bar_h + 1), number, fill=(20, 20, 20),
                               font=_font(text_h - 2), anchor="mt")
     scale = 1.3 * k
@@ -448,7 +448,7 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
     near_plant = np.clip(near_plant * 2.5, 0, 1)
     blotch = field_a * (rng.uniform(0.1, 0.2) + rng.uniform(0.2, 0.4) * near_plant)
     blotch *= 0.5 + 0.5 * s
-    mask = Image.fromarray((np.clip(blotch, 0, 1) * 255).astype(np.uint8), mode="L")
+    mask = Image.fromarray((np.clip(blotch, 0, 1) * 255).astype(np.uint8))
     img = _blend(img, _soft_mask((w, h), mask), _jitter(rng, (92, 88, 80), 6))
     if rng.random() < 0.4 * s + 0.1:  # grey tide rings, as in old wet-stained sheets
         cx, cy = centres[0]
@@ -458,7 +458,7 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
 
     # plant tissue inside the stained area turns grey
     full_field = _soft_mask((w, h), Image.fromarray(
-        (field_a * 255 * (0.25 + 0.45 * s)).astype(np.uint8), mode="L"))
+        (field_a * 255 * (0.25 + 0.45 * s)).astype(np.uint8)))
     img = _blend(img, ImageChops.multiply(full_field, plant_alpha), (78, 76, 72))
 
     # the speckles: many small grey-black dots clustered around points and along stems
