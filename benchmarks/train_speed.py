@@ -47,7 +47,7 @@ def baseline_epochs(m, classes, model_name, size, batch_size, epochs, device, se
     torch.manual_seed(seed)
     tr, va = m.subset("train"), m.subset("validation")
     paths, ys = tr.paths(), [classes.index(lab) for lab in tr.labels()]
-    vpaths, vys = va.paths(), [classes.index(lab) for lab in va.labels()]
+    vpaths = va.paths()
     net = create_model(model_name, len(classes), input_size=size).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
 

@@ -15,7 +15,7 @@ from herbscan.runs import load_run
 from herbscan.train import train
 
 FAST = dict(model="herbnet_small", size=64, batch_size=8, lr=3e-3, workers=1, progress=False,
-            precision="fp32")
+            precision="fp32", checkpoint_seconds=0)
 
 
 @pytest.fixture
@@ -44,8 +44,18 @@ def test_train_evaluate_predict(split_csv, tmp_path):
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["confusion_matrix"] and set(saved["per_class_accuracy"]) == set(cfg["classes"])
 
+    # any labelled manifest without a split column: every row is evaluated, outputs go to --out
+    other = tmp_path / "other.csv"
+    coll = tmp_path / "coll"
+    other.write_text("file,stain\n" + "".join(
+        f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(coll.rglob("*.jpg"))[::3]))
+    m2 = evaluate(run, data=other, label_col="stain", out=tmp_path / "eval", precision="fp32",
+                  progress=False)
+    assert m2["n"] == len(sorted(coll.rglob("*.jpg"))[::3]) and m2["split"] == "all"
+    assert (tmp_path / "eval" / "report.html").is_file()
+
     imgs = sorted((tmp_path / "coll" / "contaminated").glob("*.jpg"))[:3]
-    preds, classes = predict(run, imgs, tmp_path / "p.csv", precision="fp32")
+    preds, _ = predict(run, imgs, tmp_path / "p.csv", precision="fp32")
     assert all(p.probs is not None and abs(p.probs.sum() - 1) < 1e-5 for p in preds)
     with open(tmp_path / "p.csv") as f:
         rows = list(csv.DictReader(f))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -44,14 +44,15 @@ def _ratios(text: str) -> tuple[float, float, float]:
 @app.command()
 def split(source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/TSV manifest.")],
           out: Annotated[Path, typer.Option(help="Output CSV.")],
-          label_col: Optional[str] = None, group_col: Optional[str] = None,
-          path_col: Optional[str] = None,
+          label_col: str | None = None, group_col: str | None = None,
+          path_col: str | None = None,
           ratios: Annotated[str, typer.Option(help="train,validation,test")] = "0.7,0.2,0.1",
           seed: int = 0,
           rare: Annotated[str, typer.Option(help="Classes with <3 specimens: error | train | "
                                             "drop")] = "error"):
     """Split by specimen into train/validation/test, stratified by label."""
-    from herbscan.manifest import SPLITS, split as do_split
+    from herbscan.manifest import SPLITS
+    from herbscan.manifest import split as do_split
     path, counts = do_split(source, out, label_col=label_col, group_col=group_col,
                             path_col=path_col, ratios=_ratios(ratios), seed=seed, rare=rare)
     width = max(len(c) for c in counts) + 2
@@ -76,9 +77,9 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
           patience: Annotated[int, typer.Option(help="Epochs without improvement before "
                                                 "stopping (0: never).")] = 10,
           seed: int = 0, workers: int = 2,
-          cache_dir: Annotated[Optional[Path], typer.Option(help="Default: $HERBSCAN_CACHE or "
+          cache_dir: Annotated[Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or "
                                                             "~/.cache/herbscan")] = None,
-          resume: bool = False, label_col: Optional[str] = None, path_col: Optional[str] = None):
+          resume: bool = False, label_col: str | None = None, path_col: str | None = None):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
     run = do_train(data, out, model=model, mode=mode, size=size, fit=fit, epochs=epochs,
@@ -90,12 +91,12 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
 
 @app.command()
 def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
-             data: Annotated[Optional[Path], typer.Option(help="Labelled manifest (default: the "
+             data: Annotated[Path | None, typer.Option(help="Labelled manifest (default: the "
                                                           "run's own data).")] = None,
              split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
-             out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the "
+             out: Annotated[Path | None, typer.Option(help="Output folder (default: the "
                                                          "run).")] = None,
-             label_col: Optional[str] = None, path_col: Optional[str] = None,
+             label_col: str | None = None, path_col: str | None = None,
              precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
              workers: int = 1):
     """Metrics, predictions.csv and a self-contained report.html."""
@@ -112,7 +113,7 @@ def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
 @app.command()
 def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
             images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-            out: Annotated[Optional[Path], typer.Option(help="CSV to write.")] = None,
+            out: Annotated[Path | None, typer.Option(help="CSV to write.")] = None,
             precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
             workers: int = 1):
     """Class probabilities for sheets."""
@@ -145,6 +146,7 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data a
 
 def main() -> None:
     import warnings
+
     from herbscan.errors import HerbscanError
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:

@@ -203,7 +203,7 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
                       f"{mixed[0]!r}); each specimen is stratified under its most common label",
                       stacklevel=2)
     for s, c in votes.items():
-        specimen_label[s] = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        specimen_label[s] = min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
     by_label: dict[str, list[str]] = defaultdict(list)
     for s in sorted(specimen_label):

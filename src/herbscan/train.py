@@ -15,7 +15,7 @@ import platform
 import shutil
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,22 @@ import torch.nn.functional as F
 from herbscan import __version__
 from herbscan.accel import Accel
 from herbscan.cache import load_sheets
-from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
+from herbscan.errors import ManifestError, RunError, check_choice, check_range
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1
 from herbscan.models import create_model
 from herbscan.progress import Progress
-from herbscan.runs import (FORMAT, HISTORY, RUN_JSON, SKIPPED, WEIGHTS, load_tensors,
-                           save_tensors, write_csv, write_json)
+from herbscan.runs import (
+    FORMAT,
+    HISTORY,
+    RUN_JSON,
+    SKIPPED,
+    WEIGHTS,
+    load_tensors,
+    save_tensors,
+    write_csv,
+    write_json,
+)
 
 BALANCE = ("loss", "sampler", "none")
 MODES = ("full",)
@@ -99,11 +108,13 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
           cache_dir: str | Path | None | bool = None, resume: bool = False,
           label_col: str | None = None, path_col: str | None = None,
           group_col: str | None = None, mode: str = "full", progress: bool = True,
-          augmentation: bool = True) -> Path:
+          augmentation: bool = True, checkpoint_seconds: float = 60.0) -> Path:
     """Train a classifier on a split manifest's train rows, select on validation; return the run.
 
     `data` is a manifest with a `split` column (see `herbscan.manifest.split`). The run folder
-    `out` receives run.json, model.safetensors, history.csv and skipped.csv.
+    `out` receives run.json, model.safetensors, history.csv and skipped.csv. A resume checkpoint
+    (weights + optimiser, 3× the model's size) is written after an epoch when at least
+    `checkpoint_seconds` have passed since the last one (0: after every epoch).
     """
     check_choice("balance", balance, BALANCE)
     check_choice("mode", mode, MODES)
@@ -179,12 +190,12 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
                      "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                      "balance": balance, "patience": patience, "augmentation": augmentation,
                      "precision": acc.precision, "device": str(acc.device), "seed": seed,
-                     "n_train": int(len(y_tr)), "n_validation": int(len(y_va)),
+                     "n_train": len(y_tr), "n_validation": len(y_va),
                      "n_skipped": len(skipped)},
         "seed": seed,
         "versions": {"herbscan": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
     state = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "history": [],
@@ -194,6 +205,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
 
     total_steps = (epochs - state["epoch"]) * steps_per_epoch
     bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
+    last_ckpt = time.monotonic()
     stopped_early = False
     for epoch in range(state["epoch"] + 1, epochs + 1):
         t0 = time.monotonic()
@@ -253,7 +265,9 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         stopped_early = patience > 0 and state["bad_epochs"] >= patience and epoch < epochs
         if stopped_early or epoch == epochs:
             break
-        _save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
+        if time.monotonic() - last_ckpt >= checkpoint_seconds:
+            _save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
+            last_ckpt = time.monotonic()
     bar.close()
     _write_config(out, config, state, state["epoch"], stopped_early=stopped_early)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
