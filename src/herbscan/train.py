@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from herbscan import __version__
 from herbscan.accel import Accel
 from herbscan.cache import load_sheets
+from herbscan.images import FITS
 from herbscan.errors import ManifestError, RunError, check_choice, check_range
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1
-from herbscan.models import create_model
+from herbscan.models import create_model, list_models
 from herbscan.progress import Progress
 from herbscan.runs import (
     FORMAT,
@@ -118,6 +119,8 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     """
     check_choice("balance", balance, BALANCE)
     check_choice("mode", mode, MODES)
+    check_choice("model", model, list_models())
+    check_choice("fit", fit, FITS)
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("size", size),
                     ("workers", workers)):
         check_range(name, v, 1)
