@@ -1,5 +1,6 @@
 """The HTML report: sections, self-containment, escaping, numbers, and a rendered screenshot."""
 
+import base64
 import io
 import re
 import shutil
@@ -137,3 +138,112 @@ def test_screenshot_renders_a_page(report, tmp_path):
         assert image.size == (1280, 2000)
         pixels = np.asarray(image.convert("L"), dtype=np.float64)
     assert pixels.std() > 10
+
+
+TILE_SECTIONS = {"tile-entropy": "Tile entropy", "sheet-aggregation": "Sheet aggregation",
+                 "tile-heatmaps": "Tile heatmaps"}
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((24, 16, 3)) * 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _tile_inputs(classes):
+    rng = np.random.default_rng(3)
+    entropy = {"by_class": {classes[0]: rng.uniform(0, 8, 3000).tolist(),
+                            classes[1]: rng.normal(5, 1, 400).tolist()},
+               "threshold": 2.345, "kept_fraction": 0.62, "tiles_total": 12800}
+    aggregation = {"rule": "top-k", "k": 3, "threshold": 0.5, "positive_class": classes[1],
+                   "candidates": [
+                       {"rule": "mean", "k": None, "threshold": 0.5,
+                        "balanced_accuracy": 0.81, "accuracy": 0.83},
+                       {"rule": "top-k", "k": 3, "threshold": 0.5,
+                        "balanced_accuracy": 0.875, "accuracy": 0.9},
+                       {"rule": "max", "k": None, "threshold": 0.5,
+                        "balanced_accuracy": 0.7, "accuracy": 0.72}]}
+    heatmaps = [{"path": EVIL if i == 0 else f"sheets/{i}.jpg", "true": classes[1],
+                 "pred": classes[i % 2], "score": 0.25 * i, "png": _png(i),
+                 "caption": "<b>top-3</b> of 40 tiles"} for i in range(3)]
+    return entropy, aggregation, heatmaps
+
+
+@pytest.fixture(scope="module")
+def tile_report(tmp_path_factory):
+    classes = ["clean", "stained"]
+    metrics, predictions, _ = _evaluation(classes, n=60)
+    entropy, aggregation, heatmaps = _tile_inputs(classes)
+    path = write_report(tmp_path_factory.mktemp("tiles") / "report.html", title="Tiles",
+                        metrics=metrics, predictions=predictions, classes=classes,
+                        entropy=entropy, aggregation=aggregation, heatmaps=heatmaps)
+    return path.read_text(encoding="utf-8"), heatmaps
+
+
+def test_tile_sections_only_when_given(report):
+    _, html, _ = report
+    for anchor, heading in TILE_SECTIONS.items():
+        assert f'id="{anchor}"' not in html and f'href="#{anchor}"' not in html
+        assert f"<h2>{heading}</h2>" not in html
+
+
+def test_tile_sections_and_navigation(tile_report):
+    html, _ = tile_report
+    for anchor, heading in TILE_SECTIONS.items():
+        assert f'<section id="{anchor}">' in html and f'href="#{anchor}"' in html
+        assert f"<h2>{heading}</h2>" in html
+    for heading in SECTIONS:  # the sheet-level report is still all there
+        assert f"<h2>{heading}</h2>" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert "<link" not in html.lower() and "url(" not in html
+
+
+def test_tile_entropy_figure_threshold_and_kept_share(tile_report):
+    html, _ = tile_report
+    section = html[html.index('<section id="tile-entropy">'):]
+    section = section[:section.index("</section>")]
+    assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}" '
+                     r'alt="Distribution of tile entropy', section)
+    assert "2.35 bits" in section and "62.0% of 12,800 tiles were kept" in section
+
+
+def test_sheet_aggregation_highlights_the_chosen_rule(tile_report):
+    html, _ = tile_report
+    section = html[html.index('<section id="sheet-aggregation">'):]
+    section = section[:section.index("</section>")]
+    assert "chosen on the validation split" in section
+    assert "mean of the 3 highest P(stained)" in section
+    chosen = re.findall(r'<tr class="chosen"><td>([^<]*)</td><td class="num">([^<]*)</td>',
+                        section)
+    assert chosen == [("top-k", "3")]
+    assert section.index("87.5%") < section.index("81.0%") < section.index("70.0%")
+
+
+def test_tile_heatmaps_are_embedded_and_escaped(tile_report):
+    html, heatmaps = tile_report
+    for sheet in heatmaps:
+        assert "data:image/png;base64," + base64.b64encode(sheet["png"]).decode() in html
+    assert EVIL not in html and "<b>top-3</b>" not in html
+    section = html[html.index('<section id="tile-heatmaps">'):]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.jpg" in section
+    assert "&lt;b&gt;top-3&lt;/b&gt; of 40 tiles" in section
+    assert "0.500" in section  # a sheet score
+    assert "<script" not in html.lower()
+
+
+def test_empty_tile_inputs_say_so(tmp_path):
+    classes = ["clean", "stained"]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    y = np.array([0, 1])
+    predictions = [{"path": f"{i}.jpg", "true": classes[t], "pred": classes[t],
+                    "probs": p.tolist()} for i, (t, p) in enumerate(zip(y, probs))]
+    path = write_report(tmp_path / "r.html", title="Empty tiles",
+                        metrics=compute_metrics(y, probs, classes), predictions=predictions,
+                        classes=classes, entropy={"by_class": {"clean": []}, "threshold": None},
+                        aggregation={"rule": "mean", "candidates": []}, heatmaps=[])
+    html = path.read_text(encoding="utf-8")
+    assert "No tile entropies were given." in html
+    assert "No candidate rules were recorded." in html
+    assert "None: no tile heatmaps were given." in html
+    assert "Threshold:" not in html and "tiles were kept" not in html

@@ -23,6 +23,7 @@ import numpy as np
 from herbscan.errors import HerbscanError
 from herbscan.images import load_sheet
 from herbscan.progress import Progress
+from herbscan.tiles import SheetTiles, TileSpec, sheet_tiles
 
 FORMAT_VERSION = 1
 
@@ -30,6 +31,13 @@ FORMAT_VERSION = 1
 def default_cache_dir() -> Path:
     env = os.environ.get("HERBSCAN_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "herbscan"
+
+
+def _key(path: str | Path) -> str:
+    """Identity of a file's content without reading it: absolute path, size, mtime."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -45,9 +53,7 @@ class SheetCache:
         return Path(self.root) / f"sheets-v{FORMAT_VERSION}-{self.size}-{self.fit}"
 
     def entry(self, path: str | Path) -> Path:
-        p = Path(path).resolve()
-        st = p.stat()
-        key = hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        key = _key(path)
         return self.folder / key[:2] / f"{key}.npy"
 
     def get(self, path: str | Path) -> np.ndarray | None:
@@ -76,6 +82,82 @@ class SheetCache:
             a = load_sheet(path, self.size, self.fit)
             self.put(path, a)
         return a
+
+
+@dataclass(frozen=True)
+class TileCache:
+    """Sheets decoded at a tile spec's working scale, with their windows and tile statistics."""
+
+    root: Path
+    spec: TileSpec
+
+    @property
+    def folder(self) -> Path:
+        s = self.spec
+        return Path(self.root) / f"tiles-v{FORMAT_VERSION}-{s.size}-{s.stride}-{s.scale:g}"
+
+    def entry(self, path: str | Path) -> Path:
+        key = _key(path)
+        return self.folder / key[:2] / f"{key}.npz"
+
+    def load(self, path: str | Path) -> SheetTiles:
+        e = self.entry(path)
+        if e.is_file():
+            try:
+                with np.load(e) as z:
+                    coords = [tuple(c) for c in z["coords"].tolist()]
+                    return SheetTiles(str(path), z["sheet"], coords, z["stats"])
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable entry: recompute
+        st = sheet_tiles(path, self.spec)
+        e.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=e.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, sheet=st.sheet, coords=np.asarray(st.coords, np.int32).reshape(-1, 2),
+                         stats=st.stats)
+            os.replace(tmp, e)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return st
+
+
+def _tile_job(args: tuple[str, TileSpec, TileCache | None]):
+    path, spec, cache = args
+    try:
+        return (cache.load(path) if cache else sheet_tiles(path, spec)), ""
+    except HerbscanError as e:
+        return None, str(e)
+    except OSError as e:
+        return None, f"{path}: {e}"
+
+
+def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
+                     cache_dir: str | Path | None | bool = None, workers: int = 1,
+                     progress: bool = True):
+    """Yield (index, SheetTiles or None, error) for each path, in order; bad files don't stop it.
+
+    Sheets come from the tile cache when present, else are decoded by `workers` processes.
+    Only the sheets in flight are in memory.
+    """
+    cache = None
+    if cache_dir is not False:
+        root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
+        cache = TileCache(root, spec)
+    jobs = [(str(p), spec, cache) for p in paths]
+    with Progress(len(jobs), "tiling sheets", unit="sheets",
+                  enabled=progress and len(jobs) > 8) as bar:
+        if workers > 1 and len(jobs) > 2:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for i, (st, err) in enumerate(pool.map(_tile_job, jobs)):
+                    bar.update(1)
+                    yield i, st, err
+        else:
+            for i, job in enumerate(jobs):
+                st, err = _tile_job(job)
+                bar.update(1)
+                yield i, st, err
 
 
 def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:

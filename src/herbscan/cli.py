@@ -69,7 +69,7 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
           out: Annotated[Path, typer.Option(help="Run folder to create.")],
           model: Annotated[str, typer.Option(help="herbnet | herbnet_small | smithsonian2017")]
           = "herbnet",
-          mode: Annotated[str, typer.Option(help="full (whole sheet)")] = "full",
+          mode: Annotated[str, typer.Option(help="full (whole sheet) | tiles")] = "full",
           size: int = 256, fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
           epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
           precision: Precision = "auto", device: Device = "auto",
@@ -79,13 +79,26 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
           seed: int = 0, workers: int = 2,
           cache_dir: Annotated[Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or "
                                                             "~/.cache/herbscan")] = None,
-          resume: bool = False, label_col: str | None = None, path_col: str | None = None):
+          resume: bool = False, label_col: str | None = None, path_col: str | None = None,
+          tile_size: Annotated[int, typer.Option(help="Tiles mode: tile side in pixels.")] = 128,
+          stride: Annotated[int | None, typer.Option(help="Tiles mode: step between tiles "
+                                                     "(default: tile size).")] = None,
+          scale: Annotated[float, typer.Option(help="Tiles mode: working scale of the sheet "
+                                               "(e.g. 0.5).")] = 1.0,
+          min_entropy: Annotated[str, typer.Option(help="Tiles mode: drop tiles below this many "
+                                                   "bits; auto = Otsu cut.")] = "auto",
+          aggregate: Annotated[str, typer.Option(help="Tiles mode: auto | mean | max | topk | "
+                                                 "vote")] = "auto",
+          tile_labels: Annotated[Path | None, typer.Option(help="Tiles mode: CSV sheet,x,y,label "
+                                                           "overriding sheet labels.")] = None):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
     run = do_train(data, out, model=model, mode=mode, size=size, fit=fit, epochs=epochs,
                    batch_size=batch_size, lr=lr, precision=precision, device=device,
                    balance=balance, patience=patience, seed=seed, workers=workers,
-                   cache_dir=cache_dir, resume=resume, label_col=label_col, path_col=path_col)
+                   cache_dir=cache_dir, resume=resume, label_col=label_col, path_col=path_col,
+                   tile_size=tile_size, stride=stride, scale=scale, min_entropy=min_entropy,
+                   aggregate=aggregate, tile_labels=tile_labels)
     typer.echo(f"run saved in {run}")
 
 
@@ -115,11 +128,13 @@ def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
             images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
             out: Annotated[Path | None, typer.Option(help="CSV to write.")] = None,
             precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
-            workers: int = 1):
+            workers: int = 1,
+            heatmaps: Annotated[Path | None, typer.Option(help="Tile-mode runs: folder for one "
+                                                          "heatmap PNG per sheet.")] = None):
     """Class probabilities for sheets."""
     from herbscan.predict import predict as do_predict
     preds, classes = do_predict(run, images, out, precision=precision, device=device,
-                                batch_size=batch_size, workers=workers)
+                                batch_size=batch_size, workers=workers, heatmaps=heatmaps)
     if out is None:
         typer.echo("path\tpredicted\t" + "\t".join(f"p_{c}" for c in classes) + "\terror")
         for p in preds:
@@ -131,6 +146,26 @@ def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
     failed = sum(1 for p in preds if p.error)
     if failed:
         _echo(f"{failed} of {len(preds)} file(s) could not be read (see the error column)")
+
+
+@app.command()
+def tiles(data: Annotated[Path, typer.Argument(help="Folder of class folders or manifest.")],
+          out: Annotated[Path, typer.Option(help="Folder for index.parquet, summary.json, "
+                                            "entropy.png.")],
+          tile_size: int = 128, stride: int | None = None, scale: float = 1.0,
+          label_col: str | None = None, path_col: str | None = None, workers: int = 1,
+          cache_dir: Path | None = None):
+    """Tile index with entropy per tile, and the entropy distribution per class."""
+    from herbscan.tileindex import tile_index
+    s = tile_index(data, out, tile_size=tile_size, stride=stride, scale=scale,
+                   label_col=label_col, path_col=path_col, workers=workers, cache_dir=cache_dir)
+    tps, kps = s["tiles_per_sheet"] or {}, s["kept_per_sheet"] or {}
+    typer.echo(f"{s['sheets']} sheets ({s['failed']} failed), {s['tiles']} tiles; per sheet "
+               f"mean {tps.get('mean')} (min {tps.get('min')}, max {tps.get('max')})")
+    if s["auto_min_entropy"] is not None:
+        typer.echo(f"auto entropy threshold {s['auto_min_entropy']:.3f} bits keeps "
+                   f"{100 * s['kept_fraction']:.1f}% of tiles (per sheet mean {kps.get('mean')})")
+    typer.echo(f"wrote {Path(out) / 'index.parquet'}, summary.json, entropy.png")
 
 
 @app.command()

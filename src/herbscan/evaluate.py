@@ -24,7 +24,7 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
              out: str | Path | None = None, label_col: str | None = None,
              path_col: str | None = None, device: str = "auto", precision: str = "auto",
              batch_size: int = 64, workers: int = 1, cache_dir=None,
-             gallery_max: int = 24, progress: bool = True) -> dict:
+             gallery_max: int = 24, heatmap_max: int = 12, progress: bool = True) -> dict:
     """Predict a labelled manifest with a Run and write metrics, predictions and the report.
 
     `data` defaults to the manifest the run was trained on, evaluated on `split`. A manifest
@@ -106,10 +106,61 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
         f"{r.config['training'].get('best_epoch')} of {r.config['training'].get('epochs_run')}",
         "precision": predictor.accel.precision, "device": str(predictor.accel.device),
     }
+    tile_sections = {}
+    if predictor.mode == "tiles":
+        tile_sections = _tile_sections(predictor, preds, sub, records, heatmap_max)
+        info["tiles"] = (f"{r.preprocessing['tile_size']}² every {r.preprocessing['stride']} px "
+                         f"at scale {r.preprocessing['scale']:g}; kept ≥ "
+                         f"{r.preprocessing['min_entropy']:.2f} bits")
     write_report(out / "report.html", title=f"herbscan evaluation — {r.folder.name}",
                  metrics=metrics, predictions=records, classes=classes, gallery=gallery,
-                 history=_read_history(r.folder / HISTORY), notes=notes, info=info)
+                 history=_read_history(r.folder / HISTORY), notes=notes, info=info,
+                 **tile_sections)
     return metrics
+
+
+def _tile_sections(predictor: Predictor, preds, sub, records: list[dict],
+                   heatmap_max: int) -> dict:
+    """Report inputs of a tile-mode run: entropy by class, the aggregation, heatmaps."""
+    prep, agg = predictor.run.preprocessing, predictor.run.config.get("aggregation", {})
+    by_class: dict[str, list] = {c: [] for c in predictor.classes}
+    kept = total = 0
+    for row, p in zip(sub.rows, preds):
+        if p.tiles is not None:
+            by_class[sub.label(row)].append(p.tiles.entropy)
+            kept += int(p.tiles.kept.sum())
+            total += len(p.tiles.kept)
+    entropy = {"by_class": {c: np.concatenate(v).tolist() if v else [] for c, v in
+                            by_class.items()},
+               "threshold": prep["min_entropy"], "kept_fraction": kept / max(total, 1),
+               "tiles_total": total}
+    pos = agg.get("positive_class")
+    classes = predictor.classes
+    col = classes.index(pos) if pos in classes else None
+    wrong = [rec for rec in records if rec["true"] != rec["pred"]]
+    confident = sorted((rec for rec in records if col is not None and rec["pred"] == pos),
+                       key=lambda rec: -rec["probs"][col])
+    chosen, seen = [], set()
+    for rec, why in ([(w, "misclassified") for w in wrong][: heatmap_max // 2]
+                     + [(c, f"most confidently {pos}") for c in confident]):
+        if rec["path"] in seen or len(chosen) >= heatmap_max:
+            continue
+        seen.add(rec["path"])
+        chosen.append((rec, why))
+    by_path = {p.path: p for p in preds}
+    heatmaps = []
+    for rec, why in chosen:
+        p = by_path[rec["path"]]
+        try:
+            png = predictor.heatmap(rec["path"], p)
+        except HerbscanError:
+            continue
+        score = rec["probs"][col] if col is not None else max(rec["probs"])
+        heatmaps.append({"path": rec["path"], "true": rec["true"], "pred": rec["pred"],
+                         "score": float(score), "png": png,
+                         "caption": f"{why}; {int(p.tiles.kept.sum())} of {len(p.tiles.kept)} "
+                                    f"tiles kept; colour = P({pos or 'predicted class'}) per tile"})
+    return {"entropy": entropy, "aggregation": agg, "heatmaps": heatmaps}
 
 
 def _read_history(path: Path) -> list[dict]:

@@ -13,10 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.accel import Accel
-from herbscan.cache import load_sheets
-from herbscan.errors import ImageError, check_range
+from herbscan.cache import TileCache, default_cache_dir, load_sheets, load_tile_sheets
+from herbscan.errors import ImageError, ParameterError, check_range
 from herbscan.images import is_image_file
 from herbscan.runs import Run, load_run, write_csv
+from herbscan.tiles import SheetTiles, TileSpec, aggregate, cut, heatmap_png, sheet_tiles
+
+
+@dataclass
+class TileScores:
+    """Where a sheet's tiles were and what the model made of them (tile-mode runs)."""
+
+    coords: list[tuple[int, int]]
+    kept: np.ndarray      # bool per window: passed the entropy filter
+    scores: np.ndarray    # P(positive class) per window (or of the predicted class); NaN if dropped
+    entropy: np.ndarray   # bits per window
 
 
 @dataclass
@@ -25,6 +36,8 @@ class Prediction:
     probs: np.ndarray | None  # (K,) or None when the file failed
     label: str = ""
     error: str = ""
+    tiles: TileScores | None = None
+    heatmap: bytes = b""
 
 
 class Predictor:
@@ -44,7 +57,15 @@ class Predictor:
     def classes(self) -> list[str]:
         return self.run.classes
 
-    def predict(self, paths: Sequence[str | Path], progress: bool = True) -> list[Prediction]:
+    @property
+    def mode(self) -> str:
+        return self.run.preprocessing.get("mode", "full")
+
+    def predict(self, paths: Sequence[str | Path], progress: bool = True,
+                heatmaps: bool = False) -> list[Prediction]:
+        """Probabilities per sheet; in tile mode, with tile scores (and heatmap PNGs if asked)."""
+        if self.mode == "tiles":
+            return self._predict_tiles(paths, progress, heatmaps)
         prep = self.run.preprocessing
         results: list[Prediction] = []
         for start in range(0, len(paths), self.chunk):
@@ -64,6 +85,58 @@ class Predictor:
                     results.append(Prediction(p, None, "", errors.get(p, "unreadable")))
         return results
 
+    @property
+    def tile_spec(self) -> TileSpec:
+        p = self.run.preprocessing
+        return TileSpec(p["tile_size"], p["stride"], p["scale"])
+
+    def _predict_tiles(self, paths, progress: bool, heatmaps: bool) -> list[Prediction]:
+        results = []
+        for i, st, err in load_tile_sheets(paths, self.tile_spec, cache_dir=self.cache_dir,
+                                           workers=self.workers, progress=progress):
+            if st is None:
+                results.append(Prediction(str(paths[i]), None, "", err))
+                continue
+            pred = self.predict_sheet_tiles(st)
+            if heatmaps:
+                pred.heatmap = self.heatmap(st, pred)
+            results.append(pred)
+        return results
+
+    def predict_sheet_tiles(self, st: SheetTiles) -> Prediction:
+        """Aggregate the kept tiles of one decoded sheet into a sheet prediction."""
+        prep, agg = self.run.preprocessing, self.run.config.get("aggregation", {})
+        kept = st.entropy >= prep["min_entropy"]
+        if not kept.any():  # a blank sheet still gets a score from its most textured tile
+            kept[int(np.argmax(st.entropy))] = True
+        idx = np.flatnonzero(kept)
+        tile_probs = self.accel.predict_proba(
+            self.model, cut(st.sheet, [st.coords[j] for j in idx], prep["tile_size"]),
+            prep["mean"], prep["std"], self.batch_size)
+        probs = aggregate(tile_probs, agg.get("rule", "mean"), agg.get("k"))
+        classes = self.classes
+        pos = agg.get("positive_class")
+        if pos in classes and agg.get("threshold") is not None:
+            pi = classes.index(pos)
+            label = pos if probs[pi] >= agg["threshold"] else classes[1 - pi]
+            column = pi
+        else:
+            column = int(probs.argmax())
+            label = classes[column]
+        scores = np.full(len(st.coords), np.nan, np.float32)
+        scores[idx] = tile_probs[:, column]
+        return Prediction(st.path, probs, label,
+                          tiles=TileScores(st.coords, kept, scores, st.entropy))
+
+    def heatmap(self, st: SheetTiles | str | Path, pred: Prediction) -> bytes:
+        """PNG of the sheet with each kept tile tinted by its score."""
+        if not isinstance(st, SheetTiles):
+            st = (TileCache(default_cache_dir() if self.cache_dir in (None, True)
+                            else Path(self.cache_dir), self.tile_spec).load(st)
+                  if self.cache_dir is not False else sheet_tiles(st, self.tile_spec))
+        t = pred.tiles
+        return heatmap_png(st.sheet, t.coords, self.tile_spec.size, t.scores, t.kept)
+
 
 def expand_images(items: Sequence[str | Path]) -> list[Path]:
     """Image files from a mix of files and folders (folders are searched recursively)."""
@@ -81,14 +154,25 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
 
 def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | None = None, *,
             device: str = "auto", precision: str = "auto", batch_size: int = 64,
-            workers: int = 1) -> tuple[list[Prediction], list[str]]:
+            workers: int = 1, heatmaps: str | Path | None = None
+            ) -> tuple[list[Prediction], list[str]]:
     """Predict image files (or folders of them); write a CSV when `out` is given.
 
     Returns (predictions, classes). CSV columns: path, predicted, confidence, p_<class>…, error.
+    For tile-mode runs, `heatmaps` names a folder that receives `<image name>.heatmap.png` per
+    sheet: P(positive) of every kept tile painted over the sheet.
     """
     predictor = Predictor(run, device=device, precision=precision, batch_size=batch_size,
                           workers=workers)
-    preds = predictor.predict(expand_images(images))
+    if heatmaps is not None and predictor.mode != "tiles":
+        raise ParameterError(f"{run}: heatmaps need a tile-mode run (train with --mode tiles)")
+    preds = predictor.predict(expand_images(images), heatmaps=heatmaps is not None)
+    if heatmaps is not None:
+        folder = Path(heatmaps)
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in preds:
+            if p.heatmap:
+                (folder / f"{Path(p.path).name}.heatmap.png").write_bytes(p.heatmap)
     if out is not None:
         write_csv(Path(out), prediction_rows(preds, predictor.classes),
                   ["path", "predicted", "confidence"] + [f"p_{c}" for c in predictor.classes]

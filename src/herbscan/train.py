@@ -15,6 +15,7 @@ import platform
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,13 +25,15 @@ import torch.nn.functional as F
 
 from herbscan import __version__
 from herbscan.accel import Accel
-from herbscan.cache import load_sheets
+from herbscan.cache import load_sheets, load_tile_sheets
+from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
 from herbscan.images import FITS
-from herbscan.errors import ManifestError, RunError, check_choice, check_range
 from herbscan.manifest import Manifest, read_source
-from herbscan.metrics import accuracy, macro_f1
+from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
 from herbscan.models import create_model, list_models
 from herbscan.progress import Progress
+from herbscan.tiles import AGGREGATIONS, TileSpec, cut, otsu_threshold
+from herbscan.tiles import aggregate as aggregate_tiles
 from herbscan.runs import (
     FORMAT,
     HISTORY,
@@ -44,7 +47,8 @@ from herbscan.runs import (
 )
 
 BALANCE = ("loss", "sampler", "none")
-MODES = ("full",)
+MODES = ("full", "tiles")
+NEGATIVE_NAMES = ("clean", "unstained", "negative", "healthy", "absent")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                   "val_macro_f1", "lr", "seconds"]
@@ -102,6 +106,124 @@ def _load_split(m: Manifest, split: str, classes: list[str], size: int, fit: str
     return arrays, y
 
 
+@dataclass
+class TileSet:
+    """Kept tiles of one split: arrays for training plus which sheet each tile came from."""
+
+    x: np.ndarray          # (n_tiles, T, T, 3) uint8
+    y: np.ndarray          # (n_tiles,) class index (sheet label unless a tile label overrides)
+    sheet: np.ndarray      # (n_tiles,) index into sheet_y
+    sheet_y: np.ndarray    # (n_sheets,) sheet label
+    entropies: dict        # class name -> all tile entropies of that class's sheets
+    n_tiles_total: int
+
+
+def _entropies(m: Manifest, spec: TileSpec, cache_dir, workers, progress) -> list[np.ndarray]:
+    return [st.entropy.copy() if st is not None else np.zeros(0, np.float32)
+            for _, st, _ in load_tile_sheets(m.paths(), spec, cache_dir=cache_dir,
+                                             workers=workers, progress=progress)]
+
+
+def _tile_split(m: Manifest, split: str, classes: list[str], spec: TileSpec, min_entropy: float,
+                tile_labels: dict, cache_dir, workers: int, skipped: list[dict],
+                progress: bool) -> TileSet:
+    """Cut the kept tiles of a split's sheets (at least the most textured tile of each sheet)."""
+    sub = m.subset(split)
+    xs, ys, sheets, sheet_y = [], [], [], []
+    entropies: dict[str, list[np.ndarray]] = {c: [] for c in classes}
+    total = 0
+    for i, st, err in load_tile_sheets(sub.paths(), spec, cache_dir=cache_dir, workers=workers,
+                                       progress=progress):
+        if st is None:
+            skipped.append({"path": str(sub.paths()[i]), "split": split, "error": err})
+            continue
+        label = sub.label(sub.rows[i])
+        keep = np.flatnonzero(st.entropy >= min_entropy)
+        if keep.size == 0:
+            keep = np.array([int(np.argmax(st.entropy))])
+        coords = [st.coords[j] for j in keep]
+        key = str(Path(st.path).resolve())
+        tile_y = [classes.index(tile_labels.get((key, x, y), label)) for x, y in coords]
+        xs.append(cut(st.sheet, coords, spec.size))
+        ys.append(np.array(tile_y, np.int64))
+        sheets.append(np.full(len(keep), len(sheet_y), np.int64))
+        sheet_y.append(classes.index(label))
+        entropies[label].append(st.entropy)
+        total += len(st.coords)
+    size = spec.size
+    return TileSet(np.concatenate(xs) if xs else np.zeros((0, size, size, 3), np.uint8),
+                   np.concatenate(ys) if ys else np.zeros(0, np.int64),
+                   np.concatenate(sheets) if sheets else np.zeros(0, np.int64),
+                   np.array(sheet_y, np.int64),
+                   {c: np.concatenate(v) if v else np.zeros(0) for c, v in entropies.items()},
+                   total)
+
+
+def read_tile_labels(path: str | Path | None, classes: list[str]) -> dict:
+    """Tile-level labels {(resolved sheet path, x, y): label} from a CSV of sheet,x,y,label.
+
+    `sheet` is resolved against the CSV's folder; x and y are window origins at the working
+    scale, as in the tile index written by `herbscan tiles`.
+    """
+    if path is None:
+        return {}
+    t = read_source(path, path_col="sheet", label_col="label")
+    out = {}
+    for r in t.rows:
+        for c in ("x", "y"):
+            if not str(r.get(c, "")).strip().lstrip("-").isdigit():
+                raise ManifestError(f"{path}: column {c!r} must hold integer pixel origins; got "
+                                    f"{r.get(c)!r}")
+        if r["label"] not in classes:
+            raise ManifestError(f"{path}: tile label {r['label']!r} is not a class of the "
+                                f"training data ({', '.join(classes)})")
+        out[(str(t.path(r).resolve()), int(r["x"]), int(r["y"]))] = r["label"]
+    return out
+
+
+def positive_class(classes: list[str]) -> str | None:
+    """For two classes, the one to flag (the class not named like 'clean'); else None."""
+    if len(classes) != 2:
+        return None
+    neg = [c for c in classes if c.lower() in NEGATIVE_NAMES]
+    return next(c for c in classes if c != neg[0]) if len(neg) == 1 else classes[1]
+
+
+def group_probs(probs: np.ndarray, groups: np.ndarray, n_groups: int, rule: str = "mean",
+                k: int | None = None) -> np.ndarray:
+    """Aggregate tile probabilities into one row per sheet."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
+    return np.stack([aggregate_tiles(probs[order[bounds[i]:bounds[i + 1]]], rule, k)
+                     for i in range(n_groups)])
+
+
+def choose_aggregation(probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarray,
+                       classes: list[str]) -> dict:
+    """Pick the sheet-aggregation rule (and, for two classes, a decision threshold on
+    P(positive)) with the best balanced accuracy on validation sheets; ties favour the paper's
+    mean rule and a threshold nearest 0.5."""
+    pos = positive_class(classes)
+    pi = classes.index(pos) if pos else None
+    candidates = []
+    for rule, k in (("mean", None), ("max", None), ("topk", 3), ("topk", None), ("vote", None)):
+        sp = group_probs(probs, groups, len(sheet_y), rule, k)
+        thresholds = [None] if pi is None else sorted(set(np.round(sp[:, pi], 4)) | {0.5})
+        best = None
+        for t in thresholds:
+            pred = sp.argmax(1) if t is None else np.where(sp[:, pi] >= t, pi, 1 - pi)
+            pcs = [v for v in per_class_accuracy(sheet_y, pred, len(classes)) if v is not None]
+            row = {"rule": rule, "k": k, "threshold": None if t is None else float(t),
+                   "balanced_accuracy": float(np.mean(pcs)),
+                   "accuracy": float((pred == sheet_y).mean())}
+            key = (row["balanced_accuracy"], -abs((t if t is not None else 0.5) - 0.5))
+            if best is None or key > best[0]:
+                best = (key, row)
+        candidates.append(best[1])
+    chosen = max(candidates, key=lambda r: r["balanced_accuracy"])  # first max: mean wins ties
+    return dict(chosen, positive_class=pos, candidates=candidates)
+
+
 def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: int = 256,
           fit: str = "stretch", epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
           weight_decay: float = 0.05, precision: str = "auto", device: str = "auto",
@@ -109,13 +231,22 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
           cache_dir: str | Path | None | bool = None, resume: bool = False,
           label_col: str | None = None, path_col: str | None = None,
           group_col: str | None = None, mode: str = "full", progress: bool = True,
-          augmentation: bool = True, checkpoint_seconds: float = 60.0) -> Path:
+          augmentation: bool = True, checkpoint_seconds: float = 60.0,
+          tile_size: int = 128, stride: int | None = None, scale: float = 1.0,
+          min_entropy: float | str = "auto", aggregate: str = "auto",
+          tile_labels: str | Path | None = None) -> Path:
     """Train a classifier on a split manifest's train rows, select on validation; return the run.
 
     `data` is a manifest with a `split` column (see `herbscan.manifest.split`). The run folder
     `out` receives run.json, model.safetensors, history.csv and skipped.csv. A resume checkpoint
     (weights + optimiser, 3× the model's size) is written after an epoch when at least
     `checkpoint_seconds` have passed since the last one (0: after every epoch).
+
+    `mode="tiles"` trains on tile_size² windows (stride, scale) instead of whole sheets: tiles
+    below `min_entropy` bits ("auto": Otsu's cut of the training tiles' entropies) are dropped,
+    tiles inherit their sheet's label unless `tile_labels` (CSV sheet,x,y,label) says otherwise,
+    every epoch samples classes and sheets evenly, and the rule that turns tile probabilities
+    into a sheet's (`aggregate`: mean, max, topk, vote or "auto") is chosen on validation sheets.
     """
     check_choice("balance", balance, BALANCE)
     check_choice("mode", mode, MODES)
@@ -126,6 +257,15 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         check_range(name, v, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("patience", patience, 0)
+    check_choice("aggregate", aggregate, ("auto",) + AGGREGATIONS)
+    if min_entropy != "auto":
+        try:
+            min_entropy = float(min_entropy)
+        except ValueError:
+            raise ParameterError(f"min_entropy must be 'auto' or a number of bits; got "
+                                 f"{min_entropy!r}") from None
+        check_range("min_entropy", min_entropy, 0.0, 8.0)
+    spec = TileSpec(tile_size, stride or tile_size, scale)
     out = Path(out)
     ckpt_dir = out / CKPT
     if (out / RUN_JSON).exists() and not resume:
@@ -157,10 +297,38 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     acc = Accel.resolve(device, precision)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
-    x_tr, y_tr = _load_split(m, "train", classes, size, fit, cache_dir, workers, skipped,
-                            progress)
-    x_va, y_va = _load_split(m, "validation", classes, size, fit, cache_dir, workers, skipped,
-                            progress)
+    tiles_cfg: dict = {}
+    g_va = sheet_y_va = None
+    if mode == "full":
+        x_tr, y_tr = _load_split(m, "train", classes, size, fit, cache_dir, workers, skipped,
+                                progress)
+        x_va, y_va = _load_split(m, "validation", classes, size, fit, cache_dir, workers,
+                                skipped, progress)
+        sample_w = _class_weights(y_tr, len(classes))[y_tr]
+    else:
+        size = spec.size
+        threshold = min_entropy
+        if threshold == "auto":
+            ent = _entropies(train_m, spec, cache_dir, workers, progress)
+            threshold = otsu_threshold(np.concatenate(ent)) if any(len(e) for e in ent) else 0.0
+        labels_map = read_tile_labels(tile_labels, classes)
+        tr = _tile_split(m, "train", classes, spec, threshold, labels_map, cache_dir, workers,
+                         skipped, progress)
+        va = _tile_split(m, "validation", classes, spec, threshold, labels_map, cache_dir,
+                         workers, skipped, progress)
+        x_tr, y_tr, x_va, y_va = tr.x, tr.y, va.x, va.y
+        g_va, sheet_y_va = va.sheet, va.sheet_y
+        # each class weighs the same, and within it each sheet, whatever its tile count
+        n_sheets = np.bincount(tr.sheet_y, minlength=len(classes))
+        per_sheet = np.bincount(tr.sheet, minlength=len(tr.sheet_y))
+        sample_w = 1.0 / (n_sheets[tr.sheet_y[tr.sheet]] * per_sheet[tr.sheet])
+        balance = "sampler"
+        tiles_cfg = {"tile_size": spec.size, "stride": spec.stride, "scale": spec.scale,
+                     "min_entropy": float(threshold),
+                     "min_entropy_rule": "otsu" if min_entropy == "auto" else "fixed",
+                     "train_tiles_total": tr.n_tiles_total, "train_tiles_kept": len(y_tr),
+                     "validation_tiles_kept": len(y_va),
+                     "tile_labels": str(tile_labels) if tile_labels else None}
     write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
     empty = [c for i, c in enumerate(classes) if not (y_tr == i).any()]
     if empty:
@@ -177,7 +345,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     scaler = torch.amp.GradScaler(enabled=acc.precision == "fp16")
     cw = torch.tensor(_class_weights(y_tr, len(classes)), dtype=torch.float32,
                       device=acc.device) if balance == "loss" else None
-    sample_w = torch.tensor(_class_weights(y_tr, len(classes))[y_tr], dtype=torch.float64)
+    sample_w = torch.tensor(sample_w, dtype=torch.float64)
     gen = torch.Generator().manual_seed(seed)
 
     config = {
@@ -186,7 +354,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         "classes": classes,
         "label_column": m.label_col,
         "preprocessing": {"mode": mode, "size": size, "fit": fit, "mean": list(MEAN),
-                          "std": list(STD)},
+                          "std": list(STD), **tiles_cfg},
         "architecture": {"name": model, "kwargs": {},
                          "parameters": sum(p.numel() for p in net.parameters())},
         "training": {"data": str(Path(data).resolve()), "epochs": epochs,
@@ -243,11 +411,14 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
                "train_accuracy": correct / max(seen, 1), "lr": sched.get_last_lr()[0]}
         if len(y_va):
             probs = acc.predict_proba(net, x_va, MEAN, STD, batch_size=max(batch_size, 64))
+            yv = y_va
+            if g_va is not None:  # tiles: score sheets by the paper's mean rule
+                probs, yv = group_probs(probs, g_va, len(sheet_y_va)), sheet_y_va
             pred = probs.argmax(1)
-            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(y_va)), y_va], 1e-7, 1))
+            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1))
                                     .mean())
-            row["val_accuracy"] = accuracy(y_va, pred)
-            row["val_macro_f1"] = macro_f1(y_va, pred, len(classes))
+            row["val_accuracy"] = accuracy(yv, pred)
+            row["val_macro_f1"] = macro_f1(yv, pred, len(classes))
             bar.update(0, val_acc=row["val_accuracy"])
         row["seconds"] = time.monotonic() - t0
         state["seconds"] += row["seconds"]
@@ -272,9 +443,28 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             _save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
             last_ckpt = time.monotonic()
     bar.close()
+    if mode == "tiles":
+        config["aggregation"] = _aggregation(out, net, acc, x_va, g_va, sheet_y_va, classes,
+                                             aggregate, batch_size)
     _write_config(out, config, state, state["epoch"], stopped_early=stopped_early)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out
+
+
+def _aggregation(out: Path, net, acc: Accel, x_va, g_va, sheet_y_va, classes: list[str],
+                 rule: str, batch_size: int) -> dict:
+    """The sheet-aggregation rule for a tile run, chosen on validation with the best weights."""
+    if not len(sheet_y_va):
+        return {"rule": "mean" if rule == "auto" else rule, "k": None, "threshold": None,
+                "positive_class": positive_class(classes), "candidates": []}
+    net.load_state_dict(load_tensors(out / WEIGHTS))
+    probs = acc.predict_proba(net, x_va, MEAN, STD, batch_size=max(batch_size, 64))
+    chosen = choose_aggregation(probs, g_va, sheet_y_va, classes)
+    if rule != "auto":
+        fixed = [c for c in chosen["candidates"] if c["rule"] == rule]
+        chosen = dict(fixed[0], positive_class=chosen["positive_class"],
+                      candidates=chosen["candidates"])
+    return chosen
 
 
 def _write_config(out: Path, config: dict, state: dict, epoch: int, stopped_early: bool) -> None:

@@ -25,6 +25,7 @@ MAX_HIST_PANELS = 24
 MAX_CONFUSION_TABLE = 50
 TOP_CONFUSIONS = 10
 GALLERY_TOP_PROBS = 3
+MAX_ENTROPY_CLASSES = 10
 _DIAGONAL_RGB = "37, 99, 235"
 _ERROR_RGB = "220, 38, 38"
 _IMAGE_MAGIC = (
@@ -180,6 +181,123 @@ def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
     return items
 
 
+def _finite_float(value: object) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _entropy(entropy: Mapping | None) -> dict | None:
+    """The "Tile entropy" section: a per-class figure, a small table and the kept share."""
+    if entropy is None:
+        return None
+    threshold = _finite_float(entropy.get("threshold"))
+    classes = []
+    for name, values in (entropy.get("by_class") or {}).items():
+        bits = np.asarray(values, dtype=np.float64).ravel()
+        bits = np.clip(bits[np.isfinite(bits)], 0.0, figures.ENTROPY_MAX_BITS)
+        classes.append((str(name), bits))
+    note = None
+    shown = [c for c in classes if c[1].size]
+    if len(shown) > MAX_ENTROPY_CLASSES:
+        largest = sorted(range(len(shown)), key=lambda i: -shown[i][1].size)
+        shown = [shown[i] for i in sorted(largest[:MAX_ENTROPY_CLASSES])]
+        note = (f"The figure shows the {MAX_ENTROPY_CLASSES} classes with the most tiles, "
+                f"of {len(classes)}.")
+    rows = []
+    for name, bits in classes:
+        below = (None if threshold is None or not bits.size
+                 else float(np.mean(bits < threshold)))
+        rows.append({
+            "name": name,
+            "n": f"{bits.size:,}",
+            "median": f"{np.median(bits):.2f}" if bits.size else "—",
+            "below": "—" if below is None else _pct(below),
+        })
+    kept = _finite_float(entropy.get("kept_fraction"))
+    total = entropy.get("tiles_total")
+    return {
+        "uri": figures.entropy_histograms(shown, threshold) if shown else None,
+        "note": note,
+        "threshold": None if threshold is None else f"{threshold:.2f}",
+        "rows": rows,
+        "kept": None if kept is None else _pct(kept),
+        "total": None if total is None else f"{int(total):,}",
+    }
+
+
+_RULES = {
+    "mean": "the mean of {p} over the sheet's tiles",
+    "max": "the highest {p} of any of the sheet's tiles",
+    "topk": "the mean of the {k} highest {p} of the sheet's tiles",
+    "vote": "the share of the sheet's tiles whose most likely class is {c}",
+}
+
+
+def _rule_name(rule: str, k: int | None) -> str:
+    return f"{rule} (k = {k})" if k is not None else rule
+
+
+def _same_rule(a: Mapping, b: Mapping) -> bool:
+    if str(a.get("rule")) != str(b.get("rule")) or a.get("k") != b.get("k"):
+        return False
+    ta, tb = _finite_float(a.get("threshold")), _finite_float(b.get("threshold"))
+    return ta == tb or (ta is not None and tb is not None and math.isclose(ta, tb))
+
+
+def _aggregation(aggregation: Mapping | None) -> dict | None:
+    """The "Sheet aggregation" section: the chosen rule and the validation candidates."""
+    if aggregation is None:
+        return None
+    rule = str(aggregation["rule"])
+    k = aggregation.get("k")
+    threshold = _finite_float(aggregation.get("threshold"))
+    positive = aggregation.get("positive_class")
+    p = "P(positive class)" if positive is None else f"P({positive})"
+    key = rule.lower().replace("-", "").replace("_", "")
+    template = _RULES.get(key)
+    description = (template.format(p=p, k=k if k is not None else "k",
+                                   c="the positive class" if positive is None else positive)
+                   if template else None)
+    candidates = sorted(aggregation.get("candidates") or (),
+                        key=lambda c: -float(c["balanced_accuracy"]))
+    rows = [{
+        "rule": str(c["rule"]),
+        "k": "—" if c.get("k") is None else str(c["k"]),
+        "threshold": "—" if _finite_float(c.get("threshold")) is None
+                     else f"{float(c['threshold']):.3f}",
+        "balanced_accuracy": _pct(float(c["balanced_accuracy"])),
+        "accuracy": _pct(float(c["accuracy"])),
+        "chosen": _same_rule(c, aggregation),
+    } for c in candidates]
+    return {
+        "rule": _rule_name(rule, k),
+        "description": description,
+        "threshold": None if threshold is None else f"{threshold:.3f}",
+        "positive": None if positive is None else str(positive),
+        "rows": rows,
+    }
+
+
+def _heatmaps(heatmaps: Sequence[dict] | None) -> list[dict] | None:
+    if heatmaps is None:
+        return None
+    items = []
+    for sheet in heatmaps:
+        score = _finite_float(sheet.get("score"))
+        items.append({
+            "path": str(sheet["path"]),
+            "true": str(sheet["true"]),
+            "pred": str(sheet["pred"]),
+            "correct": str(sheet["true"]) == str(sheet["pred"]),
+            "score": "—" if score is None else f"{score:.3f}",
+            "image": _thumbnail_uri(sheet.get("png")),
+            "caption": str(sheet.get("caption") or ""),
+        })
+    return items
+
+
 def _history_table(history: Sequence[dict]) -> dict:
     known = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
     present = {key for row in history for key in row}
@@ -202,7 +320,9 @@ def _history_table(history: Sequence[dict]) -> dict:
 def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
                  predictions: Sequence[dict], classes: list[str],
                  gallery: Sequence[dict] = (), history: Sequence[dict] | None = None,
-                 notes: Sequence[str] = (), info: Mapping | None = None) -> Path:
+                 notes: Sequence[str] = (), info: Mapping | None = None,
+                 entropy: Mapping | None = None, aggregation: Mapping | None = None,
+                 heatmaps: Sequence[dict] | None = None) -> Path:
     """Write the evaluation report as one self-contained HTML file and return its path.
 
     `metrics` is the `compute_metrics` dict; `predictions` one dict per sheet with keys path,
@@ -210,6 +330,16 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
     also with `thumbnail` (JPEG or PNG bytes); `history` training rows (epoch, train_loss,
     train_accuracy, val_loss, val_accuracy, …); `notes` warnings shown at the top; `info` run
     facts shown as a small table. The file is written atomically.
+
+    Tile mode adds up to three sections, each only when its argument is given:
+    `entropy` {"by_class": {class: tile entropies in bits}, "threshold", "kept_fraction",
+    "tiles_total"} draws the entropy distribution of the labelled tiles per class against the
+    blank-paper threshold; `aggregation` {"rule", "k", "threshold", "positive_class",
+    "candidates": [{"rule", "k", "threshold", "balanced_accuracy", "accuracy"}, …]} names the
+    rule that turns tile probabilities into a sheet score, chosen on the validation split, and
+    tabulates the candidates; `heatmaps` (one dict per sheet with path, true, pred, score, png —
+    an overlay of P(positive) per tile — and caption) shows the overlays as a grid. An empty
+    `heatmaps` sequence gives a section saying there are none; None leaves it out.
     """
     classes = [str(c) for c in classes]
     if list(metrics["classes"]) != classes:
@@ -237,6 +367,9 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
         calibration_uri=figures.reliability_figure(metrics["calibration"]),
         training_uri=figures.training_figure(history) if history else None,
         history=_history_table(history),
+        entropy=_entropy(entropy),
+        aggregation=_aggregation(aggregation),
+        heatmaps=_heatmaps(heatmaps),
     )
     return _write_atomic(Path(path), html)
 
