@@ -116,6 +116,7 @@ class TileSet:
     sheet_y: np.ndarray    # (n_sheets,) sheet label
     entropies: dict        # class name -> all tile entropies of that class's sheets
     n_tiles_total: int
+    paths: list[str]       # sheet paths, aligned with sheet_y
 
 
 def _entropies(m: Manifest, spec: TileSpec, cache_dir, workers, progress) -> list[np.ndarray]:
@@ -129,7 +130,7 @@ def _tile_split(m: Manifest, split: str, classes: list[str], spec: TileSpec, min
                 progress: bool) -> TileSet:
     """Cut the kept tiles of a split's sheets (at least the most textured tile of each sheet)."""
     sub = m.subset(split)
-    xs, ys, sheets, sheet_y = [], [], [], []
+    xs, ys, sheets, sheet_y, paths = [], [], [], [], []
     entropies: dict[str, list[np.ndarray]] = {c: [] for c in classes}
     total = 0
     for i, st, err in load_tile_sheets(sub.paths(), spec, cache_dir=cache_dir, workers=workers,
@@ -148,6 +149,7 @@ def _tile_split(m: Manifest, split: str, classes: list[str], spec: TileSpec, min
         ys.append(np.array(tile_y, np.int64))
         sheets.append(np.full(len(keep), len(sheet_y), np.int64))
         sheet_y.append(classes.index(label))
+        paths.append(st.path)
         entropies[label].append(st.entropy)
         total += len(st.coords)
     size = spec.size
@@ -156,7 +158,18 @@ def _tile_split(m: Manifest, split: str, classes: list[str], spec: TileSpec, min
                    np.concatenate(sheets) if sheets else np.zeros(0, np.int64),
                    np.array(sheet_y, np.int64),
                    {c: np.concatenate(v) if v else np.zeros(0) for c, v in entropies.items()},
-                   total)
+                   total, paths)
+
+
+def tile_sample_weights(tile_sheet: np.ndarray, sheet_y: np.ndarray, n_classes: int
+                        ) -> np.ndarray:
+    """Sampling weight per tile so that every class, and every sheet within a class, is drawn
+    equally often whatever its number of tiles (a 3,000-tile sheet can't drown a 300-tile one).
+    """
+    n_sheets = np.bincount(sheet_y, minlength=n_classes).astype(np.float64)
+    per_sheet = np.bincount(tile_sheet, minlength=len(sheet_y)).astype(np.float64)
+    w = 1.0 / (n_sheets[sheet_y[tile_sheet]] * per_sheet[tile_sheet])
+    return w / w.sum()
 
 
 def read_tile_labels(path: str | Path | None, classes: list[str]) -> dict:
@@ -318,10 +331,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
                          workers, skipped, progress)
         x_tr, y_tr, x_va, y_va = tr.x, tr.y, va.x, va.y
         g_va, sheet_y_va = va.sheet, va.sheet_y
-        # each class weighs the same, and within it each sheet, whatever its tile count
-        n_sheets = np.bincount(tr.sheet_y, minlength=len(classes))
-        per_sheet = np.bincount(tr.sheet, minlength=len(tr.sheet_y))
-        sample_w = 1.0 / (n_sheets[tr.sheet_y[tr.sheet]] * per_sheet[tr.sheet])
+        sample_w = tile_sample_weights(tr.sheet, tr.sheet_y, len(classes))
         balance = "sampler"
         tiles_cfg = {"tile_size": spec.size, "stride": spec.stride, "scale": spec.scale,
                      "min_entropy": float(threshold),

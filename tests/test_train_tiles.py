@@ -1,0 +1,93 @@
+"""Tile mode end to end, the specimen-level split of tiles, balanced sampling, tile labels."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from herbscan.evaluate import evaluate
+from herbscan.manifest import read_source, split
+from herbscan.predict import predict
+from herbscan.tileindex import tile_index
+from herbscan.tiles import TileSpec
+from herbscan.train import _tile_split, tile_sample_weights, train
+
+FAST = dict(mode="tiles", model="herbnet_small", tile_size=32, batch_size=16, lr=5e-3,
+            workers=1, progress=False, precision="fp32")
+
+
+@pytest.fixture
+def split_csv(tiny_collection, tmp_path):
+    out, _ = split(tiny_collection, tmp_path / "split.csv", ratios=(0.6, 0.2, 0.2), seed=1)
+    return out
+
+
+def test_tiles_never_straddle_splits(split_csv, tmp_path):
+    tile_index(split_csv, tmp_path / "tiles", tile_size=32, progress=False)
+    t = pq.read_table(tmp_path / "tiles" / "index.parquet").to_pylist()
+    splits_of = {}
+    for row in t:
+        splits_of.setdefault(row["specimen_id"], set()).add(row["split"])
+    assert len(splits_of) == 28 and all(len(s) == 1 for s in splits_of.values())
+    m = read_source(split_csv)
+    classes = ["clean", "contaminated"]
+    spec = TileSpec(32)
+    sets = {s: _tile_split(m, s, classes, spec, 0.0, {}, False, 1, [], False)
+            for s in ("train", "validation", "test")}
+    paths = {s: set(ts.paths) for s, ts in sets.items()}
+    assert not (paths["train"] & paths["validation"]) and not (paths["train"] & paths["test"])
+    assert not (paths["validation"] & paths["test"])
+    assert sum(len(p) for p in paths.values()) == 28
+    # tiles keep their sheet's index: none points outside its own split's sheets
+    assert sets["train"].sheet.max() == len(sets["train"].sheet_y) - 1
+
+
+def test_balanced_sampling_weights():
+    # class 0: sheets with 3000 and 300 tiles; class 1: one sheet with 30 tiles
+    tile_sheet = np.repeat([0, 1, 2], [3000, 300, 30])
+    w = tile_sample_weights(tile_sheet, np.array([0, 0, 1]), 2)
+    per_sheet = np.bincount(tile_sheet, weights=w)
+    assert per_sheet.tolist() == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
+    run = train(split_csv, tmp_path / "run", epochs=3, patience=0, **FAST)
+    cfg = json.loads((run / "run.json").read_text())
+    prep, agg = cfg["preprocessing"], cfg["aggregation"]
+    assert prep["mode"] == "tiles" and prep["tile_size"] == 32 and prep["min_entropy_rule"] == "otsu"
+    assert 0 < prep["train_tiles_kept"] < prep["train_tiles_total"]  # blank paper dropped
+    assert agg["rule"] in {"mean", "max", "topk", "vote"} and agg["positive_class"] == \
+        "contaminated"
+    assert len(agg["candidates"]) == 5
+    m = evaluate(run, split="test", precision="fp32", progress=False)
+    assert m["n"] == 6
+    html = (run / "report.html").read_text()
+    for section in ("Tile entropy", "Sheet aggregation", "Tile heatmaps"):
+        assert section in html
+    imgs = sorted((tmp_path / "coll" / "contaminated").glob("*.jpg"))[:2]
+    preds, _ = predict(run, imgs, tmp_path / "p.csv", heatmaps=tmp_path / "hm",
+                       precision="fp32")
+    assert all(p.probs is not None and p.tiles is not None for p in preds)
+    assert sorted(f.name for f in (tmp_path / "hm").iterdir()) == sorted(
+        f"{p.name}.heatmap.png" for p in imgs)
+
+
+def test_explicit_threshold_and_tile_labels(split_csv, tmp_path):
+    m = read_source(split_csv)
+    first = m.subset("train").paths()[0]
+    (tmp_path / "tl.csv").write_text(f"sheet,x,y,label\n{first},0,0,contaminated\n")
+    from herbscan.train import read_tile_labels
+    labels = read_tile_labels(tmp_path / "tl.csv", ["clean", "contaminated"])
+    ts = _tile_split(m, "train", ["clean", "contaminated"], TileSpec(32), 0.0, labels, False, 1,
+                     [], False)
+    i = ts.paths.index(str(first))
+    own = ts.y[ts.sheet == i]
+    sheet_label = ts.sheet_y[i]
+    assert own[0] == 1 and (own[1:] == sheet_label).all()
+    run = train(split_csv, tmp_path / "r", epochs=1, min_entropy=0.5, aggregate="mean",
+                tile_labels=tmp_path / "tl.csv", **FAST)
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["preprocessing"]["min_entropy"] == 0.5
+    assert cfg["preprocessing"]["min_entropy_rule"] == "fixed"
+    assert cfg["aggregation"]["rule"] == "mean"
