@@ -123,10 +123,10 @@ class TileCache:
         return st
 
 
-def _tile_job(args: tuple[str, TileSpec, TileCache | None]):
-    path, spec, cache = args
+def _tile_job(args: tuple[str, TileSpec, TileCache | None, bool]):
+    path, spec, cache, entropy_only = args
     try:
-        return (cache.load(path) if cache else sheet_tiles(path, spec)), ""
+        return (cache.load(path) if cache else sheet_tiles(path, spec, entropy_only)), ""
     except HerbscanError as e:
         return None, str(e)
     except OSError as e:
@@ -135,17 +135,18 @@ def _tile_job(args: tuple[str, TileSpec, TileCache | None]):
 
 def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
                      cache_dir: str | Path | None | bool = None, workers: int = 1,
-                     progress: bool = True):
+                     progress: bool = True, entropy_only: bool = False):
     """Yield (index, SheetTiles or None, error) for each path, in order; bad files don't stop it.
 
     Sheets come from the tile cache when present, else are decoded by `workers` processes.
-    Only the sheets in flight are in memory.
+    Only the sheets in flight are in memory. Without a cache, `entropy_only` skips the tile
+    statistics that inference does not need.
     """
     cache = None
     if cache_dir is not False:
         root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
         cache = TileCache(root, spec)
-    jobs = [(str(p), spec, cache) for p in paths]
+    jobs = [(str(p), spec, cache, entropy_only) for p in paths]
     with Progress(len(jobs), "tiling sheets", unit="sheets",
                   enabled=progress and len(jobs) > 8) as bar:
         if workers > 1 and len(jobs) > 2:

@@ -111,12 +111,14 @@ def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
                                                          "run).")] = None,
              label_col: str | None = None, path_col: str | None = None,
              precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
-             workers: int = 1):
+             workers: int = 1,
+             cache_dir: Annotated[Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or "
+                                                          "~/.cache/herbscan")] = None):
     """Metrics, predictions.csv and a self-contained report.html."""
     from herbscan.evaluate import evaluate as do_evaluate
     m = do_evaluate(run, data=data, split=split, out=out, label_col=label_col,
                     path_col=path_col, precision=precision, device=device,
-                    batch_size=batch_size, workers=workers)
+                    batch_size=batch_size, workers=workers, cache_dir=cache_dir)
     where = out or run
     typer.echo(f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
                f"(skipped {m['n_skipped']})")

@@ -93,7 +93,8 @@ class Predictor:
     def _predict_tiles(self, paths, progress: bool, heatmaps: bool) -> list[Prediction]:
         results = []
         for i, st, err in load_tile_sheets(paths, self.tile_spec, cache_dir=self.cache_dir,
-                                           workers=self.workers, progress=progress):
+                                           workers=self.workers, progress=progress,
+                                           entropy_only=True):
             if st is None:
                 results.append(Prediction(str(paths[i]), None, "", err))
                 continue

@@ -111,35 +111,35 @@ def entropy(grey_tile: np.ndarray) -> float:
 
 
 def tile_stats(sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
-               chunk: int = 256) -> np.ndarray:
+               entropy_only: bool = False) -> np.ndarray:
     """Per tile: entropy (bits), grey mean, grey std and fraction of paper-coloured pixels.
 
-    Paper pixels are bright (grey ≥ 170) and unsaturated (max−min channel ≤ 40): the cream or
-    white mounting paper, not plant tissue or stains. Computed in chunks of tiles with one
-    histogram call per chunk.
+    Entropy, mean and std come from each tile's 256-bin grey histogram. Paper pixels are bright
+    (grey ≥ 170) and unsaturated (max−min channel ≤ 40): the cream or white mounting paper, not
+    plant tissue or stains. `entropy_only` leaves the other columns NaN (all inference needs).
     """
     g = grey(sheet)
+    n = len(coords)
+    out = np.full((n, len(STAT_NAMES)), np.nan, np.float32)
+    hist = np.empty((n, 256), np.float64)
+    for i, (x, y) in enumerate(coords):
+        hist[i] = np.bincount(g[y:y + size, x:x + size].ravel(), minlength=256)
+    hist /= size * size
+    logp = np.log2(hist, out=np.zeros_like(hist), where=hist > 0)
+    out[:, 0] = -(hist * logp).sum(axis=1)
+    if entropy_only:
+        return out
+    levels = np.arange(256, dtype=np.float64)
+    mean = hist @ levels
+    out[:, 1] = mean
+    out[:, 2] = np.sqrt(np.maximum(hist @ levels**2 - mean**2, 0.0))
     r, gr, b = sheet[..., 0], sheet[..., 1], sheet[..., 2]
-    spread = np.maximum(np.maximum(r, gr), b) - np.minimum(np.minimum(r, gr), b)
+    spread = np.maximum(np.maximum(r, gr), b)
+    spread -= np.minimum(np.minimum(r, gr), b)
     paper = (g >= 170) & (spread <= 40)
     del spread
-    out = np.empty((len(coords), len(STAT_NAMES)), np.float32)
-    for start in range(0, len(coords), chunk):
-        part = coords[start:start + chunk]
-        n = len(part)
-        gt = np.empty((n, size * size), np.uint8)
-        pt = np.empty((n, size * size), bool)
-        for i, (x, y) in enumerate(part):
-            gt[i] = g[y:y + size, x:x + size].ravel()
-            pt[i] = paper[y:y + size, x:x + size].ravel()
-        hist = np.bincount((np.arange(n, dtype=np.int64)[:, None] * 256 + gt).ravel(),
-                           minlength=n * 256).reshape(n, 256) / (size * size)
-        logp = np.log2(hist, out=np.zeros_like(hist), where=hist > 0)
-        out[start:start + n, 0] = -(hist * logp).sum(axis=1)
-        gf = gt.astype(np.float32)
-        out[start:start + n, 1] = gf.mean(axis=1)
-        out[start:start + n, 2] = gf.std(axis=1)
-        out[start:start + n, 3] = pt.mean(axis=1)
+    for i, (x, y) in enumerate(coords):
+        out[i, 3] = paper[y:y + size, x:x + size].mean()
     return out
 
 
@@ -157,11 +157,12 @@ class SheetTiles:
         return self.stats[:, 0]
 
 
-def sheet_tiles(path: str | Path, spec: TileSpec) -> SheetTiles:
+def sheet_tiles(path: str | Path, spec: TileSpec, entropy_only: bool = False) -> SheetTiles:
     """Decode a sheet once at the working scale and compute its windows and statistics."""
     sheet = pad_to_tile(load_scaled(path, spec.scale), spec.size)
     coords = windows(sheet.shape[1], sheet.shape[0], spec)
-    return SheetTiles(str(path), sheet, coords, tile_stats(sheet, coords, spec.size))
+    return SheetTiles(str(path), sheet, coords,
+                      tile_stats(sheet, coords, spec.size, entropy_only))
 
 
 def iter_tiles(paths: Sequence[str | Path], spec: TileSpec, min_entropy: float | None = None
