@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--tile-size", type=int, default=128)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--model", default="herbnet")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
     paths = sorted(p for p in args.images.glob("*") if p.suffix.lower() in (".jpg", ".jpeg"))

@@ -71,14 +71,18 @@ class Accel:
         return model.to(self.device, memory_format=torch.channels_last)
 
     def to_input(self, batch: np.ndarray | torch.Tensor, mean, std) -> torch.Tensor:
-        """uint8 NHWC batch → normalised float NCHW (channels_last) on the device."""
-        t = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
-        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        m = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        s = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        return ((t - m) / s).contiguous(memory_format=torch.channels_last)
+        """uint8 NHWC batch → normalised float NCHW (channels_last) on the device.
 
-    @torch.no_grad()
+        An NHWC buffer viewed as NCHW already is channels_last, so this is one conversion and
+        one in-place scale-and-shift, with no layout copy.
+        """
+        t = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        x = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        return x.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
+
+    @torch.inference_mode()
     def predict_proba(self, model: torch.nn.Module, arrays: np.ndarray, mean, std,
                       batch_size: int = 64) -> np.ndarray:
         """Class probabilities (n, K) for uint8 NHWC arrays, in eval mode."""

@@ -23,7 +23,7 @@ import numpy as np
 from herbscan.errors import HerbscanError
 from herbscan.images import load_sheet
 from herbscan.progress import Progress
-from herbscan.tiles import SheetTiles, TileSpec, sheet_tiles
+from herbscan.tiles import SheetTiles, TileSpec, keep_tiles, sheet_tiles
 
 FORMAT_VERSION = 1
 
@@ -123,10 +123,13 @@ class TileCache:
         return st
 
 
-def _tile_job(args: tuple[str, TileSpec, TileCache | None, bool]):
-    path, spec, cache, entropy_only = args
+def _tile_job(args: tuple[str, TileSpec, TileCache | None, float | None, bool]):
+    path, spec, cache, keep_above, thumbnails = args
     try:
-        return (cache.load(path) if cache else sheet_tiles(path, spec, entropy_only)), ""
+        st = cache.load(path) if cache else sheet_tiles(path, spec, keep_above is not None)
+        if keep_above is None:
+            return st, ""
+        return keep_tiles(st, spec.size, keep_above, thumbnails), ""
     except HerbscanError as e:
         return None, str(e)
     except OSError as e:
@@ -135,18 +138,21 @@ def _tile_job(args: tuple[str, TileSpec, TileCache | None, bool]):
 
 def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
                      cache_dir: str | Path | None | bool = None, workers: int = 1,
-                     progress: bool = True, entropy_only: bool = False):
+                     progress: bool = True, keep_above: float | None = None,
+                     thumbnails: bool = False):
     """Yield (index, SheetTiles or None, error) for each path, in order; bad files don't stop it.
 
     Sheets come from the tile cache when present, else are decoded by `workers` processes.
-    Only the sheets in flight are in memory. Without a cache, `entropy_only` skips the tile
-    statistics that inference does not need.
+    Only the sheets in flight are in memory. With `keep_above` (bits), each sheet arrives as
+    `KeptTiles` instead: only the tiles that pass the entropy filter and a thumbnail, cut in the
+    worker so that whole sheets never cross between processes (with a thumbnail for heatmaps
+    when `thumbnails`).
     """
     cache = None
     if cache_dir is not False:
         root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
         cache = TileCache(root, spec)
-    jobs = [(str(p), spec, cache, entropy_only) for p in paths]
+    jobs = [(str(p), spec, cache, keep_above, thumbnails) for p in paths]
     with Progress(len(jobs), "tiling sheets", unit="sheets",
                   enabled=progress and len(jobs) > 8) as bar:
         if workers > 1 and len(jobs) > 2:

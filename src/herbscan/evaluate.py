@@ -149,12 +149,13 @@ def _tile_sections(predictor: Predictor, preds, sub, records: list[dict],
         chosen.append((rec, why))
     by_path = {p.path: p for p in preds}
     heatmaps = []
+    chosen_paths = [rec["path"] for rec, _ in chosen]
+    thumbs = {kt.path: kt for _, kt, _ in predictor.kept_tiles(chosen_paths) if kt is not None}
     for rec, why in chosen:
         p = by_path[rec["path"]]
-        try:
-            png = predictor.heatmap(rec["path"], p)
-        except HerbscanError:
+        if rec["path"] not in thumbs:
             continue
+        png = predictor.heatmap(thumbs[rec["path"]], p)
         score = rec["probs"][col] if col is not None else max(rec["probs"])
         heatmaps.append({"path": rec["path"], "true": rec["true"], "pred": rec["pred"],
                          "score": float(score), "png": png,

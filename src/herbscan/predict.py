@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.accel import Accel
-from herbscan.cache import TileCache, default_cache_dir, load_sheets, load_tile_sheets
+from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ImageError, ParameterError, check_range
 from herbscan.images import is_image_file
 from herbscan.runs import Run, load_run, write_csv
-from herbscan.tiles import SheetTiles, TileSpec, aggregate, cut, heatmap_png, sheet_tiles
+from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 
 
 @dataclass
@@ -92,28 +92,28 @@ class Predictor:
 
     def _predict_tiles(self, paths, progress: bool, heatmaps: bool) -> list[Prediction]:
         results = []
-        for i, st, err in load_tile_sheets(paths, self.tile_spec, cache_dir=self.cache_dir,
-                                           workers=self.workers, progress=progress,
-                                           entropy_only=True):
-            if st is None:
+        for i, kt, err in self.kept_tiles(paths, progress, thumbnails=heatmaps):
+            if kt is None:
                 results.append(Prediction(str(paths[i]), None, "", err))
                 continue
-            pred = self.predict_sheet_tiles(st)
+            pred = self.predict_kept(kt)
             if heatmaps:
-                pred.heatmap = self.heatmap(st, pred)
+                pred.heatmap = self.heatmap(kt, pred)
             results.append(pred)
         return results
 
-    def predict_sheet_tiles(self, st: SheetTiles) -> Prediction:
-        """Aggregate the kept tiles of one decoded sheet into a sheet prediction."""
+    def kept_tiles(self, paths, progress: bool = False, thumbnails: bool = True):
+        """(index, KeptTiles or None, error) per sheet, by the run's tiling and threshold."""
+        return load_tile_sheets(paths, self.tile_spec, cache_dir=self.cache_dir,
+                                workers=self.workers, progress=progress,
+                                keep_above=self.run.preprocessing["min_entropy"],
+                                thumbnails=thumbnails)
+
+    def predict_kept(self, kt: KeptTiles) -> Prediction:
+        """Aggregate the kept tiles of one sheet into a sheet prediction."""
         prep, agg = self.run.preprocessing, self.run.config.get("aggregation", {})
-        kept = st.entropy >= prep["min_entropy"]
-        if not kept.any():  # a blank sheet still gets a score from its most textured tile
-            kept[int(np.argmax(st.entropy))] = True
-        idx = np.flatnonzero(kept)
-        tile_probs = self.accel.predict_proba(
-            self.model, cut(st.sheet, [st.coords[j] for j in idx], prep["tile_size"]),
-            prep["mean"], prep["std"], self.batch_size)
+        tile_probs = self.accel.predict_proba(self.model, kt.tiles, prep["mean"], prep["std"],
+                                              self.batch_size)
         probs = aggregate(tile_probs, agg.get("rule", "mean"), agg.get("k"))
         classes = self.classes
         pos = agg.get("positive_class")
@@ -124,19 +124,16 @@ class Predictor:
         else:
             column = int(probs.argmax())
             label = classes[column]
-        scores = np.full(len(st.coords), np.nan, np.float32)
-        scores[idx] = tile_probs[:, column]
-        return Prediction(st.path, probs, label,
-                          tiles=TileScores(st.coords, kept, scores, st.entropy))
+        scores = np.full(len(kt.coords), np.nan, np.float32)
+        scores[kt.kept] = tile_probs[:, column]
+        return Prediction(kt.path, probs, label,
+                          tiles=TileScores(kt.coords, kt.kept, scores, kt.entropy))
 
-    def heatmap(self, st: SheetTiles | str | Path, pred: Prediction) -> bytes:
-        """PNG of the sheet with each kept tile tinted by its score."""
-        if not isinstance(st, SheetTiles):
-            st = (TileCache(default_cache_dir() if self.cache_dir in (None, True)
-                            else Path(self.cache_dir), self.tile_spec).load(st)
-                  if self.cache_dir is not False else sheet_tiles(st, self.tile_spec))
+    def heatmap(self, kt: KeptTiles, pred: Prediction) -> bytes:
+        """PNG of the sheet thumbnail with each kept tile tinted by its score."""
         t = pred.tiles
-        return heatmap_png(st.sheet, t.coords, self.tile_spec.size, t.scores, t.kept)
+        return heatmap_png(kt.thumbnail, t.coords, self.tile_spec.size, t.scores, t.kept,
+                           sheet_shape=kt.shape)
 
 
 def expand_images(items: Sequence[str | Path]) -> list[Path]:

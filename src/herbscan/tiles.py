@@ -226,16 +226,53 @@ def aggregate(tile_probs: np.ndarray, rule: str = "mean", k: int | None = None) 
     return s / s.sum()
 
 
-def heatmap_png(sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
-                scores: np.ndarray, kept: np.ndarray, max_side: int = 480) -> bytes:
-    """A PNG of the sheet with each kept tile tinted by its score (0 → clear, 1 → red).
+@dataclass
+class KeptTiles:
+    """A sheet reduced to what inference needs: its kept tiles, where every window was, and a
+    thumbnail for heatmaps — small enough to pass between processes, unlike the whole sheet."""
 
-    Dropped (blank) tiles stay untinted; a grid of thin lines marks the kept ones.
+    path: str
+    shape: tuple[int, int]  # (height, width) of the sheet at the working scale
+    coords: list[tuple[int, int]]
+    entropy: np.ndarray     # bits per window
+    kept: np.ndarray        # bool per window
+    tiles: np.ndarray       # (n_kept, T, T, 3) uint8
+    thumbnail: np.ndarray   # uint8 (h, w, 3), longest side THUMB_SIDE at most; empty if not asked
+
+
+THUMB_SIDE = 480
+
+
+def keep_tiles(st: SheetTiles, size: int, min_entropy: float, thumbnail: bool = True
+               ) -> KeptTiles:
+    """Tiles at or above `min_entropy` bits; a sheet with none keeps its most textured tile."""
+    kept = st.entropy >= min_entropy
+    if not kept.any():
+        kept[int(np.argmax(st.entropy))] = True
+    h, w = st.sheet.shape[:2]
+    thumb = np.zeros((0, 0, 3), np.uint8)
+    if thumbnail:
+        f = min(1.0, THUMB_SIDE / max(h, w))
+        thumb = np.asarray(Image.fromarray(st.sheet).resize(
+            (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BILINEAR))
+    return KeptTiles(st.path, (h, w), st.coords, st.entropy, kept,
+                     cut(st.sheet, [c for c, k in zip(st.coords, kept) if k], size), thumb)
+
+
+def heatmap_png(image: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
+                scores: np.ndarray, kept: np.ndarray, sheet_shape: tuple[int, int] | None = None,
+                max_side: int = THUMB_SIDE) -> bytes:
+    """A PNG of the sheet with each kept tile tinted by its score (blue 0 → red 1).
+
+    `image` is the sheet or a thumbnail of it; `coords` are in pixels of the sheet whose
+    (height, width) is `sheet_shape` (default: the image's). Dropped (blank) tiles stay clear.
     """
-    h, w = sheet.shape[:2]
+    h, w = image.shape[:2]
+    sh, sw = sheet_shape or (h, w)
     f = min(1.0, max_side / max(h, w))
-    small = Image.fromarray(sheet).resize((max(1, round(w * f)), max(1, round(h * f))),
+    small = Image.fromarray(image).resize((max(1, round(w * f)), max(1, round(h * f))),
                                           Image.Resampling.BILINEAR)
+    f *= w / sw  # sheet pixels → output pixels
     base = np.asarray(small, dtype=np.float32)
     heat = np.zeros(base.shape[:2], np.float32)
     mask = np.zeros(base.shape[:2], bool)
