@@ -91,3 +91,29 @@ def test_explicit_threshold_and_tile_labels(split_csv, tmp_path):
     assert cfg["preprocessing"]["min_entropy"] == 0.5
     assert cfg["preprocessing"]["min_entropy_rule"] == "fixed"
     assert cfg["aggregation"]["rule"] == "mean"
+
+
+def test_tile_mode_with_three_classes(tmp_path):
+    """Any labels work: three 'genera' told apart by the colour of their blobs."""
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    root = tmp_path / "genera"
+    colours = {"Abies": (40, 90, 30), "Betula": (150, 60, 30), "Carex": (30, 60, 150)}
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            a = np.full((96, 96, 3), 235, np.uint8) + rng.integers(0, 10, (96, 96, 1),
+                                                                     dtype=np.uint8)
+            for _ in range(3):
+                y, x = rng.integers(8, 80, 2)
+                a[y:y + 12, x:x + 12] = colour
+            Image.fromarray(a).save(root / name / f"{name}{i}.png")
+    data, _ = split(root, tmp_path / "s.csv", ratios=(0.5, 0.25, 0.25))
+    run = train(data, tmp_path / "run", epochs=2, **FAST)
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["classes"] == ["Abies", "Betula", "Carex"]
+    assert cfg["aggregation"]["positive_class"] is None
+    assert cfg["aggregation"]["threshold"] is None
+    m = evaluate(run, precision="fp32", progress=False)
+    assert m["n"] == 6 and len(m["confusion_matrix"]) == 3
+    assert "2" in m["top_k_accuracy"]
