@@ -41,6 +41,7 @@ def test_split_prints_counts(monkeypatch, capsys, tiny_collection, tmp_path):
     (["predict", "{tmp}/nothing", "x.jpg"], "no such run folder"),
     (["train", "{coll}", "--out", "{tmp}/r"], "no 'split' column"),
     (["split", "{tmp}/m.csv", "--out", "{tmp}/o.csv", "--label-col", "genus"], "no column 'genus'"),
+    (["split", "{coll}", "--out", "{tmp}"], "Is a directory"),
 ])
 def test_errors_are_one_line_exit_2(monkeypatch, capsys, tiny_collection, tmp_path, args, needle):
     (tmp_path / "m.csv").write_text("path,label\na.jpg,x\n")

@@ -27,6 +27,9 @@ def _specimen_manifest(tmp_path, n_per_class=(30, 20, 10), images_per_specimen=2
             for k in range(images_per_specimen):
                 rows.append({"file": f"img/{c}{s}_{k}.jpg", "taxon": c, "barcode": f"{c}{s:04d}",
                              "note": "x"})
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for r in rows:
+        (tmp_path / r["file"]).touch()  # split checks that images exist, not their content
     return _write_csv(tmp_path / "m.csv", rows)
 
 
@@ -112,3 +115,21 @@ def test_bad_ratios(tmp_path):
         split_manifest(m, ratios=(0.5, 0.2, 0.1))
     with pytest.raises(ParameterError, match="rare must be one of"):
         split_manifest(m, rare="keep")
+
+
+def test_duplicates_missing_files_semicolons_and_windows_paths(tmp_path):
+    (tmp_path / "img").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / "img" / name).touch()
+    dup = _write_csv(tmp_path / "dup.csv", [
+        {"file": f"img/{n}.jpg", "label": lab, "barcode": b} for n, lab, b in
+        (("a", "x", "1"), ("b", "x", "2"), ("c", "y", "3"), ("d", "y", "4"), ("a", "x", "9"))])
+    with pytest.raises(ManifestError, match="listed more than once: .*a.jpg \\(lines 2 and 6"):
+        split_manifest(read_source(dup, path_col="file", group_col="barcode"), ratios=(1, 0, 0))
+    gone = _write_csv(tmp_path / "gone.csv", [{"file": "nowhere/a.jpg", "label": "x"}])
+    with pytest.raises(ManifestError, match="none of the 1 image paths exists"):
+        split_manifest(read_source(gone, path_col="file"), ratios=(1, 0, 0))
+    (tmp_path / "semi.csv").write_text("file;label\nimg\\a.jpg; x\nimg\\c.jpg;y\n")
+    m = read_source(tmp_path / "semi.csv", path_col="file")
+    assert m.paths()[0] == tmp_path.resolve() / "img" / "a.jpg"  # backslashes read as folders
+    assert m.labels() == ["x", "y"]  # stray spaces around labels do not make new classes

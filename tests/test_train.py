@@ -123,3 +123,41 @@ def test_errors(tiny_collection, split_csv, tmp_path):
         load_run(tmp_path)
     with pytest.raises(RunError, match="no such run folder"):
         Predictor(tmp_path / "nope")
+
+
+def test_resume_from_first_checkpoint_keeps_metrics_and_checks_settings(split_csv, tmp_path,
+                                                                        monkeypatch):
+    import herbscan.train as tr
+    real = tr.write_csv
+
+    def crash_on_third_epoch(path, rows, fields):
+        real(path, rows, fields)
+        if path.name == "history.csv" and len(rows) == 3:
+            raise KeyboardInterrupt
+
+    slow = dict(FAST, checkpoint_seconds=1e9)  # only the first epoch leaves a checkpoint
+    monkeypatch.setattr(tr, "write_csv", crash_on_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(split_csv, tmp_path / "r", epochs=4, patience=0, **slow)
+    monkeypatch.setattr(tr, "write_csv", real)
+    with pytest.raises(RunError, match="epochs=4, not 5"):
+        train(split_csv, tmp_path / "r", epochs=5, patience=0, resume=True, **slow)
+    train(split_csv, tmp_path / "r", epochs=4, patience=0, resume=True, **slow)
+    cfg = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert cfg["training"]["complete"] is True and cfg["training"]["epochs_run"] == 4
+    assert cfg["metrics"]["validation"]["val_accuracy"] is not None
+    with open(tmp_path / "r" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+    with pytest.raises(RunError, match="finished run"):
+        train(split_csv, tmp_path / "r", epochs=4, **slow)
+    assert train(split_csv, tmp_path / "r", epochs=4, resume=True, **slow) == tmp_path / "r"
+
+
+def test_outputs_are_readable_by_others(split_csv, tmp_path):
+    import os
+    import stat
+    run = train(split_csv, tmp_path / "perm", epochs=1, **FAST)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("run.json", "model.safetensors", "history.csv"):
+        assert stat.S_IMODE((run / f).stat().st_mode) == 0o666 & ~umask

@@ -1,6 +1,8 @@
 """Tile mode end to end, the specimen-level split of tiles, balanced sampling, tile labels."""
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -66,11 +68,17 @@ def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
     for section in ("Tile entropy", "Sheet aggregation", "Tile heatmaps"):
         assert section in html
     imgs = sorted((tmp_path / "coll" / "contaminated").glob("*.jpg"))[:2]
-    preds, _ = predict(run, imgs, tmp_path / "p.csv", heatmaps=tmp_path / "hm",
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / imgs[0].name  # same file name in another folder
+    twin.write_bytes(imgs[1].read_bytes())
+    preds, _ = predict(run, imgs + [twin], tmp_path / "p.csv", heatmaps=tmp_path / "hm",
                        precision="fp32")
     assert all(p.probs is not None and p.tiles is not None for p in preds)
-    assert sorted(f.name for f in (tmp_path / "hm").iterdir()) == sorted(
-        f"{p.name}.heatmap.png" for p in imgs)
+    made = sorted(f.name for f in (tmp_path / "hm").iterdir())
+    assert len(made) == 3 and f"{imgs[0].name}.heatmap.png" in made
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(Path(r["heatmap"]).name for r in rows) == made
 
 
 def test_explicit_threshold_and_tile_labels(split_csv, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.errors import HerbscanError
+from herbscan.fileio import atomic_path
 from herbscan.images import load_sheet
 from herbscan.progress import Progress
 from herbscan.tiles import SheetTiles, TileSpec, keep_tiles, sheet_tiles
@@ -65,16 +65,8 @@ class SheetCache:
             return None  # missing source, or an unreadable entry: recompute
 
     def put(self, path: str | Path, array: np.ndarray) -> None:
-        e = self.entry(path)
-        e.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=e.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, e)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.entry(path)) as tmp, open(tmp, "wb") as f:
+            np.save(f, array)
 
     def load(self, path: str | Path) -> np.ndarray:
         """The preprocessed sheet, decoded (and stored) on a miss."""
@@ -111,16 +103,9 @@ class TileCache:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable entry: recompute
         st = sheet_tiles(path, self.spec)
-        e.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=e.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, sheet=st.sheet, coords=np.asarray(st.coords, np.int32).reshape(-1, 2),
-                         stats=st.stats)
-            os.replace(tmp, e)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(e) as tmp, open(tmp, "wb") as f:
+            np.savez(f, sheet=st.sheet, coords=np.asarray(st.coords, np.int32).reshape(-1, 2),
+                     stats=st.stats)
         return st
 
 

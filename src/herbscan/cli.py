@@ -160,7 +160,8 @@ def tiles(data: Annotated[Path, typer.Argument(help="Folder of class folders or 
     """Tile index with entropy per tile, and the entropy distribution per class."""
     from herbscan.tileindex import tile_index
     s = tile_index(data, out, tile_size=tile_size, stride=stride, scale=scale,
-                   label_col=label_col, path_col=path_col, workers=workers, cache_dir=cache_dir)
+                   label_col=label_col, path_col=path_col, workers=workers,
+                   cache_dir=cache_dir or False)
     tps, kps = s["tiles_per_sheet"] or {}, s["kept_per_sheet"] or {}
     typer.echo(f"{s['sheets']} sheets ({s['failed']} failed), {s['tiles']} tiles; per sheet "
                f"mean {tps.get('mean')} (min {tps.get('min')}, max {tps.get('max')})")
@@ -192,6 +193,12 @@ def main() -> None:
         if _state["debug"]:
             raise
         _echo(f"error: {e}")
+        sys.exit(2)
+    except OSError as e:  # e.g. an output path that is a folder, or a full or read-only disk
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _echo(f"error: {where}{e.strerror or e}; check the path and its permissions")
         sys.exit(2)
 
 

@@ -80,8 +80,7 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
     write_csv(out / "predictions.csv", rows,
               ["path", "specimen_id", "true_label", "predicted_label", "correct", "confidence"]
               + [f"p_{c}" for c in classes])
-    if skipped:
-        write_csv(out / "eval_skipped.csv", skipped, ["path", "error"])
+    write_csv(out / "eval_skipped.csv", skipped, ["path", "error"])  # header only when none
 
     wrong = sorted((rec for rec in records if rec["true"] != rec["pred"]),
                    key=lambda rec: -max(rec["probs"]))[:gallery_max]

@@ -83,6 +83,18 @@ def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image
     return out
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as stored in the file, read from its header without decoding pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file; check the path") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise _fail(path, f"not a readable image ({type(e).__name__}: {e})") from None
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode → 8-bit RGB; transparency is composited onto white paper."""
     if im.mode == "RGB":

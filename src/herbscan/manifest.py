@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
+from herbscan.fileio import atomic_path
 from herbscan.images import is_image_file
 
 SPLITS = ("train", "validation", "test")
@@ -51,13 +51,16 @@ class Manifest:
         return len(self.rows)
 
     def path(self, row: dict[str, str]) -> Path:
-        p = Path(row[self.path_col])
+        raw = row[self.path_col].strip()
+        if "\\" in raw and os.sep == "/":  # a Windows path in a manifest made on Windows
+            raw = raw.replace("\\", "/")
+        p = Path(raw)
         return p if p.is_absolute() else self.root / p
 
     def label(self, row: dict[str, str]) -> str:
         if self.label_col is None:
             raise ManifestError(f"{self.source}: no label column; pass --label-col")
-        return row[self.label_col]
+        return row[self.label_col].strip()
 
     def specimen(self, row: dict[str, str]) -> str:
         """Specimen id (the group col), or the image path when no group column is known."""
@@ -117,8 +120,11 @@ def _read_folder(folder: Path) -> Manifest:
 
 
 def _dialect(path: Path, head: str) -> str:
-    if path.suffix.lower() in (".tsv", ".tab", ".txt") or head.count("\t") > head.count(","):
+    first = head.splitlines()[0] if head else ""
+    if path.suffix.lower() in (".tsv", ".tab") or first.count("\t") > first.count(","):
         return "\t"
+    if first.count(";") > first.count(","):  # spreadsheet export in a comma-decimal locale
+        return ";"
     return ","
 
 
@@ -185,6 +191,7 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
     Returns a new Manifest whose rows carry `split`; with `rare` as in the module docstring.
     """
     check_choice("rare", rare, RARE)
+    _check_paths(manifest)
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != 3:
         raise ParameterError(f"ratios must be three numbers train,validation,test; got {ratios}")
@@ -250,6 +257,29 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
                     manifest.group_col, manifest.source)
 
 
+def _check_paths(m: Manifest) -> None:
+    """Refuse duplicate images (they would leak between splits) and a manifest whose images are
+    not where it says; warn when only some are missing."""
+    seen: dict[Path, int] = {}
+    dups = []
+    for i, p in enumerate(m.paths()):
+        rp = p.resolve()
+        if rp in seen:
+            dups.append(f"{p} (lines {seen[rp] + 2} and {i + 2})")
+        seen.setdefault(rp, i)
+    if dups:
+        raise ManifestError(f"{m.source}: the same image is listed more than once: "
+                            f"{_few(dups, 3)}; remove the duplicate rows")
+    missing = [str(p) for p in seen if not p.is_file()]
+    if missing and len(missing) == len(seen):
+        raise ManifestError(f"{m.source}: none of the {len(seen)} image paths exists (first: "
+                            f"{missing[0]}); check --path-col and that paths are relative to the "
+                            "manifest's folder")
+    if missing:
+        warnings.warn(f"{m.source}: {len(missing)} of {len(seen)} images do not exist (e.g. "
+                      f"{missing[0]}); they will be skipped when training", stacklevel=3)
+
+
 def _allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
     """Split n items by ratios (largest remainder), giving each positive ratio at least one."""
     exact = [n * r for r in ratios]
@@ -306,16 +336,10 @@ def write_manifest(manifest: Manifest, out: str | Path) -> Path:
             o[OUT_LABEL] = manifest.label(r)
         o[OUT_GROUP] = manifest.specimen(r) if manifest.group_col else o[OUT_PATH]
         rows.append(o)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
     return out
 
 

@@ -6,6 +6,7 @@ gets an `error` and no probabilities instead of stopping the job.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from herbscan.accel import Accel
 from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ImageError, ParameterError, check_range
 from herbscan.images import is_image_file
+from herbscan.fileio import atomic_write
 from herbscan.runs import Run, load_run, write_csv
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 
@@ -160,21 +162,32 @@ def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | Non
     For tile-mode runs, `heatmaps` names a folder that receives `<image name>.heatmap.png` per
     sheet: P(positive) of every kept tile painted over the sheet.
     """
+    if out is not None and Path(out).is_dir():
+        raise ParameterError(f"{out}: is a folder; --out needs a CSV file name")
     predictor = Predictor(run, device=device, precision=precision, batch_size=batch_size,
                           workers=workers)
     if heatmaps is not None and predictor.mode != "tiles":
         raise ParameterError(f"{run}: heatmaps need a tile-mode run (train with --mode tiles)")
     preds = predictor.predict(expand_images(images), heatmaps=heatmaps is not None)
+    names: dict[int, str] = {}
     if heatmaps is not None:
-        folder = Path(heatmaps)
-        folder.mkdir(parents=True, exist_ok=True)
+        used: set[str] = set()
         for p in preds:
             if p.heatmap:
-                (folder / f"{Path(p.path).name}.heatmap.png").write_bytes(p.heatmap)
+                name = f"{Path(p.path).name}.heatmap.png"
+                if name in used:  # same file name in another folder
+                    tag = hashlib.sha1(p.path.encode()).hexdigest()[:8]
+                    name = f"{Path(p.path).name}.{tag}.heatmap.png"
+                used.add(name)
+                names[id(p)] = str(Path(heatmaps) / name)
+                atomic_write(Path(heatmaps) / name, p.heatmap)
     if out is not None:
-        write_csv(Path(out), prediction_rows(preds, predictor.classes),
+        rows = prediction_rows(preds, predictor.classes)
+        for row, p in zip(rows, preds):
+            row["heatmap"] = names.get(id(p), "")
+        write_csv(Path(out), rows,
                   ["path", "predicted", "confidence"] + [f"p_{c}" for c in predictor.classes]
-                  + ["error"])
+                  + ["error"] + (["heatmap"] if heatmaps is not None else []))
     return preds, predictor.classes
 
 

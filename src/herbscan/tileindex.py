@@ -10,13 +10,12 @@ step of Schuettpelz et al. (2017), before any training.
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from herbscan.cache import load_tile_sheets
+from herbscan.fileio import atomic_path, atomic_write
 from herbscan.manifest import OUT_SPLIT, read_source
 from herbscan.runs import write_csv, write_json
 from herbscan.tiles import STAT_NAMES, TileSpec, otsu_threshold
@@ -26,9 +25,13 @@ INDEX, SUMMARY, PLOT, FAILED = "index.parquet", "summary.json", "entropy.png", "
 
 def tile_index(data: str | Path, out: str | Path, *, tile_size: int = 128,
                stride: int | None = None, scale: float = 1.0, label_col: str | None = None,
-               path_col: str | None = None, workers: int = 1, cache_dir=None,
+               path_col: str | None = None, workers: int = 1, cache_dir=False,
                progress: bool = True) -> dict:
-    """Write out/index.parquet, summary.json, entropy.png (and skipped.csv); return the summary."""
+    """Write out/index.parquet, summary.json, entropy.png (and skipped.csv); return the summary.
+
+    Sheets are not cached unless `cache_dir` is given: the tile cache holds each decoded sheet
+    (H·W·3 bytes at the working scale) and only pays off when training follows.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -40,12 +43,10 @@ def tile_index(data: str | Path, out: str | Path, *, tile_size: int = 128,
                         ("label", pa.string()), ("split", pa.string()), ("x", pa.int32()),
                         ("y", pa.int32()), ("size", pa.int16())]
                        + [(n, pa.float32()) for n in STAT_NAMES])
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{INDEX}.", suffix=".tmp")
-    os.close(fd)
     per_sheet, failed = [], []
     by_class: dict[str, list[np.ndarray]] = {}
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(out / INDEX) as tmp:
+        with pq.ParquetWriter(str(tmp), schema) as writer:
             for i, st, err in load_tile_sheets(m.paths(), spec, cache_dir=cache_dir,
                                                workers=workers, progress=progress):
                 row = m.rows[i]
@@ -62,10 +63,6 @@ def tile_index(data: str | Path, out: str | Path, *, tile_size: int = 128,
                 writer.write_table(pa.table(cols, schema=schema))
                 by_class.setdefault(label or "all", []).append(st.entropy.copy())
                 per_sheet.append(n)
-        os.replace(tmp, out / INDEX)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     if failed:
         write_csv(out / FAILED, failed, ["path", "error"])
     entropies = {c: np.concatenate(v) for c, v in by_class.items()}
@@ -84,7 +81,7 @@ def tile_index(data: str | Path, out: str | Path, *, tile_size: int = 128,
     write_json(out / SUMMARY, summary)
     from herbscan.report.figures import entropy_histograms
     uri = entropy_histograms(sorted(entropies.items()), threshold)
-    (out / PLOT).write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+    atomic_write(out / PLOT, base64.b64decode(uri.split(",", 1)[1]))
     return summary
 
 

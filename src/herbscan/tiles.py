@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from herbscan.errors import ParameterError, check_choice, check_range
-from herbscan.images import open_rgb
+from herbscan.images import image_size, open_rgb
 
 AGGREGATIONS = ("mean", "max", "topk", "vote")
 STAT_NAMES = ("entropy", "mean", "std", "paper_fraction")
@@ -66,8 +66,7 @@ def load_scaled(path: str | Path, scale: float) -> np.ndarray:
     """The sheet as uint8 (H, W, 3) at `scale` of its upright size, draft-decoded when possible."""
     if scale >= 1.0:
         return np.asarray(open_rgb(path))
-    with Image.open(path) as probe:
-        w, h = probe.size
+    w, h = image_size(path)
     target = (max(1, round(w * scale)), max(1, round(h * scale)))
     im = open_rgb(path, min_size=(min(target), min(target)))
     # orientation may have swapped the axes; keep the decoded aspect

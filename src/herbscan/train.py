@@ -3,8 +3,9 @@
 Sheets are decoded once into the cache and held as one uint8 array; each epoch only indexes it,
 and augmentation (flips, small rotations and scale, colour jitter) runs on whole batches on the
 training device. The best epoch on the validation split (macro-F1, ties broken by lower loss) is
-kept as `model.safetensors`; a checkpoint after every epoch makes `resume=True` continue an
-interrupted run where it stopped.
+kept as `model.safetensors`. A checkpoint after the first epoch, then at most every
+`checkpoint_seconds`, lets `resume=True` continue an interrupted run from there with the same
+optimiser and random state; run.json says `complete: true` only once training has ended.
 """
 
 from __future__ import annotations
@@ -281,11 +282,18 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     spec = TileSpec(tile_size, stride or tile_size, scale)
     out = Path(out)
     ckpt_dir = out / CKPT
-    if (out / RUN_JSON).exists() and not resume:
-        raise RunError(f"{out}: already holds a run; pass --resume to continue it or choose "
-                       "another --out")
-    if resume and (out / RUN_JSON).exists() and not ckpt_dir.exists():
-        return out  # finished earlier: nothing left to do
+    if (out / RUN_JSON).exists():
+        finished = _finished(out)
+        if finished:
+            if resume:
+                return out  # nothing left to do
+            raise RunError(f"{out}: already holds a finished run; choose another --out")
+        if not resume:
+            raise RunError(f"{out}: holds an unfinished run; pass --resume to continue it or "
+                           "choose another --out")
+        if not (ckpt_dir / "state.json").exists():
+            warnings.warn(f"{out}: no checkpoint to resume from; training starts again at epoch "
+                          "1", stacklevel=2)
 
     m = read_source(data, label_col=label_col, path_col=path_col, group_col=group_col)
     if not m.has_split():
@@ -379,14 +387,20 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
+    settings = {"data": config["training"]["data"], "model": model, "mode": mode,
+                "classes": classes, "preprocessing": config["preprocessing"], "epochs": epochs,
+                "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "balance": balance, "seed": seed, "augmentation": augmentation}
+    settings = json.loads(json.dumps(settings))
     state = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "history": [],
-             "seconds": 0.0}
+             "seconds": 0.0, "metrics": None, "settings": settings}
     if resume and (ckpt_dir / "state.json").exists():
-        state = _load_checkpoint(ckpt_dir, net, opt, sched, gen)
+        state = _load_checkpoint(ckpt_dir, net, opt, sched, gen, settings)
+        config["metrics"] = state["metrics"]
 
     total_steps = (epochs - state["epoch"]) * steps_per_epoch
     bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
-    last_ckpt = time.monotonic()
+    last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
     stopped_early = False
     for epoch in range(state["epoch"] + 1, epochs + 1):
         t0 = time.monotonic()
@@ -438,9 +452,10 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         score = ((row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0))
         if state["best"] is None or score > tuple(state["best"]):
             state.update(best=list(score), best_epoch=epoch, bad_epochs=0)
-            config["metrics"] = {"validation": {k: row.get(k) for k in
-                                                ("val_loss", "val_accuracy", "val_macro_f1")},
-                                 "best_epoch": epoch}
+            config["metrics"] = state["metrics"] = {
+                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy",
+                                                       "val_macro_f1")},
+                "best_epoch": epoch}
             save_tensors(out / WEIGHTS, net.state_dict(), {"format": FORMAT})
             _write_config(out, config, state, epoch, stopped_early=False)
         else:
@@ -451,12 +466,12 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             break
         if time.monotonic() - last_ckpt >= checkpoint_seconds:
             _save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
-            last_ckpt = time.monotonic()
+            last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
     bar.close()
     if mode == "tiles":
         config["aggregation"] = _aggregation(out, net, acc, x_va, g_va, sheet_y_va, classes,
                                              aggregate, batch_size)
-    _write_config(out, config, state, state["epoch"], stopped_early=stopped_early)
+    _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out
 
@@ -477,9 +492,17 @@ def _aggregation(out: Path, net, acc: Accel, x_va, g_va, sheet_y_va, classes: li
     return chosen
 
 
-def _write_config(out: Path, config: dict, state: dict, epoch: int, stopped_early: bool) -> None:
+def _finished(out: Path) -> bool:
+    try:
+        return bool(json.loads((out / RUN_JSON).read_text())["training"].get("complete"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_config(out: Path, config: dict, state: dict, epoch: int, stopped_early: bool,
+                  complete: bool = False) -> None:
     config["training"].update(best_epoch=state["best_epoch"], epochs_run=epoch,
-                              stopped_early=stopped_early,
+                              stopped_early=stopped_early, complete=complete,
                               train_seconds=round(state["seconds"], 2))
     write_json(out / RUN_JSON, config)
 
@@ -498,9 +521,15 @@ def _save_checkpoint(folder: Path, net, opt, sched, gen, state: dict) -> None:
     write_json(folder / "state.json", json.loads(json.dumps(meta, default=float)))
 
 
-def _load_checkpoint(folder: Path, net, opt, sched, gen) -> dict:
-    tensors = load_tensors(folder / "last.safetensors")
+def _load_checkpoint(folder: Path, net, opt, sched, gen, settings: dict) -> dict:
     meta = json.loads((folder / "state.json").read_text())
+    old = meta.get("settings", {})
+    changed = [k for k in settings if old.get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise RunError(f"{folder.parent}: the run was started with {k}={old.get(k)!r}, not "
+                       f"{settings[k]!r}; resume with the same settings or start a new --out")
+    tensors = load_tensors(folder / "last.safetensors")
     try:
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError:
