@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -128,8 +127,8 @@ def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
                      thumbnails: bool = False):
     """Yield (index, SheetTiles or None, error) for each path, in order; bad files don't stop it.
 
-    Sheets come from the tile cache when present, else are decoded by `workers` processes (with
-    one worker, by a thread that stays two sheets ahead). Only the sheets in flight are in memory. With `keep_above` (bits), each sheet arrives as
+    Sheets come from the tile cache when present, else are decoded by `workers` processes.
+    Only the sheets in flight are in memory. With `keep_above` (bits), each sheet arrives as
     `KeptTiles` instead: only the tiles that pass the entropy filter and a thumbnail, cut in the
     worker so that whole sheets never cross between processes (with a thumbnail for heatmaps
     when `thumbnails`).
@@ -147,20 +146,10 @@ def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
                     bar.update(1)
                     yield i, st, err
         else:
-            # one thread prepares the next sheet while the caller works on this one: Pillow
-            # releases the GIL while decoding, so decoding overlaps inference
-            with ThreadPoolExecutor(1) as ex:
-                pending = deque((i, ex.submit(_tile_job, job)) for i, job in
-                                enumerate(jobs[:2]))
-                upcoming = iter(enumerate(jobs[2:], start=2))
-                while pending:
-                    i, fut = pending.popleft()
-                    st, err = fut.result()
-                    nxt = next(upcoming, None)
-                    if nxt is not None:
-                        pending.append((nxt[0], ex.submit(_tile_job, nxt[1])))
-                    bar.update(1)
-                    yield i, st, err
+            for i, job in enumerate(jobs):
+                st, err = _tile_job(job)
+                bar.update(1)
+                yield i, st, err
 
 
 def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:
