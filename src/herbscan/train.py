@@ -253,8 +253,8 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
 
     `data` is a manifest with a `split` column (see `herbscan.manifest.split`). The run folder
     `out` receives run.json, model.safetensors, history.csv and skipped.csv. A resume checkpoint
-    (weights + optimiser, 3× the model's size) is written after an epoch when at least
-    `checkpoint_seconds` have passed since the last one (0: after every epoch).
+    (weights + optimiser, 3× the model's size) is written after the first epoch, then after any
+    epoch that ends at least `checkpoint_seconds` after the last one (0: after every epoch).
 
     `mode="tiles"` trains on tile_size² windows (stride, scale) instead of whole sheets: tiles
     below `min_entropy` bits ("auto": Otsu's cut of the training tiles' entropies) are dropped,
