@@ -55,3 +55,12 @@ def test_errors_are_one_line_exit_2(monkeypatch, capsys, tiny_collection, tmp_pa
 def test_unknown_option_is_usage_error(monkeypatch, capsys):
     code, _, err = _run(monkeypatch, capsys, "split", "--bogus")
     assert code == 2 and "bogus" in err
+
+
+def test_tiles_command_writes_index_and_summary(monkeypatch, capsys, tiny_collection, tmp_path):
+    code, out, _ = _run(monkeypatch, capsys, "tiles", tiny_collection, "--out", tmp_path / "t",
+                        "--tile-size", "32")
+    assert code in (0, None)
+    assert "28 sheets (0 failed)" in out and "auto entropy threshold" in out
+    for name in ("index.parquet", "summary.json", "entropy.png"):
+        assert (tmp_path / "t" / name).is_file()
