@@ -3,8 +3,18 @@ import pytest
 from PIL import Image
 
 from herbscan.errors import ParameterError
-from herbscan.tiles import (TileSpec, aggregate, entropy, heatmap_png, iter_tiles, origins,
-                            otsu_threshold, sheet_tiles, tile_stats, windows)
+from herbscan.tiles import (
+    TileSpec,
+    aggregate,
+    entropy,
+    heatmap_png,
+    iter_tiles,
+    origins,
+    otsu_threshold,
+    sheet_tiles,
+    tile_stats,
+    windows,
+)
 
 
 def test_origins_cover_every_pixel_and_align_the_last_window():

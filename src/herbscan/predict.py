@@ -16,8 +16,8 @@ import numpy as np
 from herbscan.accel import Accel
 from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ImageError, ParameterError, check_range
-from herbscan.images import is_image_file
 from herbscan.fileio import atomic_write
+from herbscan.images import is_image_file
 from herbscan.runs import Run, load_run, write_csv
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 

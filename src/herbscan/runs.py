@@ -51,6 +51,17 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
     return Path(path)
 
 
+NEGATIVE_NAMES = ("clean", "unstained", "negative", "healthy", "absent")
+
+
+def positive_class(classes: list[str]) -> str | None:
+    """For two classes, the one to flag (the class not named like 'clean'); else None."""
+    if len(classes) != 2:
+        return None
+    neg = [c for c in classes if c.lower() in NEGATIVE_NAMES]
+    return next(c for c in classes if c != neg[0]) if len(neg) == 1 else classes[1]
+
+
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))

@@ -33,8 +33,6 @@ from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
 from herbscan.models import create_model, list_models
 from herbscan.progress import Progress
-from herbscan.tiles import AGGREGATIONS, TileSpec, cut, otsu_threshold
-from herbscan.tiles import aggregate as aggregate_tiles
 from herbscan.runs import (
     FORMAT,
     HISTORY,
@@ -42,14 +40,16 @@ from herbscan.runs import (
     SKIPPED,
     WEIGHTS,
     load_tensors,
+    positive_class,
     save_tensors,
     write_csv,
     write_json,
 )
+from herbscan.tiles import AGGREGATIONS, TileSpec, cut, otsu_threshold
+from herbscan.tiles import aggregate as aggregate_tiles
 
 BALANCE = ("loss", "sampler", "none")
 MODES = ("full", "tiles")
-NEGATIVE_NAMES = ("clean", "unstained", "negative", "healthy", "absent")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                   "val_macro_f1", "lr", "seconds"]
@@ -193,14 +193,6 @@ def read_tile_labels(path: str | Path | None, classes: list[str]) -> dict:
                                 f"training data ({', '.join(classes)})")
         out[(str(t.path(r).resolve()), int(r["x"]), int(r["y"]))] = r["label"]
     return out
-
-
-def positive_class(classes: list[str]) -> str | None:
-    """For two classes, the one to flag (the class not named like 'clean'); else None."""
-    if len(classes) != 2:
-        return None
-    neg = [c for c in classes if c.lower() in NEGATIVE_NAMES]
-    return next(c for c in classes if c != neg[0]) if len(neg) == 1 else classes[1]
 
 
 def group_probs(probs: np.ndarray, groups: np.ndarray, n_groups: int, rule: str = "mean",
