@@ -172,6 +172,28 @@ def tiles(data: Annotated[Path, typer.Argument(help="Folder of class folders or 
 
 
 @app.command()
+def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
+           source: Annotated[Path, typer.Argument(help="Folder of images, text file of paths, "
+                                                  "or CSV/TSV manifest.")],
+           out: Annotated[Path, typer.Option(help="Folder for the result shards.")],
+           workers: int = 1, batch_size: int = 64,
+           threshold: Annotated[str, typer.Option(help="auto (the run's operating point) or a "
+                                                  "probability.")] = "auto",
+           resume: bool = False, shard_size: int = 256, path_col: str | None = None,
+           group_col: str | None = None, precision: Precision = "auto",
+           device: Device = "auto"):
+    """Screen a collection: resumable Parquet shards and flagged.csv."""
+    from herbscan.screen import screen as do_screen
+    s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
+                  threshold=threshold, resume=resume, shard_size=shard_size,
+                  path_col=path_col, group_col=group_col, precision=precision, device=device)
+    typer.echo(f"screened {s['screened']} sheets: {s['flagged']} flagged as "
+               f"{s['positive_class']} (threshold {s['threshold']}, {s['threshold_source']}), "
+               f"{s['failed']} failed")
+    typer.echo(f"results: {Path(out) / 'shards'}; flagged: {Path(out) / 'flagged.csv'}")
+
+
+@app.command()
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and run.")]
          = Path("runs/demo"),
          specimens: int = 300, epochs: int = 20, seed: int = 0):

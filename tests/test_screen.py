@@ -1,0 +1,80 @@
+"""Screening: every input exactly once, through a kill -9 and --resume."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from herbscan.errors import RunError
+from herbscan.manifest import split
+from herbscan.screen import screen
+from herbscan.train import train
+
+
+@pytest.fixture
+def run_dir(tiny_collection, tmp_path):
+    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
+    return train(data, tmp_path / "run", model="herbnet_small", size=64, epochs=1, workers=1,
+                 progress=False, precision="fp32")
+
+
+def test_screen_folder_with_a_bad_file(run_dir, tiny_collection, tmp_path):
+    (tiny_collection / "clean" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    s = screen(run_dir, tiny_collection, tmp_path / "scr", shard_size=8, threshold=0.5,
+               precision="fp32", progress=False)
+    assert s["screened"] == 29 and s["failed"] == 1 and s["shards"] == 4
+    rows = pq.read_table(tmp_path / "scr" / "shards").to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in tiny_collection.rglob("*.jpg"))
+    bad = next(r for r in rows if r["path"].endswith("broken.jpg"))
+    assert "broken.jpg" in bad["error"] and bad["flagged"] is False
+    ok = [r for r in rows if not r["error"]]
+    assert all(abs(r["p_clean"] + r["p_contaminated"] - 1) < 1e-5 for r in ok)
+    assert all(r["flagged"] == (r["p_contaminated"] >= 0.5) for r in ok)
+    with open(tmp_path / "scr" / "flagged.csv") as f:
+        flagged = list(csv.DictReader(f))
+    assert len(flagged) == s["flagged"]
+    assert [float(x["score"]) for x in flagged] == sorted((float(x["score"]) for x in flagged),
+                                                         reverse=True)
+    with pytest.raises(RunError, match="--resume"):
+        screen(run_dir, tiny_collection, tmp_path / "scr", progress=False)
+
+
+def test_manifest_metadata_is_carried(run_dir, tiny_collection, tmp_path):
+    files = sorted(tiny_collection.rglob("*.jpg"))[:5]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,catalogNumber,cabinet\n" + "".join(
+        f"{p},{p.stem},C{i % 2}\n" for i, p in enumerate(files)))
+    screen(run_dir, manifest, tmp_path / "s2", precision="fp32", progress=False)
+    rows = pq.read_table(tmp_path / "s2" / "shards").to_pylist()
+    assert [r["specimen_id"] for r in rows] == [p.stem for p in files]
+    assert [r["cabinet"] for r in rows] == ["C0", "C1", "C0", "C1", "C0"]
+
+
+def test_kill_9_then_resume_gives_every_input_exactly_once(run_dir, tiny_collection, tmp_path):
+    out = tmp_path / "killed"
+    # the child is the real CLI with each shard slowed to 0.2 s, so the kill lands mid-job
+    child = ("import sys, time; import herbscan.screen as s; real = s._shard_table; "
+             "s._shard_table = lambda *a: (time.sleep(0.2), real(*a))[1]; "
+             "sys.argv = ['herbscan'] + sys.argv[1:]; from herbscan.cli import main; main()")
+    cmd = [sys.executable, "-c", child, "screen", str(run_dir), str(tiny_collection),
+           "--out", str(out), "--shard-size", "2", "--precision", "fp32"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = list((out / "shards").glob("part-*.parquet")) if (out / "shards").exists() else []
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "shards").glob("part-*.parquet")))
+    assert 3 <= done < 14, "the job should be killed part way"
+    s = screen(run_dir, tiny_collection, out, resume=True, precision="fp32", progress=False)
+    rows = pq.read_table(out / "shards").to_pylist()
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)) == 28 == s["screened"]
+    assert set(paths) == {str(p) for p in tiny_collection.rglob("*.jpg")}
