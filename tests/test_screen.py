@@ -78,3 +78,14 @@ def test_kill_9_then_resume_gives_every_input_exactly_once(run_dir, tiny_collect
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths)) == 28 == s["screened"]
     assert set(paths) == {str(p) for p in tiny_collection.rglob("*.jpg")}
+
+
+def test_auto_threshold_is_the_runs_validation_operating_point(run_dir, tiny_collection,
+                                                                tmp_path):
+    import json
+    op = json.loads((run_dir / "run.json").read_text())["operating_point"]
+    assert op["positive_class"] == "contaminated" and 0 <= op["threshold"] <= 1
+    s = screen(run_dir, tiny_collection / "clean", tmp_path / "auto", precision="fp32",
+               progress=False)
+    assert s["threshold"] == op["threshold"] and "validation operating point" in \
+        s["threshold_source"] and "recall" in s["threshold_source"]

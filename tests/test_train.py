@@ -161,3 +161,17 @@ def test_outputs_are_readable_by_others(split_csv, tmp_path):
     os.umask(umask)
     for f in ("run.json", "model.safetensors", "history.csv"):
         assert stat.S_IMODE((run / f).stat().st_mode) == 0o666 & ~umask
+
+
+def test_operating_point_numbers():
+    from herbscan.train import operating_point
+    scores = np.array([0.1, 0.2, 0.35, 0.4, 0.7, 0.9])
+    pos = np.array([False, False, True, False, True, True])
+    op = operating_point(scores, pos)
+    # t=0.35 flags 0.35, 0.4, 0.7, 0.9: recall 1, specificity 2/3 -> balanced 5/6;
+    # t=0.5 (or 0.7) flags 0.7, 0.9: recall 2/3, specificity 1 -> 5/6 too; 0.5 is nearest 0.5
+    assert op["threshold"] == pytest.approx(0.5)
+    assert op["balanced_accuracy"] == pytest.approx(5 / 6)
+    assert op["precision"] == 1.0 and op["recall"] == pytest.approx(2 / 3) and op["n"] == 6
+    lower = operating_point(np.array([0.1, 0.2, 0.3, 0.6]), np.array([False, True, True, True]))
+    assert lower["threshold"] == pytest.approx(0.2) and lower["balanced_accuracy"] == 1.0

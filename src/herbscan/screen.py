@@ -57,13 +57,15 @@ def read_inputs(source: str | Path, *, path_col: str | None = None,
 
 def _threshold(run, threshold: str | float) -> tuple[str | None, float | None, str]:
     """(positive class, probability threshold, where it came from)."""
-    pos = run.config.get("aggregation", {}).get("positive_class") or positive_class(run.classes)
+    op = run.config.get("operating_point") or {}
+    pos = op.get("positive_class") or positive_class(run.classes)
     if pos is None:
         return None, None, "no positive class (more than two classes): nothing is flagged"
     if threshold == "auto":
-        t = run.config.get("aggregation", {}).get("threshold")
-        if t is not None:
-            return pos, float(t), "chosen on the run's validation split"
+        if op.get("threshold") is not None:
+            return pos, float(op["threshold"]), (
+                f"the run's validation operating point: precision {_pct(op.get('precision'))}, "
+                f"recall {_pct(op.get('recall'))} on {op.get('n')} validation sheets")
         return pos, 0.5, "0.5 (the run records no operating point)"
     try:
         t = float(threshold)
@@ -72,6 +74,10 @@ def _threshold(run, threshold: str | float) -> tuple[str | None, float | None, s
             from None
     check_range("threshold", t, 0.0, 1.0)
     return pos, t, "given"
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int = 1,

@@ -204,6 +204,29 @@ def group_probs(probs: np.ndarray, groups: np.ndarray, n_groups: int, rule: str 
                      for i in range(n_groups)])
 
 
+def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
+    """The threshold on P(positive) with the best balanced accuracy (ties: nearest 0.5), and
+    the precision and recall it gives on these sheets."""
+    scores = np.asarray(scores, dtype=np.float64)
+    is_positive = np.asarray(is_positive, dtype=bool)
+    best = None
+    for t in sorted(set(np.round(scores, 4)) | {0.5}):
+        flag = scores >= t
+        rates = [flag[is_positive].mean() if is_positive.any() else None,
+                 (~flag[~is_positive]).mean() if (~is_positive).any() else None]
+        bal = float(np.mean([r for r in rates if r is not None]))
+        key = (bal, -abs(t - 0.5))
+        if best is None or key > best[0]:
+            best = (key, float(t), bal)
+    _, t, bal = best
+    flag = scores >= t
+    tp = int((flag & is_positive).sum())
+    return {"threshold": t, "balanced_accuracy": bal,
+            "precision": tp / int(flag.sum()) if flag.any() else None,
+            "recall": tp / int(is_positive.sum()) if is_positive.any() else None,
+            "accuracy": float((flag == is_positive).mean()), "n": int(len(scores))}
+
+
 def choose_aggregation(probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarray,
                        classes: list[str]) -> dict:
     """Pick the sheet-aggregation rule (and, for two classes, a decision threshold on
@@ -214,18 +237,18 @@ def choose_aggregation(probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarra
     candidates = []
     for rule, k in (("mean", None), ("max", None), ("topk", 3), ("topk", None), ("vote", None)):
         sp = group_probs(probs, groups, len(sheet_y), rule, k)
-        thresholds = [None] if pi is None else sorted(set(np.round(sp[:, pi], 4)) | {0.5})
-        best = None
-        for t in thresholds:
-            pred = sp.argmax(1) if t is None else np.where(sp[:, pi] >= t, pi, 1 - pi)
+        if pi is None:
+            pred = sp.argmax(1)
             pcs = [v for v in per_class_accuracy(sheet_y, pred, len(classes)) if v is not None]
-            row = {"rule": rule, "k": k, "threshold": None if t is None else float(t),
+            row = {"rule": rule, "k": k, "threshold": None,
                    "balanced_accuracy": float(np.mean(pcs)),
                    "accuracy": float((pred == sheet_y).mean())}
-            key = (row["balanced_accuracy"], -abs((t if t is not None else 0.5) - 0.5))
-            if best is None or key > best[0]:
-                best = (key, row)
-        candidates.append(best[1])
+        else:
+            op = operating_point(sp[:, pi], sheet_y == pi)
+            row = {"rule": rule, "k": k, "threshold": op["threshold"],
+                   "balanced_accuracy": op["balanced_accuracy"], "accuracy": op["accuracy"],
+                   "precision": op["precision"], "recall": op["recall"]}
+        candidates.append(row)
     chosen = max(candidates, key=lambda r: r["balanced_accuracy"])  # first max: mean wins ties
     return dict(chosen, positive_class=pos, candidates=candidates)
 
@@ -463,9 +486,32 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     if mode == "tiles":
         config["aggregation"] = _aggregation(out, net, acc, x_va, g_va, sheet_y_va, classes,
                                              aggregate, batch_size)
+    pos = positive_class(classes)
+    if pos is not None and len(y_va):
+        config["operating_point"] = _operating_point(out, net, acc, x_va, y_va, g_va,
+                                                     sheet_y_va, classes, config, batch_size)
     _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out
+
+
+def _operating_point(out: Path, net, acc: Accel, x_va, y_va, g_va, sheet_y_va,
+                     classes: list[str], config: dict, batch_size: int) -> dict:
+    """For two classes: the validation operating point `screen --threshold auto` flags by, with
+    its precision and recall. Tile runs use their chosen aggregation and threshold."""
+    pos = positive_class(classes)
+    pi = classes.index(pos)
+    agg = config.get("aggregation")
+    if agg is not None:
+        chosen = next(c for c in agg["candidates"] if c["rule"] == agg["rule"]
+                      and c["k"] == agg["k"])
+        return {"positive_class": pos, "source": f"aggregation {agg['rule']}",
+                **{k: chosen.get(k) for k in ("threshold", "balanced_accuracy", "precision",
+                                               "recall", "accuracy")}, "n": len(sheet_y_va)}
+    net.load_state_dict(load_tensors(out / WEIGHTS))
+    probs = acc.predict_proba(net, x_va, MEAN, STD, batch_size=max(batch_size, 64))
+    return {"positive_class": pos, "source": "validation split",
+            **operating_point(probs[:, pi], y_va == pi)}
 
 
 def _aggregation(out: Path, net, acc: Accel, x_va, g_va, sheet_y_va, classes: list[str],
