@@ -89,3 +89,20 @@ def test_auto_threshold_is_the_runs_validation_operating_point(run_dir, tiny_col
                progress=False)
     assert s["threshold"] == op["threshold"] and "validation operating point" in \
         s["threshold_source"] and "recall" in s["threshold_source"]
+
+
+def test_hotspots_rank_by_lower_bound():
+    from herbscan.metrics import wilson_interval
+    from herbscan.screen import hotspots
+    rows = ([{"error": "", "flagged": True, "cabinet": "A"}]  # 1 of 1
+            + [{"error": "", "flagged": i < 30, "cabinet": "B"} for i in range(100)]  # 30/100
+            + [{"error": "", "flagged": False, "cabinet": "C"} for _ in range(50)]
+            + [{"error": "bad file", "flagged": False, "cabinet": "C"}])
+    (table,) = hotspots(rows, ["cabinet"])
+    assert [r["value"] for r in table["rows"]] == ["B", "A", "C"]
+    b = table["rows"][0]
+    assert (b["n"], b["flagged"], b["rate"]) == (100, 30, 0.3)
+    assert (b["low"], b["high"]) == pytest.approx(wilson_interval(30, 100))
+    assert wilson_interval(30, 100) == pytest.approx((0.2189, 0.3958), abs=1e-4)
+    assert wilson_interval(1, 1)[0] == pytest.approx(0.2065, abs=1e-4)
+    assert table["rows"][2]["n"] == 50  # failed files are not counted

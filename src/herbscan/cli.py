@@ -181,16 +181,33 @@ def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
                                                   "probability.")] = "auto",
            resume: bool = False, shard_size: int = 256, path_col: str | None = None,
            group_col: str | None = None, precision: Precision = "auto",
-           device: Device = "auto"):
+           device: Device = "auto",
+           group_by: Annotated[str | None, typer.Option(help="Metadata columns for hot spots, "
+                                                        "comma-separated.")] = None):
     """Screen a collection: resumable Parquet shards and flagged.csv."""
     from herbscan.screen import screen as do_screen
     s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
                   threshold=threshold, resume=resume, shard_size=shard_size,
-                  path_col=path_col, group_col=group_col, precision=precision, device=device)
+                  path_col=path_col, group_col=group_col, precision=precision, device=device,
+                  group_by=_columns(group_by))
     typer.echo(f"screened {s['screened']} sheets: {s['flagged']} flagged as "
                f"{s['positive_class']} (threshold {s['threshold']}, {s['threshold_source']}), "
                f"{s['failed']} failed")
-    typer.echo(f"results: {Path(out) / 'shards'}; flagged: {Path(out) / 'flagged.csv'}")
+    typer.echo(f"results: {Path(out) / 'shards'}; flagged: {Path(out) / 'flagged.csv'}; "
+               f"report: {Path(out) / 'report.html'}")
+
+
+@app.command("screen-report")
+def screen_report(folder: Annotated[Path, typer.Argument(help="Folder written by screen.")],
+                  group_by: Annotated[str | None, typer.Option(
+                      help="Metadata columns for hot spots, comma-separated.")] = None):
+    """Rewrite a screen's report.html, e.g. grouped by other columns."""
+    from herbscan.screen import screen_report as do_report
+    typer.echo(f"report: {do_report(folder, group_by=_columns(group_by))}")
+
+
+def _columns(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
 @app.command()

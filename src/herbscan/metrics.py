@@ -215,3 +215,14 @@ def compute_metrics(y_true, probs, classes: list[str]) -> dict:
         "calibration": calibration(t, p),
         "log_loss": log_loss(t, p),
     }
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (sensible for small n and k = 0 or n)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

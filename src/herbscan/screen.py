@@ -6,28 +6,39 @@ done. `resume=True` skips the shards already on disk, so a killed job (even `kil
 every input exactly once: no duplicates, no gaps. A sheet that cannot be read gets a row with its
 `error` and does not stop the job.
 
+`screen_report` summarises the shards in `report.html`: counts, the flagged sheets ranked by
+score with thumbnails (heatmaps for tile runs), the score distribution, and hot spots — the
+flagged rate per value of chosen metadata columns with 95% Wilson intervals, ranked by the lower
+bound so that 1 flagged sheet out of 1 does not top the list.
+
 This is the local engine (worker processes for decoding, batched inference in the main
-process); the Dask engine, the hot-spot report and ONNX export are still to come (issue 4).
+process); a Dask engine and ONNX export are still to come (issue 4).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from herbscan.errors import ManifestError, ParameterError, RunError, check_range
+from herbscan.errors import HerbscanError, ManifestError, ParameterError, RunError, check_range
 from herbscan.fileio import atomic_path
-from herbscan.images import is_image_file
+from herbscan.images import is_image_file, thumbnail_jpeg
 from herbscan.manifest import read_source
+from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
 from herbscan.progress import Progress
 from herbscan.runs import load_run, positive_class, write_csv, write_json
 
 INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged.csv"
+REPORT = "report.html"
 BASE_COLUMNS = ("path", "specimen_id")
+# Darwin Core terms (and storage words) worth grouping by when present and not asked otherwise
+DEFAULT_GROUPS = ("family", "genus", "recordedBy", "year", "country", "stateProvince",
+                  "institutionCode", "collectionCode", "cabinet", "storageLocation")
 
 
 def read_inputs(source: str | Path, *, path_col: str | None = None,
@@ -83,11 +94,13 @@ def _pct(v) -> str:
 def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int = 1,
            batch_size: int = 64, threshold: str | float = "auto", resume: bool = False,
            shard_size: int = 256, path_col: str | None = None, group_col: str | None = None,
-           device: str = "auto", precision: str = "auto", progress: bool = True) -> dict:
+           device: str = "auto", precision: str = "auto", progress: bool = True,
+           group_by: Sequence[str] | None = None) -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
-    threshold) are listed in `out/flagged.csv`, most probable first.
+    threshold) are listed in `out/flagged.csv`, most probable first, and `out/report.html`
+    summarises the screen (see `screen_report`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -144,7 +157,85 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
                    positive_class=pos, threshold=thr, threshold_source=thr_source,
                    classes=classes, shards=n_shards, complete=True)
     write_json(state_path, summary)
+    screen_report(out, group_by=group_by)
     return summary
+
+
+def _results(out: Path) -> tuple[dict, list[dict]]:
+    import pyarrow.parquet as pq
+    state_path = out / STATE
+    if not state_path.is_file():
+        raise RunError(f"{out}: not a screen folder (no {STATE}); run `herbscan screen` first")
+    summary = json.loads(state_path.read_text())
+    if not summary.get("complete"):
+        raise RunError(f"{out}: the screen is unfinished; finish it with `herbscan screen ... "
+                       "--resume`")
+    return summary, pq.read_table(out / SHARDS).to_pylist()
+
+
+def hotspots(results: list[dict], columns: Sequence[str]) -> list[dict]:
+    """Flagged rate per value of each column, with 95% Wilson intervals, ranked by lower bound."""
+    out = []
+    ok = [r for r in results if not r["error"]]
+    for col in columns:
+        groups: dict[str, list[int]] = {}
+        for r in ok:
+            g = groups.setdefault(str(r.get(col, "") or "(blank)"), [0, 0])
+            g[0] += 1
+            g[1] += int(r["flagged"])
+        rows = []
+        for value, (n, k) in groups.items():
+            low, high = wilson_interval(k, n)
+            rows.append({"value": value, "n": n, "flagged": k, "rate": k / n, "low": low,
+                         "high": high})
+        rows.sort(key=lambda x: (-x["low"], -x["n"], x["value"]))
+        out.append({"column": col, "rows": rows})
+    return out
+
+
+def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
+                  max_gallery: int = 48) -> Path:
+    """Write `out/report.html` for a finished screen; `group_by` names metadata columns."""
+    from herbscan.report.screen import write_screen_report
+
+    out = Path(out)
+    summary, results = _results(out)
+    meta = summary.get("metadata_columns", [])
+    if group_by is None:
+        group_by = [c for c in DEFAULT_GROUPS if c in meta]
+    unknown = [c for c in group_by if c not in meta]
+    if unknown:
+        raise ParameterError(f"group_by column(s) {', '.join(unknown)} are not in the screened "
+                             f"manifest (columns: {', '.join(meta) or 'none'})")
+    scores = [r["score"] for r in results if not r["error"] and r["score"] == r["score"]]
+    top = sorted((r for r in results if r["flagged"]), key=lambda r: -r["score"])[:max_gallery]
+    pictures = _pictures(summary, [r["path"] for r in top])
+    flagged = [{"path": r["path"], "specimen_id": r["specimen_id"], "score": r["score"],
+                "thumbnail": pictures.get(r["path"], b""),
+                "extra": {c: str(r.get(c, "")) for c in meta if r.get(c, "") not in ("", None)}}
+               for r in top]
+    notes = []
+    if any(str(r.get("synthetic", "")).lower() == "true" for r in results):
+        notes.append("This collection is synthetic (herbscan's demo): the flags show the "
+                     "pipeline works, not how a real collection is stained.")
+    return write_screen_report(out / REPORT, title=f"herbscan screen — {out.name}",
+                               summary=summary, scores=scores, flagged=flagged,
+                               hotspots=hotspots(results, group_by), notes=notes)
+
+
+def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
+    """Thumbnails of the flagged sheets; heatmaps when the run works on tiles."""
+    r = load_run(summary["run"])
+    if r.preprocessing.get("mode") == "tiles":
+        preds = Predictor(r).predict(paths, progress=False, heatmaps=True)
+        return {p.path: p.heatmap for p in preds if p.heatmap}
+    pics = {}
+    for p in paths:
+        try:
+            pics[p] = thumbnail_jpeg(p)
+        except HerbscanError:
+            pass
+    return pics
 
 
 def _shard_table(part: list[dict], preds, classes: list[str], extra: list[str],

@@ -9,15 +9,15 @@ archived and opens anywhere without a network.
 
 from __future__ import annotations
 
-import base64
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jinja2
 import numpy as np
+
+from herbscan.fileio import atomic_write
 
 from . import figures
 
@@ -28,12 +28,6 @@ GALLERY_TOP_PROBS = 3
 MAX_ENTROPY_CLASSES = 10
 _DIAGONAL_RGB = "37, 99, 235"
 _ERROR_RGB = "220, 38, 38"
-_IMAGE_MAGIC = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("herbscan.report", "templates"),
@@ -153,15 +147,6 @@ def _histograms(predictions: Sequence[dict], classes: list[str]) -> dict:
     return {"uri": figures.probability_histograms(probs, y_true, classes, shown), "note": note}
 
 
-def _thumbnail_uri(data: bytes | None) -> str | None:
-    if not data:
-        return None
-    for magic, mime in _IMAGE_MAGIC:
-        if data.startswith(magic):
-            return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
-    return None
-
-
 def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
     items = []
     for sheet in gallery:
@@ -174,7 +159,7 @@ def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
             "path": str(sheet["path"]),
             "true": sheet["true"],
             "pred": sheet["pred"],
-            "thumbnail": _thumbnail_uri(sheet.get("thumbnail")),
+            "thumbnail": figures.image_data_uri(sheet.get("thumbnail")),
             "probs": [{"name": name, "value": f"{p:.3f}", "true": name == sheet["true"],
                        "pred": name == sheet["pred"]} for name, p in probs],
         })
@@ -292,7 +277,7 @@ def _heatmaps(heatmaps: Sequence[dict] | None) -> list[dict] | None:
             "pred": str(sheet["pred"]),
             "correct": str(sheet["true"]) == str(sheet["pred"]),
             "score": "—" if score is None else f"{score:.3f}",
-            "image": _thumbnail_uri(sheet.get("png")),
+            "image": figures.image_data_uri(sheet.get("png")),
             "caption": str(sheet.get("caption") or ""),
         })
     return items
@@ -371,18 +356,4 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
         aggregation=_aggregation(aggregation),
         heatmaps=_heatmaps(heatmaps),
     )
-    return _write_atomic(Path(path), html)
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it private; a report is for sharing
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(Path(path), html)

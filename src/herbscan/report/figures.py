@@ -237,3 +237,100 @@ def entropy_histograms(by_class: Sequence[tuple[str, np.ndarray]],
               title="true class", title_fontsize=7, alignment="left")
     _style(ax)
     return _data_uri(fig)
+
+
+SCORE_BINS = np.linspace(0.0, 1.0, 51)
+FLAG_COLOR = "#dc2626"
+FLAG_SHADE = "#fef2f2"
+SKEW_RATIO = 100  # tallest / lowest non-empty bin above which the score histogram is log-scale
+HOTSPOT_BAR_COLOR = "#f59e0b"
+
+
+def score_histogram(scores: np.ndarray, threshold: float | None,
+                    positive_class: str | None) -> str:
+    """Distribution of the screening score P(positive class) over every scored sheet.
+
+    The threshold is a dashed vertical line over a shaded "flagged" region to its right. When
+    the counts are very uneven (a collection is mostly clean, so most sheets pile up near 0)
+    the y axis is logarithmic, so the few bins near the threshold stay visible.
+    """
+    counts, _ = np.histogram(scores, bins=SCORE_BINS)
+    nonzero = counts[counts > 0]
+    log = nonzero.size > 0 and nonzero.max() / nonzero.min() > SKEW_RATIO
+    fig = _new_figure(7.5, 2.9)
+    ax = fig.subplots()
+    baseline = 0.7 if log else 0.0
+    ax.stairs(np.maximum(counts, baseline), SCORE_BINS, baseline=baseline, fill=True,
+              color=TRUE_COLOR, alpha=0.85)
+    if threshold is not None:
+        shown = min(max(threshold, 0.0), 1.0)
+        ax.axvspan(shown, 1.0, color=FLAG_SHADE, zorder=0)
+        ax.axvline(shown, color=FLAG_COLOR, linestyle="--", linewidth=1.3)
+        left = shown <= 0.5
+        ax.annotate(f"threshold {threshold:.3f}: sheets scoring this or more are flagged",
+                    xy=(shown, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                    textcoords="offset points", ha="left" if left else "right", va="bottom",
+                    fontsize=7.5, color=FLAG_COLOR)
+    ax.set_xlim(0.0, 1.0)
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(baseline, 10.0 ** math.ceil(math.log10(nonzero.max() * 1.5)))
+        ax.yaxis.set_major_formatter(lambda v, _: f"{v:,.0f}")  # 1, 10, 100, not 10⁰
+        ax.tick_params(axis="y", which="minor", labelleft=False)
+        ax.set_ylabel("sheets (log scale)", fontsize=8)
+    else:
+        ax.set_ylim(0, max(1, counts.max()) * 1.08)
+        ax.set_ylabel("sheets", fontsize=8)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    name = "positive class" if positive_class is None else _label(positive_class)
+    ax.set_xlabel(f"score = P({name})", fontsize=8)
+    _style(ax)
+    return _data_uri(fig)
+
+
+def hotspot_figure(labels: Sequence[str], rate: Sequence[float], low: Sequence[float],
+                   high: Sequence[float], overall: float | None) -> str:
+    """Flagged share per group as horizontal bars with 95% interval whiskers, first at the top.
+
+    `overall` (the share over all sheets) is a dashed vertical line for comparison.
+    """
+    n = len(labels)
+    rate, low, high = (np.asarray(v, dtype=np.float64) for v in (rate, low, high))
+    fig = _new_figure(7.5, 0.9 + 0.26 * n)
+    ax = fig.subplots()
+    y = np.arange(n)
+    ax.barh(y, 100 * rate, height=0.62, color=HOTSPOT_BAR_COLOR, alpha=0.85)
+    err = 100 * np.vstack([np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)])
+    ax.errorbar(100 * rate, y, xerr=err, fmt="none", ecolor=THRESHOLD_COLOR, elinewidth=1,
+                capsize=2.5)
+    ax.set_yticks(y, [_label(v) for v in labels], fontsize=8)
+    ax.set_ylim(n - 0.5, -0.5)  # first group at the top
+    top = max([float(np.nanmax(high)) if n else 0.0] + ([overall] if overall else []))
+    ax.set_xlim(0, min(100.0, 100 * top * 1.08) if top > 0 else 100.0)
+    if overall is not None:
+        ax.axvline(100 * overall, color=FLAG_COLOR, linestyle="--", linewidth=1.2,
+                   label=f"all sheets: {100 * overall:.1f}%")
+        ax.legend(fontsize=7.5, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                  borderaxespad=0.2)
+    ax.set_xlabel("flagged sheets in the group (%), with 95% interval", fontsize=8)
+    _style(ax)
+    ax.grid(False, axis="y")
+    return _data_uri(fig)
+
+
+IMAGE_MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def image_data_uri(data: bytes | None) -> str | None:
+    """A JPEG/PNG/GIF given as bytes as a data URI, or None when empty or not recognised."""
+    if not data:
+        return None
+    for magic, mime in IMAGE_MAGIC:
+        if data.startswith(magic):
+            return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+    return None

@@ -1,0 +1,124 @@
+"""Screening throughput: herbscan screen vs the decode floor and a naive loop, same session.
+
+A collection of 4000×6000 JPEG sheets is generated first (one synthetic sheet, shifted and
+re-encoded per copy). Then, on the same files:
+- herbscan: `screen()` with a full-sheet herbnet run (draft decoding to 256² in `--workers`
+  processes, batched bf16/channels_last inference, Parquet shards);
+- floor: Pillow draft decoding to 256² alone, in the same number of processes;
+- naive: full decode, resize to 256², fp32 NCHW inference, one sheet at a time, one process.
+
+    python benchmarks/screen_speed.py [--sheets 100] [--workers 2]
+
+Prints a table, then one JSON object on its last line with `ratio_floor` and `ratio_naive`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from herbscan.images import load_sheet
+from herbscan.models import create_model
+from herbscan.runs import FORMAT, WEIGHTS, save_tensors, write_json
+from herbscan.screen import screen
+from herbscan.synth import make_sheet
+
+SIZE, MEAN, STD = 256, 0.5, 0.25
+
+
+def make_collection(folder: Path, n: int) -> list[Path]:
+    base, _ = make_sheet(np.random.default_rng(0), stained=True, size=(4000, 6000))
+    a = np.asarray(base)
+    paths = []
+    for i in range(n):
+        p = folder / f"sheet_{i:04d}.jpg"
+        Image.fromarray(np.roll(a, (i * 7) % 200, axis=1)).save(p, quality=88)
+        paths.append(p)
+    return paths
+
+
+def make_run(folder: Path) -> Path:
+    torch.manual_seed(0)
+    save_tensors(folder / WEIGHTS, create_model("herbnet", 2, input_size=SIZE).state_dict())
+    write_json(folder / "run.json", {
+        "format": FORMAT, "classes": ["clean", "contaminated"],
+        "preprocessing": {"mode": "full", "size": SIZE, "fit": "stretch", "mean": [MEAN] * 3,
+                          "std": [STD] * 3},
+        "architecture": {"name": "herbnet", "kwargs": {}}, "training": {}})
+    return folder
+
+
+def _decode(path: str) -> int:
+    return int(load_sheet(path, SIZE).shape[0])
+
+
+def floor(paths: list[Path], workers: int) -> float:
+    t0 = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            list(pool.map(_decode, map(str, paths), chunksize=4))
+    else:
+        for p in paths:
+            _decode(str(p))
+    return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def naive(paths: list[Path]) -> float:
+    torch.manual_seed(0)
+    net = create_model("herbnet", 2, input_size=SIZE).eval()
+    t0 = time.perf_counter()
+    for p in paths:
+        a = np.asarray(Image.open(p).convert("RGB").resize((SIZE, SIZE),
+                                                           Image.Resampling.BILINEAR))
+        x = torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).sub(MEAN).div(STD)
+        torch.softmax(net(x.contiguous()), 1)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sheets", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--naive-sheets", type=int, default=20,
+                    help="the naive loop runs on the first N sheets (it is slow)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="herbscan-screen-bench-"))
+    (tmp / "sheets").mkdir()
+    t0 = time.perf_counter()
+    paths = make_collection(tmp / "sheets", args.sheets)
+    print(f"generated {len(paths)} sheets of 4000×6000 in {time.perf_counter() - t0:.0f} s")
+    run = make_run(tmp / "run")
+
+    t0 = time.perf_counter()
+    s = screen(run, tmp / "sheets", tmp / "screen", workers=args.workers, progress=False,
+               group_by=[])
+    hs = time.perf_counter() - t0
+    assert s["screened"] == len(paths) and s["failed"] == 0
+    fs = floor(paths, args.workers)
+    ns = naive(paths[:args.naive_sheets]) * len(paths) / args.naive_sheets
+    n = len(paths)
+    print(f"{'':30}{'sheets/s':>10}")
+    print(f"{'herbscan screen':30}{n / hs:10.2f}")
+    print(f"{'decode floor (same processes)':30}{n / fs:10.2f}")
+    print(f"{'naive (1 process, fp32)':30}{n / ns:10.2f}")
+    print(f"workers {args.workers}; herbscan time includes process start-up, Parquet shards "
+          "and the summary report")
+    print(json.dumps({"herbscan_sheets_per_s": round(n / hs, 2),
+                      "floor_sheets_per_s": round(n / fs, 2),
+                      "naive_sheets_per_s": round(n / ns, 2),
+                      "ratio_floor": round(fs / hs, 2), "ratio_naive": round(ns / hs, 2),
+                      "sheets": n, "workers": args.workers}))
+
+
+if __name__ == "__main__":
+    main()
