@@ -170,6 +170,32 @@ def _decode(args: tuple[str, int, str, SheetCache | None]) -> tuple[np.ndarray |
         return None, f"{path}: {e}"
 
 
+def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
+                cache_dir: str | Path | None | bool = None, workers: int = 1,
+                progress: bool = True):
+    """Yield (index, uint8 array or None, error) per path, in order, as sheets are ready.
+
+    Workers keep decoding ahead while the caller uses what has arrived, so inference overlaps
+    decoding; only the sheets in flight are in memory.
+    """
+    cache = _resolve_cache(cache_dir, size, fit)
+    jobs = [(str(p), size, fit, cache) for p in paths]
+    with Progress(len(jobs), "decoding sheets", unit="sheets",
+                  enabled=progress and len(jobs) > 8) as bar:
+        if workers > 1 and len(jobs) > 4:
+            ctx = get_context("spawn")  # fork after torch started its threads can deadlock
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                chunk = max(1, min(16, len(jobs) // (workers * 8)))
+                for i, (a, err) in enumerate(pool.map(_decode, jobs, chunksize=chunk)):
+                    bar.update(1)
+                    yield i, a, err
+        else:
+            for i, job in enumerate(jobs):
+                a, err = _decode(job)
+                bar.update(1)
+                yield i, a, err
+
+
 def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
                 cache_dir: str | Path | None | bool = None, workers: int = 1,
                 progress: bool = True) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
@@ -190,25 +216,11 @@ def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
             out[i], ok[i] = a, True
         else:
             todo.append(i)
-    if todo:
-        jobs = [(str(paths[i]), size, fit, cache) for i in todo]
-        with Progress(len(todo), "decoding sheets", unit="sheets",
-                      enabled=progress and len(todo) > 8) as bar:
-            if workers > 1 and len(todo) > 4:
-                ctx = get_context("spawn")  # fork after torch started its threads can deadlock
-                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                    results = pool.map(_decode, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-                    _collect(results, todo, jobs, out, ok, failures, bar)
-            else:
-                _collect(map(_decode, jobs), todo, jobs, out, ok, failures, bar)
+    for j, a, err in iter_sheets([paths[i] for i in todo], size, fit, cache_dir=cache_dir,
+                                 workers=workers, progress=progress):
+        if a is None:
+            failures.append((str(paths[todo[j]]), err))
+        else:
+            out[todo[j]], ok[todo[j]] = a, True
     idx = np.flatnonzero(ok)
     return (out if idx.size == len(paths) else out[idx]), idx.tolist(), failures
-
-
-def _collect(results, todo, jobs, out, ok, failures, bar) -> None:
-    for i, job, (a, err) in zip(todo, jobs, results):
-        if a is None:
-            failures.append((job[0], err))
-        else:
-            out[i], ok[i] = a, True
-        bar.update(1)

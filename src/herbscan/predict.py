@@ -1,12 +1,14 @@
 """Predictor: a Run turned into class probabilities for image files.
 
-Works in chunks so a long list of sheets never sits in memory at once; a file that cannot be read
-gets an `error` and no probabilities instead of stopping the job.
+Sheets stream from the decoder into batches, so a long list never sits in memory at once and
+inference overlaps decoding; a file that cannot be read gets an `error` and no probabilities
+instead of stopping the job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.accel import Accel
-from herbscan.cache import load_sheets, load_tile_sheets
+from herbscan.cache import iter_sheets, load_tile_sheets
 from herbscan.errors import ImageError, ParameterError, check_range
 from herbscan.fileio import atomic_write
 from herbscan.images import is_image_file
@@ -46,14 +48,15 @@ class Predictor:
     """Class probabilities for sheets, by the preprocessing and model recorded in a Run."""
 
     def __init__(self, run: Run | str | Path, *, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 64, workers: int = 1, cache_dir=False, chunk: int = 512):
+                 batch_size: int = 64, workers: int = 1, cache_dir=False):
         check_range("batch_size", batch_size, 1)
         check_range("workers", workers, 1)
         self.run = run if isinstance(run, Run) else load_run(run)
-        self.accel = Accel.resolve(device, precision)
+        # decoding processes and inference threads share the cores: leave one core per worker
+        threads = max(1, (os.cpu_count() or 1) - workers) if workers > 1 else None
+        self.accel = Accel.resolve(device, precision, threads=threads)
         self.model = self.accel.prepare(self.run.build_model())
-        self.batch_size, self.workers, self.cache_dir, self.chunk = (batch_size, workers,
-                                                                    cache_dir, chunk)
+        self.batch_size, self.workers, self.cache_dir = batch_size, workers, cache_dir
 
     @property
     def classes(self) -> list[str]:
@@ -69,22 +72,26 @@ class Predictor:
         if self.mode == "tiles":
             return self._predict_tiles(paths, progress, heatmaps)
         prep = self.run.preprocessing
-        results: list[Prediction] = []
-        for start in range(0, len(paths), self.chunk):
-            part = [str(p) for p in paths[start:start + self.chunk]]
-            arrays, ok, failures = load_sheets(part, prep["size"], prep["fit"],
-                                               cache_dir=self.cache_dir, workers=self.workers,
-                                               progress=progress)
-            probs = self.accel.predict_proba(self.model, arrays, prep["mean"], prep["std"],
-                                             self.batch_size)
-            errors = dict(failures)
-            by_index = dict(zip(ok, probs))
-            for i, p in enumerate(part):
-                if i in by_index:
-                    pr = by_index[i]
-                    results.append(Prediction(p, pr, self.classes[int(pr.argmax())]))
-                else:
-                    results.append(Prediction(p, None, "", errors.get(p, "unreadable")))
+        results: list[Prediction | None] = [None] * len(paths)
+        batch: list[tuple[int, np.ndarray]] = []
+
+        def flush():
+            probs = self.accel.predict_proba(self.model, np.stack([a for _, a in batch]),
+                                             prep["mean"], prep["std"], self.batch_size)
+            for (i, _), pr in zip(batch, probs):
+                results[i] = Prediction(str(paths[i]), pr, self.classes[int(pr.argmax())])
+            batch.clear()
+
+        for i, a, err in iter_sheets(paths, prep["size"], prep["fit"], cache_dir=self.cache_dir,
+                                     workers=self.workers, progress=progress):
+            if a is None:
+                results[i] = Prediction(str(paths[i]), None, "", err)
+                continue
+            batch.append((i, a))
+            if len(batch) >= self.batch_size:
+                flush()
+        if batch:
+            flush()
         return results
 
     @property

@@ -95,12 +95,12 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
            batch_size: int = 64, threshold: str | float = "auto", resume: bool = False,
            shard_size: int = 256, path_col: str | None = None, group_col: str | None = None,
            device: str = "auto", precision: str = "auto", progress: bool = True,
-           group_by: Sequence[str] | None = None) -> dict:
+           group_by: Sequence[str] | None = None, report: bool = True) -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
     threshold) are listed in `out/flagged.csv`, most probable first, and `out/report.html`
-    summarises the screen (see `screen_report`).
+    summarises the screen (see `screen_report`; `report=False` skips it).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -157,7 +157,8 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
                    positive_class=pos, threshold=thr, threshold_source=thr_source,
                    classes=classes, shards=n_shards, complete=True)
     write_json(state_path, summary)
-    screen_report(out, group_by=group_by)
+    if report:
+        screen_report(out, group_by=group_by)
     return summary
 
 
