@@ -7,8 +7,10 @@ re-encoded per copy). Then, on the same files:
 - floor: Pillow draft decoding to 256² alone, in the same number of processes;
 - naive: full decode, resize to 256², fp32 NCHW inference, one sheet at a time, one process.
 
-    python benchmarks/screen_speed.py [--sheets 100] [--workers 2]
+    python benchmarks/screen_speed.py [--sheets 100] [--workers 2] [--dask]
 
+With `--dask`, the same screen also runs on Dask LocalClusters of 1 and 2 single-threaded
+worker processes, for the speedup per worker and a projection to 1.4 million sheets.
 Prints a table, then one JSON object on its last line with `ratio_floor` and `ratio_naive`.
 """
 
@@ -91,6 +93,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--naive-sheets", type=int, default=20,
                     help="the naive loop runs on the first N sheets (it is slow)")
+    ap.add_argument("--dask", action="store_true", help="also time Dask local:1 and local:2")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="herbscan-screen-bench-"))
     (tmp / "sheets").mkdir()
@@ -116,7 +119,25 @@ def main() -> None:
     print(f"{'naive (1 process, fp32)':30}{n / ns:10.2f}")
     print(f"workers {args.workers}; herbscan time includes process start-up and the Parquet "
           f"shards; the summary report (thumbnails of the flagged) took {report_s:.1f} s more")
-    print(json.dumps({"herbscan_sheets_per_s": round(n / hs, 2),
+    extra = {}
+    if args.dask:
+        for w in (1, 2):
+            t0 = time.perf_counter()
+            screen(run, tmp / "sheets", tmp / f"dask{w}", progress=False, report=False,
+                   dask=f"local:{w}", shard_size=max(1, n // 10))
+            extra[f"dask_local{w}_sheets_per_s"] = round(n / (time.perf_counter() - t0), 2)
+        extra["dask_speedup_2_vs_1"] = round(extra["dask_local2_sheets_per_s"]
+                                             / extra["dask_local1_sheets_per_s"], 2)
+        per_worker = extra["dask_local1_sheets_per_s"]
+        print(f"{'dask local:1 / local:2':30}{per_worker:10.2f}"
+              f"{extra['dask_local2_sheets_per_s']:10.2f}  (speedup "
+              f"{extra['dask_speedup_2_vs_1']:.2f}×, cluster start-up included)")
+        print(f"1.4 million sheets: {1.4e6 / (n / hs) / 3600:.1f} h on this machine "
+              f"({n / hs:.1f} sheets/s); with Dask, {1.4e6 / per_worker / 3600:.1f} h per "
+              "single-core worker, divided by the number of such workers")
+        extra["projected_hours_this_machine"] = round(1.4e6 / (n / hs) / 3600, 1)
+        extra["projected_hours_per_dask_worker"] = round(1.4e6 / per_worker / 3600, 1)
+    print(json.dumps({**extra, "herbscan_sheets_per_s": round(n / hs, 2),
                       "floor_sheets_per_s": round(n / fs, 2),
                       "naive_sheets_per_s": round(n / ns, 2),
                       "ratio_floor": round(fs / hs, 2), "ratio_naive": round(ns / hs, 2),

@@ -106,3 +106,18 @@ def test_hotspots_rank_by_lower_bound():
     assert wilson_interval(30, 100) == pytest.approx((0.2189, 0.3958), abs=1e-4)
     assert wilson_interval(1, 1)[0] == pytest.approx(0.2065, abs=1e-4)
     assert table["rows"][2]["n"] == 50  # failed files are not counted
+
+
+def test_dask_local_cluster_gives_the_local_results(run_dir, tiny_collection, tmp_path):
+    pytest.importorskip("distributed")
+    local = screen(run_dir, tiny_collection, tmp_path / "local", shard_size=6,
+                   precision="fp32", progress=False, report=False)
+    dasked = screen(run_dir, tiny_collection, tmp_path / "dask", shard_size=6,
+                    precision="fp32", progress=False, report=False, dask="local:2")
+    assert dasked["screened"] == local["screened"] == 28
+    a = sorted(pq.read_table(tmp_path / "local" / "shards").to_pylist(), key=lambda r: r["path"])
+    b = sorted(pq.read_table(tmp_path / "dask" / "shards").to_pylist(), key=lambda r: r["path"])
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    assert [r["predicted"] for r in a] == [r["predicted"] for r in b]
+    assert [r["flagged"] for r in a] == [r["flagged"] for r in b]
+    assert max(abs(x["p_clean"] - y["p_clean"]) for x, y in zip(a, b)) < 1e-5

@@ -183,13 +183,16 @@ def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
            group_col: str | None = None, precision: Precision = "auto",
            device: Device = "auto",
            group_by: Annotated[str | None, typer.Option(help="Metadata columns for hot spots, "
-                                                        "comma-separated.")] = None):
-    """Screen a collection: resumable Parquet shards and flagged.csv."""
+                                                        "comma-separated.")] = None,
+           dask: Annotated[str | None, typer.Option(help="Dask scheduler address, or local:N "
+                                                    "for a local cluster of N processes.")]
+           = None):
+    """Screen a collection: resumable Parquet shards, flagged.csv and report.html."""
     from herbscan.screen import screen as do_screen
     s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
                   threshold=threshold, resume=resume, shard_size=shard_size,
                   path_col=path_col, group_col=group_col, precision=precision, device=device,
-                  group_by=_columns(group_by))
+                  group_by=_columns(group_by), dask=dask)
     typer.echo(f"screened {s['screened']} sheets: {s['flagged']} flagged as "
                f"{s['positive_class']} (threshold {s['threshold']}, {s['threshold_source']}), "
                f"{s['failed']} failed")

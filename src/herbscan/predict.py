@@ -48,12 +48,14 @@ class Predictor:
     """Class probabilities for sheets, by the preprocessing and model recorded in a Run."""
 
     def __init__(self, run: Run | str | Path, *, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 64, workers: int = 1, cache_dir=False):
+                 batch_size: int = 64, workers: int = 1, cache_dir=False,
+                 threads: int | None = None):
         check_range("batch_size", batch_size, 1)
         check_range("workers", workers, 1)
         self.run = run if isinstance(run, Run) else load_run(run)
         # decoding processes and inference threads share the cores: leave one core per worker
-        threads = max(1, (os.cpu_count() or 1) - workers) if workers > 1 else None
+        if threads is None and workers > 1:
+            threads = max(1, (os.cpu_count() or 1) - workers)
         self.accel = Accel.resolve(device, precision, threads=threads)
         self.model = self.accel.prepare(self.run.build_model())
         self.batch_size, self.workers, self.cache_dir = batch_size, workers, cache_dir

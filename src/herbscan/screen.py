@@ -11,8 +11,10 @@ score with thumbnails (heatmaps for tile runs), the score distribution, and hot 
 flagged rate per value of chosen metadata columns with 95% Wilson intervals, ranked by the lower
 bound so that 1 flagged sheet out of 1 does not top the list.
 
-This is the local engine (worker processes for decoding, batched inference in the main
-process); a Dask engine and ONNX export are still to come (issue 4).
+Two engines run the same shards: the local one (decoding processes feeding batched inference)
+and Dask (`dask="tcp://scheduler:8786"` or `"local:N"` for a LocalCluster of N processes), where
+each task predicts one shard on a worker and writes it itself. Either way a shard is the unit of
+work, of atomic output and of resumption.
 """
 
 from __future__ import annotations
@@ -95,14 +97,14 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
            batch_size: int = 64, threshold: str | float = "auto", resume: bool = False,
            shard_size: int = 256, path_col: str | None = None, group_col: str | None = None,
            device: str = "auto", precision: str = "auto", progress: bool = True,
-           group_by: Sequence[str] | None = None, report: bool = True) -> dict:
+           group_by: Sequence[str] | None = None, report: bool = True,
+           dask: str | None = None) -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
     threshold) are listed in `out/flagged.csv`, most probable first, and `out/report.html`
     summarises the screen (see `screen_report`; `report=False` skips it).
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     check_range("shard_size", shard_size, 1)
@@ -136,17 +138,21 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     shard_dir.mkdir(parents=True, exist_ok=True)
     todo = [k for k in range(n_shards) if not (shard_dir / f"part-{k:06d}.parquet").exists()]
 
-    predictor = Predictor(r, device=device, precision=precision, batch_size=batch_size,
-                          workers=workers)
     total = sum(min(shard_size, len(rows) - k * shard_size) for k in todo)
+    job = {"run": str(r.folder), "classes": classes, "extra": extra, "pos": pos, "thr": thr,
+           "model_id": model_id, "batch_size": batch_size, "precision": precision,
+           "device": device}
     with Progress(total, "screening", unit="sheets", enabled=progress) as bar:
-        for k in todo:
-            part = rows[k * shard_size:(k + 1) * shard_size]
-            preds = predictor.predict([p["path"] for p in part], progress=False)
-            table = _shard_table(part, preds, classes, extra, pos, thr, model_id)
-            with atomic_path(shard_dir / f"part-{k:06d}.parquet") as tmp:
-                pq.write_table(pa.Table.from_pylist(table), str(tmp))
-            bar.update(len(part))
+        if dask:
+            _run_dask(dask, job, rows, todo, shard_size, shard_dir, bar)
+        else:
+            predictor = Predictor(r, device=device, precision=precision,
+                                  batch_size=batch_size, workers=workers)
+            for k in todo:
+                part = rows[k * shard_size:(k + 1) * shard_size]
+                _write_shard(shard_dir, k, part, predictor.predict(
+                    [p["path"] for p in part], progress=False), job)
+                bar.update(len(part))
 
     results = pq.read_table(shard_dir).to_pylist() if n_shards else []
     flagged = sorted((x for x in results if x["flagged"]), key=lambda x: -x["score"])
@@ -237,6 +243,60 @@ def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
         except HerbscanError:
             pass
     return pics
+
+
+def _write_shard(shard_dir: Path, k: int, part: list[dict], preds, job: dict) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = _shard_table(part, preds, job["classes"], job["extra"], job["pos"], job["thr"],
+                         job["model_id"])
+    with atomic_path(shard_dir / f"part-{k:06d}.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(table), str(tmp))
+    return len(part)
+
+
+_WORKER_PREDICTORS: dict[str, Predictor] = {}
+
+
+def _dask_shard(job: dict, k: int, part: list[dict], shard_dir: str) -> int:
+    """One shard on a Dask worker: the model is loaded once per worker process and reused."""
+    key = json.dumps([job["run"], job["precision"], job["device"], job["batch_size"]])
+    if key not in _WORKER_PREDICTORS:
+        _WORKER_PREDICTORS[key] = Predictor(job["run"], device=job["device"],
+                                            precision=job["precision"],
+                                            batch_size=job["batch_size"], threads=1)
+    preds = _WORKER_PREDICTORS[key].predict([p["path"] for p in part], progress=False)
+    return _write_shard(Path(shard_dir), k, part, preds, job)
+
+
+def _run_dask(address: str, job: dict, rows: list[dict], todo: list[int], shard_size: int,
+              shard_dir: Path, bar: Progress) -> None:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ParameterError("dask is not installed; pip install 'herbscan[dask]' (or drop "
+                             "--dask to use the local engine)") from None
+    cluster = None
+    if address.startswith("local:"):
+        try:
+            n = int(address.split(":", 1)[1])
+        except ValueError:
+            raise ParameterError(f"dask must be 'local:N' or a scheduler address; got "
+                                 f"{address!r}") from None
+        check_range("dask local workers", n, 1)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        address = cluster.scheduler_address
+    try:
+        with Client(address) as client:
+            futures = [client.submit(_dask_shard, job, k, rows[k * shard_size:(k + 1) *
+                                                                 shard_size],
+                                     str(shard_dir), pure=False) for k in todo]
+            for fut in as_completed(futures):
+                bar.update(fut.result())
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def _shard_table(part: list[dict], preds, classes: list[str], extra: list[str],
