@@ -121,3 +121,14 @@ def test_dask_local_cluster_gives_the_local_results(run_dir, tiny_collection, tm
     assert [r["predicted"] for r in a] == [r["predicted"] for r in b]
     assert [r["flagged"] for r in a] == [r["flagged"] for r in b]
     assert max(abs(x["p_clean"] - y["p_clean"]) for x, y in zip(a, b)) < 1e-5
+
+
+def test_screen_with_a_tile_run_reports_heatmaps(tiny_collection, tmp_path):
+    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
+    run = train(data, tmp_path / "trun", mode="tiles", model="herbnet_small", tile_size=32,
+                epochs=1, workers=1, progress=False, precision="fp32")
+    s = screen(run, tiny_collection / "contaminated", tmp_path / "ts", threshold=0.0,
+               precision="fp32", progress=False)
+    assert s["screened"] == s["flagged"] == 14  # threshold 0 flags everything
+    html = (tmp_path / "ts" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 14  # heatmap PNGs, not JPEG thumbnails
