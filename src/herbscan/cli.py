@@ -186,18 +186,44 @@ def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
                                                         "comma-separated.")] = None,
            dask: Annotated[str | None, typer.Option(help="Dask scheduler address, or local:N "
                                                     "for a local cluster of N processes.")]
-           = None):
+           = None,
+           backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (after herbscan "
+                                                "export)")] = "torch"):
     """Screen a collection: resumable Parquet shards, flagged.csv and report.html."""
     from herbscan.screen import screen as do_screen
     s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
                   threshold=threshold, resume=resume, shard_size=shard_size,
                   path_col=path_col, group_col=group_col, precision=precision, device=device,
-                  group_by=_columns(group_by), dask=dask)
+                  group_by=_columns(group_by), dask=dask, backend=backend)
     typer.echo(f"screened {s['screened']} sheets: {s['flagged']} flagged as "
                f"{s['positive_class']} (threshold {s['threshold']}, {s['threshold_source']}), "
                f"{s['failed']} failed")
     typer.echo(f"results: {Path(out) / 'shards'}; flagged: {Path(out) / 'flagged.csv'}; "
                f"report: {Path(out) / 'report.html'}")
+
+
+@app.command()
+def export(run: Annotated[Path, typer.Argument(help="Run folder.")],
+           onnx: Annotated[bool, typer.Option("--onnx", help="Write model.onnx.")] = False,
+           int8: Annotated[bool, typer.Option("--int8", help="Also a quantised "
+                                              "model.int8.onnx, kept only if it agrees.")]
+           = False,
+           min_agreement: float = 0.99):
+    """Export the model for onnxruntime; prints agreement with torch on validation."""
+    from herbscan.errors import ParameterError
+    if not onnx:
+        raise ParameterError("choose an export format: --onnx")
+    from herbscan.export import export_onnx
+    info = export_onnx(run, int8=int8, min_agreement=min_agreement)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+    typer.echo(f"model.onnx: agreement with torch {pct(info['fp32']['agreement'])} on "
+               f"{info['n']} validation inputs")
+    if "int8" in info:
+        i8 = info["int8"]
+        verdict = "kept" if i8["kept"] else f"NOT kept (below {pct(i8['min_agreement'])})"
+        typer.echo(f"model.int8.onnx: agreement {pct(i8['agreement'])}: {verdict}")
 
 
 @app.command("screen-report")

@@ -17,11 +17,14 @@ import numpy as np
 
 from herbscan.accel import Accel
 from herbscan.cache import iter_sheets, load_tile_sheets
-from herbscan.errors import ImageError, ParameterError, check_range
+from herbscan.errors import ImageError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write
 from herbscan.images import is_image_file
 from herbscan.runs import Run, load_run, write_csv
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
+
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 @dataclass
@@ -49,16 +52,29 @@ class Predictor:
 
     def __init__(self, run: Run | str | Path, *, device: str = "auto", precision: str = "auto",
                  batch_size: int = 64, workers: int = 1, cache_dir=False,
-                 threads: int | None = None):
+                 threads: int | None = None, backend: str = "torch"):
         check_range("batch_size", batch_size, 1)
         check_range("workers", workers, 1)
         self.run = run if isinstance(run, Run) else load_run(run)
         # decoding processes and inference threads share the cores: leave one core per worker
         if threads is None and workers > 1:
             threads = max(1, (os.cpu_count() or 1) - workers)
+        check_choice("backend", backend, BACKENDS)
         self.accel = Accel.resolve(device, precision, threads=threads)
-        self.model = self.accel.prepare(self.run.build_model())
+        self.backend = backend
+        if backend == "torch":
+            self.model = self.accel.prepare(self.run.build_model())
+        else:
+            from herbscan.export import onnx_model
+            self.model = onnx_model(self.run, int8=backend == "onnx-int8", threads=threads)
         self.batch_size, self.workers, self.cache_dir = batch_size, workers, cache_dir
+
+    def _proba(self, arrays: np.ndarray) -> np.ndarray:
+        prep = self.run.preprocessing
+        if self.backend == "torch":
+            return self.accel.predict_proba(self.model, arrays, prep["mean"], prep["std"],
+                                            self.batch_size)
+        return self.model.predict_proba(arrays, prep["mean"], prep["std"], self.batch_size)
 
     @property
     def classes(self) -> list[str]:
@@ -78,8 +94,7 @@ class Predictor:
         batch: list[tuple[int, np.ndarray]] = []
 
         def flush():
-            probs = self.accel.predict_proba(self.model, np.stack([a for _, a in batch]),
-                                             prep["mean"], prep["std"], self.batch_size)
+            probs = self._proba(np.stack([a for _, a in batch]))
             for (i, _), pr in zip(batch, probs):
                 results[i] = Prediction(str(paths[i]), pr, self.classes[int(pr.argmax())])
             batch.clear()
@@ -122,9 +137,8 @@ class Predictor:
 
     def predict_kept(self, kt: KeptTiles) -> Prediction:
         """Aggregate the kept tiles of one sheet into a sheet prediction."""
-        prep, agg = self.run.preprocessing, self.run.config.get("aggregation", {})
-        tile_probs = self.accel.predict_proba(self.model, kt.tiles, prep["mean"], prep["std"],
-                                              self.batch_size)
+        agg = self.run.config.get("aggregation", {})
+        tile_probs = self._proba(kt.tiles)
         probs = aggregate(tile_probs, agg.get("rule", "mean"), agg.get("k"))
         classes = self.classes
         pos = agg.get("positive_class")

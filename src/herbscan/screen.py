@@ -98,7 +98,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
            shard_size: int = 256, path_col: str | None = None, group_col: str | None = None,
            device: str = "auto", precision: str = "auto", progress: bool = True,
            group_by: Sequence[str] | None = None, report: bool = True,
-           dask: str | None = None) -> dict:
+           dask: str | None = None, backend: str = "torch") -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
@@ -141,13 +141,13 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     total = sum(min(shard_size, len(rows) - k * shard_size) for k in todo)
     job = {"run": str(r.folder), "classes": classes, "extra": extra, "pos": pos, "thr": thr,
            "model_id": model_id, "batch_size": batch_size, "precision": precision,
-           "device": device}
+           "device": device, "backend": backend}
     with Progress(total, "screening", unit="sheets", enabled=progress) as bar:
         if dask:
             _run_dask(dask, job, rows, todo, shard_size, shard_dir, bar)
         else:
             predictor = Predictor(r, device=device, precision=precision,
-                                  batch_size=batch_size, workers=workers)
+                                  batch_size=batch_size, workers=workers, backend=backend)
             for k in todo:
                 part = rows[k * shard_size:(k + 1) * shard_size]
                 _write_shard(shard_dir, k, part, predictor.predict(
@@ -260,11 +260,13 @@ _WORKER_PREDICTORS: dict[str, Predictor] = {}
 
 def _dask_shard(job: dict, k: int, part: list[dict], shard_dir: str) -> int:
     """One shard on a Dask worker: the model is loaded once per worker process and reused."""
-    key = json.dumps([job["run"], job["precision"], job["device"], job["batch_size"]])
+    key = json.dumps([job["run"], job["precision"], job["device"], job["batch_size"],
+                      job["backend"]])
     if key not in _WORKER_PREDICTORS:
         _WORKER_PREDICTORS[key] = Predictor(job["run"], device=job["device"],
                                             precision=job["precision"],
-                                            batch_size=job["batch_size"], threads=1)
+                                            batch_size=job["batch_size"], threads=1,
+                                            backend=job["backend"])
     preds = _WORKER_PREDICTORS[key].predict([p["path"] for p in part], progress=False)
     return _write_shard(Path(shard_dir), k, part, preds, job)
 
