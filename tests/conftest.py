@@ -52,3 +52,13 @@ def tiny_collection(tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HERBSCAN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tiny_run(tiny_collection, tmp_path) -> Path:
+    """A full-sheet run trained for one epoch on `tiny_collection` (64², fp32)."""
+    from herbscan.manifest import split
+    from herbscan.train import train
+    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
+    return train(data, tmp_path / "run", model="herbnet_small", size=64, epochs=1, workers=1,
+                 progress=False, precision="fp32")

@@ -7,33 +7,24 @@ import pytest
 
 from herbscan.errors import RunError
 from herbscan.export import export_onnx
-from herbscan.manifest import split
 from herbscan.predict import Predictor
 from herbscan.screen import screen
-from herbscan.train import train
 
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture
-def run_dir(tiny_collection, tmp_path):
-    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
-    return train(data, tmp_path / "run", model="herbnet_small", size=64, epochs=1, workers=1,
-                 progress=False, precision="fp32")
-
-
-def test_export_agreement_and_onnx_backend(run_dir, tiny_collection, tmp_path):
+def test_export_agreement_and_onnx_backend(tiny_run, tiny_collection, tmp_path):
     with pytest.raises(RunError, match="no ONNX export"):
-        Predictor(run_dir, backend="onnx")
-    info = export_onnx(run_dir, int8=True)
+        Predictor(tiny_run, backend="onnx")
+    info = export_onnx(tiny_run, int8=True)
     assert info["n"] == 6 and info["fp32"]["agreement"] == 1.0
     assert info["int8"]["agreement"] is not None
     assert info["int8"]["kept"] == (info["int8"]["agreement"] >= 0.99)
-    assert json.loads((run_dir / "onnx.json").read_text()) == info
-    assert (run_dir / "model.int8.onnx").exists() == info["int8"]["kept"]
-    a = screen(run_dir, tiny_collection, tmp_path / "t", precision="fp32", progress=False,
+    assert json.loads((tiny_run / "onnx.json").read_text()) == info
+    assert (tiny_run / "model.int8.onnx").exists() == info["int8"]["kept"]
+    a = screen(tiny_run, tiny_collection, tmp_path / "t", precision="fp32", progress=False,
                report=False)
-    b = screen(run_dir, tiny_collection, tmp_path / "o", precision="fp32", progress=False,
+    b = screen(tiny_run, tiny_collection, tmp_path / "o", precision="fp32", progress=False,
                report=False, backend="onnx")
     assert a["flagged"] == b["flagged"]
     ta = sorted(pq.read_table(tmp_path / "t" / "shards").to_pylist(), key=lambda r: r["path"])
@@ -42,8 +33,8 @@ def test_export_agreement_and_onnx_backend(run_dir, tiny_collection, tmp_path):
     assert max(abs(x["p_clean"] - y["p_clean"]) for x, y in zip(ta, tb)) < 1e-4
 
 
-def test_int8_below_agreement_is_not_kept(run_dir):
-    info = export_onnx(run_dir, int8=True, min_agreement=1.01)  # impossible to reach
-    assert info["int8"]["kept"] is False and not (run_dir / "model.int8.onnx").exists()
+def test_int8_below_agreement_is_not_kept(tiny_run):
+    info = export_onnx(tiny_run, int8=True, min_agreement=1.01)  # impossible to reach
+    assert info["int8"]["kept"] is False and not (tiny_run / "model.int8.onnx").exists()
     with pytest.raises(RunError, match="no usable int8"):
-        Predictor(run_dir, backend="onnx-int8")
+        Predictor(tiny_run, backend="onnx-int8")

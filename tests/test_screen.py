@@ -15,16 +15,9 @@ from herbscan.screen import screen
 from herbscan.train import train
 
 
-@pytest.fixture
-def run_dir(tiny_collection, tmp_path):
-    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
-    return train(data, tmp_path / "run", model="herbnet_small", size=64, epochs=1, workers=1,
-                 progress=False, precision="fp32")
-
-
-def test_screen_folder_with_a_bad_file(run_dir, tiny_collection, tmp_path):
+def test_screen_folder_with_a_bad_file(tiny_run, tiny_collection, tmp_path):
     (tiny_collection / "clean" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    s = screen(run_dir, tiny_collection, tmp_path / "scr", shard_size=8, threshold=0.5,
+    s = screen(tiny_run, tiny_collection, tmp_path / "scr", shard_size=8, threshold=0.5,
                precision="fp32", progress=False)
     assert s["screened"] == 29 and s["failed"] == 1 and s["shards"] == 4
     rows = pq.read_table(tmp_path / "scr" / "shards").to_pylist()
@@ -40,27 +33,27 @@ def test_screen_folder_with_a_bad_file(run_dir, tiny_collection, tmp_path):
     assert [float(x["score"]) for x in flagged] == sorted((float(x["score"]) for x in flagged),
                                                          reverse=True)
     with pytest.raises(RunError, match="--resume"):
-        screen(run_dir, tiny_collection, tmp_path / "scr", progress=False)
+        screen(tiny_run, tiny_collection, tmp_path / "scr", progress=False)
 
 
-def test_manifest_metadata_is_carried(run_dir, tiny_collection, tmp_path):
+def test_manifest_metadata_is_carried(tiny_run, tiny_collection, tmp_path):
     files = sorted(tiny_collection.rglob("*.jpg"))[:5]
     manifest = tmp_path / "m.csv"
     manifest.write_text("file,catalogNumber,cabinet\n" + "".join(
         f"{p},{p.stem},C{i % 2}\n" for i, p in enumerate(files)))
-    screen(run_dir, manifest, tmp_path / "s2", precision="fp32", progress=False)
+    screen(tiny_run, manifest, tmp_path / "s2", precision="fp32", progress=False)
     rows = pq.read_table(tmp_path / "s2" / "shards").to_pylist()
     assert [r["specimen_id"] for r in rows] == [p.stem for p in files]
     assert [r["cabinet"] for r in rows] == ["C0", "C1", "C0", "C1", "C0"]
 
 
-def test_kill_9_then_resume_gives_every_input_exactly_once(run_dir, tiny_collection, tmp_path):
+def test_kill_9_then_resume_gives_every_input_exactly_once(tiny_run, tiny_collection, tmp_path):
     out = tmp_path / "killed"
     # the child is the real CLI with each shard slowed to 0.2 s, so the kill lands mid-job
     child = ("import sys, time; import herbscan.screen as s; real = s._shard_table; "
              "s._shard_table = lambda *a: (time.sleep(0.2), real(*a))[1]; "
              "sys.argv = ['herbscan'] + sys.argv[1:]; from herbscan.cli import main; main()")
-    cmd = [sys.executable, "-c", child, "screen", str(run_dir), str(tiny_collection),
+    cmd = [sys.executable, "-c", child, "screen", str(tiny_run), str(tiny_collection),
            "--out", str(out), "--shard-size", "2", "--precision", "fp32"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -73,19 +66,19 @@ def test_kill_9_then_resume_gives_every_input_exactly_once(run_dir, tiny_collect
     proc.wait()
     done = len(list((out / "shards").glob("part-*.parquet")))
     assert 3 <= done < 14, "the job should be killed part way"
-    s = screen(run_dir, tiny_collection, out, resume=True, precision="fp32", progress=False)
+    s = screen(tiny_run, tiny_collection, out, resume=True, precision="fp32", progress=False)
     rows = pq.read_table(out / "shards").to_pylist()
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths)) == 28 == s["screened"]
     assert set(paths) == {str(p) for p in tiny_collection.rglob("*.jpg")}
 
 
-def test_auto_threshold_is_the_runs_validation_operating_point(run_dir, tiny_collection,
+def test_auto_threshold_is_the_runs_validation_operating_point(tiny_run, tiny_collection,
                                                                 tmp_path):
     import json
-    op = json.loads((run_dir / "run.json").read_text())["operating_point"]
+    op = json.loads((tiny_run / "run.json").read_text())["operating_point"]
     assert op["positive_class"] == "contaminated" and 0 <= op["threshold"] <= 1
-    s = screen(run_dir, tiny_collection / "clean", tmp_path / "auto", precision="fp32",
+    s = screen(tiny_run, tiny_collection / "clean", tmp_path / "auto", precision="fp32",
                progress=False)
     assert s["threshold"] == op["threshold"] and "validation operating point" in \
         s["threshold_source"] and "recall" in s["threshold_source"]
@@ -108,11 +101,11 @@ def test_hotspots_rank_by_lower_bound():
     assert table["rows"][2]["n"] == 50  # failed files are not counted
 
 
-def test_dask_local_cluster_gives_the_local_results(run_dir, tiny_collection, tmp_path):
+def test_dask_local_cluster_gives_the_local_results(tiny_run, tiny_collection, tmp_path):
     pytest.importorskip("distributed")
-    local = screen(run_dir, tiny_collection, tmp_path / "local", shard_size=6,
+    local = screen(tiny_run, tiny_collection, tmp_path / "local", shard_size=6,
                    precision="fp32", progress=False, report=False)
-    dasked = screen(run_dir, tiny_collection, tmp_path / "dask", shard_size=6,
+    dasked = screen(tiny_run, tiny_collection, tmp_path / "dask", shard_size=6,
                     precision="fp32", progress=False, report=False, dask="local:2")
     assert dasked["screened"] == local["screened"] == 28
     a = sorted(pq.read_table(tmp_path / "local" / "shards").to_pylist(), key=lambda r: r["path"])

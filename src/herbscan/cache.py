@@ -138,18 +138,26 @@ def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
         root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
         cache = TileCache(root, spec)
     jobs = [(str(p), spec, cache, keep_above, thumbnails) for p in paths]
-    with Progress(len(jobs), "tiling sheets", unit="sheets",
+    yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1)
+
+
+def _run_jobs(fn, jobs: list, workers: int, description: str, progress: bool,
+              chunk: int | None = None):
+    """Yield (index, *fn(job)) in order, from `workers` spawned processes or in this one."""
+    with Progress(len(jobs), description, unit="sheets",
                   enabled=progress and len(jobs) > 8) as bar:
         if workers > 1 and len(jobs) > 2:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                for i, (st, err) in enumerate(pool.map(_tile_job, jobs)):
+            ctx = get_context("spawn")  # fork after torch started its threads can deadlock
+            chunk = chunk or max(1, min(16, len(jobs) // (workers * 8)))
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                for i, result in enumerate(pool.map(fn, jobs, chunksize=chunk)):
                     bar.update(1)
-                    yield i, st, err
+                    yield (i, *result)
         else:
             for i, job in enumerate(jobs):
-                st, err = _tile_job(job)
+                result = fn(job)
                 bar.update(1)
-                yield i, st, err
+                yield (i, *result)
 
 
 def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:
@@ -180,20 +188,7 @@ def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
     """
     cache = _resolve_cache(cache_dir, size, fit)
     jobs = [(str(p), size, fit, cache) for p in paths]
-    with Progress(len(jobs), "decoding sheets", unit="sheets",
-                  enabled=progress and len(jobs) > 8) as bar:
-        if workers > 1 and len(jobs) > 4:
-            ctx = get_context("spawn")  # fork after torch started its threads can deadlock
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                chunk = max(1, min(16, len(jobs) // (workers * 8)))
-                for i, (a, err) in enumerate(pool.map(_decode, jobs, chunksize=chunk)):
-                    bar.update(1)
-                    yield i, a, err
-        else:
-            for i, job in enumerate(jobs):
-                a, err = _decode(job)
-                bar.update(1)
-                yield i, a, err
+    yield from _run_jobs(_decode, jobs, workers, "decoding sheets", progress)
 
 
 def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,

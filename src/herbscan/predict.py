@@ -23,7 +23,6 @@ from herbscan.images import is_image_file
 from herbscan.runs import Run, load_run, write_csv
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 
-
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 

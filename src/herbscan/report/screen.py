@@ -13,12 +13,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from herbscan.fileio import atomic_write
 
-from . import figures
+from . import _env, figures
 
 MAX_HOTSPOT_BARS = 20
 MAX_HOTSPOT_TABLE = 100
@@ -39,13 +38,6 @@ _FACTS = (
 )
 _HIDDEN = {"screened", "flagged", "failed"}  # shown as cards
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("herbscan.report", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 def _finite(value: object) -> float | None:
