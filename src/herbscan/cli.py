@@ -239,6 +239,51 @@ def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
+fetch_app = typer.Typer(help="Download labelled images from portal exports.",
+                        no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
+
+
+@fetch_app.command("dwca")
+def fetch_dwca(archive: Annotated[Path, typer.Argument(help="Darwin Core archive (.zip).")],
+               out: Annotated[Path, typer.Option(help="Output folder.")],
+               label_col: str | None = None,
+               filter: Annotated[str | None, typer.Option(
+                   help='e.g. "family in (Lycopodiaceae,Selaginellaceae)"')] = None,
+               max_per_class: int | None = None,
+               all_images: Annotated[bool, typer.Option(help="Every image of a specimen, not "
+                                                        "only the first.")] = False,
+               size: Annotated[int | None, typer.Option(help="IIIF: fit images into size².")]
+               = None,
+               workers: int = 4):
+    """Images and Darwin Core terms from a GBIF/Symbiota/iDigBio archive."""
+    from herbscan.fetch import fetch_dwca as do_fetch
+    path, problems = do_fetch(archive, out, label_col=label_col, filter=filter,
+                              max_per_class=max_per_class, all_images=all_images, size=size,
+                              workers=workers)
+    for p in problems[:10]:
+        _echo(f"warning: {p}")
+    if len(problems) > 10:
+        _echo(f"warning: … and {len(problems) - 10} more problems")
+    typer.echo(f"manifest: {path}")
+
+
+@fetch_app.command("urls")
+def fetch_urls(manifest: Annotated[Path, typer.Argument(help="CSV with an image URL column.")],
+               out: Annotated[Path, typer.Option(help="Output folder.")],
+               url_col: str = "accessURI", size: int | None = None, workers: int = 4):
+    """Images listed by URL in a CSV; every other column is carried."""
+    from herbscan.fetch import fetch_urls as do_fetch
+    typer.echo(f"manifest: {do_fetch(manifest, out, url_col=url_col, size=size, workers=workers)}")
+
+
+@fetch_app.command("smithsonian-mercury")
+def fetch_mercury(out: Annotated[Path, typer.Option(help="Output folder.")]):
+    """The Smithsonian mercury-stained / unstained sheets (about 1 GB)."""
+    from herbscan.fetch import fetch_smithsonian_mercury
+    typer.echo(f"manifest: {fetch_smithsonian_mercury(out)}")
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and run.")]
          = Path("runs/demo"),
