@@ -175,3 +175,18 @@ def test_operating_point_numbers():
     assert op["precision"] == 1.0 and op["recall"] == pytest.approx(2 / 3) and op["n"] == 6
     lower = operating_point(np.array([0.1, 0.2, 0.3, 0.6]), np.array([False, True, True, True]))
     assert lower["threshold"] == pytest.approx(0.2) and lower["balanced_accuracy"] == 1.0
+
+
+def test_report_lists_training_licences(tiny_collection, tmp_path):
+    rows = [{"path": str(p), "label": p.parent.name, "license": "CC-BY" if i % 3 else "CC0"}
+            for i, p in enumerate(sorted(tiny_collection.rglob("*.jpg")))]
+    src = tmp_path / "m.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    data, _ = split(src, tmp_path / "s.csv", seed=1)
+    run = train(data, tmp_path / "r", epochs=1, **FAST)
+    evaluate(run, precision="fp32", progress=False)
+    html = (run / "report.html").read_text()
+    assert "CC-BY (18)" in html and "CC0 (10)" in html

@@ -105,6 +105,9 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
         f"{r.config['training'].get('best_epoch')} of {r.config['training'].get('epochs_run')}",
         "precision": predictor.accel.precision, "device": str(predictor.accel.device),
     }
+    licenses = _licenses(r.config["training"].get("data"))
+    if licenses:
+        info["licences of the training images"] = licenses
     tile_sections = {}
     if predictor.mode == "tiles":
         tile_sections = _tile_sections(predictor, preds, sub, records, heatmap_max)
@@ -161,6 +164,23 @@ def _tile_sections(predictor: Predictor, preds, sub, records: list[dict],
                          "caption": f"{why}; {int(p.tiles.kept.sum())} of {len(p.tiles.kept)} "
                                     f"tiles kept; colour = P({pos or 'predicted class'}) per tile"})
     return {"entropy": entropy, "aggregation": agg, "heatmaps": heatmaps}
+
+
+def _licenses(data: str | None) -> str:
+    """"CC-BY (120), CC0 (3)" from the training manifest's licence column, if it has one."""
+    if not data or not Path(data).is_file():
+        return ""
+    with open(data, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        col = next((c for c in reader.fieldnames or [] if c.lower() in ("license", "licence")),
+                   None)
+        if col is None:
+            return ""
+        counts: dict[str, int] = {}
+        for row in reader:
+            key = (row.get(col) or "").strip() or "(none given)"
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} ({v})" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _read_history(path: Path) -> list[dict]:
