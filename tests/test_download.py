@@ -37,6 +37,10 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(JPEG[:100])
             return None
+        if self.path.startswith("/slow") and n == 1:
+            import time
+            time.sleep(1.0)  # longer than the client's timeout
+            return self._send(200, JPEG, "image/jpeg")
         if self.path.startswith("/html"):
             return self._send(200, b"<html>login</html>", "text/html")
         if self.path.startswith("/missing"):
@@ -82,6 +86,12 @@ def test_retries_checks_and_resume(server, tmp_path):
     before = dict(Handler.hits)
     again = download_all(items[:4], tmp_path / "out", backoff=0.01, progress=False)
     assert all(r.ok and r.skipped for r in again) and Handler.hits == before
+
+
+def test_timeout_is_retried(server, tmp_path):
+    res = download_all([(f"{server}/slow/t.jpg", "t.jpg")], tmp_path, timeout=0.3,
+                       backoff=0.01, progress=False)
+    assert res[0].ok and res[0].attempts == 2 and (tmp_path / "t.jpg").read_bytes() == JPEG
 
 
 def test_gives_up_after_retries(server, tmp_path):
