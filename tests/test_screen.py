@@ -34,6 +34,9 @@ def test_screen_folder_with_a_bad_file(tiny_run, tiny_collection, tmp_path):
                                                          reverse=True)
     with pytest.raises(RunError, match="--resume"):
         screen(tiny_run, tiny_collection, tmp_path / "scr", progress=False)
+    with pytest.raises(RunError, match="threshold 0.5, not 0.7"):
+        screen(tiny_run, tiny_collection, tmp_path / "scr", resume=True, threshold=0.7,
+               progress=False)
 
 
 def test_manifest_metadata_is_carried(tiny_run, tiny_collection, tmp_path):

@@ -121,6 +121,9 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
         if state["model_id"] != model_id:
             raise RunError(f"{out}: was screened with model {state['model_id']}, not "
                            f"{model_id}; use the same run or another --out")
+        if state.get("threshold", thr) != thr:
+            raise RunError(f"{out}: was screened with threshold {state['threshold']}, not "
+                           f"{thr}; resume with the same --threshold or choose another --out")
         with open(out / INPUTS, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         extra = state["metadata_columns"]
@@ -129,7 +132,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
         write_csv(out / INPUTS, rows, list(BASE_COLUMNS) + extra)
         state = {"source": str(Path(source).resolve()), "run": str(r.folder.resolve()),
                  "model_id": model_id, "n_inputs": len(rows), "shard_size": shard_size,
-                 "metadata_columns": extra}
+                 "metadata_columns": extra, "threshold": thr}
         write_json(state_path, state)
     shard_size = state["shard_size"]
     classes = r.classes
@@ -154,21 +157,26 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
                     [p["path"] for p in part], progress=False), job)
                 bar.update(len(part))
 
-    results = pq.read_table(shard_dir).to_pylist() if n_shards else []
-    flagged = sorted((x for x in results if x["flagged"]), key=lambda x: -x["score"])
+    # column-wise, so a screen of millions of sheets is summarised without a dict per row
+    import pyarrow.compute as pc
+    table = pq.read_table(shard_dir)
+    flagged_t = table.filter(pc.field("flagged"))
+    flagged = sorted(flagged_t.to_pylist(), key=lambda x: -x["score"])
     write_csv(out / FLAGGED, flagged, list(BASE_COLUMNS) + extra + ["score", "predicted"]
               + [f"p_{c}" for c in classes])
-    summary = dict(state, screened=len(results),
-                   failed=sum(1 for x in results if x["error"]), flagged=len(flagged),
-                   positive_class=pos, threshold=thr, threshold_source=thr_source,
-                   classes=classes, shards=n_shards, complete=True)
+    summary = dict(state, screened=table.num_rows,
+                   failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
+                   flagged=len(flagged), positive_class=pos, threshold=thr,
+                   threshold_source=thr_source, classes=classes, shards=n_shards,
+                   complete=True)
     write_json(state_path, summary)
     if report:
         screen_report(out, group_by=group_by)
     return summary
 
 
-def _results(out: Path) -> tuple[dict, list[dict]]:
+def _results(out: Path):
+    """(summary, pyarrow Table of all shards) of a finished screen."""
     import pyarrow.parquet as pq
     state_path = out / STATE
     if not state_path.is_file():
@@ -177,13 +185,13 @@ def _results(out: Path) -> tuple[dict, list[dict]]:
     if not summary.get("complete"):
         raise RunError(f"{out}: the screen is unfinished; finish it with `herbscan screen ... "
                        "--resume`")
-    return summary, pq.read_table(out / SHARDS).to_pylist()
+    return summary, pq.read_table(out / SHARDS)
 
 
 def hotspots(results: list[dict], columns: Sequence[str]) -> list[dict]:
     """Flagged rate per value of each column, with 95% Wilson intervals, ranked by lower bound."""
     out = []
-    ok = [r for r in results if not r["error"]]
+    ok = [r for r in results if not r.get("error")]
     for col in columns:
         groups: dict[str, list[int]] = {}
         for r in ok:
@@ -205,8 +213,9 @@ def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
     """Write `out/report.html` for a finished screen; `group_by` names metadata columns."""
     from herbscan.report.screen import write_screen_report
 
+    import pyarrow.compute as pc
     out = Path(out)
-    summary, results = _results(out)
+    summary, table = _results(out)
     meta = summary.get("metadata_columns", [])
     if group_by is None:
         group_by = [c for c in DEFAULT_GROUPS if c in meta]
@@ -214,20 +223,24 @@ def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
     if unknown:
         raise ParameterError(f"group_by column(s) {', '.join(unknown)} are not in the screened "
                              f"manifest (columns: {', '.join(meta) or 'none'})")
-    scores = [r["score"] for r in results if not r["error"] and r["score"] == r["score"]]
-    top = sorted((r for r in results if r["flagged"]), key=lambda r: -r["score"])[:max_gallery]
+    ok = table.filter(pc.equal(table["error"], ""))
+    scores = [v for v in ok["score"].to_pylist() if v == v]  # NaN when no positive class
+    top = sorted(table.filter(pc.field("flagged")).to_pylist(),
+                 key=lambda r: -r["score"])[:max_gallery]
     pictures = _pictures(summary, [r["path"] for r in top])
     flagged = [{"path": r["path"], "specimen_id": r["specimen_id"], "score": r["score"],
                 "thumbnail": pictures.get(r["path"], b""),
                 "extra": {c: str(r.get(c, "")) for c in meta if r.get(c, "") not in ("", None)}}
                for r in top]
     notes = []
-    if any(str(r.get("synthetic", "")).lower() == "true" for r in results):
+    if "synthetic" in table.column_names and "true" in {
+            str(v).lower() for v in pc.unique(table["synthetic"]).to_pylist()}:
         notes.append("This collection is synthetic (herbscan's demo): the flags show the "
                      "pipeline works, not how a real collection is stained.")
     return write_screen_report(out / REPORT, title=f"herbscan screen — {out.name}",
                                summary=summary, scores=scores, flagged=flagged,
-                               hotspots=hotspots(results, group_by), notes=notes)
+                               hotspots=hotspots(ok.select(list(group_by) + ["flagged"])
+                                                 .to_pylist(), group_by), notes=notes)
 
 
 def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
