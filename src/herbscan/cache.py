@@ -133,10 +133,8 @@ def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
     worker so that whole sheets never cross between processes (with a thumbnail for heatmaps
     when `thumbnails`).
     """
-    cache = None
-    if cache_dir is not False:
-        root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
-        cache = TileCache(root, spec)
+    root = _cache_root(cache_dir)
+    cache = TileCache(root, spec) if root else None
     jobs = [(str(p), spec, cache, keep_above, thumbnails) for p in paths]
     yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1)
 
@@ -160,11 +158,16 @@ def _run_jobs(fn, jobs: list, workers: int, description: str, progress: bool,
                 yield (i, *result)
 
 
-def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:
+def _cache_root(cache_dir: str | Path | None | bool) -> Path | None:
+    """None/True: the default cache; False: no cache; else that folder."""
     if cache_dir is False:
         return None
-    root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
-    return SheetCache(root, size, fit)
+    return default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
+
+
+def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:
+    root = _cache_root(cache_dir)
+    return SheetCache(root, size, fit) if root else None
 
 
 def _decode(args: tuple[str, int, str, SheetCache | None]) -> tuple[np.ndarray | None, str]:

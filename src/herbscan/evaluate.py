@@ -170,16 +170,14 @@ def _licenses(data: str | None) -> str:
     """"CC-BY (120), CC0 (3)" from the training manifest's licence column, if it has one."""
     if not data or not Path(data).is_file():
         return ""
-    with open(data, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        col = next((c for c in reader.fieldnames or [] if c.lower() in ("license", "licence")),
-                   None)
-        if col is None:
-            return ""
-        counts: dict[str, int] = {}
-        for row in reader:
-            key = (row.get(col) or "").strip() or "(none given)"
-            counts[key] = counts.get(key, 0) + 1
+    m = read_source(data, require_label=False)
+    col = next((c for c in m.columns if c.lower() in ("license", "licence")), None)
+    if col is None:
+        return ""
+    counts: dict[str, int] = {}
+    for row in m.rows:
+        key = (row.get(col) or "").strip() or "(none given)"
+        counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{k} ({v})" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 

@@ -151,3 +151,8 @@ def thumbnail_jpeg(path: str | Path, max_side: int = 320, quality: int = 80) -> 
 def is_image_file(path: str | Path) -> bool:
     """Whether the path has one of the image suffixes herbscan reads."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files in a folder and below it, sorted."""
+    return sorted(f for f in Path(folder).rglob("*") if f.is_file() and is_image_file(f))

@@ -23,7 +23,7 @@ import numpy as np
 
 from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_path
-from herbscan.images import is_image_file
+from herbscan.images import list_images
 
 SPLITS = ("train", "validation", "test")
 PATH_COLUMNS = ("path", "file", "filename", "image", "accessURI")
@@ -104,10 +104,9 @@ def _read_folder(folder: Path) -> Manifest:
     rows = []
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     for cls in classes:
-        for f in sorted(cls.rglob("*")):
-            if f.is_file() and is_image_file(f):
-                rel = f.relative_to(folder).as_posix()
-                rows.append({OUT_PATH: rel, OUT_LABEL: cls.name, OUT_GROUP: rel})
+        for f in list_images(cls):
+            rel = f.relative_to(folder).as_posix()
+            rows.append({OUT_PATH: rel, OUT_LABEL: cls.name, OUT_GROUP: rel})
     if not rows:
         raise ManifestError(f"{folder}: no images found in class subfolders (expected e.g. "
                             f"{folder}/clean/*.jpg and {folder}/contaminated/*.jpg)")

@@ -19,7 +19,7 @@ from herbscan.accel import Accel
 from herbscan.cache import iter_sheets, load_tile_sheets
 from herbscan.errors import ImageError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write
-from herbscan.images import is_image_file
+from herbscan.images import list_images
 from herbscan.runs import Run, load_run, write_csv
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 
@@ -166,7 +166,7 @@ def expand_images(items: Sequence[str | Path]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)))
+            out.extend(list_images(p))
         elif p.exists():
             out.append(p)
         else:

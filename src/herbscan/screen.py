@@ -28,7 +28,7 @@ import numpy as np
 
 from herbscan.errors import HerbscanError, ManifestError, ParameterError, RunError, check_range
 from herbscan.fileio import atomic_path
-from herbscan.images import is_image_file, thumbnail_jpeg
+from herbscan.images import list_images, thumbnail_jpeg
 from herbscan.manifest import read_source
 from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
@@ -48,7 +48,7 @@ def read_inputs(source: str | Path, *, path_col: str | None = None,
     """Rows {path, specimen_id, …metadata} from a folder, a list of paths or a manifest."""
     source = Path(source)
     if source.is_dir():
-        files = sorted(f for f in source.rglob("*") if f.is_file() and is_image_file(f))
+        files = list_images(source)
         if not files:
             raise ManifestError(f"{source}: no jpg/jpeg/png/tif/tiff images in this folder or "
                                 "below it")
@@ -211,9 +211,9 @@ def hotspots(results: list[dict], columns: Sequence[str]) -> list[dict]:
 def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
                   max_gallery: int = 48) -> Path:
     """Write `out/report.html` for a finished screen; `group_by` names metadata columns."""
-    from herbscan.report.screen import write_screen_report
-
     import pyarrow.compute as pc
+
+    from herbscan.report.screen import write_screen_report
     out = Path(out)
     summary, table = _results(out)
     meta = summary.get("metadata_columns", [])

@@ -17,7 +17,7 @@ import numpy as np
 
 from herbscan.fileio import atomic_write
 
-from . import _env, figures
+from . import _env, _pct, figures
 
 MAX_HOTSPOT_BARS = 20
 MAX_HOTSPOT_TABLE = 100
@@ -45,10 +45,6 @@ def _finite(value: object) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
 
 
 def _count(value: object) -> str:
