@@ -1,0 +1,397 @@
+"""Label text → Darwin Core fields, each with a confidence, low ones flagged for review.
+
+Rules, not a trained model: labels come from hundreds of institutions and centuries, and rules a
+curator can read (a date is a day, a month word or Roman numeral, and a year; coordinates are
+degrees with N/S/E/W; an elevation is a number with m or ft) carry over to labels nobody here has
+seen. Each field's confidence is the OCR confidence of the words it came from times how certain
+the rule that produced it is. A value below `REVIEW` is kept but listed in `needsReview`; below
+`DROP` it is left empty and listed, because a wrong value typed into a database is worse than an
+empty one a curator fills in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from herbscan.labels.names import Checklist, NameGuess, find_names, split_name
+
+REVIEW = 0.6
+DROP = 0.3
+
+MONTHS = {
+    "jan": 1, "january": 1, "janvier": 1, "januar": 1, "enero": 1, "ianuarius": 1,
+    "feb": 2, "february": 2, "fevrier": 2, "februar": 2, "febrero": 2,
+    "mar": 3, "march": 3, "mars": 3, "marz": 3, "marzo": 3,
+    "apr": 4, "april": 4, "avril": 4, "abril": 4, "aprilis": 4,
+    "may": 5, "mai": 5, "mayo": 5, "maius": 5,
+    "jun": 6, "june": 6, "juin": 6, "juni": 6, "junio": 6, "iunius": 6,
+    "jul": 7, "july": 7, "juillet": 7, "juli": 7, "julio": 7, "iulius": 7,
+    "aug": 8, "august": 8, "aout": 8, "agosto": 8, "augustus": 8,
+    "sep": 9, "sept": 9, "september": 9, "septembre": 9, "septiembre": 9,
+    "oct": 10, "october": 10, "octobre": 10, "oktober": 10, "octubre": 10,
+    "nov": 11, "november": 11, "novembre": 11, "noviembre": 11,
+    "dec": 12, "december": 12, "decembre": 12, "dezember": 12, "diciembre": 12,
+}
+ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9,
+         "x": 10, "xi": 11, "xii": 12}
+COUNTRIES = {
+    "usa": "United States", "u.s.a.": "United States", "u.s.a": "United States",
+    "united states": "United States", "united states of america": "United States",
+    "canada": "Canada", "mexico": "Mexico", "greenland": "Greenland", "norway": "Norway",
+    "sweden": "Sweden", "finland": "Finland", "russia": "Russia", "ussr": "Russia",
+    "u.s.s.r.": "Russia", "iceland": "Iceland", "denmark": "Denmark", "germany": "Germany",
+    "france": "France", "spain": "Spain", "italy": "Italy", "japan": "Japan", "china": "China",
+    "brazil": "Brazil", "argentina": "Argentina", "chile": "Chile", "peru": "Peru",
+    "ecuador": "Ecuador", "colombia": "Colombia", "venezuela": "Venezuela",
+    "australia": "Australia", "new zealand": "New Zealand", "india": "India",
+    "south africa": "South Africa", "england": "United Kingdom", "scotland": "United Kingdom",
+    "great britain": "United Kingdom", "united kingdom": "United Kingdom", "ireland": "Ireland",
+    "switzerland": "Switzerland", "austria": "Austria", "poland": "Poland",
+    "costa rica": "Costa Rica", "panama": "Panama", "guatemala": "Guatemala", "cuba": "Cuba",
+    "puerto rico": "Puerto Rico", "philippines": "Philippines", "indonesia": "Indonesia",
+    "madagascar": "Madagascar", "kenya": "Kenya", "mongolia": "Mongolia",
+}
+STATES = [
+    "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut",
+    "Delaware", "Florida", "Georgia", "Hawaii", "Idaho", "Illinois", "Indiana", "Iowa",
+    "Kansas", "Kentucky", "Louisiana", "Maine", "Maryland", "Massachusetts", "Michigan",
+    "Minnesota", "Mississippi", "Missouri", "Montana", "Nebraska", "Nevada", "New Hampshire",
+    "New Jersey", "New Mexico", "New York", "North Carolina", "North Dakota", "Ohio",
+    "Oklahoma", "Oregon", "Pennsylvania", "Rhode Island", "South Carolina", "South Dakota",
+    "Tennessee", "Texas", "Utah", "Vermont", "Virginia", "Washington", "West Virginia",
+    "Wisconsin", "Wyoming", "Alberta", "British Columbia", "Manitoba", "New Brunswick",
+    "Newfoundland", "Nova Scotia", "Ontario", "Quebec", "Saskatchewan", "Yukon",
+    "Yukon Territory", "Northwest Territories", "Nunavut",
+]
+STATE_COUNTRY = {s: ("Canada" if s in {"Alberta", "British Columbia", "Manitoba",
+                                        "New Brunswick", "Newfoundland", "Nova Scotia",
+                                        "Ontario", "Quebec", "Saskatchewan", "Yukon",
+                                        "Yukon Territory", "Northwest Territories", "Nunavut"}
+                     else "United States") for s in STATES}
+HABITAT_WORDS = re.compile(
+    r"\b(on|in|under|among)\s+(rock|rocks|bark|soil|sand|moss|trunk|log|logs|wood|leaves|"
+    r"twigs|tree|trees|boulders?|ledges?|cliffs?)\b|\b(forest|woods|woodland|meadow|bog|fen|"
+    r"swamp|marsh|tundra|heath|slope|scrub|thicket|prairie|grassland|outcrops?|hammock|"
+    r"muskeg|shore|bank|clearing|substrate|host tree|bark|trunk|sandstone|granit\w*|"
+    r"limestone|shaded|moist|dry|wet)\b", re.I)
+LOCALITY_WORDS = re.compile(
+    r"\b(near|vicinity|km|mi\.?|miles?|north|south|east|west|[NSEW]{1,3} of|park|county|co\.|"
+    r"island|lake|river|creek|mountains?|mts?\.|trail|road|hwy|highway|canyon|valley|bay|"
+    r"quad\.?|district|dist\.|reserve|forest reserve|campground|summit|peninsula|fjord|"
+    r"parish|township|T\d+[NS]|R\d+[EW]|sect\.?)\b", re.I)
+BOILERPLATE = re.compile(
+    r"herbarium|university|museum|institut|botanical (garden|inventory)|plants of|flora of|"
+    r"lichens of|cubic|decimeter|kilogram|collection|determined|det\.|expedition|agreement|"
+    r"copyright|ecosystems", re.I)
+
+
+@dataclass
+class Field:
+    """One transcribed value with its confidence (0–1)."""
+
+    value: str
+    conf: float
+
+
+def _ocr_conf(text: str, word_conf: dict[str, float]) -> float:
+    """Mean OCR confidence (0–1) of the words in `text`; 1 when unknown (plain text given)."""
+    confs = [word_conf[w] for w in text.split() if w in word_conf]
+    return sum(confs) / len(confs) / 100.0 if confs else 1.0
+
+
+def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
+                checklist: Checklist | None = None, barcodes: list[str] | None = None,
+                min_name_score: float = 80.0) -> tuple[dict[str, Field], list[str]]:
+    """Darwin Core fields from label text: ({term: Field}, terms to review)."""
+    word_conf = word_conf or {}
+    fields: dict[str, Field] = {}
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
+
+    _name_fields(lines, text, word_conf, checklist, min_name_score, fields)
+    family = re.search(r"\b([A-Z][a-z]+aceae|[A-Z]+ACEAE|Compositae|Gramineae|Leguminosae|"
+                       r"Cruciferae|Umbelliferae|Labiatae|Palmae|Guttiferae)\b", text)
+    if family and "family" not in fields:
+        fam = family.group(1).capitalize()
+        fields["family"] = Field(fam, 0.9 * _ocr_conf(family.group(1), word_conf))
+    _date_fields(lines, word_conf, fields)
+    _coordinate_fields(text, word_conf, fields)
+    _elevation_field(text, word_conf, fields)
+    _collector_fields(lines, word_conf, fields)
+    _catalog_field(text, word_conf, barcodes or [], fields)
+    _place_fields(lines, text, word_conf, fields)
+
+    review = []
+    for term, f in list(fields.items()):
+        f.conf = round(max(0.0, min(1.0, f.conf)), 3)
+        if f.conf < DROP:
+            review.append(term)
+            fields[term] = Field("", f.conf)
+        elif f.conf < REVIEW:
+            review.append(term)
+    return fields, review
+
+
+def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
+    guesses = find_names("\n".join(ln for ln in lines if not BOILERPLATE.search(ln)))
+    if checklist is not None:
+        best = None
+        for g in guesses:
+            hit = checklist.snap(g, min_score=min_score)
+            if hit and (best is None or hit[1] > best[1]):
+                best = (hit[0], hit[1], g)
+        if best is not None:
+            name, score, g = best
+            parts = split_name(name)
+            _set_name(fields, parts, name, score / 100.0, word_conf, g.line)
+            fam = checklist.families.get(name)
+            if fam:
+                fields["family"] = Field(fam, score / 100.0)
+            return
+    if guesses:
+        g = guesses[0]
+        conf = g.score * _ocr_conf(g.line, word_conf)
+        _set_name(fields, g, g.full, min(conf, 0.95), word_conf, g.line)
+
+
+def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str) -> None:
+    fields["scientificName"] = Field(full, conf)
+    fields["genus"] = Field(g.genus, conf)
+    fields["specificEpithet"] = Field(g.epithet, conf)
+    if g.rank and g.infra:
+        fields["taxonRank"] = Field(g.rank, conf)
+        fields["infraspecificEpithet"] = Field(g.infra, conf)
+    else:
+        fields["taxonRank"] = Field("species", conf)
+    if g.author:
+        fields["scientificNameAuthorship"] = Field(g.author, conf)
+
+
+_MONTH_RE = "|".join(sorted(MONTHS, key=len, reverse=True))
+_DATE_PATTERNS = [
+    # 8 Jul 2007, 26. July 1932, 16 January 1989, 24 Jane 3975 (OCR) is refused by the year check
+    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?[\s.\-/]*({_MONTH_RE})\.?,?[\s.\-/]*"
+                rf"(\d{{4}})\b", re.I), "dmy_word", 0.95),
+    # Aug. 25, 1951; March 14 1997; June 10, 1965
+    (re.compile(rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I),
+     "mdy_word", 0.95),
+    # 12.VII.1965, 12 vii 1965
+    (re.compile(r"\b(\d{1,2})[\s.\-/]+([ivxIVX]{1,4})[\s.\-/]+(\d{4})\b"), "roman", 0.9),
+    # 1983-08-31
+    (re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b"), "iso", 0.95),
+    # 31.8.1983, 31/8/1983 (day first, as on most labels outside the US)
+    (re.compile(r"\b(\d{1,2})[./](\d{1,2})[./](\d{4})\b"), "dmy_num", 0.7),
+    # 15/3/75
+    (re.compile(r"\b(\d{1,2})[./](\d{1,2})[./](\d{2})\b"), "dmy_num2", 0.45),
+    # July 1932
+    (re.compile(rf"\b({_MONTH_RE})\.?,?\s+(\d{{4}})\b", re.I), "my_word", 0.8),
+]
+
+
+def _date_fields(lines, word_conf, fields) -> None:
+    for ln in lines:
+        for rx, kind, certainty in _DATE_PATTERNS:
+            m = rx.search(ln)
+            if not m:
+                continue
+            iso = _iso_date(kind, m.groups())
+            if iso is None:
+                continue
+            conf = certainty * _ocr_conf(m.group(0), word_conf)
+            fields["eventDate"] = Field(iso, min(conf, 0.97))
+            fields["verbatimEventDate"] = Field(m.group(0).strip(" ,;"), min(conf, 0.97))
+            return
+
+
+def _iso_date(kind: str, g: tuple) -> str | None:
+    try:
+        if kind == "dmy_word":
+            d, mo, y = int(g[0]), MONTHS[g[1].lower()], int(g[2])
+        elif kind == "mdy_word":
+            mo, d, y = MONTHS[g[0].lower()], int(g[1]), int(g[2])
+        elif kind == "roman":
+            d, mo, y = int(g[0]), ROMAN[g[1].lower()], int(g[2])
+        elif kind == "iso":
+            y, mo, d = int(g[0]), int(g[1]), int(g[2])
+        elif kind == "dmy_num":
+            d, mo, y = int(g[0]), int(g[1]), int(g[2])
+            if mo > 12 and d <= 12:
+                d, mo = mo, d
+        elif kind == "dmy_num2":
+            d, mo, y = int(g[0]), int(g[1]), 1900 + int(g[2])
+            if mo > 12 and d <= 12:
+                d, mo = mo, d
+        elif kind == "my_word":
+            mo, y = MONTHS[g[0].lower()], int(g[1])
+            return f"{y:04d}-{mo:02d}" if 1700 <= y <= 2100 else None
+        else:
+            return None
+    except (KeyError, ValueError):
+        return None
+    if not (1700 <= y <= 2100 and 1 <= mo <= 12 and 1 <= d <= 31):
+        return None
+    return f"{y:04d}-{mo:02d}-{d:02d}"
+
+
+_DEG = r"(\d{1,3}(?:\.\d+)?)\s*[°º˚o*]\s*(?:(\d{1,2}(?:\.\d+)?)\s*['’′`]\s*)?(?:(\d{1,2}(?:\.\d+)?)\s*[\"”″]\s*)?"
+_COORD = re.compile(rf"{_DEG}\s*([NS])\.?[\s,;]+(?:long?\.?\s*)?{_DEG}\s*([EW])", re.I)
+_COORD_DEC = re.compile(r"(-?\d{1,2}\.\d{2,})\s*°?\s*([NS])[\s,;]+(-?\d{1,3}\.\d{2,})\s*°?\s*([EW])",
+                        re.I)
+_COORD_LAT_LONG = re.compile(rf"lat\.?\s*{_DEG}\s*([NS])\.?[\s,;]+long?\.?\s*{_DEG}\s*([EW])",
+                             re.I)
+
+
+def _coordinate_fields(text, word_conf, fields) -> None:
+    flat = " ".join(text.split())
+    for rx in (_COORD_LAT_LONG, _COORD):
+        m = rx.search(flat)
+        if m:
+            g = m.groups()
+            lat = _dms(g[0], g[1], g[2], g[3])
+            lon = _dms(g[4], g[5], g[6], g[7])
+            break
+    else:
+        m = _COORD_DEC.search(flat)
+        if not m:
+            return
+        lat = float(m.group(1)) * (-1 if m.group(2).upper() == "S" else 1)
+        lon = float(m.group(3)) * (-1 if m.group(4).upper() == "W" else 1)
+    if lat is None or lon is None or abs(lat) > 90 or abs(lon) > 180:
+        return
+    conf = 0.9 * _ocr_conf(m.group(0), word_conf)
+    fields["verbatimCoordinates"] = Field(m.group(0).strip(" ,;."), min(conf, 0.95))
+    fields["decimalLatitude"] = Field(f"{lat:.5f}".rstrip("0").rstrip("."), min(conf, 0.95))
+    fields["decimalLongitude"] = Field(f"{lon:.5f}".rstrip("0").rstrip("."), min(conf, 0.95))
+
+
+def _dms(d, m, s, hemi) -> float | None:
+    try:
+        v = float(d) + (float(m) / 60 if m else 0.0) + (float(s) / 3600 if s else 0.0)
+    except ValueError:
+        return None
+    if (m and float(m) >= 60) or (s and float(s) >= 60):
+        return None
+    return -v if hemi.upper() in ("S", "W") else v
+
+
+_ELEV = re.compile(
+    r"(?:(?:elev(?:ation)?|alt(?:itude)?|ca)\.?[:\s]*)?(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)\s*"
+    r"(m\.s\.m\.?|m\b\.?|meters|metres|ft\b\.?|feet)", re.I)
+_ELEV_WORD = re.compile(r"\b(?:elev(?:ation)?|alt(?:itude)?)\.?[:\s]*(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)"
+                        r"(?:\s*(m|ft|feet|meters)\b\.?)?", re.I)
+
+
+def _elevation_field(text, word_conf, fields) -> None:
+    flat = " ".join(text.split())
+    m = _ELEV_WORD.search(flat)
+    certainty = 0.9
+    if not m:
+        for cand in _ELEV.finditer(flat):
+            before = flat[max(0, cand.start() - 3):cand.start()]
+            if "°" in before or re.search(r"\bkm|\bmi", cand.group(0)):
+                continue
+            m, certainty = cand, 0.75
+            break
+    if not m:
+        return
+    value = m.group(0).strip(" ,;")
+    conf = certainty * _ocr_conf(value, word_conf)
+    fields["verbatimElevation"] = Field(value, min(conf, 0.95))
+
+
+_COLLECTOR = re.compile(
+    r"\b(?:leg\.?|coll(?:ected)?\.?(?:\s+by)?|collector|col\.)[:\s]+"
+    r"(?P<who>[A-Z][A-Za-z.'\- ]+?(?:\s*(?:&|and|et)\s*[A-Z][A-Za-z.'\- ]+?)?)"
+    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?\s*(?:$|[,;]|\d{1,2}\s)", re.I)
+_PERSON_NUM = re.compile(
+    r"^(?P<who>(?:[A-Z]\.\s?){1,3}[A-Z][a-zà-ÿ\-']+(?:[,\s]+(?:&|and|et)\s+(?:[A-Z]\.\s?){1,3}"
+    r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.I)
+
+
+def _collector_fields(lines, word_conf, fields) -> None:
+    for ln in lines:
+        m = _COLLECTOR.search(ln)
+        if m:
+            who = " ".join(m.group("who").split()).strip(" .,")
+            conf = 0.85 * _ocr_conf(who, word_conf)
+            fields["recordedBy"] = Field(who, min(conf, 0.95))
+            if m.group("num"):
+                fields["recordNumber"] = Field(m.group("num"), min(conf, 0.95))
+            return
+    for ln in lines:
+        m = _PERSON_NUM.search(ln)
+        if m and not BOILERPLATE.search(ln):
+            who = " ".join(m.group("who").split())
+            conf = 0.7 * _ocr_conf(m.group(0), word_conf)
+            fields["recordedBy"] = Field(who, min(conf, 0.9))
+            fields["recordNumber"] = Field(m.group("num"), min(conf, 0.9))
+            return
+
+
+_ACCESSION = re.compile(
+    r"\b(?:accession|acc\.?|catalog(?:ue)?|cat\.?|herb(?:arium)?\.?|specimen|sheet)\s*"
+    r"(?:no\.?|number|#|n°)?[:\s]*(?P<num>[A-Z]{0,4}[\s\-]?\d[\d\s\-]{2,9}\d)\b", re.I)
+_STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
+
+
+def _catalog_field(text, word_conf, barcodes, fields) -> None:
+    flat = " ".join(text.split())
+    m = _ACCESSION.search(flat)
+    if m:
+        num = re.sub(r"[\s\-]", "", m.group("num")).upper()
+        conf = 0.9 * _ocr_conf(m.group("num"), word_conf)
+        fields["catalogNumber"] = Field(num, min(conf, 0.95))
+        if barcodes:
+            fields["otherCatalogNumbers"] = Field(" | ".join(barcodes), 0.99)
+        return
+    if barcodes:
+        fields["catalogNumber"] = Field(barcodes[0], 0.99)
+        if len(barcodes) > 1:
+            fields["otherCatalogNumbers"] = Field(" | ".join(barcodes[1:]), 0.99)
+        return
+    for ln in text.splitlines():
+        m = _STAMP_NUMBER.match(ln.strip())
+        if m:
+            num = m.group("num").replace(" ", "")
+            fields["catalogNumber"] = Field(num, 0.5 * _ocr_conf(ln, word_conf))
+            return
+
+
+def _place_fields(lines, text, word_conf, fields) -> None:
+    flat = " ".join(ln for ln in lines if not BOILERPLATE.search(ln))
+    for key in sorted(COUNTRIES, key=len, reverse=True):
+        if re.search(rf"(?<![A-Za-z]){re.escape(key)}(?![A-Za-z])", flat, re.I):
+            fields["country"] = Field(COUNTRIES[key], 0.85)
+            break
+    for state in sorted(STATES, key=len, reverse=True):
+        m = re.search(rf"\b{re.escape(state)}\b", flat, re.I)
+        if m:
+            fields["stateProvince"] = Field(state, 0.8 * _ocr_conf(m.group(0), word_conf))
+            fields.setdefault("country", Field(STATE_COUNTRY[state], 0.7))
+            break
+    county = re.search(r"\b([A-Z][A-Za-z.\-]+(?:\s[A-Z][A-Za-z.\-]+)?)\s+(?:Co\.|County|COUNTY)",
+                       flat)
+    if county:
+        fields["county"] = Field(county.group(1).title(), 0.75 * _ocr_conf(county.group(0),
+                                                                           word_conf))
+    name_line = fields.get("scientificName")
+    loc, hab = [], []
+    for ln in lines:
+        if BOILERPLATE.search(ln) or (name_line and ln in text and _is_name_line(ln, fields)):
+            continue
+        for sentence in re.split(r"(?<=[.;])\s+(?=[A-Z])", ln):
+            if HABITAT_WORDS.search(sentence) and not LOCALITY_WORDS.search(sentence[:25]):
+                hab.append(sentence)
+            elif LOCALITY_WORDS.search(sentence):
+                loc.append(sentence)
+    if loc:
+        value = " ".join(loc)
+        fields["locality"] = Field(value, 0.65 * _ocr_conf(value, word_conf))
+    if hab:
+        value = " ".join(hab)
+        fields["habitat"] = Field(value, 0.6 * _ocr_conf(value, word_conf))
+
+
+def _is_name_line(ln: str, fields) -> bool:
+    g = fields.get("genus")
+    return bool(g and g.value and g.value.lower() in ln.lower())

@@ -1,0 +1,252 @@
+"""Scientific names: find them in OCR'd text, and snap them to a collection's checklist.
+
+Without a checklist, a name is a Latin-looking binomial (capitalised genus, lower-case or
+all-caps epithet with a Latin ending) optionally followed by an infraspecific rank and name and
+an authorship; candidates on English words ("University of", "Museum of") are refused.
+
+With a checklist (`Checklist.read`: a CSV with a `scientificName` column, and optionally
+`acceptedNameUsage` and `family`), each candidate is compared with every accepted binomial by
+rapidfuzz similarity, and the closest one at or above `min_score` is used, with its score as the
+field's confidence. A label often carries an older combination of a name the collection now files
+under another genus ("Lycopodium alpinum L." for "Diphasiastrum alpinum (L.) Holub"). When the
+label's binomial is not in the checklist but one checklist name has the same epithet and a
+parenthetical (basionym) author matching the label's author, that name is the current
+combination of the same type and is used: a rule from the nomenclature code, not from this data.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from herbscan.errors import ManifestError
+
+RANKS = {"var.": "variety", "var": "variety", "subsp.": "subspecies", "ssp.": "subspecies",
+         "subsp": "subspecies", "ssp": "subspecies", "f.": "form", "forma": "form"}
+LATIN_END = re.compile(
+    r"(a|ae|um|us|is|ii|i|es|e|on|ium|ia|ensis|oides|ata|atum|atus|ella|ina|ans|ens|ix|ax|ex|x|"
+    r"or|er|os|as|ys|yx|ops|is)$")
+NOT_GENUS = {
+    "university", "museum", "herbarium", "national", "botanical", "state", "county", "plants",
+    "flora", "collection", "collected", "collector", "determined", "expedition", "institute",
+    "department", "college", "society", "garden", "gardens", "arboretum", "park", "forest",
+    "road", "river", "lake", "island", "mountain", "mountains", "north", "south", "east", "west",
+    "near", "along", "about", "growing", "common", "elevation", "alt", "date", "field",
+    "inventory", "refuge", "wildlife", "technical", "family", "name", "location", "locality",
+    "habitat", "notes", "det", "leg", "coll", "one", "the", "with", "and", "from", "quad",
+    "environmental", "agreement", "activity", "ecosystems", "taiga", "tundra", "canada",
+    "alaska", "america", "united", "states", "america", "province", "district", "region",
+    "territory", "ontario", "florida", "georgia", "carolina", "virginia", "california",
+    "arizona", "colorado", "texas", "hawaii", "nevada", "montana", "oregon", "washington",
+    "new", "old", "upper", "lower", "vicinity", "ca", "mi", "km", "sea", "water", "cubic",
+    "decimeter", "kilogram", "liter", "measures", "weights", "of", "on", "in", "at", "to",
+    "lichens", "mosses", "fungi", "plantae", "cryptogamae", "exsiccatae", "ex", "herb",
+}
+NOT_EPITHET = {"of", "and", "the", "for", "from", "with", "near", "university", "museum",
+               "herbarium", "county", "state", "park", "in", "on", "at", "by", "to", "sp", "spp",
+               "north", "south", "east", "west", "river", "lake", "island", "collection"}
+
+WORD = r"[A-Za-zÀ-ÿ\-]+"
+_NAME = re.compile(
+    rf"(?<![A-Za-z])(?P<genus>[A-Z][a-zà-ÿ]{{2,}}|[A-Z]{{3,}})\s+(?P<epithet>[a-zà-ÿ\-]{{3,}}|[A-Z\-]{{3,}})"
+    rf"(?:\s+(?P<rest>.*))?$")
+
+
+@dataclass
+class NameGuess:
+    """A scientific name parsed from a label line."""
+
+    genus: str
+    epithet: str
+    rank: str = ""
+    infra: str = ""
+    author: str = ""
+    line: str = ""
+    score: float = 0.0  # how name-like, 0–1; or checklist similarity when snapped
+    snapped: str = ""   # the checklist name it was snapped to
+    family: str = ""
+
+    @property
+    def binomial(self) -> str:
+        return f"{self.genus} {self.epithet}"
+
+    @property
+    def full(self) -> str:
+        parts = [self.binomial]
+        if self.rank and self.infra:
+            parts.append(f"{self.rank_abbr} {self.infra}")
+        if self.author:
+            parts.append(self.author)
+        return " ".join(parts)
+
+    @property
+    def rank_abbr(self) -> str:
+        return {"variety": "var.", "subspecies": "subsp.", "form": "f."}.get(self.rank, "")
+
+
+def _norm_case(word: str, genus: bool) -> str:
+    w = word.strip()
+    if w.isupper() or (genus and not w[:1].isupper()):
+        w = w.lower()
+        return w.capitalize() if genus else w
+    return w.capitalize() if genus else w.lower()
+
+
+def _author(rest: str) -> tuple[str, str, str]:
+    """(rank, infraspecific name, authorship) from the text after a binomial."""
+    rank = infra = ""
+    toks = rest.split()
+    # authorship before the rank: "Lycopodium clavatum L. subsp. monostachyon (Hook.) Selander"
+    for i, t in enumerate(toks):
+        if t.lower() in RANKS and i + 1 < len(toks) and re.fullmatch(r"[a-zA-Z\-]{3,}",
+                                                                        toks[i + 1]):
+            rank, infra = RANKS[t.lower()], toks[i + 1].lower()
+            author_before = " ".join(toks[:i])
+            author_after = " ".join(toks[i + 2:])
+            author = _clean_author(author_after) or _clean_author(author_before)
+            return rank, infra, author
+    return rank, infra, _clean_author(rest)
+
+
+def _clean_author(text: str) -> str:
+    """Keep the leading run of tokens that look like an authorship: (L.) Holub, Michx., & Mart."""
+    out = []
+    for t in text.split():
+        if re.fullmatch(r"\(?[A-Z][A-Za-zÀ-ÿ'\-]*\.?\)?,?|&|ex|et|\(?[A-Z]\.\)?|\(?[A-Z][a-zà-ÿ]*\.\)?"
+                        r"[A-Z]?[a-z]*\.?\)?", t) and len(out) < 6:
+            if out and t.isupper() and len(t) > 3:
+                break  # an all-caps word after the author is the next field
+            out.append(t.rstrip(","))
+        else:
+            break
+    author = " ".join(out)
+    if author.count("(") != author.count(")"):
+        author = author.replace("(", "").replace(")", "") if author.count(")") == 0 else author
+    return author
+
+
+def find_names(text: str) -> list[NameGuess]:
+    """Every plausible scientific name in `text`, best first."""
+    guesses = []
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for k, ln in enumerate(lines):
+        clean = re.sub(r"^[\W\d_]*(?:\d+\.?\s+)?", "", ln)  # "334. Lycopodium …", "= Lyco…"
+        for m in re.finditer(rf"(?<![A-Za-z])([A-Z][a-zà-ÿ]{{2,}}|[A-Z]{{3,}})\s+"
+                             rf"([a-zà-ÿ\-]{{3,}}|[A-Z\-]{{3,}})\b", clean):
+            g, e = m.group(1), m.group(2)
+            if g.lower() in NOT_GENUS or e.lower() in NOT_EPITHET:
+                continue
+            if g.isupper() != e.isupper() and not (g[:1].isupper() and e.islower()):
+                continue
+            if not (LATIN_END.search(g.lower()) and LATIN_END.search(e.lower())):
+                continue
+            rank, infra, author = _author(clean[m.end():])
+            score = 0.5
+            score += 0.2 if author else 0.0
+            score += 0.1 if m.start() == 0 else 0.0
+            score += 0.1 if k < max(3, len(lines) // 2) else 0.0
+            score -= 0.3 if g.lower().endswith("aceae") else 0.0
+            guesses.append(NameGuess(genus=_norm_case(g, True), epithet=_norm_case(e, False),
+                                     rank=rank, infra=infra, author=author, line=ln,
+                                     score=min(score, 1.0)))
+    guesses.sort(key=lambda g: -g.score)
+    return guesses
+
+
+@dataclass
+class Checklist:
+    """Accepted names of a collection, for snapping OCR'd names (see module docstring)."""
+
+    names: list[str]
+    accepted: dict[str, str] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._keys = [binomial_key(n) for n in self.names]
+
+    @classmethod
+    def read(cls, path: str | Path) -> Checklist:
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"{path}: no such checklist; give a CSV with a scientificName "
+                                "column (optional: acceptedNameUsage, family)")
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            cols = {c.lower().replace("_", ""): c for c in reader.fieldnames or []}
+            col = cols.get("scientificname") or cols.get("name") or cols.get("taxon")
+            if not col:
+                raise ManifestError(f"{path}: no scientificName column (found "
+                                    f"{', '.join(reader.fieldnames or [])}); rename the column "
+                                    "holding the names to scientificName")
+            acc_col = cols.get("acceptednameusage") or cols.get("acceptedname")
+            fam_col = cols.get("family")
+            names, accepted, families = [], {}, {}
+            for r in reader:
+                n = " ".join((r.get(col) or "").split())
+                if not n or len(n.split()) < 2:
+                    continue
+                names.append(n)
+                if acc_col and (r.get(acc_col) or "").strip():
+                    accepted[n] = " ".join(r[acc_col].split())
+                if fam_col and (r.get(fam_col) or "").strip():
+                    families[n] = r[fam_col].strip()
+        if not names:
+            raise ManifestError(f"{path}: the checklist has no names of two or more words")
+        return cls(sorted(set(names)), accepted, families)
+
+    def snap(self, guess: NameGuess, min_score: float = 80.0) -> tuple[str, float] | None:
+        """(checklist name, similarity 0–100) for a guessed name, or None below `min_score`."""
+        from rapidfuzz import fuzz, process
+
+        key = binomial_key(guess.binomial)
+        hit = process.extractOne(key, self._keys, scorer=fuzz.ratio)
+        if hit is None:
+            return None
+        _, score, i = hit
+        if score < 90:  # the label's own combination is not in the checklist
+            alt = self._homotypic(guess)
+            if alt is not None and alt[1] > score:
+                return alt
+        if score < min_score:
+            return None
+        name = self.names[i]
+        return self.accepted.get(name, name), float(score)
+
+    def _homotypic(self, guess: NameGuess) -> tuple[str, float] | None:
+        """A checklist name with the same epithet whose basionym author is the label's author."""
+        from rapidfuzz import fuzz
+
+        if not guess.author:
+            return None
+        author = guess.author.strip("() ").split()[0].rstrip(".").lower() if guess.author else ""
+        best = None
+        for name, key in zip(self.names, self._keys):
+            epithet = key.split()[1] if len(key.split()) > 1 else ""
+            e_score = fuzz.ratio(epithet, guess.epithet.lower())
+            m = re.search(r"\(([^)]+)\)", name)
+            if e_score < 85 or not m:
+                continue
+            basionym_author = m.group(1).split()[0].rstrip(".").lower()
+            if basionym_author == author:
+                score = 0.9 * e_score
+                if best is None or score > best[1]:
+                    best = (self.accepted.get(name, name), score)
+        return best
+
+
+def binomial_key(name: str) -> str:
+    """'Lycopodium clavatum L. subsp. x' → 'lycopodium clavatum' (for comparing names)."""
+    words = re.findall(r"[A-Za-zÀ-ÿ\-]+", name)
+    return " ".join(w.lower() for w in words[:2])
+
+
+def split_name(name: str) -> NameGuess:
+    """A checklist name split into its parts (genus, epithet, rank, infra, author)."""
+    toks = name.split()
+    genus = toks[0] if toks else ""
+    epithet = toks[1] if len(toks) > 1 else ""
+    rank, infra, author = _author(" ".join(toks[2:]))
+    return NameGuess(genus=genus, epithet=epithet, rank=rank, infra=infra, author=author,
+                     line=name)

@@ -1,0 +1,80 @@
+"""One sheet → barcodes, label regions and their OCR: the image half of transcription."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from herbscan.images import open_rgb
+from herbscan.labels.barcodes import Barcode, read_barcodes
+from herbscan.labels.ocr import OcrResult, prepare_text_image, tesseract
+from herbscan.labels.regions import Region, crop_label, find_labels, layout, osd_rotation
+
+MAX_LABELS = 6
+"""Labels OCR'd per sheet, largest first (a sheet rarely has more; the rest are stray words)."""
+
+
+@dataclass
+class LabelText:
+    """One label: where it is and what it says."""
+
+    region: Region
+    ocr: OcrResult
+
+    @property
+    def text(self) -> str:
+        return self.ocr.text
+
+
+@dataclass
+class SheetReading:
+    """Everything read off one sheet image."""
+
+    path: str
+    size: tuple[int, int]
+    barcodes: list[Barcode] = field(default_factory=list)
+    labels: list[LabelText] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """All label text, labels in reading order (top to bottom, then left to right)."""
+        order = sorted(self.labels, key=lambda lt: (lt.region.box[1], lt.region.box[0]))
+        return "\n\n".join(lt.text for lt in order if lt.text.strip())
+
+    @property
+    def words(self):
+        return [w for lt in self.labels for w in lt.ocr.words]
+
+
+def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4) -> OcrResult:
+    """OCR one upright label crop after scaling its text to the height tesseract reads best."""
+    prepared, _ = prepare_text_image(crop)
+    return tesseract(prepared, lang=lang, psm=psm)
+
+
+def read_sheet(path: str | Path, *, lang: str = "eng", barcodes: bool = True,
+               crops_dir: Path | None = None) -> SheetReading:
+    """Decode the barcodes, find the labels, and OCR each label at full resolution."""
+    sheet = open_rgb(path)
+    reading = SheetReading(path=str(path), size=sheet.size)
+    if barcodes:
+        reading.barcodes = read_barcodes(sheet)
+    result, scale, rotation = layout(sheet, lang=lang)
+    regions = find_labels(result, sheet.size, scale=scale, rotation=rotation)[:MAX_LABELS]
+    for k, region in enumerate(regions):
+        crop = crop_label(sheet, region)
+        ocr = read_label(crop, lang=lang)
+        if ocr.mean_conf < 50 and min(crop.size) >= 64:
+            turn = osd_rotation(crop)
+            if turn:
+                turned = read_label(crop.rotate(turn, expand=True), lang=lang)
+                if turned.mean_conf > ocr.mean_conf:
+                    region.rotation = (region.rotation + turn) % 360
+                    crop, ocr = crop.rotate(turn, expand=True), turned
+        reading.labels.append(LabelText(region, ocr))
+        if crops_dir is not None:
+            crops_dir.mkdir(parents=True, exist_ok=True)
+            crop.save(crops_dir / f"{Path(path).stem}_label{k + 1}.jpg", quality=90)
+    return reading
