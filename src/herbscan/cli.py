@@ -235,6 +235,71 @@ def screen_report(folder: Annotated[Path, typer.Argument(help="Folder written by
     typer.echo(f"report: {do_report(folder, group_by=_columns(group_by))}")
 
 
+@app.command()
+def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, text file of "
+                                                      "paths, or CSV/TSV manifest.")],
+               out: Annotated[Path, typer.Option(help="CSV to write (a .json copy goes beside "
+                                                 "it).")],
+               names: Annotated[Path | None, typer.Option(help="Checklist CSV with a "
+                                                          "scientificName column (optional "
+                                                          "acceptedNameUsage, family).")] = None,
+               lang: Annotated[str, typer.Option(help="Tesseract languages, e.g. eng+lat.")]
+               = "eng",
+               layout: Annotated[str, typer.Option(help="sheet (find the labels) | label (each "
+                                                   "image is one label) | line (one text "
+                                                   "line).")] = "sheet",
+               workers: int = 1,
+               crops: Annotated[Path | None, typer.Option(help="Folder for the label crops.")]
+               = None,
+               resume: bool = False, path_col: str | None = None,
+               min_name_score: Annotated[float, typer.Option(help="Checklist similarity "
+                                                             "(0-100) needed to snap a name.")]
+               = 80.0):
+    """Transcribe labels into Darwin Core record drafts: barcodes, OCR, parsed fields."""
+    from herbscan.labels import transcribe as do_transcribe
+    from herbscan.manifest import read_inputs
+    rows, _ = read_inputs(source, path_col=path_col)
+    s = do_transcribe(rows, out, names=names, lang=lang, layout=layout, workers=workers,
+                      crops=crops, resume=resume, min_name_score=min_name_score)
+    per = f", {s['seconds_per_sheet']} s per sheet per worker" if s["seconds_per_sheet"] else ""
+    typer.echo(f"transcribed {s['sheets']} sheets ({s['errors']} failed): barcode on "
+               f"{s['with_barcode']}, name on {s['with_name']}, date on {s['with_date']}, "
+               f"{s['needs_review']} with fields to review{per}")
+    typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")
+
+
+@app.command("transcribe-eval")
+def transcribe_eval(labels: Annotated[Path, typer.Argument(help="CSV from herbscan transcribe.")],
+                    truth: Annotated[Path, typer.Argument(help="Ground-truth CSV.")],
+                    key: Annotated[str, typer.Option(help="Join on: file | catalogNumber.")]
+                    = "file",
+                    fields: Annotated[str | None, typer.Option(help="Terms to score, "
+                                                               "comma-separated (default: all "
+                                                               "found).")] = None,
+                    map: Annotated[list[str] | None, typer.Option(
+                        "--map", help="TRUTH_COLUMN=TERM, repeatable.")] = None,
+                    out: Annotated[Path | None, typer.Option(help="Also write the scores as "
+                                                             "JSON.")] = None):
+    """Score a transcription: per-field exact and fuzzy accuracy and character error rate."""
+    import json
+
+    from herbscan.errors import ParameterError
+    from herbscan.fileio import atomic_write
+    from herbscan.labels.scoring import evaluate_transcription, format_table
+    mapping = {}
+    for m in map or []:
+        if "=" not in m:
+            raise ParameterError(f"--map {m!r}: write TRUTH_COLUMN=TERM, e.g. gt_taxon="
+                                 "scientificName")
+        c, t = m.split("=", 1)
+        mapping[c.strip()] = t.strip()
+    result = evaluate_transcription(labels, truth, key=key, fields=_columns(fields),
+                                    mapping=mapping)
+    typer.echo(format_table(result))
+    if out:
+        atomic_write(out, json.dumps(result, indent=1))
+
+
 def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 

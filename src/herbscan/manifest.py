@@ -356,3 +356,28 @@ def split(source: str | Path, out: str | Path, *, label_col: str | None = None,
     m = read_source(source, label_col=label_col, group_col=group_col, path_col=path_col)
     s = split_manifest(m, ratios=ratios, seed=seed, rare=rare)
     return write_manifest(s, out), split_counts(s)
+
+
+def read_inputs(source: str | Path, *, path_col: str | None = None,
+                group_col: str | None = None) -> tuple[list[dict], list[str]]:
+    """Rows {path, specimen_id, …metadata} from a folder, a list of paths or a manifest."""
+    source = Path(source)
+    if source.is_dir():
+        files = list_images(source)
+        if not files:
+            raise ManifestError(f"{source}: no jpg/jpeg/png/tif/tiff images in this folder or "
+                                "below it")
+        return [{"path": str(f), "specimen_id": f.stem} for f in files], []
+    if not source.is_file():
+        raise ManifestError(f"{source}: no such file or folder; give a folder of images, a text "
+                            "file of paths or a CSV/TSV manifest")
+    if source.suffix.lower() in (".txt", ".lst"):
+        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
+        paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln
+                 for ln in lines if ln and not ln.startswith("#")]
+        return [{"path": str(p), "specimen_id": p.stem} for p in paths], []
+    m = read_source(source, path_col=path_col, group_col=group_col, require_label=False)
+    extra = [c for c in m.columns if c not in ("path", "specimen_id")]
+    rows = [{"path": str(m.path(r)), "specimen_id": m.specimen(r),
+             **{c: r.get(c, "") for c in extra}} for r in m.rows]
+    return rows, extra

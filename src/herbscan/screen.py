@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from herbscan.errors import HerbscanError, ManifestError, ParameterError, RunError, check_range
+from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
 from herbscan.fileio import atomic_path
-from herbscan.images import list_images, thumbnail_jpeg
-from herbscan.manifest import read_source
+from herbscan.images import thumbnail_jpeg
+from herbscan.manifest import read_inputs
 from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
 from herbscan.progress import Progress
@@ -37,35 +37,9 @@ from herbscan.runs import load_run, positive_class, write_csv, write_json
 
 INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged.csv"
 REPORT = "report.html"
-BASE_COLUMNS = ("path", "specimen_id")
 # Darwin Core terms (and storage words) worth grouping by when present and not asked otherwise
 DEFAULT_GROUPS = ("family", "genus", "recordedBy", "year", "country", "stateProvince",
                   "institutionCode", "collectionCode", "cabinet", "storageLocation")
-
-
-def read_inputs(source: str | Path, *, path_col: str | None = None,
-                group_col: str | None = None) -> tuple[list[dict], list[str]]:
-    """Rows {path, specimen_id, …metadata} from a folder, a list of paths or a manifest."""
-    source = Path(source)
-    if source.is_dir():
-        files = list_images(source)
-        if not files:
-            raise ManifestError(f"{source}: no jpg/jpeg/png/tif/tiff images in this folder or "
-                                "below it")
-        return [{"path": str(f), "specimen_id": f.stem} for f in files], []
-    if not source.is_file():
-        raise ManifestError(f"{source}: no such file or folder; give a folder of images, a text "
-                            "file of paths or a CSV/TSV manifest")
-    if source.suffix.lower() in (".txt", ".lst"):
-        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
-        paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln
-                 for ln in lines if ln and not ln.startswith("#")]
-        return [{"path": str(p), "specimen_id": p.stem} for p in paths], []
-    m = read_source(source, path_col=path_col, group_col=group_col, require_label=False)
-    extra = [c for c in m.columns if c not in BASE_COLUMNS]
-    rows = [{"path": str(m.path(r)), "specimen_id": m.specimen(r),
-             **{c: r.get(c, "") for c in extra}} for r in m.rows]
-    return rows, extra
 
 
 def _threshold(run, threshold: str | float) -> tuple[str | None, float | None, str]:
@@ -129,7 +103,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
         extra = state["metadata_columns"]
     else:
         rows, extra = read_inputs(source, path_col=path_col, group_col=group_col)
-        write_csv(out / INPUTS, rows, list(BASE_COLUMNS) + extra)
+        write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra)
         state = {"source": str(Path(source).resolve()), "run": str(r.folder.resolve()),
                  "model_id": model_id, "n_inputs": len(rows), "shard_size": shard_size,
                  "metadata_columns": extra, "threshold": thr}
@@ -162,7 +136,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     table = pq.read_table(shard_dir)
     flagged_t = table.filter(pc.field("flagged"))
     flagged = sorted(flagged_t.to_pylist(), key=lambda x: -x["score"])
-    write_csv(out / FLAGGED, flagged, list(BASE_COLUMNS) + extra + ["score", "predicted"]
+    write_csv(out / FLAGGED, flagged, ["path", "specimen_id"] + extra + ["score", "predicted"]
               + [f"p_{c}" for c in classes])
     summary = dict(state, screened=table.num_rows,
                    failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),

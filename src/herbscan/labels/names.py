@@ -27,7 +27,7 @@ RANKS = {"var.": "variety", "var": "variety", "subsp.": "subspecies", "ssp.": "s
          "subsp": "subspecies", "ssp": "subspecies", "f.": "form", "forma": "form"}
 LATIN_END = re.compile(
     r"(a|ae|um|us|is|ii|i|es|e|on|ium|ia|ensis|oides|ata|atum|atus|ella|ina|ans|ens|ix|ax|ex|x|"
-    r"or|er|os|as|ys|yx|ops|is)$")
+    r"or|er|os|as|ys|yx|ops|o|us|um)$")
 NOT_GENUS = {
     "university", "museum", "herbarium", "national", "botanical", "state", "county", "plants",
     "flora", "collection", "collected", "collector", "determined", "expedition", "institute",
@@ -37,7 +37,7 @@ NOT_GENUS = {
     "inventory", "refuge", "wildlife", "technical", "family", "name", "location", "locality",
     "habitat", "notes", "det", "leg", "coll", "one", "the", "with", "and", "from", "quad",
     "environmental", "agreement", "activity", "ecosystems", "taiga", "tundra", "canada",
-    "alaska", "america", "united", "states", "america", "province", "district", "region",
+    "alaska", "america", "united", "states", "province", "district", "region",
     "territory", "ontario", "florida", "georgia", "carolina", "virginia", "california",
     "arizona", "colorado", "texas", "hawaii", "nevada", "montana", "oregon", "washington",
     "new", "old", "upper", "lower", "vicinity", "ca", "mi", "km", "sea", "water", "cubic",
@@ -47,12 +47,6 @@ NOT_GENUS = {
 NOT_EPITHET = {"of", "and", "the", "for", "from", "with", "near", "university", "museum",
                "herbarium", "county", "state", "park", "in", "on", "at", "by", "to", "sp", "spp",
                "north", "south", "east", "west", "river", "lake", "island", "collection"}
-
-WORD = r"[A-Za-zÀ-ÿ\-]+"
-_NAME = re.compile(
-    rf"(?<![A-Za-z])(?P<genus>[A-Z][a-zà-ÿ]{{2,}}|[A-Z]{{3,}})\s+(?P<epithet>[a-zà-ÿ\-]{{3,}}|[A-Z\-]{{3,}})"
-    rf"(?:\s+(?P<rest>.*))?$")
-
 
 @dataclass
 class NameGuess:
@@ -133,8 +127,8 @@ def find_names(text: str) -> list[NameGuess]:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for k, ln in enumerate(lines):
         clean = re.sub(r"^[\W\d_]*(?:\d+\.?\s+)?", "", ln)  # "334. Lycopodium …", "= Lyco…"
-        for m in re.finditer(rf"(?<![A-Za-z])([A-Z][a-zà-ÿ]{{2,}}|[A-Z]{{3,}})\s+"
-                             rf"([a-zà-ÿ\-]{{3,}}|[A-Z\-]{{3,}})\b", clean):
+        for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,})\s+"
+                             r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b", clean):
             g, e = m.group(1), m.group(2)
             if g.lower() in NOT_GENUS or e.lower() in NOT_EPITHET:
                 continue
@@ -213,6 +207,27 @@ class Checklist:
             return None
         name = self.names[i]
         return self.accepted.get(name, name), float(score)
+
+    def snap_text(self, text: str, min_score: float = 80.0) -> tuple[str, float] | None:
+        """(checklist name, similarity) for a whole line of text, e.g. a name cut from a label;
+        a line of one word is compared with the genera."""
+        from rapidfuzz import fuzz, process
+
+        words = re.findall(r"[A-Za-zÀ-ÿ\-]+", text)
+        if not words:
+            return None
+        if len(words) == 1:
+            genera = sorted({k.split()[0] for k in self._keys})
+            hit = process.extractOne(words[0].lower(), genera, scorer=fuzz.ratio)
+            if hit is None or hit[1] < min_score:
+                return None
+            return hit[0].capitalize(), float(hit[1])
+        hit = process.extractOne(" ".join(w.lower() for w in words[:2]), self._keys,
+                                 scorer=fuzz.ratio)
+        if hit is None or hit[1] < min_score:
+            return None
+        name = self.names[hit[2]]
+        return self.accepted.get(name, name), float(hit[1])
 
     def _homotypic(self, guess: NameGuess) -> tuple[str, float] | None:
         """A checklist name with the same epithet whose basionym author is the label's author."""

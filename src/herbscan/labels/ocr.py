@@ -165,7 +165,7 @@ def line_height(grey: np.ndarray) -> float | None:
     """Median height in pixels of the text lines (runs of rows containing ink), or None."""
     if grey.size == 0:
         return None
-    ink = grey < ink_threshold(grey)
+    ink = grey <= ink_threshold(grey)
     rows = ink.mean(axis=1) > 0.01
     runs, n = [], 0
     for r in rows:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from herbscan.errors import check_choice
 from herbscan.images import open_rgb
 from herbscan.labels.barcodes import Barcode, read_barcodes
-from herbscan.labels.ocr import OcrResult, prepare_text_image, tesseract
+from herbscan.labels.ocr import OcrResult, Word, prepare_text_image, tesseract
 from herbscan.labels.regions import Region, crop_label, find_labels, layout, osd_rotation
 
-MAX_LABELS = 6
+LAYOUTS = ("sheet", "label", "line")
+MAX_LABELS = 10
 """Labels OCR'd per sheet, largest first (a sheet rarely has more; the rest are stray words)."""
 
 
@@ -54,15 +57,45 @@ def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4) -> OcrResu
     return tesseract(prepared, lang=lang, psm=psm)
 
 
-def read_sheet(path: str | Path, *, lang: str = "eng", barcodes: bool = True,
-               crops_dir: Path | None = None) -> SheetReading:
-    """Decode the barcodes, find the labels, and OCR each label at full resolution."""
+def read_line(crop: Image.Image, *, lang: str = "eng") -> OcrResult:
+    """OCR an image holding one line of text (a name cut from a label).
+
+    Two page-segmentation modes (7: one line; 13: raw line, no layout analysis) are tried and
+    the one tesseract is more confident of is kept; stray marks read as punctuation at the ends
+    of words are dropped.
+    """
+    prepared, _ = prepare_text_image(crop)
+    results = [tesseract(prepared, lang=lang, psm=psm) for psm in (7, 13)]
+    best = max(results, key=lambda r: r.mean_conf)
+    words = []
+    for w in best.words:
+        text = re.sub(r"^[^\w(]+|[^\w.)]+$", "", w.text)
+        if text:
+            words.append(Word(text, w.conf, w.box, w.line))
+    return OcrResult(words)
+
+
+def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet",
+               barcodes: bool = True, crops_dir: Path | None = None) -> SheetReading:
+    """Decode the barcodes, find the labels, and OCR each label at full resolution.
+
+    `layout_mode`: "sheet" finds the labels on a herbarium sheet; "label" takes the whole image
+    as one label (a packet or a label photographed alone); "line" as one line of text.
+    """
+    check_choice("layout", layout_mode, LAYOUTS)
     sheet = open_rgb(path)
     reading = SheetReading(path=str(path), size=sheet.size)
-    if barcodes:
+    if barcodes and layout_mode != "line":
         reading.barcodes = read_barcodes(sheet)
-    result, scale, rotation = layout(sheet, lang=lang)
-    regions = find_labels(result, sheet.size, scale=scale, rotation=rotation)[:MAX_LABELS]
+    whole = Region(box=(0, 0, *sheet.size), words=0, conf=0.0)
+    if layout_mode == "line":
+        reading.labels.append(LabelText(whole, read_line(sheet, lang=lang)))
+        return reading
+    if layout_mode == "label":
+        regions = [whole]
+    else:
+        result, scale, rotation = layout(sheet, lang=lang)
+        regions = find_labels(result, sheet.size, scale=scale, rotation=rotation)[:MAX_LABELS]
     for k, region in enumerate(regions):
         crop = crop_label(sheet, region)
         ocr = read_label(crop, lang=lang)

@@ -27,6 +27,8 @@ from herbscan.labels.ocr import OcrResult, Word, _env, find_tesseract, tesseract
 WORK_SIDE = 2400
 """Long side (px) of the image the layout pass reads; finer is slower, coarser misses small print."""
 
+LAYOUT_PSM = 3
+MAX_SKEW = 15.0
 MIN_CONF = 55.0
 MIN_WORDS = 4
 """A sheet with fewer confident words than this is checked for being turned."""
@@ -87,17 +89,24 @@ def working_image(sheet: Image.Image, side: int = WORK_SIDE) -> tuple[Image.Imag
 def layout(sheet: Image.Image, *, lang: str = "eng") -> tuple[OcrResult, float, int]:
     """The layout pass: (words in working pixels, scale, rotation that makes the sheet upright)."""
     work, scale = working_image(sheet)
-    result = tesseract(work, lang=lang, psm=3)
+    result = tesseract(work, lang=lang, psm=LAYOUT_PSM)
     rotation = 0
-    if sum(good_word(w) for w in result.words) < MIN_WORDS:
+    if not _reads_upright(result):
         rotation = osd_rotation(work)
         if rotation:
-            turned = tesseract(work.rotate(rotation, expand=True), lang=lang, psm=3)
+            turned = tesseract(work.rotate(rotation, expand=True), lang=lang, psm=LAYOUT_PSM)
             if sum(good_word(w) for w in turned.words) > sum(good_word(w) for w in result.words):
                 result = turned
             else:
                 rotation = 0
     return result, scale, rotation
+
+
+def _reads_upright(result: OcrResult) -> bool:
+    """Enough confident words, and mostly wider than tall (sideways text reads as tall words)."""
+    good = [w for w in result.words if good_word(w)]
+    tall = sum(1 for w in good if len(w.text) >= 3 and w.box[3] > 1.5 * w.box[2])
+    return len(good) >= MIN_WORDS and tall <= 0.3 * len(good)
 
 
 def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float = 1.0,
@@ -137,8 +146,8 @@ def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float 
 
 
 def _cluster(boxes: list[list]) -> list[list[list]]:
-    """Single-linkage clusters of line boxes closer than ~1.5 line heights vertically and
-    ~3 horizontally (labels are compact; separate labels are further apart than their lines)."""
+    """Single-linkage clusters of line boxes closer than 3 line heights vertically and
+    ~4 horizontally (labels are compact; separate labels are further apart than their lines)."""
     n = len(boxes)
     parent = list(range(n))
 
@@ -154,7 +163,7 @@ def _cluster(boxes: list[list]) -> list[list[list]]:
             h = max(a[4], b[4])
             gap_x = max(0, max(a[0], b[0]) - min(a[2], b[2]))
             gap_y = max(0, max(a[1], b[1]) - min(a[3], b[3]))
-            if gap_x <= 3.0 * h and gap_y <= 1.5 * h:
+            if gap_x <= 4.0 * h and gap_y <= 3.0 * h:
                 parent[root(i)] = root(j)
     groups: dict[int, list] = {}
     for i in range(n):
@@ -179,7 +188,10 @@ def skew_angle(lines: list[list]) -> float:
         slopes.append(np.polyfit(xs, ys, 1)[0])
     if not slopes:
         return 0.0
-    return float(np.degrees(np.arctan(np.median(slopes))))
+    angle = float(np.degrees(np.arctan(np.median(slopes))))
+    # Beyond MAX_SKEW the "lines" are not lines of this orientation; turning, not deskewing,
+    # is what such a label needs (see osd_rotation).
+    return angle if abs(angle) <= MAX_SKEW else 0.0
 
 
 def _to_sheet(box, scale: float, rotation: int, size: tuple[int, int]) -> tuple[int, ...]:

@@ -1,0 +1,170 @@
+"""A collection's sheets → Darwin Core record drafts (CSV and JSON), one row per sheet.
+
+Each sheet is read (barcodes, labels, OCR) and parsed in a worker process; tesseract itself runs
+single-threaded, so `workers` processes keep that many cores busy. Every finished sheet is
+appended to a journal next to the output (`labels.csv.partial.jsonl`), so a killed job resumes
+where it stopped with `resume=True`; the CSV and JSON are written atomically at the end and the
+journal removed. A sheet that cannot be read becomes a row with its `error`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from herbscan.errors import HerbscanError, ParameterError, check_range
+from herbscan.fileio import atomic_write
+from herbscan.labels.fields import parse_label
+from herbscan.labels.names import Checklist
+from herbscan.labels.ocr import check_languages, find_tesseract
+from herbscan.labels.read import LAYOUTS, read_sheet
+from herbscan.progress import Progress
+
+DWC_COLUMNS = (
+    "catalogNumber", "otherCatalogNumbers", "scientificName", "scientificNameAuthorship",
+    "genus", "specificEpithet", "taxonRank", "infraspecificEpithet", "family", "recordedBy",
+    "recordNumber", "eventDate", "verbatimEventDate", "country", "stateProvince", "county",
+    "locality", "habitat", "verbatimElevation", "decimalLatitude", "decimalLongitude",
+    "verbatimCoordinates", "verbatimLabel",
+)
+EXTRA_COLUMNS = ("barcodes", "labelBoxes", "needsReview", "fieldConfidence", "ocrConfidence",
+                 "seconds", "error")
+COLUMNS = ("file", "specimen_id", *DWC_COLUMNS, *EXTRA_COLUMNS)
+
+
+def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
+                     checklist: Checklist | None = None, crops_dir: str | None = None,
+                     min_name_score: float = 80.0) -> dict:
+    """One sheet → one record (dict with every column of `COLUMNS` but file/specimen_id)."""
+    start = time.perf_counter()
+    reading = read_sheet(path, lang=lang, layout_mode=layout,
+                         crops_dir=Path(crops_dir) if crops_dir else None)
+    word_conf: dict[str, float] = {}
+    for w in reading.words:
+        word_conf[w.text] = min(word_conf.get(w.text, 100.0), w.conf)
+    text = reading.text
+    fields, review = parse_label(text, word_conf=word_conf, checklist=checklist,
+                                 barcodes=[b.value for b in reading.barcodes],
+                                 min_name_score=min_name_score)
+    row = {c: "" for c in DWC_COLUMNS + EXTRA_COLUMNS}
+    row.update({k: f.value for k, f in fields.items() if k in row})
+    row["verbatimLabel"] = text
+    row["barcodes"] = json.dumps([b.to_dict() for b in reading.barcodes])
+    row["labelBoxes"] = json.dumps([lt.region.to_dict() for lt in reading.labels])
+    row["needsReview"] = "|".join(review)
+    row["fieldConfidence"] = json.dumps({k: f.conf for k, f in fields.items()})
+    words = reading.words
+    n = sum(len(w.text) for w in words)
+    row["ocrConfidence"] = round(sum(w.conf * len(w.text) for w in words) / n, 1) if n else ""
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _job(args: tuple) -> dict:
+    path, kwargs = args
+    try:
+        return transcribe_sheet(path, **kwargs)
+    except HerbscanError as e:
+        return {"error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one bad sheet must not stop a collection
+        return {"error": f"{path}: {type(e).__name__}: {e}"}
+
+
+def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = None,
+               lang: str = "eng", layout: str = "sheet", workers: int = 1,
+               crops: str | Path | None = None, resume: bool = False,
+               min_name_score: float = 80.0, progress: bool = True) -> dict:
+    """Transcribe every row {path, specimen_id} into `out` (.csv) and `out` with .json.
+
+    Returns a summary: counts of sheets, errors, fields filled and rows needing review.
+    """
+    if layout not in LAYOUTS:
+        raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    check_range("workers", workers, 1)
+    check_range("min_name_score", min_name_score, 0, 100)
+    find_tesseract()
+    check_languages(lang)
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise ParameterError(f"--out {out}: give a .csv path (a .json copy is written beside it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checklist = Checklist.read(names) if names else None
+    journal = out.with_name(out.name + ".partial.jsonl")
+    done: dict[str, dict] = {}
+    if journal.exists():
+        if not resume:
+            raise ParameterError(f"{journal} holds an unfinished job; add --resume to go on "
+                                 "with it, or delete it to start again")
+        for line in journal.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            done[rec["file"]] = rec
+    todo = [r for r in rows if str(r["path"]) not in done]
+    kwargs = {"lang": lang, "layout": layout, "checklist": checklist,
+              "crops_dir": str(crops) if crops else None, "min_name_score": min_name_score}
+    with journal.open("a", encoding="utf-8") as jf, \
+            Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar:
+        bar.update(len(rows) - len(todo))
+
+        def record(r: dict, rec: dict) -> None:
+            full = {c: "" for c in COLUMNS}
+            full.update(rec)
+            full["file"], full["specimen_id"] = str(r["path"]), r.get("specimen_id", "")
+            done[full["file"]] = full
+            jf.write(json.dumps(full, ensure_ascii=False) + "\n")
+            jf.flush()
+            bar.update(1)
+
+        if workers == 1 or len(todo) <= 1:
+            for r in todo:
+                record(r, _job((str(r["path"]), kwargs)))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = {pool.submit(_job, (str(r["path"]), kwargs)): r for r in todo}
+                for fut in as_completed(futures):
+                    record(futures[fut], fut.result())
+    records = [done[str(r["path"])] for r in rows if str(r["path"]) in done]
+    write_records(records, out)
+    journal.unlink(missing_ok=True)
+    return summarise(records)
+
+
+def write_records(records: list[dict], out: Path) -> None:
+    """The CSV (for spreadsheets and database import) and JSON (typed) copies, atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for rec in records:
+        w.writerow(rec)
+    atomic_write(out, buf.getvalue())
+    typed = []
+    for rec in records:
+        t = dict(rec)
+        for k in ("barcodes", "labelBoxes", "fieldConfidence"):
+            t[k] = json.loads(t[k]) if t.get(k) else ([] if k != "fieldConfidence" else {})
+        t["needsReview"] = [x for x in (t.get("needsReview") or "").split("|") if x]
+        typed.append(t)
+    atomic_write(out.with_suffix(".json"), json.dumps(typed, indent=1, ensure_ascii=False))
+
+
+def summarise(records: list[dict]) -> dict:
+    """Counts for the closing line: sheets, errors, barcodes, names, review and time."""
+    ok = [r for r in records if not r.get("error")]
+    secs = [float(r["seconds"]) for r in ok if r.get("seconds") not in ("", None)]
+    return {
+        "sheets": len(records),
+        "errors": len(records) - len(ok),
+        "with_barcode": sum(1 for r in ok if r.get("barcodes") not in ("", "[]")),
+        "with_name": sum(1 for r in ok if r.get("scientificName")),
+        "with_date": sum(1 for r in ok if r.get("eventDate")),
+        "needs_review": sum(1 for r in ok if r.get("needsReview")),
+        "seconds_per_sheet": round(sum(secs) / len(secs), 2) if secs else None,
+    }

@@ -1,0 +1,378 @@
+"""Label transcription: parsing rules, checklist snapping, scoring, and (with tesseract) OCR."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from herbscan.labels.fields import parse_label
+from herbscan.labels.names import Checklist, find_names
+from herbscan.labels.ocr import OcrError, line_height, parse_tsv, prepare_text_image
+from herbscan.labels.regions import _to_sheet, find_labels, skew_angle
+from herbscan.labels.scoring import evaluate_transcription
+
+LABEL = """Lycopodiaceae ALASKA, U.S.A.
+DIPHASIASTRUM ALPINUM (L.) Holub
+KARLUK QUAD.: Kodiak Archipelago, NW of Anvil Lake, 57°21'N, 154°38'W, 260 m,
+lowlands and ultramafic ridges, S-facing slope, in mats of Empetrum nigrum.
+S. Studebaker 07-132 8 Jul 2007
+Herbarium, University of Alaska Museum (ALA) accession V 161227"""
+
+
+def values(text, **kw):
+    fields, review = parse_label(text, **kw)
+    return {k: f.value for k, f in fields.items()}, review
+
+
+# --- fields ---------------------------------------------------------------------------------
+
+def test_parse_typed_label_into_darwin_core():
+    v, review = values(LABEL, barcodes=["H1106319"])
+    assert v["scientificName"] == "Diphasiastrum alpinum (L.) Holub"
+    assert (v["genus"], v["specificEpithet"], v["taxonRank"]) == ("Diphasiastrum", "alpinum",
+                                                                  "species")
+    assert v["scientificNameAuthorship"] == "(L.) Holub"
+    assert v["family"] == "Lycopodiaceae"
+    assert (v["eventDate"], v["verbatimEventDate"]) == ("2007-07-08", "8 Jul 2007")
+    assert float(v["decimalLatitude"]) == pytest.approx(57.35)
+    assert float(v["decimalLongitude"]) == pytest.approx(-(154 + 38 / 60), abs=1e-4)
+    assert v["verbatimElevation"] == "260 m"
+    assert (v["recordedBy"], v["recordNumber"]) == ("S. Studebaker", "07-132")
+    assert v["catalogNumber"] == "V161227"            # printed accession beats the barcode
+    assert v["otherCatalogNumbers"] == "H1106319"
+    assert (v["country"], v["stateProvince"]) == ("United States", "Alaska")
+    assert "Anvil Lake" in v["locality"]
+    assert "slope" in v["habitat"]
+    assert review == []                                # plain text: nothing uncertain
+
+
+@pytest.mark.parametrize("text, iso", [
+    ("Aug. 25, 1951", "1951-08-25"), ("26 July 1932", "1932-07-26"),
+    ("March 14 1997", "1997-03-14"), ("12.VII.1965", "1965-07-12"),
+    ("31.8.1983", "1983-08-31"), ("1983-08-31", "1983-08-31"), ("June, 1965", "1965-06"),
+    ("15/3/75", "1975-03-15"),
+])
+def test_dates_become_iso_8601(text, iso):
+    v, _ = values(f"collected {text} on rocks")
+    assert v["eventDate"] == iso
+    assert text.strip(" ,") in v["verbatimEventDate"] or v["verbatimEventDate"] in text
+
+
+def test_impossible_dates_are_not_guessed():
+    v, _ = values("24 Jane 3975 and 45.13.1990")
+    assert "eventDate" not in v
+
+
+def test_coordinate_formats():
+    v, _ = values("Hahn woods, 33.8014000°N, 84.3233000°W.")
+    assert (float(v["decimalLatitude"]), float(v["decimalLongitude"])) == (33.8014, -84.3233)
+    v, _ = values("app. Lat. 60°22' N., Long. 138°51' W.")
+    assert float(v["decimalLatitude"]) == pytest.approx(60 + 22 / 60, abs=1e-4)
+    assert float(v["decimalLongitude"]) == pytest.approx(-(138 + 51 / 60), abs=1e-4)
+    v, _ = values("55°30'25\"N, 131°03'42\"W, 76 m")
+    assert float(v["decimalLatitude"]) == pytest.approx(55 + 30 / 60 + 25 / 3600, abs=1e-4)
+
+
+def test_collector_after_leg_and_infraspecific_name():
+    v, _ = values("Lycopodium clavatum L. subsp. monostachyon (Hook.) Selander\n"
+                  "leg. Joachim Devold, no. 512\nelev. 1280 m.")
+    assert v["scientificName"].startswith("Lycopodium clavatum subsp. monostachyon")
+    assert (v["taxonRank"], v["infraspecificEpithet"]) == ("subspecies", "monostachyon")
+    assert v["recordedBy"] == "Joachim Devold" and v["recordNumber"] == "512"
+    assert v["verbatimElevation"].startswith("elev. 1280 m")
+
+
+def test_english_phrases_are_not_names():
+    assert find_names("University of Alaska Herbarium\nMuseum of the North") == []
+
+
+def test_low_ocr_confidence_is_flagged_then_dropped():
+    text = "Lycopodium annotinum L.\n8 Jul 2007"
+    conf = {"Lycopodium": 95.0, "annotinum": 90.0, "L.": 90.0, "8": 50.0, "Jul": 50.0,
+            "2007": 50.0}
+    fields, review = parse_label(text, word_conf=conf)
+    assert fields["eventDate"].value == "2007-07-08" and "eventDate" in review  # 0.95×0.5
+    conf.update({"8": 20.0, "Jul": 20.0, "2007": 20.0})
+    fields, review = parse_label(text, word_conf=conf)
+    assert fields["eventDate"].value == "" and "eventDate" in review           # not guessed
+    assert "scientificName" not in review
+
+
+# --- names ----------------------------------------------------------------------------------
+
+def test_checklist_snaps_ocr_errors_and_old_combinations(tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text("scientificName,family\nDiphasiastrum alpinum (L.) Holub,Lycopodiaceae\n"
+                    "Lycopodium annotinum L.,Lycopodiaceae\nHuperzia selago (L.) Bernh.,"
+                    "Lycopodiaceae\n", encoding="utf-8")
+    cl = Checklist.read(path)
+    v, _ = values("Lycopodium annotirum L.\n", checklist=cl)       # one OCR slip
+    assert v["scientificName"] == "Lycopodium annotinum L."
+    v, _ = values("LYCOPODIUM ALPINUM L.\n", checklist=cl)          # basionym of a current name
+    assert v["scientificName"] == "Diphasiastrum alpinum (L.) Holub"
+    assert v["family"] == "Lycopodiaceae"
+    v, _ = values("Carex aquatilis Wahlenb.\n", checklist=cl)       # not in the list: own parse
+    assert v["scientificName"] == "Carex aquatilis Wahlenb."
+
+
+def test_checklist_accepted_name_column_and_bad_files(tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text("scientificName,acceptedNameUsage\nLycopodium selago L.,Huperzia selago "
+                    "(L.) Bernh.\n", encoding="utf-8")
+    v, _ = values("Lycopodium selago L.", checklist=Checklist.read(path))
+    assert v["scientificName"] == "Huperzia selago (L.) Bernh."
+    bad = tmp_path / "bad.csv"
+    bad.write_text("taxon_id,label\n1,x\n", encoding="utf-8")
+    from herbscan.errors import ManifestError
+    with pytest.raises(ManifestError, match="scientificName"):
+        Checklist.read(bad)
+    with pytest.raises(ManifestError, match="no such checklist"):
+        Checklist.read(tmp_path / "missing.csv")
+
+
+# --- OCR plumbing and regions ---------------------------------------------------------------
+
+TSV = ("level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf"
+       "\ttext\n"
+       "1\t1\t0\t0\t0\t0\t0\t0\t500\t200\t-1\t\n"
+       "5\t1\t1\t1\t1\t1\t10\t10\t80\t20\t96.5\tLycopodium\n"
+       "5\t1\t1\t1\t1\t2\t100\t12\t70\t20\t91.0\tclavatum\n"
+       "5\t1\t1\t1\t2\t1\t10\t40\t40\t20\t40.0\t1959\n"
+       "5\t1\t1\t1\t2\t2\t60\t40\t10\t20\t-1\t \n")
+
+
+def test_parse_tsv_rebuilds_lines_with_confidences():
+    r = parse_tsv(TSV)
+    assert r.text == "Lycopodium clavatum\n1959"
+    assert [w.conf for w in r.words] == [96.5, 91.0, 40.0]
+    assert r.mean_conf == pytest.approx((96.5 * 10 + 91 * 8 + 40 * 4) / 22)
+
+
+def test_prepare_scales_text_lines_to_target_height():
+    im = Image.new("L", (400, 60), 255)
+    ImageDraw.Draw(im).rectangle((10, 20, 300, 29), fill=0)       # a 10 px "line of text"
+    assert line_height(np.asarray(im)) == 10
+    out, scale = prepare_text_image(im, target=40)
+    assert scale == 4.0 and out.size == (400 * 4 + 32, 60 * 4 + 32)
+
+
+def test_region_boxes_map_back_through_rotation_and_scale():
+    size = (1000, 1500)                       # w, h of the upright sheet
+    # a box in a 90°-turned (h×w) layout image at half scale
+    box = _to_sheet((100, 50, 200, 80), 0.5, 90, size)
+    # turned image point (X, Y) came from (w - Y, X) of the sheet
+    assert box == (1000 - 160, 200, 60, 200)
+    assert _to_sheet((0, 0, 500, 750), 0.5, 0, size) == (0, 0, 1000, 1500)
+    assert _to_sheet((0, 0, 50, 50), 1.0, 180, size) == (950, 1450, 50, 50)
+
+
+def test_find_labels_clusters_confident_lines_and_measures_skew():
+    from herbscan.labels.ocr import OcrResult, Word
+
+    words = []
+    for i, (x, y) in enumerate([(100, 100), (300, 110), (500, 120)]):   # slope 0.05 → 2.86°
+        words.append(Word(f"Word{i}", 92.0, (x, y, 150, 30), (1, 1, 1)))
+    words.append(Word("second", 90.0, (100, 150, 150, 30), (1, 1, 2)))
+    words.append(Word("far", 90.0, (900, 900, 100, 30), (2, 1, 1)))     # another label
+    words.append(Word("xx", 90.0, (900, 935, 60, 30), (2, 1, 2)))
+    words.append(Word("~@", 10.0, (50, 600, 40, 30), (3, 1, 1)))         # texture, dropped
+    regions = find_labels(OcrResult(words), (1200, 1200))
+    assert len(regions) == 2
+    top = regions[0]
+    assert top.words == 4 and top.box[0] < 100 and top.box[0] + top.box[2] > 650
+    assert top.angle == pytest.approx(2.86, abs=0.05)
+    assert skew_angle([]) == 0.0
+
+
+def _lev(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+def test_transcribe_eval_exact_fuzzy_and_cer(tmp_path):
+    pred = tmp_path / "labels.csv"
+    truth = tmp_path / "truth.csv"
+    with pred.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "scientificName", "catalogNumber", "eventDate",
+                    "verbatimEventDate"])
+        w.writerow(["/x/a.jpg", "Lycopodium alpinum L.", "V161227", "2007-07-08", "8 Jul 2007"])
+        w.writerow(["/x/b.jpg", "Lycopodium clavatun", "", "", ""])
+    with truth.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "scientific_name", "catalog_number", "gt_date"])
+        w.writerow(["images/a.jpg", "Lycopodium alpinum", "ALA V161227", "July 8, 2007"])
+        w.writerow(["images/b.jpg", "Lycopodium clavatum L.", "ALA 3165", ""])
+        w.writerow(["images/c.jpg", "Huperzia selago", "ALA 1", ""])
+    r = evaluate_transcription(pred, truth, key="file")
+    assert r["joined"] == 2 and r["missing"] == ["images/c.jpg"]
+    name = r["fields"]["scientificName"]
+    assert (name["n"], name["exact"], name["fuzzy"]) == (2, 0.5, 1.0)
+    # edits: "…alpinum L." vs "…alpinum" = 3; "…clavatun" vs "…clavatum L." = 1 + 3
+    assert name["cer"] == pytest.approx(7 / (18 + 22))
+    assert r["fields"]["catalogNumber"]["exact"] == 0.5
+    # a date compares as ISO (exact); its CER is on the verbatim text
+    assert r["fields"]["eventDate"] == {"truth_column": "gt_date", "n": 1, "exact": 1.0,
+                                        "fuzzy": 1.0,
+                                        "cer": pytest.approx(_lev("8 Jul 2007", "July 8, 2007")
+                                                             / 12)}
+    with pytest.raises(Exception, match="no column for habitat"):
+        evaluate_transcription(pred, truth, fields=["habitat"])
+
+
+# --- with tesseract -------------------------------------------------------------------------
+
+def _have_tesseract() -> bool:
+    try:
+        from herbscan.labels.ocr import find_tesseract
+        find_tesseract()
+        return True
+    except OcrError:
+        return False
+
+
+@pytest.fixture
+def tesseract():
+    """Tests that run OCR: a failure in CI (HERBSCAN_REQUIRE_TESSERACT=1), else a skip."""
+    if not _have_tesseract():
+        if os.environ.get("HERBSCAN_REQUIRE_TESSERACT"):
+            pytest.fail("tesseract is required here (HERBSCAN_REQUIRE_TESSERACT is set) but "
+                        "was not found")
+        pytest.skip("tesseract not installed (apt install tesseract-ocr tesseract-ocr-eng)")
+
+
+def synthetic_sheet(path: Path, *, turn: int = 0, skew: float = 0.0) -> None:
+    """A 1600×2400 sheet: green 'plant' strokes, a typed label bottom right, a Code 128 label."""
+    import zxingcpp
+
+    rng = np.random.default_rng(0)
+    sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    d = ImageDraw.Draw(sheet)
+    for _ in range(40):
+        x, y = rng.integers(100, 1400), rng.integers(100, 1500)
+        d.line((x, y, x + rng.integers(-200, 200), y + rng.integers(50, 300)),
+               fill=(70, 95, 40), width=int(rng.integers(3, 12)))
+    label = Image.new("RGB", (760, 420), (250, 250, 246))
+    ld = ImageDraw.Draw(label)
+    font = ImageFont.load_default(size=30)
+    lines = ["PLANTS OF ALASKA", "Lycopodium annotinum L.", "Kodiak Island, near Anvil Lake,",
+             "57°21'N, 154°38'W, 260 m", "spruce forest, on moss.", "J. Smith 1234  8 Jul 2007",
+             "accession V 161227"]
+    for i, text in enumerate(lines):
+        ld.text((30, 20 + 55 * i), text, fill=(20, 20, 20), font=font)
+    if skew:
+        label = label.rotate(skew, expand=True, fillcolor=(236, 228, 205))
+    sheet.paste(label, (780, 1850))
+    code = zxingcpp.create_barcode("H1106319", zxingcpp.BarcodeFormat.Code128)
+    bar = Image.fromarray(np.asarray(code.to_image(scale=3))).convert("RGB")
+    sheet.paste(bar, (1150, 1650))
+    if turn:
+        sheet = sheet.rotate(turn, expand=True)
+    sheet.save(path, quality=92)
+
+
+def test_transcribe_synthetic_sheets_end_to_end(tesseract, tmp_path):
+    from herbscan.labels import transcribe
+
+    synthetic_sheet(tmp_path / "upright.jpg", skew=2.0)
+    synthetic_sheet(tmp_path / "sideways.jpg", turn=90)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = [{"path": str(tmp_path / n), "specimen_id": n.split(".")[0]}
+            for n in ("upright.jpg", "sideways.jpg", "broken.jpg")]
+    out = tmp_path / "out" / "labels.csv"
+    summary = transcribe(rows, out, workers=2, crops=tmp_path / "crops", progress=False)
+    assert summary["sheets"] == 3 and summary["errors"] == 1
+    recs = {r["specimen_id"]: r for r in csv.DictReader(out.read_text(encoding="utf-8")
+                                                          .splitlines())}
+    assert "broken.jpg" in recs["broken"]["error"]
+    for sid in ("upright", "sideways"):
+        r = recs[sid]
+        assert r["error"] == ""
+        assert r["scientificName"] == "Lycopodium annotinum L.", (sid, r["verbatimLabel"])
+        assert r["eventDate"] == "2007-07-08"
+        assert r["catalogNumber"] == "V161227", (sid, r["verbatimLabel"])
+        assert r["otherCatalogNumbers"] == "H1106319"
+        assert r["recordedBy"] == "J. Smith" and r["recordNumber"] == "1234"
+        assert float(r["decimalLatitude"]) == pytest.approx(57.35)
+        codes = json.loads(r["barcodes"])
+        assert codes[0]["value"] == "H1106319" and codes[0]["format"] == "Code128"
+        boxes = [b["box"] for b in json.loads(r["labelBoxes"])]
+        assert boxes
+    # the label box of the upright sheet covers the label's text (x 810..~1250, y 1870..~2230)
+    x, y, w, h = max((b["box"] for b in json.loads(recs["upright"]["labelBoxes"])),
+                     key=lambda b: b[2] * b[3])
+    assert x <= 830 and y <= 1900 and x + w >= 1200 and y + h >= 2210
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir())
+    typed = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert isinstance(typed[0]["barcodes"], list) and len(typed) == 3
+    assert not out.with_name("labels.csv.partial.jsonl").exists()
+
+
+def test_transcribe_resumes_from_its_journal(tesseract, tmp_path):
+    from herbscan.errors import ParameterError
+    from herbscan.labels import transcribe
+
+    synthetic_sheet(tmp_path / "a.jpg")
+    rows = [{"path": str(tmp_path / "a.jpg"), "specimen_id": "a"},
+            {"path": str(tmp_path / "done.jpg"), "specimen_id": "done"}]
+    out = tmp_path / "labels.csv"
+    journal = tmp_path / "labels.csv.partial.jsonl"
+    # a killed run left one finished sheet and half a line
+    journal.write_text(json.dumps({"file": str(tmp_path / "done.jpg"), "specimen_id": "done",
+                                   "scientificName": "From the journal"}) + "\n{\"file\": \"x",
+                       encoding="utf-8")
+    with pytest.raises(ParameterError, match="--resume"):
+        transcribe(rows, out, progress=False)
+    transcribe(rows, out, resume=True, progress=False)
+    recs = list(csv.DictReader(out.read_text(encoding="utf-8").splitlines()))
+    assert [r["specimen_id"] for r in recs] == ["a", "done"]
+    assert recs[1]["scientificName"] == "From the journal"        # not read again
+    assert recs[0]["scientificName"] == "Lycopodium annotinum L."
+    assert not journal.exists()
+
+
+def test_cli_says_what_to_install_without_tesseract(tmp_path):
+    synthetic = tmp_path / "s.jpg"
+    Image.new("RGB", (50, 50), "white").save(synthetic)
+    env = {**os.environ, "HERBSCAN_TESSERACT": str(tmp_path / "no-such-tesseract")}
+    p = subprocess.run([sys.executable, "-m", "herbscan.cli", "transcribe", str(tmp_path),
+                        "--out", str(tmp_path / "l.csv")], capture_output=True, text=True,
+                       env=env)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "apt install tesseract-ocr" in p.stderr
+
+
+def test_cli_transcribe_and_eval(tesseract, tmp_path):
+    synthetic_sheet(tmp_path / "s1.jpg")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("file,scientific_name,catalog_number,gt_date\n"
+                     "s1.jpg,Lycopodium annotinum L.,ALA V161227,8 July 2007\n",
+                     encoding="utf-8")
+    run = [sys.executable, "-m", "herbscan.cli"]
+    p = subprocess.run(run + ["transcribe", str(tmp_path), "--out", str(tmp_path / "l.csv")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "barcode on 1, name on 1" in p.stdout
+    p = subprocess.run(run + ["transcribe-eval", str(tmp_path / "l.csv"), str(truth),
+                              "--out", str(tmp_path / "scores.json")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())["fields"]
+    assert scores["scientificName"]["exact"] == 1.0
+    assert scores["catalogNumber"]["exact"] == 1.0 and scores["eventDate"]["exact"] == 1.0
+    assert "scientificName" in p.stdout and "100.0%" in p.stdout
