@@ -53,6 +53,7 @@ def main() -> None:
         "HERBSCAN_SHARED_DATA", DEFAULT)) / "ala-lycopodiaceae")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--dump", type=Path, help="Also write each sheet's OCR text here (JSON).")
     args = ap.parse_args()
     with (args.data / "manifest.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -62,6 +63,10 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         reads = list(pool.map(_read, [str(args.data / r["file"]) for r in rows]))
     wall = time.perf_counter() - t0
+    if args.dump:
+        args.dump.write_text(json.dumps([{"file": r["file"], "text": x[0], "conf": x[1],
+                                          "barcodes": x[2]} for r, x in zip(rows, reads,
+                                                                            strict=True)]))
     counts = Counter(r["scientific_name"] for r in rows)
     n = len(rows)
     hits = Counter()

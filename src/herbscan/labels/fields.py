@@ -337,6 +337,13 @@ _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 def _catalog_field(text, word_conf, barcodes, fields) -> None:
     flat = " ".join(text.split())
     m = _ACCESSION.search(flat)
+    if not m:
+        # "ALA V116314": a number after the herbarium's own code, which labels also print in
+        # parentheses ("University of Alaska Herbarium (ALA)"), as Index Herbariorum codes go
+        for code in dict.fromkeys(re.findall(r"\(([A-Z]{2,8})\)", flat)):
+            m = re.search(rf"\b{code}\s*[:#\-]?\s*(?P<num>[A-Z]?\s?\d{{3,8}})\b", flat)
+            if m:
+                break
     if m:
         num = re.sub(r"[\s\-]", "", m.group("num")).upper()
         conf = 0.9 * _ocr_conf(m.group("num"), word_conf)
