@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from herbscan.errors import HerbscanError
+from herbscan.images import to_rgb
 
 LINE_HEIGHT = 40
 """Pixels from ascender to descender that prepared text lines are scaled to."""
@@ -141,12 +142,8 @@ def parse_tsv(tsv: str) -> OcrResult:
 
 
 def to_grey(im: Image.Image) -> Image.Image:
-    """8-bit grey with any transparency composited onto white."""
-    if im.mode in ("RGBA", "LA", "P", "PA"):
-        im = im.convert("RGBA")
-        paper = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(paper, im)
-    return im.convert("L")
+    """8-bit grey with any transparency composited onto white (as images.to_rgb does)."""
+    return im if im.mode == "L" else to_rgb(im).convert("L")
 
 
 def ink_threshold(grey: np.ndarray) -> int:
