@@ -41,10 +41,7 @@ DEFAULT = HERE.parent.parent / "shared" / "data"
 def _read(path: str):
     t0 = time.perf_counter()
     r = read_sheet(path)
-    conf: dict[str, float] = {}
-    for w in r.words:
-        conf[w.text] = min(conf.get(w.text, 100.0), w.conf)
-    return r.text, conf, [b.value for b in r.barcodes], time.perf_counter() - t0
+    return r.text, r.word_confidences(), [b.value for b in r.barcodes], time.perf_counter() - t0
 
 
 def main() -> None:

@@ -119,7 +119,7 @@ def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
     _elevation_field(text, word_conf, fields)
     _collector_fields(lines, word_conf, fields)
     _catalog_field(text, word_conf, barcodes or [], fields)
-    _place_fields(lines, text, word_conf, fields)
+    _place_fields(lines, word_conf, fields)
 
     review = []
     for term, f in list(fields.items()):
@@ -364,7 +364,7 @@ def _catalog_field(text, word_conf, barcodes, fields) -> None:
             return
 
 
-def _place_fields(lines, text, word_conf, fields) -> None:
+def _place_fields(lines, word_conf, fields) -> None:
     flat = " ".join(ln for ln in lines if not BOILERPLATE.search(ln))
     for key in sorted(COUNTRIES, key=len, reverse=True):
         if re.search(rf"(?<![A-Za-z]){re.escape(key)}(?![A-Za-z])", flat, re.I):
@@ -381,10 +381,9 @@ def _place_fields(lines, text, word_conf, fields) -> None:
     if county:
         fields["county"] = Field(county.group(1).title(), 0.75 * _ocr_conf(county.group(0),
                                                                            word_conf))
-    name_line = fields.get("scientificName")
     loc, hab = [], []
     for ln in lines:
-        if BOILERPLATE.search(ln) or (name_line and ln in text and _is_name_line(ln, fields)):
+        if BOILERPLATE.search(ln) or _is_name_line(ln, fields):
             continue
         for sentence in re.split(r"(?<=[.;])\s+(?=[A-Z])", ln):
             if HABITAT_WORDS.search(sentence) and not LOCALITY_WORDS.search(sentence[:25]):

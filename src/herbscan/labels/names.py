@@ -58,9 +58,7 @@ class NameGuess:
     infra: str = ""
     author: str = ""
     line: str = ""
-    score: float = 0.0  # how name-like, 0–1; or checklist similarity when snapped
-    snapped: str = ""   # the checklist name it was snapped to
-    family: str = ""
+    score: float = 0.0  # how name-like, 0–1
 
     @property
     def binomial(self) -> str:

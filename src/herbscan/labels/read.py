@@ -50,6 +50,13 @@ class SheetReading:
     def words(self):
         return [w for lt in self.labels for w in lt.ocr.words]
 
+    def word_confidences(self) -> dict[str, float]:
+        """Each word's lowest OCR confidence on the sheet, for field confidences."""
+        conf: dict[str, float] = {}
+        for w in self.words:
+            conf[w.text] = min(conf.get(w.text, 100.0), w.conf)
+        return conf
+
 
 def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4) -> OcrResult:
     """OCR one upright label crop after scaling its text to the height tesseract reads best."""

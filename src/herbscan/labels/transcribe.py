@@ -44,9 +44,7 @@ def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
     start = time.perf_counter()
     reading = read_sheet(path, lang=lang, layout_mode=layout,
                          crops_dir=Path(crops_dir) if crops_dir else None)
-    word_conf: dict[str, float] = {}
-    for w in reading.words:
-        word_conf[w.text] = min(word_conf.get(w.text, 100.0), w.conf)
+    word_conf = reading.word_confidences()
     text = reading.text
     fields, review = parse_label(text, word_conf=word_conf, checklist=checklist,
                                  barcodes=[b.value for b in reading.barcodes],
