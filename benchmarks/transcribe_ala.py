@@ -41,7 +41,8 @@ DEFAULT = HERE.parent.parent / "shared" / "data"
 def _read(path: str):
     t0 = time.perf_counter()
     r = read_sheet(path)
-    return r.text, r.word_confidences(), [b.value for b in r.barcodes], time.perf_counter() - t0
+    return (r.text, r.word_confidences(), [b.value for b in r.barcodes],
+            time.perf_counter() - t0, [(s.number, s.conf) for s in r.stamps])
 
 
 def main() -> None:
@@ -62,18 +63,18 @@ def main() -> None:
     wall = time.perf_counter() - t0
     if args.dump:
         args.dump.write_text(json.dumps([{"file": r["file"], "text": x[0], "conf": x[1],
-                                          "barcodes": x[2]} for r, x in zip(rows, reads,
+                                          "barcodes": x[2], "stamps": x[4]} for r, x in zip(rows, reads,
                                                                             strict=True)]))
     counts = Counter(r["scientific_name"] for r in rows)
     n = len(rows)
     hits = Counter()
-    for r, (text, conf, codes, _) in zip(rows, reads, strict=True):
+    for r, (text, conf, codes, _, stamps) in zip(rows, reads, strict=True):
         truth = r["scientific_name"]
         hits["barcode"] += bool(codes)
         hits["epithet_in_text"] += binomial_key(truth).split()[1] in text.lower()
-        plain, _ = parse_label(text, word_conf=conf, barcodes=codes)
+        plain, _ = parse_label(text, word_conf=conf, barcodes=codes, stamps=stamps)
         names = sorted(k for k, c in counts.items() if k != truth or c > 1)
-        with_list, _ = parse_label(text, word_conf=conf, barcodes=codes,
+        with_list, _ = parse_label(text, word_conf=conf, barcodes=codes, stamps=stamps,
                                    checklist=Checklist(names=names))
         hits["name"] += exact("scientificName", plain.get("scientificName", _E).value, truth)
         hits["name_checklist"] += exact("scientificName",

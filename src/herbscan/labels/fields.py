@@ -102,8 +102,13 @@ def _ocr_conf(text: str, word_conf: dict[str, float]) -> float:
 
 def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
                 checklist: Checklist | None = None, barcodes: list[str] | None = None,
+                stamps: list[tuple[str, float]] | None = None,
                 min_name_score: float = 80.0) -> tuple[dict[str, Field], list[str]]:
-    """Darwin Core fields from label text: ({term: Field}, terms to review)."""
+    """Darwin Core fields from label text: ({term: Field}, terms to review).
+
+    `barcodes` are decoded barcode values; `stamps` are (number, confidence 0–1) read inside
+    stamps on the sheet (see `stamps.read_stamps`).
+    """
     word_conf = word_conf or {}
     fields: dict[str, Field] = {}
     lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
@@ -118,7 +123,7 @@ def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
     _coordinate_fields(text, word_conf, fields)
     _elevation_field(text, word_conf, fields)
     _collector_fields(lines, word_conf, fields)
-    _catalog_field(text, word_conf, barcodes or [], fields)
+    _catalog_field(text, word_conf, barcodes or [], stamps or [], fields)
     _place_fields(lines, word_conf, fields)
 
     review = []
@@ -334,7 +339,9 @@ _ACCESSION = re.compile(
 _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 
 
-def _catalog_field(text, word_conf, barcodes, fields) -> None:
+def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
+    """catalogNumber: a number the label prints as the accession, else a stamped number, else
+    the barcode; the barcode goes to otherCatalogNumbers when something else was chosen."""
     flat = " ".join(text.split())
     m = _ACCESSION.search(flat)
     if not m:
@@ -347,6 +354,13 @@ def _catalog_field(text, word_conf, barcodes, fields) -> None:
     if m:
         num = re.sub(r"[\s\-]", "", m.group("num")).upper()
         conf = 0.9 * _ocr_conf(m.group("num"), word_conf)
+        fields["catalogNumber"] = Field(num, min(conf, 0.95))
+        if barcodes:
+            fields["otherCatalogNumbers"] = Field(" | ".join(barcodes), 0.99)
+        return
+    stamped = [(num, conf) for num, conf in stamps if num]
+    if stamped:
+        num, conf = stamped[0]
         fields["catalogNumber"] = Field(num, min(conf, 0.95))
         if barcodes:
             fields["otherCatalogNumbers"] = Field(" | ".join(barcodes), 0.99)

@@ -13,6 +13,7 @@ from herbscan.images import open_rgb
 from herbscan.labels.barcodes import Barcode, read_barcodes
 from herbscan.labels.ocr import OcrResult, Word, prepare_text_image, tesseract
 from herbscan.labels.regions import Region, crop_label, find_labels, layout, osd_rotation
+from herbscan.labels.stamps import Stamp, read_stamps
 
 LAYOUTS = ("sheet", "label", "line")
 MAX_LABELS = 10
@@ -38,6 +39,7 @@ class SheetReading:
     path: str
     size: tuple[int, int]
     barcodes: list[Barcode] = field(default_factory=list)
+    stamps: list[Stamp] = field(default_factory=list)
     labels: list[LabelText] = field(default_factory=list)
 
     @property
@@ -83,8 +85,10 @@ def read_line(crop: Image.Image, *, lang: str = "eng") -> OcrResult:
 
 
 def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet",
-               barcodes: bool = True, crops_dir: Path | None = None) -> SheetReading:
-    """Decode the barcodes, find the labels, and OCR each label at full resolution.
+               barcodes: bool = True, stamps: bool = True,
+               crops_dir: Path | None = None) -> SheetReading:
+    """Decode the barcodes, read numbered stamps, find the labels, and OCR each label at full
+    resolution.
 
     `layout_mode`: "sheet" finds the labels on a herbarium sheet; "label" takes the whole image
     as one label (a packet or a label photographed alone); "line" as one line of text.
@@ -101,6 +105,8 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
     if layout_mode == "label":
         regions = [whole]
     else:
+        if stamps:
+            reading.stamps = read_stamps(sheet)
         result, scale, rotation = layout(sheet, lang=lang)
         regions = find_labels(result, sheet.size, scale=scale, rotation=rotation)[:MAX_LABELS]
     for k, region in enumerate(regions):

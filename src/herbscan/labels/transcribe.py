@@ -32,7 +32,7 @@ DWC_COLUMNS = (
     "locality", "habitat", "verbatimElevation", "decimalLatitude", "decimalLongitude",
     "verbatimCoordinates", "verbatimLabel",
 )
-EXTRA_COLUMNS = ("barcodes", "labelBoxes", "needsReview", "fieldConfidence", "ocrConfidence",
+EXTRA_COLUMNS = ("barcodes", "stamps", "labelBoxes", "needsReview", "fieldConfidence", "ocrConfidence",
                  "seconds", "error")
 COLUMNS = ("file", "specimen_id", *DWC_COLUMNS, *EXTRA_COLUMNS)
 
@@ -48,11 +48,13 @@ def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
     text = reading.text
     fields, review = parse_label(text, word_conf=word_conf, checklist=checklist,
                                  barcodes=[b.value for b in reading.barcodes],
+                                 stamps=[(s.number, s.conf) for s in reading.stamps],
                                  min_name_score=min_name_score)
     row = {c: "" for c in DWC_COLUMNS + EXTRA_COLUMNS}
     row.update({k: f.value for k, f in fields.items() if k in row})
     row["verbatimLabel"] = text
     row["barcodes"] = json.dumps([b.to_dict() for b in reading.barcodes])
+    row["stamps"] = json.dumps([s.to_dict() for s in reading.stamps])
     row["labelBoxes"] = json.dumps([lt.region.to_dict() for lt in reading.labels])
     row["needsReview"] = "|".join(review)
     row["fieldConfidence"] = json.dumps({k: f.conf for k, f in fields.items()})
