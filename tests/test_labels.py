@@ -256,8 +256,22 @@ def tesseract():
         pytest.skip("tesseract not installed (apt install tesseract-ocr tesseract-ocr-eng)")
 
 
-def synthetic_sheet(path: Path, *, turn: int = 0, skew: float = 0.0) -> None:
-    """A 1600×2400 sheet: green 'plant' strokes, a typed label bottom right, a Code 128 label."""
+def draw_stamp(sheet: Image.Image, xy: tuple[int, int], number: str) -> tuple[int, ...]:
+    """A violet oval herbarium stamp with `number` inside; returns its box (x, y, w, h)."""
+    x, y = xy
+    d = ImageDraw.Draw(sheet)
+    ink = (95, 80, 150)
+    d.ellipse((x, y, x + 380, y + 260), outline=ink, width=4)
+    d.text((x + 110, y + 30), "HERBARIUM", fill=ink, font=ImageFont.load_default(size=30))
+    d.text((x + 105, y + 100), number, fill=(90, 120, 170), font=ImageFont.load_default(size=44))
+    d.line((x + 70, y + 160, x + 310, y + 160), fill=ink, width=3)
+    return (x, y, 381, 261)
+
+
+def synthetic_sheet(path: Path, *, turn: int = 0, skew: float = 0.0,
+                    accession: bool = True, stamp: str = "") -> None:
+    """A 1600×2400 sheet: green 'plant' strokes, a typed label bottom right, a Code 128 label,
+    and optionally a numbered oval stamp bottom left."""
     import zxingcpp
 
     rng = np.random.default_rng(0)
@@ -272,7 +286,7 @@ def synthetic_sheet(path: Path, *, turn: int = 0, skew: float = 0.0) -> None:
     font = ImageFont.load_default(size=30)
     lines = ["PLANTS OF ALASKA", "Lycopodium annotinum L.", "Kodiak Island, near Anvil Lake,",
              "57°21'N, 154°38'W, 260 m", "spruce forest, on moss.", "J. Smith 1234  8 Jul 2007",
-             "accession V 161227"]
+             "accession V 161227" if accession else ""]
     for i, text in enumerate(lines):
         ld.text((30, 20 + 55 * i), text, fill=(20, 20, 20), font=font)
     if skew:
@@ -281,6 +295,8 @@ def synthetic_sheet(path: Path, *, turn: int = 0, skew: float = 0.0) -> None:
     code = zxingcpp.create_barcode("H1106319", zxingcpp.BarcodeFormat.Code128)
     bar = Image.fromarray(np.asarray(code.to_image(scale=3))).convert("RGB")
     sheet.paste(bar, (1150, 1650))
+    if stamp:
+        draw_stamp(sheet, (120, 1950), stamp)
     if turn:
         sheet = sheet.rotate(turn, expand=True)
     sheet.save(path, quality=92)
@@ -376,3 +392,107 @@ def test_cli_transcribe_and_eval(tesseract, tmp_path):
     assert scores["scientificName"]["exact"] == 1.0
     assert scores["catalogNumber"]["exact"] == 1.0 and scores["eventDate"]["exact"] == 1.0
     assert "scientificName" in p.stdout and "100.0%" in p.stdout
+
+
+# --- stamps and single name lines -------------------------------------------------------------
+
+def test_find_stamps_keeps_closed_hollow_outlines_only():
+    from herbscan.labels.stamps import find_stamps
+
+    sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    box = draw_stamp(sheet, (120, 1950), "40480")
+    d = ImageDraw.Draw(sheet)
+    d.ellipse((900, 300, 1150, 480), fill=(60, 60, 60))                      # a blot
+    d.arc((900, 900, 1250, 1150), start=200, end=340, fill=(60, 60, 60), width=4)  # open arc
+    d.rectangle((100, 100, 1000, 600), outline=(40, 40, 40), width=4)         # label frame
+    found = find_stamps(sheet)
+    assert len(found) == 1
+    assert all(abs(a - b) <= 6 for a, b in zip(found[0], box, strict=True)), (found, box)
+
+
+def test_read_stamp_number_by_agreement(tesseract):
+    from herbscan.labels.stamps import find_stamps, read_stamp
+
+    sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    draw_stamp(sheet, (120, 1950), "V 87317")
+    stamp = read_stamp(sheet, find_stamps(sheet)[0])
+    assert stamp.number == "V87317"
+    assert stamp.votes >= 2 and 0.6 <= stamp.conf <= 0.9
+    blank = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    draw_stamp(blank, (120, 1950), "")
+    empty = read_stamp(blank, find_stamps(blank)[0])
+    assert (empty.number, empty.conf) == ("", 0.0)
+
+
+def test_catalog_number_prefers_accession_then_stamp_then_barcode():
+    v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.78)])
+    assert (v["catalogNumber"], v["otherCatalogNumbers"]) == ("41151", "H1")
+    assert "catalogNumber" not in review
+    v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.54)])
+    assert v["catalogNumber"] == "41151" and "catalogNumber" in review   # 2 of 5 reads agreed
+    v, _ = values("accession V 161227", barcodes=["H1"], stamps=[("41151", 0.9)])
+    assert v["catalogNumber"] == "V161227"
+    v, _ = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("", 0.0)])
+    assert v["catalogNumber"] == "H1"
+
+
+def test_snap_line_picks_the_reading_that_makes_a_name():
+    cl = Checklist(names=["Viburnum dentatum L.", "Viburnum acerifolium L.", "Erigeron",
+                          "Lycopodium complanatum var. canadense Vict."],
+                   accepted={"Erigeron": "Erigeron L."})
+    # the most confident reading is garbage; a less confident one is close to a listed name
+    assert cl.snap_line(["Woven fhe", "Wbarnam dentabon"]) == ("Viburnum dentatum L.",
+                                                               pytest.approx(60.6, abs=0.1))
+    assert cl.snap_line(["ERIGERON"])[0] == "Erigeron L."                 # accepted name
+    assert cl.snap_line(["Lycopodium complanatum var canadense"])[1] == 100.0  # no authorship
+    assert cl.snap_line(["qqq zzz"]) is None and cl.snap_line([""]) is None
+    v, review = values("Wbarnam dentabon", checklist=cl,
+                       name_readings=["Wbarnam dentabon", "Woven fhe"])
+    assert v["scientificName"] == "Viburnum dentatum L." and "scientificName" not in review
+    assert v["genus"] == "Viburnum"
+    v, review = values("Woven fhe", checklist=cl, name_readings=["Woven fhe"])
+    assert "scientificName" not in v
+
+
+def test_line_readings_are_ordered_by_confidence(tesseract):
+    from herbscan.labels.read import LINE_READS, line_readings, read_line
+
+    img = Image.new("RGB", (700, 70), "white")
+    ImageDraw.Draw(img).text((10, 12), "Viburnum dentatum", fill="black",
+                             font=ImageFont.load_default(size=40))
+    readings = line_readings(img)
+    assert len(readings) == len(LINE_READS)
+    confs = [r.mean_conf for r in readings]
+    assert confs == sorted(confs, reverse=True)
+    assert read_line(img).text == readings[0].text == "Viburnum dentatum"
+
+
+def test_transcribe_reads_a_stamped_catalog_number(tesseract, tmp_path):
+    from herbscan.labels import transcribe
+
+    synthetic_sheet(tmp_path / "s.jpg", accession=False, stamp="40480")
+    out = tmp_path / "labels.csv"
+    transcribe([{"path": str(tmp_path / "s.jpg"), "specimen_id": "s"}], out, progress=False)
+    (r,) = csv.DictReader(out.read_text(encoding="utf-8").splitlines())
+    assert (r["catalogNumber"], r["otherCatalogNumbers"]) == ("40480", "H1106319")
+    (stamp,) = json.loads(r["stamps"])
+    assert stamp["number"] == "40480" and abs(stamp["box"][0] - 120) <= 6
+
+
+def test_transcribe_line_layout_snaps_to_the_checklist(tesseract, tmp_path):
+    from herbscan.labels import transcribe
+
+    img = Image.new("RGB", (700, 70), "white")
+    ImageDraw.Draw(img).text((10, 12), "Viburnum dentatun", fill="black",   # a typo on the label
+                             font=ImageFont.load_default(size=40))
+    img.save(tmp_path / "line.png")
+    names = tmp_path / "names.csv"
+    names.write_text("scientificName\nViburnum dentatum L.\nViburnum acerifolium L.\n",
+                     encoding="utf-8")
+    out = tmp_path / "lines.csv"
+    transcribe([{"path": str(tmp_path / "line.png"), "specimen_id": "l"}], out, names=names,
+               layout="line", progress=False)
+    (r,) = csv.DictReader(out.read_text(encoding="utf-8").splitlines())
+    assert r["verbatimLabel"] == "Viburnum dentatun"
+    assert r["scientificName"] == "Viburnum dentatum L."
+    assert json.loads(r["fieldConfidence"])["scientificName"] >= 0.9

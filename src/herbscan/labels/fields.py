@@ -103,17 +103,24 @@ def _ocr_conf(text: str, word_conf: dict[str, float]) -> float:
 def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
                 checklist: Checklist | None = None, barcodes: list[str] | None = None,
                 stamps: list[tuple[str, float]] | None = None,
+                name_readings: list[str] | None = None,
                 min_name_score: float = 80.0) -> tuple[dict[str, Field], list[str]]:
     """Darwin Core fields from label text: ({term: Field}, terms to review).
 
     `barcodes` are decoded barcode values; `stamps` are (number, confidence 0–1) read inside
-    stamps on the sheet (see `stamps.read_stamps`).
+    stamps on the sheet (see `stamps.read_stamps`). `name_readings`: when the text is one line
+    known to hold a name, every OCR reading of it, for the checklist to choose from.
     """
     word_conf = word_conf or {}
     fields: dict[str, Field] = {}
     lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
 
-    _name_fields(lines, text, word_conf, checklist, min_name_score, fields)
+    if checklist is not None and name_readings:
+        hit = checklist.snap_line(name_readings)
+        if hit is not None:
+            _set_checklist_name(fields, checklist, *hit, word_conf, text)
+    if "scientificName" not in fields:
+        _name_fields(lines, text, word_conf, checklist, min_name_score, fields)
     family = re.search(r"\b([A-Z][a-z]+aceae|[A-Z]+ACEAE|Compositae|Gramineae|Leguminosae|"
                        r"Cruciferae|Umbelliferae|Labiatae|Palmae|Guttiferae)\b", text)
     if family and "family" not in fields:
@@ -147,16 +154,19 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
                 best = (hit[0], hit[1], g)
         if best is not None:
             name, score, g = best
-            parts = split_name(name)
-            _set_name(fields, parts, name, score / 100.0, word_conf, g.line)
-            fam = checklist.families.get(name)
-            if fam:
-                fields["family"] = Field(fam, score / 100.0)
+            _set_checklist_name(fields, checklist, name, score, word_conf, g.line)
             return
     if guesses:
         g = guesses[0]
         conf = g.score * _ocr_conf(g.line, word_conf)
         _set_name(fields, g, g.full, min(conf, 0.95), word_conf, g.line)
+
+
+def _set_checklist_name(fields, checklist, name: str, score: float, word_conf, line: str) -> None:
+    _set_name(fields, split_name(name), name, score / 100.0, word_conf, line)
+    fam = checklist.families.get(name)
+    if fam:
+        fields["family"] = Field(fam, score / 100.0)
 
 
 def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str) -> None:

@@ -23,6 +23,10 @@ from pathlib import Path
 
 from herbscan.errors import ManifestError
 
+LINE_MIN_SCORE = 60.0
+"""Similarity needed to snap a line known to hold a name (see `Checklist.snap_line`): lower than
+for names found in running text, because the line cannot be anything else; such names keep the
+similarity as confidence, so those below 80 are still sent for review."""
 RANKS = {"var.": "variety", "var": "variety", "subsp.": "subspecies", "ssp.": "subspecies",
          "subsp": "subspecies", "ssp": "subspecies", "f.": "form", "forma": "form"}
 LATIN_END = re.compile(
@@ -177,7 +181,7 @@ class Checklist:
             names, accepted, families = [], {}, {}
             for r in reader:
                 n = " ".join((r.get(col) or "").split())
-                if not n or len(n.split()) < 2:
+                if not n:
                     continue
                 names.append(n)
                 if acc_col and (r.get(acc_col) or "").strip():
@@ -185,7 +189,8 @@ class Checklist:
                 if fam_col and (r.get(fam_col) or "").strip():
                     families[n] = r[fam_col].strip()
         if not names:
-            raise ManifestError(f"{path}: the checklist has no names of two or more words")
+            raise ManifestError(f"{path}: the checklist has no names; fill its scientificName "
+                                "column")
         return cls(sorted(set(names)), accepted, families)
 
     def snap(self, guess: NameGuess, min_score: float = 80.0) -> tuple[str, float] | None:
@@ -206,26 +211,42 @@ class Checklist:
         name = self.names[i]
         return self.accepted.get(name, name), float(score)
 
-    def snap_text(self, text: str, min_score: float = 80.0) -> tuple[str, float] | None:
-        """(checklist name, similarity) for a whole line of text, e.g. a name cut from a label;
-        a line of one word is compared with the genera."""
+    def snap_line(self, readings: list[str],
+                  min_score: float = LINE_MIN_SCORE) -> tuple[str, float] | None:
+        """(checklist name, similarity 0–100) for a line known to hold one name (a name cut from a
+        label), given one or more OCR readings of it; None below `min_score`.
+
+        Every reading is compared (lower case, letters only) with every listed name without its
+        authorship (a genus listed alone included), and the best pair wins: the checklist picks the
+        reading that makes sense rather than the one tesseract was surest of, as lexicon-driven
+        handwriting recognition does.
+        """
         from rapidfuzz import fuzz, process
 
-        words = re.findall(r"[A-Za-zÀ-ÿ\-]+", text)
-        if not words:
+        keys, names = self._line_entries()
+        best = None
+        for text in readings:
+            words = re.findall(r"[A-Za-zÀ-ÿ\-]+", text)
+            if not words:
+                continue
+            hit = process.extractOne(" ".join(words).lower(), keys, scorer=fuzz.ratio)
+            if hit is not None and (best is None or hit[1] > best[1]):
+                best = (names[hit[2]], float(hit[1]))
+        if best is None or best[1] < min_score:
             return None
-        if len(words) == 1:
-            genera = sorted({k.split()[0] for k in self._keys})
-            hit = process.extractOne(words[0].lower(), genera, scorer=fuzz.ratio)
-            if hit is None or hit[1] < min_score:
-                return None
-            return hit[0].capitalize(), float(hit[1])
-        hit = process.extractOne(" ".join(w.lower() for w in words[:2]), self._keys,
-                                 scorer=fuzz.ratio)
-        if hit is None or hit[1] < min_score:
-            return None
-        name = self.names[hit[2]]
-        return self.accepted.get(name, name), float(hit[1])
+        return self.accepted.get(best[0], best[0]), best[1]
+
+    def _line_entries(self) -> tuple[list[str], list[str]]:
+        """(comparison keys, names): each name without its authorship."""
+        if not hasattr(self, "_lines"):
+            entries: dict[str, str] = {}
+            for name in self.names:
+                g = split_name(name)
+                rank = {"variety": "var", "subspecies": "subsp", "form": "f"}.get(g.rank, "")
+                key = " ".join(p for p in (g.genus, g.epithet, rank, g.infra) if p).lower()
+                entries.setdefault(key, name)
+            self._lines = (list(entries), list(entries.values()))
+        return self._lines
 
     def _homotypic(self, guess: NameGuess) -> tuple[str, float] | None:
         """A checklist name with the same epithet whose basionym author is the label's author."""

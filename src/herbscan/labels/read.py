@@ -26,6 +26,8 @@ class LabelText:
 
     region: Region
     ocr: OcrResult
+    alternatives: list[str] = field(default_factory=list)
+    """Other readings of the same image (line layout), for a checklist to choose from."""
 
     @property
     def text(self) -> str:
@@ -66,22 +68,32 @@ def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4) -> OcrResu
     return tesseract(prepared, lang=lang, psm=psm)
 
 
-def read_line(crop: Image.Image, *, lang: str = "eng") -> OcrResult:
-    """OCR an image holding one line of text (a name cut from a label).
+LINE_READS = ((40, 7), (40, 13), (30, 7), (60, 7), (30, 13), (60, 13))
+"""(text height px, page-segmentation mode) of each reading of a single line: 7 is one line,
+13 a raw line without layout analysis. Handwriting reads differently at each size, and a
+checklist can pick the reading that makes a name (see `names.Checklist.snap_line`)."""
 
-    Two page-segmentation modes (7: one line; 13: raw line, no layout analysis) are tried and
-    the one tesseract is more confident of is kept; stray marks read as punctuation at the ends
-    of words are dropped.
-    """
-    prepared, _ = prepare_text_image(crop)
-    results = [tesseract(prepared, lang=lang, psm=psm) for psm in (7, 13)]
-    best = max(results, key=lambda r: r.mean_conf)
-    words = []
-    for w in best.words:
-        text = re.sub(r"^[^\w(]+|[^\w.)]+$", "", w.text)
-        if text:
-            words.append(Word(text, w.conf, w.box, w.line))
-    return OcrResult(words)
+
+def line_readings(crop: Image.Image, *, lang: str = "eng") -> list[OcrResult]:
+    """Every reading of an image holding one line of text (`LINE_READS`), most confident first;
+    stray marks read as punctuation at the ends of words are dropped."""
+    results = []
+    for height in dict.fromkeys(h for h, _ in LINE_READS):
+        prepared, _ = prepare_text_image(crop, target=height)
+        for _, psm in (r for r in LINE_READS if r[0] == height):
+            words = []
+            for w in tesseract(prepared, lang=lang, psm=psm).words:
+                text = re.sub(r"^[^\w(]+|[^\w.)]+$", "", w.text)
+                if text:
+                    words.append(Word(text, w.conf, w.box, w.line))
+            results.append(OcrResult(words))
+    return sorted(results, key=lambda r: -r.mean_conf)
+
+
+def read_line(crop: Image.Image, *, lang: str = "eng") -> OcrResult:
+    """OCR an image holding one line of text (a name cut from a label): the most confident of
+    `line_readings`."""
+    return line_readings(crop, lang=lang)[0]
 
 
 def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet",
@@ -100,7 +112,8 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
         reading.barcodes = read_barcodes(sheet)
     whole = Region(box=(0, 0, *sheet.size), words=0, conf=0.0)
     if layout_mode == "line":
-        reading.labels.append(LabelText(whole, read_line(sheet, lang=lang)))
+        best, *others = line_readings(sheet, lang=lang)
+        reading.labels.append(LabelText(whole, best, [r.text for r in others]))
         return reading
     if layout_mode == "label":
         regions = [whole]

@@ -85,7 +85,7 @@ def find_stamps(sheet: Image.Image, *, side: int = FIND_SIDE) -> list[tuple[int,
         bands = (comp[:h // 5], comp[-(h // 5):], comp[:, :w // 5], comp[:, -(w // 5):])
         if not all(b.any() for b in bands):  # an arc or a bracket, not a closed loop
             continue
-        boxes.append(tuple(int(round(v / scale)) for v in (sl[1].start, sl[0].start, w, h)))
+        boxes.append(tuple(round(v / scale) for v in (sl[1].start, sl[0].start, w, h)))
     return boxes
 
 

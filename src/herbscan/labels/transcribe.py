@@ -46,9 +46,11 @@ def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
                          crops_dir=Path(crops_dir) if crops_dir else None)
     word_conf = reading.word_confidences()
     text = reading.text
+    others = [a for lt in reading.labels for a in lt.alternatives]
     fields, review = parse_label(text, word_conf=word_conf, checklist=checklist,
                                  barcodes=[b.value for b in reading.barcodes],
                                  stamps=[(s.number, s.conf) for s in reading.stamps],
+                                 name_readings=[text, *others] if layout == "line" else None,
                                  min_name_score=min_name_score)
     row = {c: "" for c in DWC_COLUMNS + EXTRA_COLUMNS}
     row.update({k: f.value for k, f in fields.items() if k in row})
