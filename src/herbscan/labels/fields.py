@@ -362,16 +362,12 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
             if m:
                 break
     if m:
-        num = re.sub(r"[\s\-]", "", m.group("num")).upper()
-        conf = 0.9 * _ocr_conf(m.group("num"), word_conf)
-        fields["catalogNumber"] = Field(num, min(conf, 0.95))
-        if barcodes:
-            fields["otherCatalogNumbers"] = Field(" | ".join(barcodes), 0.99)
-        return
-    stamped = [(num, conf) for num, conf in stamps if num]
-    if stamped:
-        num, conf = stamped[0]
-        fields["catalogNumber"] = Field(num, min(conf, 0.95))
+        chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
+                  0.9 * _ocr_conf(m.group("num"), word_conf))
+    else:
+        chosen = next(((num, conf) for num, conf in stamps if num), None)
+    if chosen:
+        fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.95))
         if barcodes:
             fields["otherCatalogNumbers"] = Field(" | ".join(barcodes), 0.99)
         return
