@@ -63,9 +63,9 @@ def _darkest(image: Image.Image) -> np.ndarray:
 def find_stamps(sheet: Image.Image, *, side: int = FIND_SIDE) -> list[tuple[int, int, int, int]]:
     """Boxes (x, y, w, h, sheet pixels) of thin closed ink outlines the size of a stamp."""
     scale = min(1.0, side / max(sheet.size))
-    small = sheet.convert("RGB")
+    small = sheet
     if scale < 1.0:
-        small = small.resize((round(sheet.width * scale), round(sheet.height * scale)),
+        small = sheet.resize((round(sheet.width * scale), round(sheet.height * scale)),
                              Image.Resampling.BILINEAR)
     a = _darkest(small)
     ink = (ndi.maximum_filter(a, size=15) - a) > INK
