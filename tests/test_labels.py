@@ -138,6 +138,51 @@ def test_checklist_accepted_name_column_and_bad_files(tmp_path):
         Checklist.read(tmp_path / "missing.csv")
 
 
+def test_checklist_current_combination_gender_and_epithet_guard():
+    # both homotypic names listed, none marked accepted: the recombination is the current one
+    cl = Checklist(names=["Lycopodium alpinum L.", "Diphasiastrum alpinum (L.) Holub",
+                          "Lycopodium dubium", "Huperzia lucidula", "Lycopodiella inundata"])
+    v, _ = values("Lycopodium alpinum L.\n", checklist=cl)
+    assert v["scientificName"] == "Diphasiastrum alpinum (L.) Holub"
+    # an explicit acceptedNameUsage decides instead
+    cl2 = Checklist(names=cl.names, accepted={"Lycopodium alpinum L.": "Lycopodium alpinum L."})
+    assert values("Lycopodium alpinum L.\n", checklist=cl2)[0]["scientificName"] == \
+        "Lycopodium alpinum L."
+    # moved to a genus of another gender, no author read: the only name with that epithet stem
+    v, _ = values("Lycopodium inundatum\n", checklist=cl)
+    assert v["scientificName"] == "Lycopodiella inundata"
+    # a shared genus does not make a different epithet match ("lucidulum" is not "dubium")
+    v, _ = values("Lycopodium lucidulum Michx.\n", checklist=cl)
+    assert v["scientificName"] == "Huperzia lucidula"
+    assert Checklist(names=["Lycopodium dubium"]).snap(find_names("Lycopodium lucidulum")[0]) \
+        is None
+    # an epithet shared by two genera, from a genus the checklist does not know: no guess
+    amb = Checklist(names=["Salix alpina Scop.", "Diphasiastrum alpinum (L.) Holub"])
+    assert amb.snap(find_names("Carex alpina")[0]) is None
+
+
+def test_label_parts_are_joined_across_unread_lines_but_not_blank_paper():
+    from herbscan.labels.ocr import OcrResult, Word
+
+    def sheet_with(gap_lines: bool) -> Image.Image:
+        im = Image.new("L", (1000, 1000), 235)
+        d = ImageDraw.Draw(im)
+        for y in (100, 130, 400, 430):            # the lines the layout pass read
+            d.rectangle((100, y, 500, y + 15), fill=30)
+        if gap_lines:                              # lines between them it could not read
+            for y in range(175, 380, 40):
+                d.rectangle((120, y, 460, y + 12), fill=60)
+        return im
+
+    words = [Word(f"w{y}", 90.0, (100, y, 400, 20), (k, 1, 1))
+             for k, y in enumerate((100, 130, 400, 430))]
+    joined = find_labels(OcrResult(words), (1000, 1000), image=sheet_with(True))
+    assert len(joined) == 1 and joined[0].box[1] < 100 and sum(joined[0].box[1::2]) > 450
+    apart = find_labels(OcrResult(words), (1000, 1000), image=sheet_with(False))
+    assert len(apart) == 2
+    assert len(find_labels(OcrResult(words), (1000, 1000))) == 2   # no image: nothing joined
+
+
 # --- OCR plumbing and regions ---------------------------------------------------------------
 
 TSV = ("level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf"

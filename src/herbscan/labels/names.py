@@ -8,10 +8,15 @@ With a checklist (`Checklist.read`: a CSV with a `scientificName` column, and op
 `acceptedNameUsage` and `family`), each candidate is compared with every accepted binomial by
 rapidfuzz similarity, and the closest one at or above `min_score` is used, with its score as the
 field's confidence. A label often carries an older combination of a name the collection now files
-under another genus ("Lycopodium alpinum L." for "Diphasiastrum alpinum (L.) Holub"). When the
-label's binomial is not in the checklist but one checklist name has the same epithet and a
-parenthetical (basionym) author matching the label's author, that name is the current
-combination of the same type and is used: a rule from the nomenclature code, not from this data.
+under another genus ("Lycopodium alpinum L." for "Diphasiastrum alpinum (L.) Holub"). Rules from the
+nomenclature code, not from any one collection's data, link the two:
+
+- a checklist name in another genus with the same epithet (gender endings aside) whose
+  parenthetical (basionym) author is the label's author is the same type, recombined;
+- with no author read, the only checklist name with that epithet, when the label's genus is one
+  the checklist holds (same family, where families are given);
+- when the checklist lists both the old and the new combination and marks neither with
+  acceptedNameUsage, the recombination (the later name) is used.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 
 from herbscan.errors import ManifestError
 
+EPITHET_MIN = 75.0
+"""Similarity (0–100) an OCR'd epithet needs to the checklist name's epithet, on its own."""
 LINE_MIN_SCORE = 60.0
 """Similarity needed to snap a line known to hold a name (see `Checklist.snap_line`): lower than
 for names found in running text, because the line cannot be anything else; such names keep the
@@ -161,6 +168,7 @@ class Checklist:
 
     def __post_init__(self):
         self._keys = [binomial_key(n) for n in self.names]
+        self._genera = {k.partition(" ")[0] for k in self._keys}
 
     @classmethod
     def read(cls, path: str | Path) -> Checklist:
@@ -194,14 +202,18 @@ class Checklist:
         return cls(sorted(set(names)), accepted, families)
 
     def snap(self, guess: NameGuess, min_score: float = 80.0) -> tuple[str, float] | None:
-        """(checklist name, similarity 0–100) for a guessed name, or None below `min_score`."""
+        """(checklist name, similarity 0–100) for a guessed name, or None below `min_score`.
+
+        The epithet has to match on its own too (`EPITHET_MIN`): a shared genus must not turn
+        "Lycopodium lucidulum" into "Lycopodium dubium"."""
         from rapidfuzz import fuzz, process
 
         key = binomial_key(guess.binomial)
-        hit = process.extractOne(key, self._keys, scorer=fuzz.ratio)
-        if hit is None:
-            return None
-        _, score, i = hit
+        epithet = _stem(guess.epithet)
+        hit = process.extractOne(key, self._keys, scorer=fuzz.ratio) if key else None
+        score, i = (hit[1], hit[2]) if hit else (0.0, -1)
+        if i >= 0 and fuzz.ratio(_stem(self._keys[i].partition(" ")[2]), epithet) < EPITHET_MIN:
+            score = 0.0
         if score < 90:  # the label's own combination is not in the checklist
             alt = self._homotypic(guess)
             if alt is not None and alt[1] > score:
@@ -209,7 +221,27 @@ class Checklist:
         if score < min_score:
             return None
         name = self.names[i]
-        return self.accepted.get(name, name), float(score)
+        if name in self.accepted:
+            return self.accepted[name], float(score)
+        return self.recombination(name) or name, float(score)
+
+    def recombination(self, name: str) -> str | None:
+        """The checklist's later combination of `name`'s type, when the checklist holds one and
+        says nothing else (no acceptedNameUsage): same epithet, another genus, and `name`'s author
+        in parentheses as its basionym author ("Lycopodium alpinum L." → "Diphasiastrum alpinum
+        (L.) Holub"). A recombination is always later than its basionym, and a collection files
+        specimens under the current name."""
+        own = split_name(name)
+        author = _first_author(own.author)
+        if not author or "(" in own.author or own.rank:
+            return None
+        for other in self.names:
+            g = split_name(other)
+            m = re.match(r"\(([^)]+)\)", g.author)
+            if (g.epithet.lower() == own.epithet.lower() and g.genus != own.genus
+                    and not g.rank and m and _first_author(m.group(1)) == author):
+                return self.accepted.get(other, other)
+        return None
 
     def snap_line(self, readings: list[str],
                   min_score: float = LINE_MIN_SCORE) -> tuple[str, float] | None:
@@ -249,25 +281,51 @@ class Checklist:
         return self._lines
 
     def _homotypic(self, guess: NameGuess) -> tuple[str, float] | None:
-        """A checklist name with the same epithet whose basionym author is the label's author."""
+        """The checklist's name for the label's combination when that is not listed: a name
+        in another genus with the same epithet (gender endings aside: inundatum, inundata) that
+        is either a recombination citing the label's author as basionym author, or — when no
+        author was read — the only such name in the checklist, while the label's genus is one
+        the checklist holds (of the same family, where families are given)."""
         from rapidfuzz import fuzz
 
-        if not guess.author:
-            return None
-        author = guess.author.strip("() ").split()[0].rstrip(".").lower() if guess.author else ""
-        best = None
+        epithet = _stem(guess.epithet)
+        author = _first_author(guess.author)
+        genus = guess.genus.lower()
+        by_author, by_epithet = None, {}
         for name, key in zip(self.names, self._keys):
-            epithet = key.split()[1] if len(key.split()) > 1 else ""
-            e_score = fuzz.ratio(epithet, guess.epithet.lower())
-            m = re.search(r"\(([^)]+)\)", name)
-            if e_score < 85 or not m:
+            g, _, e = key.partition(" ")
+            e_score = fuzz.ratio(_stem(e), epithet)
+            if g == genus or e_score < 85:
                 continue
-            basionym_author = m.group(1).split()[0].rstrip(".").lower()
-            if basionym_author == author:
-                score = 0.9 * e_score
-                if best is None or score > best[1]:
-                    best = (self.accepted.get(name, name), score)
-        return best
+            m = re.search(r"\(([^)]+)\)", name)
+            if author and m and _first_author(m.group(1)) == author:
+                if by_author is None or 0.9 * e_score > by_author[1]:
+                    by_author = (self.accepted.get(name, name), 0.9 * e_score)
+            by_epithet.setdefault(key, (name, e_score))
+        if by_author is not None:
+            return by_author
+        if len(by_epithet) != 1 or genus not in self._genera:
+            return None
+        name, e_score = next(iter(by_epithet.values()))
+        families = {self.families.get(n) for n, k in zip(self.names, self._keys)
+                    if k.partition(" ")[0] == genus}
+        if self.families.get(name) and None not in families and \
+                self.families[name] not in families:
+            return None
+        return self.accepted.get(name, name), 0.85 * e_score
+
+
+def _stem(epithet: str) -> str:
+    """An epithet without its Latin gender ending, so that a name moved to a genus of another
+    gender still matches (Lycopodium inundatum → Lycopodiella inundata)."""
+    e = epithet.lower()
+    return re.sub(r"(um|us|a|is|e|er|ra|rum)$", "", e) if len(e) > 4 else e
+
+
+def _first_author(author: str) -> str:
+    """'(L.) Holub' → 'l': the first author's name, for comparing authorships."""
+    words = author.strip("() ").split()
+    return words[0].strip("().,").lower() if words else ""
 
 
 def binomial_key(name: str) -> str:

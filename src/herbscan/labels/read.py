@@ -120,8 +120,9 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
     else:
         if stamps:
             reading.stamps = read_stamps(sheet)
-        result, scale, rotation = layout(sheet, lang=lang)
-        regions = find_labels(result, sheet.size, scale=scale, rotation=rotation)[:MAX_LABELS]
+        lay = layout(sheet, lang=lang)
+        regions = find_labels(lay.result, sheet.size, scale=lay.scale, rotation=lay.rotation,
+                              image=lay.image)[:MAX_LABELS]
     for k, region in enumerate(regions):
         crop = crop_label(sheet, region)
         ocr = read_label(crop, lang=lang)

@@ -4,7 +4,8 @@ A first, quick OCR pass over the whole sheet at a working resolution gives tesse
 analysis: words with boxes and confidences. Labels are where confident words cluster — the
 institutional label's dense block, annotation slips, stamps with a number — while plant parts
 and shadows produce only scattered low-confidence fragments. Clusters of confident lines, grown
-by a gap relative to their own text height, become label boxes in full-resolution sheet pixels;
+by a gap relative to their own text height and joined across lines the pass could not read
+(ink without a blank band between them), become label boxes in full-resolution sheet pixels;
 `crop_label` cuts each one from the full-resolution sheet and deskews it by the slope of its
 word baselines.
 
@@ -24,8 +25,10 @@ from PIL import Image
 
 from herbscan.labels.ocr import OcrResult, Word, _env, find_tesseract, tesseract
 
-WORK_SIDE = 2400
-"""Long side (px) of the image the layout pass reads; finer is slower, coarser misses small print."""
+WORK_SIDE = 3400
+"""Long side (px) of the image the layout pass reads, about 200 dpi for a 42 cm sheet: smaller
+sheets are enlarged (up to 2×), since tesseract's layout analysis skips print under ~10 px;
+finer is slower."""
 
 LAYOUT_PSM = 3
 MAX_SKEW = 15.0
@@ -77,29 +80,41 @@ def osd_rotation(image: Image.Image) -> int:
 
 
 def working_image(sheet: Image.Image, side: int = WORK_SIDE) -> tuple[Image.Image, float]:
-    """Grey sheet with its long side at most `side`, and the scale from sheet to it."""
-    scale = min(1.0, side / max(sheet.size))
+    """Grey sheet with its long side scaled to `side` (enlarged at most 2×), and the scale."""
+    scale = min(2.0, side / max(sheet.size))
     grey = sheet.convert("L")
-    if scale < 1.0:
-        grey = grey.resize((round(sheet.width * scale), round(sheet.height * scale)),
-                           Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if abs(scale - 1.0) > 0.02:
+        size = (round(sheet.width * scale), round(sheet.height * scale))
+        grey = (grey.resize(size, Image.Resampling.LANCZOS) if scale > 1.0 else
+                grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+    else:
+        scale = 1.0
     return grey, scale
 
 
-def layout(sheet: Image.Image, *, lang: str = "eng") -> tuple[OcrResult, float, int]:
-    """The layout pass: (words in working pixels, scale, rotation that makes the sheet upright)."""
+@dataclass
+class Layout:
+    """The layout pass over a sheet: its words, and the working image they were read on (scaled
+    by `scale` from the sheet and turned `rotation` degrees counter-clockwise)."""
+
+    result: OcrResult
+    scale: float
+    rotation: int
+    image: Image.Image
+
+
+def layout(sheet: Image.Image, *, lang: str = "eng") -> Layout:
+    """The layout pass: words on the working image, turned upright when the sheet is not."""
     work, scale = working_image(sheet)
     result = tesseract(work, lang=lang, psm=LAYOUT_PSM)
-    rotation = 0
     if not _reads_upright(result):
         rotation = osd_rotation(work)
         if rotation:
-            turned = tesseract(work.rotate(rotation, expand=True), lang=lang, psm=LAYOUT_PSM)
+            turned_image = work.rotate(rotation, expand=True)
+            turned = tesseract(turned_image, lang=lang, psm=LAYOUT_PSM)
             if sum(good_word(w) for w in turned.words) > sum(good_word(w) for w in result.words):
-                result = turned
-            else:
-                rotation = 0
-    return result, scale, rotation
+                return Layout(turned, scale, rotation, turned_image)
+    return Layout(result, scale, 0, work)
 
 
 def _reads_upright(result: OcrResult) -> bool:
@@ -110,11 +125,13 @@ def _reads_upright(result: OcrResult) -> bool:
 
 
 def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float = 1.0,
-                rotation: int = 0, pad: float = 0.6) -> list[Region]:
+                rotation: int = 0, pad: float = 0.6,
+                image: Image.Image | None = None) -> list[Region]:
     """Cluster the confident lines of a layout pass into label boxes in sheet pixels.
 
     `image_size` is the full-resolution sheet's (w, h); `scale` and `rotation` are how the layout
-    pass's image was made from it. Boxes are padded by `pad` × the cluster's line height.
+    pass's image was made from it, and `image` that image, when given, lets parts of one label be
+    joined across lines the pass missed. Boxes are padded by `pad` × the cluster's line height.
     """
     lines: dict[tuple, list[Word]] = {}
     for w in result.words:
@@ -128,7 +145,7 @@ def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float 
         y1 = max(w.box[1] + w.box[3] for w in ws)
         h = float(np.median([w.box[3] for w in ws]))
         boxes.append([x0, y0, x1, y1, h, ws])
-    clusters = _cluster(boxes)
+    clusters = _stack(_cluster(boxes), image)
     regions = []
     for c in clusters:
         ws = [w for b in c for w in b[5]]
@@ -169,6 +186,59 @@ def _cluster(boxes: list[list]) -> list[list[list]]:
     for i in range(n):
         groups.setdefault(root(i), []).append(boxes[i])
     return list(groups.values())
+
+
+STACK_REACH = 15.0
+"""Line heights two stacked clusters may be apart and still be one label (see `_stack`)."""
+BLANK_BAND = 4.0
+"""Line heights of blank paper that separate two labels; within a label lines are closer."""
+
+
+def _stack(clusters: list[list[list]], image: Image.Image | None) -> list[list[list]]:
+    """Join clusters stacked above one another (sharing a third of the narrower one's width)
+    when the paper between them holds ink with no blank band wider than `BLANK_BAND` line
+    heights: parts of one label whose middle lines (a name in another typeface, typewriting,
+    handwriting) the layout pass could not read confidently. Without the image nothing is
+    joined."""
+    if image is None:
+        return clusters
+    grey = np.asarray(image.convert("L"), dtype=np.int16)
+
+    def extent(c):
+        return (min(b[0] for b in c), min(b[1] for b in c), max(b[2] for b in c),
+                max(b[3] for b in c), float(np.median([b[4] for b in c])))
+
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(clusters)):
+            for j in range(i + 1, len(clusters)):
+                a, b = extent(clusters[i]), extent(clusters[j])
+                if b[1] < a[1]:
+                    a, b = b, a
+                x0, x1 = max(a[0], b[0]), min(a[2], b[2])
+                h = max(a[4], b[4])
+                if x1 - x0 < 0.33 * min(a[2] - a[0], b[2] - b[0]) or b[1] - a[3] > STACK_REACH * h:
+                    continue
+                if _longest_blank(grey[int(a[3]):int(b[1]), int(x0):int(x1)]) <= BLANK_BAND * h:
+                    clusters[i] = clusters[i] + clusters.pop(j)
+                    merged = True
+                    break
+            if merged:
+                break
+    return clusters
+
+
+def _longest_blank(band: np.ndarray) -> int:
+    """Rows in the longest run without ink (pixels 60 grey levels darker than the paper)."""
+    if band.size == 0:
+        return 0
+    ink = (band < np.median(band) - 60).mean(axis=1) > 0.002
+    longest = run = 0
+    for row in ink:
+        run = 0 if row else run + 1
+        longest = max(longest, run)
+    return longest
 
 
 def skew_angle(lines: list[list]) -> float:
