@@ -161,6 +161,20 @@ def test_checklist_current_combination_gender_and_epithet_guard():
     assert amb.snap(find_names("Carex alpina")[0]) is None
 
 
+def test_checklist_finds_names_whose_latin_shape_ocr_broke():
+    cl = Checklist(names=["Lycopodium annotinum L.", "Lycopodium clavatum L.",
+                          "Lycopodium complanatum L.", "Diphasiastrum complanatum (L.) Holub"])
+    text = "PLANTS OF THE DISTRICT OF MACKENZIE\nLycopodiun annotinum 1L\nRaup & Soper"
+    assert find_names(text) == []                       # "Lycopodiun" is not Latin-shaped
+    v, review = values(text, checklist=cl)
+    assert v["scientificName"] == "Lycopodium annotinum L." and "scientificName" not in review
+    # a cut-off genus still finds the name, and its current combination
+    assert cl.scan("odium complanatum\n")[0] == "Diphasiastrum complanatum (L.) Holub"
+    # ordinary words do not make names, nor does a close genus with another epithet
+    assert cl.scan("Collected along the river bank\nLycopodium dubium") is None
+    assert "scientificName" not in values("Mile 69 Haines Highway", checklist=cl)[0]
+
+
 def test_label_parts_are_joined_across_unread_lines_but_not_blank_paper():
     from herbscan.labels.ocr import OcrResult, Word
 

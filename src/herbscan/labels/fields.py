@@ -156,6 +156,10 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
             name, score, g = best
             _set_checklist_name(fields, checklist, name, score, word_conf, g.line)
             return
+        hit = checklist.scan("\n".join(ln for ln in lines if not BOILERPLATE.search(ln)))
+        if hit is not None:
+            _set_checklist_name(fields, checklist, hit[0], 0.9 * hit[1], word_conf, hit[2])
+            return
     if guesses:
         g = guesses[0]
         conf = g.score * _ocr_conf(g.line, word_conf)

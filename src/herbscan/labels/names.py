@@ -30,6 +30,8 @@ from herbscan.errors import ManifestError
 
 EPITHET_MIN = 75.0
 """Similarity (0–100) an OCR'd epithet needs to the checklist name's epithet, on its own."""
+SCAN_MIN_SCORE = 85.0
+"""Similarity a pair of words in running text needs to a listed binomial (`Checklist.scan`)."""
 LINE_MIN_SCORE = 60.0
 """Similarity needed to snap a line known to hold a name (see `Checklist.snap_line`): lower than
 for names found in running text, because the line cannot be anything else; such names keep the
@@ -267,6 +269,30 @@ class Checklist:
         if best is None or best[1] < min_score:
             return None
         return self.accepted.get(best[0], best[0]), best[1]
+
+    def scan(self, text: str, min_score: float = SCAN_MIN_SCORE) -> tuple[str, float, str] | None:
+        """(checklist name, similarity 0–100, line) for the pair of adjacent words in `text`
+        closest to a listed binomial: finds names whose Latin shape OCR broke ("Lycopodiun
+        annotinum", "copodium complanatum") and `find_names` therefore misses. Every word pair is
+        a candidate, so the bar is high."""
+        from rapidfuzz import fuzz, process
+
+        keys = sorted(set(k for k in self._keys if " " in k))
+        best = None
+        for line in text.splitlines():
+            words = re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line)
+            for pair in zip(words, words[1:]):
+                cand = " ".join(pair).lower()
+                hit = process.extractOne(cand, keys, scorer=fuzz.ratio, score_cutoff=min_score)
+                if hit is None or (best is not None and hit[1] <= best[1]):
+                    continue
+                if fuzz.ratio(_stem(pair[1]), _stem(hit[0].partition(" ")[2])) >= EPITHET_MIN:
+                    best = (hit[0], float(hit[1]), line)
+        if best is None:
+            return None
+        name = self.names[self._keys.index(best[0])]
+        current = self.accepted.get(name) or self.recombination(name) or name
+        return current, best[1], best[2]
 
     def _line_entries(self) -> tuple[list[str], list[str]]:
         """(comparison keys, names): each name without its authorship."""
