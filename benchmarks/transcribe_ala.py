@@ -12,8 +12,10 @@ Each sheet is read once (`read_sheet`) in `--workers` processes and parsed twice
 Metrics (fractions of sheets): a barcode decoded; genus + species equal to the manifest's;
 the catalog number equal (ignoring the institution code "ALA" and spaces); and, as the ceiling
 for names, the manifest's species epithet found anywhere in the OCR text (labels often carry an
-older combination, e.g. Lycopodium alpinum for Diphasiastrum alpinum). Seconds per sheet are
-wall time over the run (all workers) and CPU time per sheet in one worker.
+older combination, e.g. Lycopodium alpinum for Diphasiastrum alpinum); `name_other_genus` counts
+the sheets whose label name was read with the manifest's epithet but under another genus, which
+no reading without a checklist can match. Seconds per sheet are wall time over the run (all
+workers) and CPU time per sheet in one worker.
 Prints a table and, last, one JSON line.
 """
 
@@ -30,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from herbscan.labels.fields import parse_label
-from herbscan.labels.names import Checklist, binomial_key
+from herbscan.labels.names import Checklist, binomial_key, epithet_stem
 from herbscan.labels.read import read_sheet
 from herbscan.labels.scoring import exact
 
@@ -77,6 +79,10 @@ def main() -> None:
         with_list, _ = parse_label(text, word_conf=conf, barcodes=codes, stamps=stamps,
                                    checklist=Checklist(names=names))
         hits["name"] += exact("scientificName", plain.get("scientificName", _E).value, truth)
+        read, want = (binomial_key(plain.get("scientificName", _E).value).split(),
+                      binomial_key(truth).split())
+        hits["name_other_genus"] += (len(read) == 2 and read[0] != want[0]
+                                     and epithet_stem(read[1]) == epithet_stem(want[1]))
         hits["name_checklist"] += exact("scientificName",
                                         with_list.get("scientificName", _E).value, truth)
         hits["catalog"] += exact("catalogNumber", plain.get("catalogNumber", _E).value,

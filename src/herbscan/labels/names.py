@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from herbscan.errors import ManifestError
@@ -211,10 +212,9 @@ class Checklist:
         from rapidfuzz import fuzz, process
 
         key = binomial_key(guess.binomial)
-        epithet = _stem(guess.epithet)
         hit = process.extractOne(key, self._keys, scorer=fuzz.ratio) if key else None
         score, i = (hit[1], hit[2]) if hit else (0.0, -1)
-        if i >= 0 and fuzz.ratio(_stem(self._keys[i].partition(" ")[2]), epithet) < EPITHET_MIN:
+        if i >= 0 and _epithet_score(self._keys[i].partition(" ")[2], guess.epithet) < EPITHET_MIN:
             score = 0.0
         if score < 90:  # the label's own combination is not in the checklist
             alt = self._homotypic(guess)
@@ -277,16 +277,16 @@ class Checklist:
         a candidate, so the bar is high."""
         from rapidfuzz import fuzz, process
 
-        keys = sorted(set(k for k in self._keys if " " in k))
+        keys = sorted({k for k in self._keys if " " in k})
         best = None
         for line in text.splitlines():
             words = re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line)
-            for pair in zip(words, words[1:]):
+            for pair in pairwise(words):
                 cand = " ".join(pair).lower()
                 hit = process.extractOne(cand, keys, scorer=fuzz.ratio, score_cutoff=min_score)
                 if hit is None or (best is not None and hit[1] <= best[1]):
                     continue
-                if fuzz.ratio(_stem(pair[1]), _stem(hit[0].partition(" ")[2])) >= EPITHET_MIN:
+                if _epithet_score(pair[1], hit[0].partition(" ")[2]) >= EPITHET_MIN:
                     best = (hit[0], float(hit[1]), line)
         if best is None:
             return None
@@ -312,21 +312,18 @@ class Checklist:
         is either a recombination citing the label's author as basionym author, or — when no
         author was read — the only such name in the checklist, while the label's genus is one
         the checklist holds (of the same family, where families are given)."""
-        from rapidfuzz import fuzz
-
-        epithet = _stem(guess.epithet)
         author = _first_author(guess.author)
         genus = guess.genus.lower()
         by_author, by_epithet = None, {}
         for name, key in zip(self.names, self._keys):
             g, _, e = key.partition(" ")
-            e_score = fuzz.ratio(_stem(e), epithet)
+            e_score = _epithet_score(e, guess.epithet)
             if g == genus or e_score < 85:
                 continue
             m = re.search(r"\(([^)]+)\)", name)
-            if author and m and _first_author(m.group(1)) == author:
-                if by_author is None or 0.9 * e_score > by_author[1]:
-                    by_author = (self.accepted.get(name, name), 0.9 * e_score)
+            if (author and m and _first_author(m.group(1)) == author
+                    and (by_author is None or 0.9 * e_score > by_author[1])):
+                by_author = (self.accepted.get(name, name), 0.9 * e_score)
             by_epithet.setdefault(key, (name, e_score))
         if by_author is not None:
             return by_author
@@ -341,11 +338,18 @@ class Checklist:
         return self.accepted.get(name, name), 0.85 * e_score
 
 
-def _stem(epithet: str) -> str:
+def epithet_stem(epithet: str) -> str:
     """An epithet without its Latin gender ending, so that a name moved to a genus of another
     gender still matches (Lycopodium inundatum → Lycopodiella inundata)."""
     e = epithet.lower()
     return re.sub(r"(um|us|a|is|e|er|ra|rum)$", "", e) if len(e) > 4 else e
+
+
+def _epithet_score(a: str, b: str) -> float:
+    """Similarity (0–100) of two epithets, gender endings aside."""
+    from rapidfuzz import fuzz
+
+    return fuzz.ratio(epithet_stem(a), epithet_stem(b))
 
 
 def _first_author(author: str) -> str:
