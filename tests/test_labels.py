@@ -221,6 +221,14 @@ def test_prepare_scales_text_lines_to_target_height():
     assert line_height(np.asarray(im)) == 10
     out, scale = prepare_text_image(im, target=40)
     assert scale == 4.0 and out.size == (400 * 4 + 32, 60 * 4 + 32)
+    # a hint close to the measured height leaves the measurement in charge
+    assert prepare_text_image(im, target=40, text_height=12)[1] == 4.0
+    # a DataMatrix beside 10 px text: the ink runs say 120 px, the layout pass's words say 10
+    code = Image.new("L", (400, 200), 255)
+    ImageDraw.Draw(code).rectangle((10, 40, 130, 160), fill=0)
+    ImageDraw.Draw(code).rectangle((150, 60, 390, 69), fill=0)
+    assert prepare_text_image(code, target=40)[1] == pytest.approx(40 / 121, abs=0.01)
+    assert prepare_text_image(code, target=40, text_height=10)[1] == 4.0
 
 
 def test_region_boxes_map_back_through_rotation_and_scale():

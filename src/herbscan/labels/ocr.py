@@ -178,11 +178,17 @@ def line_height(grey: np.ndarray) -> float | None:
 
 
 def prepare_text_image(im: Image.Image, *, target: int = LINE_HEIGHT, max_scale: float = 4.0,
-                       min_scale: float = 0.25, margin: int = 16,
-                       binarise: bool = False) -> tuple[Image.Image, float]:
-    """Grey, rescaled and padded crop for tesseract, and the scale that was applied."""
+                       min_scale: float = 0.25, margin: int = 16, binarise: bool = False,
+                       text_height: float | None = None) -> tuple[Image.Image, float]:
+    """Grey, rescaled and padded crop for tesseract, and the scale that was applied.
+
+    `text_height`: the line height expected from words already read on the crop's area. It
+    replaces the measured `line_height` when that is off by more than 2×, as graphics on a label
+    (a DataMatrix, a rule) or tilted lines can make it."""
     grey = to_grey(im)
     h = line_height(np.asarray(grey))
+    if text_height and (h is None or not 0.5 <= h / text_height <= 2.0):
+        h = text_height
     scale = 1.0 if h is None else min(max(target / h, min_scale), max_scale)
     if abs(scale - 1.0) > 0.1:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),

@@ -62,9 +62,11 @@ class SheetReading:
         return conf
 
 
-def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4) -> OcrResult:
-    """OCR one upright label crop after scaling its text to the height tesseract reads best."""
-    prepared, _ = prepare_text_image(crop)
+def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4,
+               text_height: float | None = None) -> OcrResult:
+    """OCR one upright label crop after scaling its text (`text_height` px when known) to the
+    height tesseract reads best."""
+    prepared, _ = prepare_text_image(crop, text_height=text_height)
     return tesseract(prepared, lang=lang, psm=psm)
 
 
@@ -125,11 +127,12 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
                               image=lay.image)[:MAX_LABELS]
     for k, region in enumerate(regions):
         crop = crop_label(sheet, region)
-        ocr = read_label(crop, lang=lang)
+        ocr = read_label(crop, lang=lang, text_height=region.text_height or None)
         if ocr.mean_conf < 50 and min(crop.size) >= 64:
             turn = osd_rotation(crop)
             if turn:
-                turned = read_label(crop.rotate(turn, expand=True), lang=lang)
+                turned = read_label(crop.rotate(turn, expand=True), lang=lang,
+                                    text_height=region.text_height or None)
                 if turned.mean_conf > ocr.mean_conf:
                     region.rotation = (region.rotation + turn) % 360
                     crop, ocr = crop.rotate(turn, expand=True), turned

@@ -47,6 +47,8 @@ class Region:
     conf: float
     rotation: int = 0
     angle: float = 0.0
+    text_height: float = 0.0
+    """Median height of its words in sheet pixels (0 when unknown)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,7 +159,7 @@ def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float 
         box = _to_sheet((x0, y0, x1, y1), scale, rotation, image_size)
         conf = float(np.mean([w.conf for w in ws]))
         regions.append(Region(box=box, words=len(ws), conf=round(conf, 1), rotation=rotation,
-                              angle=round(skew_angle(c), 2)))
+                              angle=round(skew_angle(c), 2), text_height=round(h / scale, 1)))
     regions.sort(key=lambda r: (-r.words, r.box[1]))
     return regions
 
