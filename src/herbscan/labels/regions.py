@@ -210,25 +210,21 @@ def _stack(clusters: list[list[list]], image: Image.Image | None) -> list[list[l
         return (min(b[0] for b in c), min(b[1] for b in c), max(b[2] for b in c),
                 max(b[3] for b in c), float(np.median([b[4] for b in c])))
 
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(clusters)):
-            for j in range(i + 1, len(clusters)):
-                a, b = extent(clusters[i]), extent(clusters[j])
-                if b[1] < a[1]:
-                    a, b = b, a
-                x0, x1 = max(a[0], b[0]), min(a[2], b[2])
-                h = max(a[4], b[4])
-                if x1 - x0 < 0.33 * min(a[2] - a[0], b[2] - b[0]) or b[1] - a[3] > STACK_REACH * h:
-                    continue
-                if _longest_blank(grey[int(a[3]):int(b[1]), int(x0):int(x1)]) <= BLANK_BAND * h:
-                    clusters[i] = clusters[i] + clusters.pop(j)
-                    merged = True
-                    break
-            if merged:
-                break
-    return clusters
+    def joinable(c1, c2) -> bool:
+        a, b = sorted((extent(c1), extent(c2)), key=lambda e: e[1])   # a above b
+        x0, x1 = max(a[0], b[0]), min(a[2], b[2])
+        h = max(a[4], b[4])
+        if x1 - x0 < 0.33 * min(a[2] - a[0], b[2] - b[0]) or b[1] - a[3] > STACK_REACH * h:
+            return False
+        return _longest_blank(grey[int(a[3]):int(b[1]), int(x0):int(x1)]) <= BLANK_BAND * h
+
+    while True:
+        pair = next(((i, j) for i in range(len(clusters)) for j in range(i + 1, len(clusters))
+                     if joinable(clusters[i], clusters[j])), None)
+        if pair is None:
+            return clusters
+        i, j = pair
+        clusters[i] = clusters[i] + clusters.pop(j)
 
 
 def _longest_blank(band: np.ndarray) -> int:
