@@ -172,6 +172,11 @@ class Checklist:
     def __post_init__(self):
         self._keys = [binomial_key(n) for n in self.names]
         self._genera = {k.partition(" ")[0] for k in self._keys}
+        self._parts = [split_name(n) for n in self.names]
+        self._by_key: dict[str, str] = {}
+        for n, k in zip(self.names, self._keys):
+            if " " in k:
+                self._by_key.setdefault(k, n)
 
     @classmethod
     def read(cls, path: str | Path) -> Checklist:
@@ -237,8 +242,7 @@ class Checklist:
         author = _first_author(own.author)
         if not author or "(" in own.author or own.rank:
             return None
-        for other in self.names:
-            g = split_name(other)
+        for other, g in zip(self.names, self._parts):
             m = re.match(r"\(([^)]+)\)", g.author)
             if (g.epithet.lower() == own.epithet.lower() and g.genus != own.genus
                     and not g.rank and m and _first_author(m.group(1)) == author):
@@ -277,7 +281,7 @@ class Checklist:
         a candidate, so the bar is high."""
         from rapidfuzz import fuzz, process
 
-        keys = sorted({k for k in self._keys if " " in k})
+        keys = list(self._by_key)
         best = None
         for line in text.splitlines():
             words = re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line)
@@ -290,7 +294,7 @@ class Checklist:
                     best = (hit[0], float(hit[1]), line)
         if best is None:
             return None
-        name = self.names[self._keys.index(best[0])]
+        name = self._by_key[best[0]]
         current = self.accepted.get(name) or self.recombination(name) or name
         return current, best[1], best[2]
 
@@ -298,8 +302,7 @@ class Checklist:
         """(comparison keys, names): each name without its authorship."""
         if not hasattr(self, "_lines"):
             entries: dict[str, str] = {}
-            for name in self.names:
-                g = split_name(name)
+            for name, g in zip(self.names, self._parts):
                 rank = {"variety": "var", "subspecies": "subsp", "form": "f"}.get(g.rank, "")
                 key = " ".join(p for p in (g.genus, g.epithet, rank, g.infra) if p).lower()
                 entries.setdefault(key, name)

@@ -127,12 +127,12 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
                               image=lay.image)[:MAX_LABELS]
     for k, region in enumerate(regions):
         crop = crop_label(sheet, region)
-        ocr = read_label(crop, lang=lang, text_height=region.text_height or None)
+        ocr = read_label(crop, lang=lang, text_height=region.text_height)
         if ocr.mean_conf < 50 and min(crop.size) >= 64:
             turn = osd_rotation(crop)
             if turn:
                 turned = read_label(crop.rotate(turn, expand=True), lang=lang,
-                                    text_height=region.text_height or None)
+                                    text_height=region.text_height)
                 if turned.mean_conf > ocr.mean_conf:
                     region.rotation = (region.rotation + turn) % 360
                     crop, ocr = crop.rotate(turn, expand=True), turned
