@@ -477,30 +477,45 @@ def test_find_stamps_keeps_closed_hollow_outlines_only():
     assert all(abs(a - b) <= 6 for a, b in zip(found[0], box, strict=True)), (found, box)
 
 
-def test_read_stamp_number_by_agreement(tesseract):
-    from herbscan.labels.stamps import find_stamps, read_stamp
+def test_read_stamp_number_with_the_number_reader():
+    from herbscan.labels.stamps import BAND_PADS, find_stamps, number_bands, read_stamp
 
     sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
-    draw_stamp(sheet, (120, 1950), "V 87317")
-    stamp = read_stamp(sheet, find_stamps(sheet)[0])
-    assert stamp.number == "V87317"
-    assert stamp.votes >= 2 and 0.6 <= stamp.conf <= 0.9
+    box = draw_stamp(sheet, (120, 1950), "V 87317")
+    x, y, w, h = find_stamps(sheet)[0]
+    bands = number_bands(sheet.crop((x, y, x + w, y + h)))
+    as_stamped, erased = bands[2], bands[3]
+    # the band holds the number line (drawn at y+100..y+150 in the stamp), not the lettering above
+    assert as_stamped.shape == erased.shape and 40 <= as_stamped.shape[0] <= 110
+    assert (as_stamped < 128).any() and erased.min() <= as_stamped.min() + 5
+    stamp = read_stamp(sheet, box)
+    assert len(bands) == 2 * len(BAND_PADS)
+    assert stamp.number == "V87317" and stamp.votes >= 4 and stamp.conf >= 0.6
     blank = Image.new("RGB", (1600, 2400), (236, 228, 205))
     draw_stamp(blank, (120, 1950), "")
     empty = read_stamp(blank, find_stamps(blank)[0])
     assert (empty.number, empty.conf) == ("", 0.0)
 
 
-def test_catalog_number_prefers_accession_then_stamp_then_barcode():
+def test_catalog_number_prefers_confident_stamp_then_printed_number_then_barcode():
     v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.78)])
     assert (v["catalogNumber"], v["otherCatalogNumbers"]) == ("41151", "H1")
     assert "catalogNumber" not in review
-    v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.54)])
-    assert v["catalogNumber"] == "41151" and "catalogNumber" in review   # 2 of 5 reads agreed
-    v, _ = values("accession V 161227", barcodes=["H1"], stamps=[("41151", 0.9)])
+    v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.4)])
+    assert v["catalogNumber"] == "41151" and "catalogNumber" in review   # 2 of 6 reads agreed
+    v, _ = values("accession V 161227", barcodes=["H1"], stamps=[("41151", 0.4)])
     assert v["catalogNumber"] == "V161227"
+    # the holding herbarium's stamp, read with confidence, outranks a label's own series
+    v, _ = values("Plant Inventory Acc. 184/Cat. 3330", barcodes=["H1"], stamps=[("41151", 0.9)])
+    assert v["catalogNumber"] == "41151"
     v, _ = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("", 0.0)])
     assert v["catalogNumber"] == "H1"
+    # a number after a herbarium code may be another institution's too
+    text = "Yukon-Charley Rivers National Preserve (YUCH)\nYUCH-00184"
+    v, _ = values(text, stamps=[("V149327", 0.9)])
+    assert v["catalogNumber"] == "V149327"
+    v, _ = values(text, stamps=[("V149327", 0.5)])
+    assert v["catalogNumber"] == "00184"
 
 
 def test_snap_line_picks_the_reading_that_makes_a_name():

@@ -353,23 +353,34 @@ _ACCESSION = re.compile(
 _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 
 
+def _after_herbarium_code(flat: str) -> re.Match | None:
+    """"ALA V116314": a number after a herbarium code that the text also prints in parentheses
+    ("University of Alaska Herbarium (ALA)"), as Index Herbariorum codes go."""
+    for code in dict.fromkeys(re.findall(r"\(([A-Z]{2,8})\)", flat)):
+        m = re.search(rf"\b{code}\s*[:#\-]?\s*(?P<num>[A-Z]?\s?\d{{3,8}})\b", flat)
+        if m:
+            return m
+    return None
+
+
 def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
-    """catalogNumber: a number the label prints as the accession, else a stamped number, else
-    the barcode; the barcode goes to otherCatalogNumbers when something else was chosen."""
+    """catalogNumber, from the best evidence there is: a number stamped in the holding
+    herbarium's stamp and read with confidence; a number the label prints as an accession or
+    catalogue number; a number after a herbarium code; a stamped number read with less
+    confidence; the barcode. The barcode goes to otherCatalogNumbers when something else was
+    chosen.
+
+    A confident stamp comes first because stamping is how a herbarium accessions a sheet, while
+    a label may come from the collector's or another institution's series ("Acc. 184/Cat. 3330"
+    of a national park, a park's "YUCH-00184")."""
     flat = " ".join(text.split())
-    m = _ACCESSION.search(flat)
-    if not m:
-        # "ALA V116314": a number after the herbarium's own code, which labels also print in
-        # parentheses ("University of Alaska Herbarium (ALA)"), as Index Herbariorum codes go
-        for code in dict.fromkeys(re.findall(r"\(([A-Z]{2,8})\)", flat)):
-            m = re.search(rf"\b{code}\s*[:#\-]?\s*(?P<num>[A-Z]?\s?\d{{3,8}})\b", flat)
-            if m:
-                break
-    if m:
-        chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
-                  0.9 * _ocr_conf(m.group("num"), word_conf))
-    else:
-        chosen = next(((num, conf) for num, conf in stamps if num), None)
+    stamped = next(((num, conf) for num, conf in stamps if num), None)
+    chosen = stamped
+    if not (stamped and stamped[1] >= REVIEW):
+        m = _ACCESSION.search(flat) or _after_herbarium_code(flat)
+        if m:
+            chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
+                      0.9 * _ocr_conf(m.group("num"), word_conf))
     if chosen:
         fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.95))
         if barcodes:

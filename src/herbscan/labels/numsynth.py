@@ -1,0 +1,148 @@
+"""Synthetic images of stamped catalogue numbers, to train the number reader without real data.
+
+Accession numbers are stamped with numbering machines and hand stamps: a typewriter-like face,
+digits that sit a little off the baseline, ink that is speckled, faded, spread or broken, a rule
+printed under or through the digits and bits of the stamp's own lettering at the edges. Each
+image here is one such number, rendered in a system font and then damaged in those ways, as the
+band `stamps.number_band` cuts from a real stamp: grey, ink dark on light paper, the digits
+`DIGIT_SHARE` of the image height.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import string
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+HEIGHT = 32
+"""Height (px) of the images the reader sees."""
+DIGIT_SHARE = 0.62
+"""Digit height as a share of the image height (the band is cut with 0.3 digit heights above and
+below)."""
+ALPHABET = string.digits + string.ascii_uppercase
+"""Characters the reader can emit (a blank is added for CTC)."""
+
+_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
+              "/System/Library/Fonts", "C:/Windows/Fonts")
+
+
+@functools.cache
+def system_fonts() -> tuple[str, ...]:
+    """TrueType/OpenType fonts on this machine (sorted, so training is repeatable); without any,
+    Pillow's built-in scalable font is used."""
+    found = []
+    for d in _FONT_DIRS:
+        for ext in ("ttf", "otf", "TTF"):
+            found += glob.glob(os.path.join(d, "**", f"*.{ext}"), recursive=True)
+    return tuple(sorted(f for f in found if not any(s in os.path.basename(f).lower()
+                                                     for s in _NOT_TEXT)))
+
+
+_SLANTED = re.compile(r"italic|oblique|ita\b|ita\.", re.I)
+_NOT_TEXT = ("math", "symbol", "emoji", "dingbat", "d050000l", "z003", "chorus")
+"""Fonts whose digits are pictures or calligraphy, not print (file-name parts)."""
+
+
+def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    if path is None:
+        return ImageFont.load_default(size)
+    return ImageFont.truetype(path, size)
+
+
+_SERIES = [c for c in string.ascii_uppercase if c not in "IO"]  # I and O read as 1 and 0
+
+
+def random_number(rng: np.random.Generator) -> str:
+    """A catalogue number as stamped: 3–7 digits, sometimes after a letter series ("V 87317")."""
+    digits = "".join(rng.choice(list(string.digits), size=int(rng.integers(3, 8))))
+    r = rng.random()
+    if r < 0.35:
+        prefix = str(rng.choice(_SERIES))
+    elif r < 0.42:
+        prefix = "".join(rng.choice(_SERIES, size=2))
+    else:
+        return digits
+    return prefix + (" " if rng.random() < 0.4 else "") + digits
+
+
+def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | None = None,
+                  ) -> np.ndarray:
+    """One damaged stamped number, grey uint8, `HEIGHT` px tall (width follows the text)."""
+    fonts = system_fonts() if fonts is None else fonts
+    path = None
+    if fonts:
+        upright = [f for f in fonts if not _SLANTED.search(os.path.basename(f))]
+        pool = fonts if not upright or rng.random() < 0.15 else upright  # stamps are upright
+        path = str(rng.choice(list(pool)))
+    size = 64
+    font = _font(path, size)
+    digit_h = font.getbbox("0")[3] - font.getbbox("0")[1] or size * 0.7
+    canvas_h = int(digit_h / DIGIT_SHARE) + 1
+    spacing = rng.uniform(-0.04, 0.25) * digit_h
+    widths = [max(1.0, font.getlength(c)) for c in text]
+    total = sum(widths) + spacing * (len(text) - 1)
+    margin = rng.uniform(0.1, 0.9) * digit_h
+    w = int(total + 2 * margin) + 2
+    ink = Image.new("L", (w, canvas_h), 0)
+    draw = ImageDraw.Draw(ink)
+    top0 = (canvas_h - digit_h) / 2 - font.getbbox("0")[1] + rng.normal(0, 0.06) * digit_h
+    x = margin
+    for c, cw in zip(text, widths, strict=True):
+        level = int(255 * rng.uniform(0.75, 1.0))  # numbering-machine wheels ink unevenly
+        draw.text((x, top0 + rng.normal(0, 0.025) * digit_h), c, font=font, fill=level)
+        x += cw + spacing
+    a = np.asarray(ink, dtype=np.float32) / 255.0
+    if rng.random() < 0.6:  # a rule under or through the digits
+        y = int(canvas_h / 2 + digit_h * rng.uniform(0.35, 0.65))
+        t = max(1, int(digit_h * rng.uniform(0.03, 0.09)))
+        x0 = 0 if rng.random() < 0.5 else int(rng.uniform(0, margin))
+        a[y:y + t, x0:w - int(rng.uniform(0, margin))] = rng.uniform(0.6, 1.0)
+    if rng.random() < 0.3:  # the stamp's lettering or outline cut at the top or bottom edge
+        edge = Image.new("L", (w, canvas_h), 0)
+        d = ImageDraw.Draw(edge)
+        for _ in range(int(rng.integers(1, 5))):
+            cx, cy = rng.uniform(0, w), rng.choice([rng.uniform(-0.1, 0.05), rng.uniform(0.95, 1.1)])
+            r = rng.uniform(0.05, 0.2) * canvas_h
+            d.ellipse((cx - r, cy * canvas_h - r, cx + r, cy * canvas_h + r),
+                      fill=int(rng.uniform(120, 255)))
+        a = np.maximum(a, np.asarray(edge, dtype=np.float32) / 255.0)
+    img = Image.fromarray((a * 255).astype(np.uint8))
+    if rng.random() < 0.5:  # ink bled into the paper, or starved: blur, then cut at a level
+        soft = np.asarray(img.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 3.0))),
+                          dtype=np.float32) / 255.0
+        img = Image.fromarray((np.clip((soft - rng.uniform(0.2, 0.5)) * 6.0, 0, 1) * 255)
+                              .astype(np.uint8))
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    # speckled, broken ink: a blurred noise field eats into the strokes
+    grain = np.asarray(Image.fromarray((rng.random(a.shape) * 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(rng.uniform(0.8, 2.5))), dtype=np.float32) / 255.0
+    a = a * np.clip(1.0 - rng.uniform(0, 1.6) * np.clip(grain - 0.5, 0, None) * 2.0, 0, 1)
+    ink_level = rng.uniform(0.25, 1.0)  # pale blue stamp pad … fresh black ink
+    paper = rng.uniform(200, 255)
+    grey = paper - a * ink_level * paper
+    img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.0)))
+    img = img.rotate(rng.normal(0, 1.2), resample=Image.Resampling.BILINEAR, fillcolor=int(paper))
+    out_w = max(8, round(img.width * HEIGHT / img.height * rng.uniform(0.7, 1.3)))
+    img = img.resize((out_w, HEIGHT), Image.Resampling.BILINEAR)
+    g = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(0, 10), (HEIGHT, out_w))
+    return normalise(g)
+
+
+def normalise(grey: np.ndarray) -> np.ndarray:
+    """Stretch a grey band so ink is near 0 and paper 255 (the same for training and reading)."""
+    g = grey.astype(np.float32)
+    lo, hi = np.percentile(g, 1), np.percentile(g, 70)
+    return np.clip((g - lo) / max(hi - lo, 8.0) * 255.0, 0, 255).astype(np.uint8)
+
+
+def make_batch(n: int, rng: np.random.Generator, fonts: tuple[str, ...] | None = None,
+               ) -> tuple[list[np.ndarray], list[str]]:
+    """`n` images and their texts (spaces dropped: the reader emits the characters only)."""
+    texts = [random_number(rng) for _ in range(n)]
+    return [render_number(t, rng, fonts) for t in texts], [t.replace(" ", "") for t in texts]

@@ -1,0 +1,58 @@
+"""The stamped-number reader: synthetic training data, the shipped weights, and training."""
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from herbscan.labels.numreader import NumberReader, default_reader, synthetic_pool, train
+from herbscan.labels.numsynth import HEIGHT, make_batch, random_number, render_number
+
+
+def test_synthetic_numbers_are_repeatable_grey_bands():
+    a = render_number("V 87317", np.random.default_rng(5))
+    b = render_number("V 87317", np.random.default_rng(5))
+    assert a.dtype == np.uint8 and a.shape[0] == HEIGHT and np.array_equal(a, b)
+    assert a.min() < 80 and np.median(a) > 180          # dark ink on light paper
+    texts = [random_number(np.random.default_rng(i)) for i in range(300)]
+    assert all(3 <= sum(c.isdigit() for c in t) <= 7 for t in texts)
+    assert any(t[0].isalpha() for t in texts) and any(t.isdigit() for t in texts)
+    images, labels = make_batch(4, np.random.default_rng(0))
+    assert len(images) == 4 and all(" " not in t for t in labels)
+
+
+def test_pool_is_the_same_in_one_process_or_two():
+    one = synthetic_pool(30, seed=3, workers=1)
+    two = synthetic_pool(30, seed=3, workers=2)
+    assert one[1] == two[1] and all(np.array_equal(a, b) for a, b in zip(one[0], two[0]))
+
+
+def test_shipped_reader_reads_fresh_synthetic_numbers():
+    images, texts = make_batch(200, np.random.default_rng(2024))   # not the training seeds
+    reads = default_reader().read(images)
+    acc = np.mean([r.text == t for r, t in zip(reads, texts, strict=True)])
+    assert acc >= 0.9, acc
+    right = [r.conf for r, t in zip(reads, texts, strict=True) if r.text == t]
+    wrong = [r.conf for r, t in zip(reads, texts, strict=True) if r.text != t]
+    assert all(0.0 <= c <= 1.0 for c in right + wrong)
+    if wrong:
+        assert np.mean(right) > np.mean(wrong)               # confidence means something
+    assert default_reader().read([]) == []
+
+
+def test_train_writes_loadable_safetensors(tmp_path):
+    out = tmp_path / "reader.safetensors"
+    result = train(out, samples=96, steps=3, batch=16, log_every=0)
+    assert 0.0 <= result["synthetic_accuracy"] <= 1.0 and out.is_file()
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["steps"] == "3" and meta["samples"] == "96"
+    reads = NumberReader(out).read([render_number("12345", np.random.default_rng(0))])
+    assert len(reads) == 1 and isinstance(reads[0].text, str)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_missing_weights_say_what_to_do(tmp_path):
+    from herbscan.errors import HerbscanError
+
+    with pytest.raises(HerbscanError, match="train_number_reader"):
+        NumberReader(tmp_path / "none.safetensors").read([np.full((32, 64), 255, np.uint8)])
