@@ -90,7 +90,6 @@ class NumberReader:
 
     @functools.cached_property
     def model_(self):
-        import torch
         from safetensors.torch import load_file
 
         if not self.weights.is_file():
@@ -98,9 +97,7 @@ class NumberReader:
                                 "herbscan or rebuild them with scripts/train_number_reader.py")
         model = _build(**json.loads(self._meta().get("config", "{}")))
         model.load_state_dict(load_file(str(self.weights)))
-        model.eval()
-        torch.set_num_threads(1)  # bands are tiny; parallelism comes from worker processes
-        return model
+        return model.eval()
 
     def _meta(self) -> dict:
         from safetensors import safe_open

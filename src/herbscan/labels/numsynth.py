@@ -86,12 +86,14 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     spacing = rng.uniform(-0.04, 0.25) * digit_h
     widths = [max(1.0, font.getlength(c)) for c in text]
     total = sum(widths) + spacing * (len(text) - 1)
-    margin = rng.uniform(0.1, 0.9) * digit_h
-    w = int(total + 2 * margin) + 2
+    # the band is cut across the stamp's inside, so the number may sit off centre in blank paper
+    left, right = rng.uniform(0.1, 2.5, size=2) * digit_h
+    margin = min(left, right)
+    w = int(total + left + right) + 2
     ink = Image.new("L", (w, canvas_h), 0)
     draw = ImageDraw.Draw(ink)
     top0 = (canvas_h - digit_h) / 2 - font.getbbox("0")[1] + rng.normal(0, 0.06) * digit_h
-    x = margin
+    x = left
     for c, cw in zip(text, widths, strict=True):
         level = int(255 * rng.uniform(0.75, 1.0))  # numbering-machine wheels ink unevenly
         draw.text((x, top0 + rng.normal(0, 0.025) * digit_h), c, font=font, fill=level)
@@ -110,6 +112,15 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
             r = rng.uniform(0.05, 0.2) * canvas_h
             d.ellipse((cx - r, cy * canvas_h - r, cx + r, cy * canvas_h + r),
                       fill=int(rng.uniform(120, 255)))
+        a = np.maximum(a, np.asarray(edge, dtype=np.float32) / 255.0)
+    if rng.random() < 0.25:  # the outline crossing the band's end
+        edge = Image.new("L", (w, canvas_h), 0)
+        end = rng.choice([rng.uniform(-0.5, 0.3), w / digit_h - rng.uniform(-0.5, 0.3)])
+        cx, r = end * digit_h, rng.uniform(2.0, 5.0) * canvas_h
+        side = -1 if end * digit_h < w / 2 else 1
+        ImageDraw.Draw(edge).ellipse((cx - side * r - r, canvas_h / 2 - r, cx - side * r + r,
+                                      canvas_h / 2 + r), outline=255,
+                                     width=max(1, int(digit_h * rng.uniform(0.03, 0.1))))
         a = np.maximum(a, np.asarray(edge, dtype=np.float32) / 255.0)
     img = Image.fromarray((a * 255).astype(np.uint8))
     if rng.random() < 0.5:  # ink bled into the paper, or starved: blur, then cut at a level

@@ -52,7 +52,10 @@ def _darkest(image: Image.Image) -> np.ndarray:
 
 
 def find_stamps(sheet: Image.Image, *, side: int = FIND_SIDE) -> list[tuple[int, int, int, int]]:
-    """Boxes (x, y, w, h, sheet pixels) of thin closed ink outlines the size of a stamp."""
+    """Boxes (x, y, w, h, sheet pixels) of thin closed ink outlines the size of a stamp.
+
+    Outlines are looked for in the ink as it is and with gaps of a few pixels closed (a worn
+    stamp prints its outline in pieces); of overlapping boxes the larger is kept."""
     scale = min(1.0, side / max(sheet.size))
     small = sheet
     if scale < 1.0:
@@ -60,13 +63,25 @@ def find_stamps(sheet: Image.Image, *, side: int = FIND_SIDE) -> list[tuple[int,
                              Image.Resampling.BILINEAR)
     a = _darkest(small)
     ink = (ndi.maximum_filter(a, size=15) - a) > INK
+    boxes: list[tuple[int, int, int, int]] = []
+    for mask in (ink, ndi.binary_closing(ink, structure=np.ones((5, 5)))):
+        for box in _outlines(mask, small.width):
+            box = tuple(round(v / scale) for v in box)
+            same = [b for b in boxes if _overlap(box, b) > 0.5]
+            if all(box[2] * box[3] > b[2] * b[3] for b in same):
+                boxes = [b for b in boxes if b not in same] + [box]
+    return boxes
+
+
+def _outlines(ink: np.ndarray, width: int) -> list[tuple[int, int, int, int]]:
+    """Boxes of the ink components that are thin, hollow, closed loops of stamp size."""
     labels, _ = ndi.label(ink, structure=np.ones((3, 3)))
     boxes = []
     for i, sl in enumerate(ndi.find_objects(labels), 1):
         if sl is None:
             continue
         h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        if not (MIN_WIDTH * small.width <= w <= MAX_WIDTH * small.width and 0.3 <= h / w <= 1.05):
+        if not (MIN_WIDTH * width <= w <= MAX_WIDTH * width and 0.3 <= h / w <= 1.05):
             continue
         comp = labels[sl] == i
         if comp.mean() > 0.2:  # a blot or a plant, not an outline
@@ -76,8 +91,15 @@ def find_stamps(sheet: Image.Image, *, side: int = FIND_SIDE) -> list[tuple[int,
         bands = (comp[:h // 5], comp[-(h // 5):], comp[:, :w // 5], comp[:, -(w // 5):])
         if not all(b.any() for b in bands):  # an arc or a bracket, not a closed loop
             continue
-        boxes.append(tuple(round(v / scale) for v in (sl[1].start, sl[0].start, w, h)))
+        boxes.append((sl[1].start, sl[0].start, w, h))
     return boxes
+
+
+def _overlap(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """Intersection over the smaller box's area."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / max(1, min(a[2] * a[3], b[2] * b[3]))
 
 
 CORE = 0.62
@@ -131,18 +153,19 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     core = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2 < CORE ** 2
     labels, _ = ndi.label(ndi.binary_closing(chars, structure=np.ones((3, 3))),
                           structure=np.ones((3, 3)))
-    comps = []  # (y0, y1, x0, x1, ink pixels)
+    comps, inner = [], []  # (y0, y1, x0, x1, ink pixels); those with their centre in the core
     for i, sl in enumerate(ndi.find_objects(labels), 1):
         ch, cw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         if not (0.06 * h <= ch <= 0.4 * h and cw <= 0.3 * w):
             continue
-        if core[(sl[0].start + sl[0].stop) // 2, (sl[1].start + sl[1].stop) // 2]:
-            comps.append((sl[0].start, sl[0].stop, sl[1].start, sl[1].stop,
-                          int((labels[sl] == i).sum())))
-    if not comps:
+        c = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, int((labels[sl] == i).sum()))
+        comps.append(c)
+        if core[(c[0] + c[1]) // 2, (c[2] + c[3]) // 2]:
+            inner.append(c)
+    if not inner:
         return []
     lines: list[list[tuple]] = []
-    for c in sorted(comps, key=lambda c: c[0] + c[1]):
+    for c in sorted(inner, key=lambda c: c[0] + c[1]):
         for ln in lines:
             mid = np.median([(d[0] + d[1]) / 2 for d in ln])
             if abs((c[0] + c[1]) / 2 - mid) < 0.4 * max(np.median([d[1] - d[0] for d in ln]),
@@ -153,8 +176,18 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
             lines.append([c])
     best = max(lines, key=lambda ln: sum(c[4] for c in ln))
     y0, y1 = min(c[0] for c in best), max(c[1] for c in best)
+    x0, x1 = min(c[2] for c in best), max(c[3] for c in best)
+    # the line may run on beyond the core: take in characters level with it, one gap at a time
+    grown = True
+    while grown:
+        grown = False
+        for c in comps:
+            level = abs((c[0] + c[1]) / 2 - (y0 + y1) / 2) < 0.4 * (y1 - y0)
+            near = c[3] >= x0 - 1.5 * (y1 - y0) and c[2] <= x1 + 1.5 * (y1 - y0)
+            if level and near and (c[2] < x0 or c[3] > x1):
+                x0, x1, grown = min(x0, c[2]), max(x1, c[3]), True
     across = np.flatnonzero(core[(y0 + y1) // 2])
-    x0, x1 = min(across[0], min(c[2] for c in best)), max(across[-1], max(c[3] for c in best))
+    x0, x1 = min(x0, across[0]), max(x1, across[-1] + 1)
     erased = np.where(ndi.binary_dilation(chars), flat, 255.0)
     bands = []
     for pad in BAND_PADS:
