@@ -175,6 +175,19 @@ def test_checklist_finds_names_whose_latin_shape_ocr_broke():
     assert "scientificName" not in values("Mile 69 Haines Highway", checklist=cl)[0]
 
 
+def test_cf_and_aff_become_the_identification_qualifier():
+    v, _ = values("Lycopodium cf. clavatum L.\nnear the lake")
+    assert (v["scientificName"], v["identificationQualifier"]) == ("Lycopodium clavatum L.", "cf.")
+    v, _ = values("LYCOPODIUM AFF. CLAVATUM L.")
+    assert v["identificationQualifier"] == "aff." and v["specificEpithet"] == "clavatum"
+    assert "identificationQualifier" not in values("Lycopodium clavatum L.")[0]
+    # OCR broke the epithet's Latin shape: the checklist still finds the name past the "cf."
+    cl = Checklist(names=["Lycopodium serratum Thunb. ex Murray", "Lycopodium annotinum L."])
+    v, _ = values("Plants of Khabarovskiy Kray\nLycopodium cf. serratun Thunb. y", checklist=cl)
+    assert v["scientificName"] == "Lycopodium serratum Thunb. ex Murray"
+    assert v["identificationQualifier"] == "cf."
+
+
 def test_label_parts_are_joined_across_unread_lines_but_not_blank_paper():
     from herbscan.labels.ocr import OcrResult, Word
 

@@ -155,10 +155,16 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
         if best is not None:
             name, score, g = best
             _set_checklist_name(fields, checklist, name, score, word_conf, g.line)
+            if g.qualifier:
+                fields["identificationQualifier"] = Field(g.qualifier, score / 100.0)
             return
         hit = checklist.scan("\n".join(ln for ln in lines if not BOILERPLATE.search(ln)))
         if hit is not None:
             _set_checklist_name(fields, checklist, hit[0], 0.9 * hit[1], word_conf, hit[2])
+            q = re.search(r"\b(cf|aff)\.", hit[2], re.IGNORECASE)
+            if q:
+                fields["identificationQualifier"] = Field(f"{q.group(1).lower()}.",
+                                                          0.009 * hit[1])
             return
     if guesses:
         g = guesses[0]
@@ -184,6 +190,8 @@ def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str
         fields["taxonRank"] = Field("species", conf)
     if g.author:
         fields["scientificNameAuthorship"] = Field(g.author, conf)
+    if g.qualifier:
+        fields["identificationQualifier"] = Field(g.qualifier, conf)
 
 
 _MONTH_RE = "|".join(sorted(MONTHS, key=len, reverse=True))

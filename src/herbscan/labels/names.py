@@ -37,6 +37,8 @@ LINE_MIN_SCORE = 60.0
 """Similarity needed to snap a line known to hold a name (see `Checklist.snap_line`): lower than
 for names found in running text, because the line cannot be anything else; such names keep the
 similarity as confidence, so those below 80 are still sent for review."""
+QUALIFIERS = {"cf", "aff"}
+"""Words of an uncertain identification written between genus and epithet."""
 RANKS = {"var.": "variety", "var": "variety", "subsp.": "subspecies", "ssp.": "subspecies",
          "subsp": "subspecies", "ssp": "subspecies", "f.": "form", "forma": "form"}
 LATIN_END = re.compile(
@@ -73,6 +75,8 @@ class NameGuess:
     author: str = ""
     line: str = ""
     score: float = 0.0  # how name-like, 0–1
+    qualifier: str = ""
+    """"cf." or "aff." written between genus and epithet (Darwin Core identificationQualifier)."""
 
     @property
     def binomial(self) -> str:
@@ -140,8 +144,9 @@ def find_names(text: str) -> list[NameGuess]:
     for k, ln in enumerate(lines):
         clean = re.sub(r"^[\W\d_]*(?:\d+\.?\s+)?", "", ln)  # "334. Lycopodium …", "= Lyco…"
         for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,})\s+"
+                             r"(?:(cf|aff|CF|AFF)\.?\s+)?"  # see QUALIFIERS
                              r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b", clean):
-            g, e = m.group(1), m.group(2)
+            g, e = m.group(1), m.group(3)
             if g.lower() in NOT_GENUS or e.lower() in NOT_EPITHET:
                 continue
             if g.isupper() != e.isupper() and not (g[:1].isupper() and e.islower()):
@@ -156,7 +161,8 @@ def find_names(text: str) -> list[NameGuess]:
             score -= 0.3 if g.lower().endswith("aceae") else 0.0
             guesses.append(NameGuess(genus=_norm_case(g, True), epithet=_norm_case(e, False),
                                      rank=rank, infra=infra, author=author, line=ln,
-                                     score=min(score, 1.0)))
+                                     score=min(score, 1.0),
+                                     qualifier=f"{m.group(2).lower()}." if m.group(2) else ""))
     guesses.sort(key=lambda g: -g.score)
     return guesses
 
@@ -284,7 +290,8 @@ class Checklist:
         keys = list(self._by_key)
         best = None
         for line in text.splitlines():
-            words = re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line)
+            words = [w for w in re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line)
+                     if w.lower() not in QUALIFIERS]
             for pair in pairwise(words):
                 cand = " ".join(pair).lower()
                 hit = process.extractOne(cand, keys, scorer=fuzz.ratio, score_cutoff=min_score)

@@ -27,8 +27,8 @@ from herbscan.progress import Progress
 
 DWC_COLUMNS = (
     "catalogNumber", "otherCatalogNumbers", "scientificName", "scientificNameAuthorship",
-    "genus", "specificEpithet", "taxonRank", "infraspecificEpithet", "family", "recordedBy",
-    "recordNumber", "eventDate", "verbatimEventDate", "country", "stateProvince", "county",
+    "genus", "specificEpithet", "taxonRank", "infraspecificEpithet", "identificationQualifier",
+    "family", "recordedBy", "recordNumber", "eventDate", "verbatimEventDate", "country", "stateProvince", "county",
     "locality", "habitat", "verbatimElevation", "decimalLatitude", "decimalLongitude",
     "verbatimCoordinates", "verbatimLabel",
 )
