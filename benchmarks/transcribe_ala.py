@@ -10,12 +10,13 @@ Each sheet is read once (`read_sheet`) in `--workers` processes and parsed twice
   for a first record).
 
 Metrics (fractions of sheets): a barcode decoded; genus + species equal to the manifest's;
-the catalog number equal (ignoring the institution code "ALA" and spaces); and, as the ceiling
-for names, the manifest's species epithet found anywhere in the OCR text (labels often carry an
-older combination, e.g. Lycopodium alpinum for Diphasiastrum alpinum); `name_other_genus` counts
-the sheets whose label name was read with the manifest's epithet but under another genus, which
-no reading without a checklist can match. Seconds per sheet are wall time over the run (all
-workers) and CPU time per sheet in one worker.
+the catalog number equal (ignoring the institution code "ALA" and spaces); stamps found, and
+their number read and right (whatever the catalogue number was finally taken from); and, as
+the ceiling for names, the manifest's species epithet found anywhere in the OCR text (labels
+often carry an older combination, e.g. Lycopodium alpinum for Diphasiastrum alpinum);
+`name_other_genus` counts the sheets whose label name was read with the manifest's epithet but
+under another genus, which no reading without a checklist can match. Seconds per sheet are
+wall time over the run (all workers) and CPU time per sheet in one worker.
 Prints a table and, last, one JSON line.
 """
 
@@ -88,6 +89,10 @@ def main() -> None:
         hits["catalog"] += exact("catalogNumber", plain.get("catalogNumber", _E).value,
                                  r["catalog_number"])
         hits["catalog_in_text"] += r["catalog_number"].split()[-1] in "".join(text.split())
+        hits["stamp_found"] += bool(stamps)
+        read_stamp = next((num for num, _ in stamps if num), "")
+        hits["stamp_number_read"] += bool(read_stamp)
+        hits["stamp_number_right"] += exact("catalogNumber", read_stamp, r["catalog_number"])
     result = {k: round(v / n, 3) for k, v in sorted(hits.items())}
     result.update(sheets=n, workers=args.workers, wall_seconds_per_sheet=round(wall / n, 2),
                   worker_seconds_per_sheet=round(sum(x[3] for x in reads) / n, 2))

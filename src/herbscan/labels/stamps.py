@@ -105,6 +105,9 @@ def _overlap(a: tuple[int, ...], b: tuple[int, ...]) -> float:
 CORE = 0.62
 """The number is looked for inside this share of the stamp's half-axes: the middle of an oval or
 box, away from the lettering that runs around its edge."""
+EDGE = 0.85
+"""Elliptical radius (share of the half-axes) beyond which characters belong to the lettering
+that runs around the outline, not to the number."""
 PAPER_RATIO = 200
 """A pixel is ink below this grey level once the paper is flattened to 255 (pale stamp inks
 included)."""
@@ -156,11 +159,11 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     comps, inner = [], []  # (y0, y1, x0, x1, ink pixels); those with their centre in the core
     for i, sl in enumerate(ndi.find_objects(labels), 1):
         ch, cw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        if not (0.06 * h <= ch <= 0.4 * h and cw <= 0.3 * w):
+        if not (0.06 * h <= ch <= 0.4 * h and cw <= 0.75 * w):
             continue
         c = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, int((labels[sl] == i).sum()))
-        comps.append(c)
-        if core[(c[0] + c[1]) // 2, (c[2] + c[3]) // 2]:
+        comps.append(c)  # a wide one may be digits run together, taken in only along a line
+        if cw <= 0.3 * w and core[(c[0] + c[1]) // 2, (c[2] + c[3]) // 2]:
             inner.append(c)
     if not inner:
         return []
@@ -177,23 +180,32 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     best = max(lines, key=lambda ln: sum(c[4] for c in ln))
     y0, y1 = min(c[0] for c in best), max(c[1] for c in best)
     x0, x1 = min(c[2] for c in best), max(c[3] for c in best)
-    # the line may run on beyond the core: take in characters level with it, one gap at a time
+    size = float(np.median([c[1] - c[0] for c in best]))
+    # the line may run on beyond the core: take in characters level with it, one gap at a
+    # time, short of the lettering that runs along the outline (`EDGE`)
     grown = True
     while grown:
         grown = False
         for c in comps:
-            level = abs((c[0] + c[1]) / 2 - (y0 + y1) / 2) < 0.4 * (y1 - y0)
-            near = c[3] >= x0 - 1.5 * (y1 - y0) and c[2] <= x1 + 1.5 * (y1 - y0)
-            if level and near and (c[2] < x0 or c[3] > x1):
+            level = min(c[1], y1) - max(c[0], y0) >= 0.7 * (c[1] - c[0])
+            near = c[3] >= x0 - size and c[2] <= x1 + size
+            inside = _radius(c, w, h) < EDGE
+            if level and near and inside and 0.6 * size <= c[1] - c[0] <= 1.4 * size and \
+                    (c[2] < x0 or c[3] > x1):
                 x0, x1, grown = min(x0, c[2]), max(x1, c[3]), True
-    across = np.flatnonzero(core[(y0 + y1) // 2])
-    x0, x1 = min(x0, across[0]), max(x1, across[-1] + 1)
+    x0, x1 = max(0, x0 - int(size)), min(w, x1 + int(size))
     erased = np.where(ndi.binary_dilation(chars), flat, 255.0)
     bands = []
     for pad in BAND_PADS:
         rows = slice(max(0, y0 - int(pad * (y1 - y0))), y1 + int(pad * (y1 - y0)))
         bands += [flat[rows, x0:x1].astype(np.uint8), erased[rows, x0:x1].astype(np.uint8)]
     return bands
+
+
+def _radius(c: tuple, w: int, h: int) -> float:
+    """Elliptical radius of a component's centre in a w × h stamp (0 centre, 1 outline)."""
+    cx, cy = (c[2] + c[3]) / 2, (c[0] + c[1]) / 2
+    return float(np.hypot((cx - w / 2) / (w / 2), (cy - h / 2) / (h / 2)))
 
 
 def read_stamp(sheet: Image.Image, box: tuple[int, int, int, int]) -> Stamp:
