@@ -148,7 +148,7 @@ def synthetic_pool(n: int, seed: int, workers: int = 1) -> tuple[list[np.ndarray
     return [im for d in done for im in d[0]], [t for d in done for t in d[1]]
 
 
-def train(out: Path | str = WEIGHTS, *, samples: int = 40_000, steps: int = 2500,
+def train(out: Path | str = WEIGHTS, *, samples: int = 60_000, steps: int = 4000,
           batch: int = 48, seed: int = 0, lr: float = 3e-3, workers: int = 1,
           log_every: int = 250) -> dict:
     """Train the reader on synthetic numbers and save it (safetensors, atomically).

@@ -6,7 +6,7 @@ read as a picture), so they are found by shape instead: a thin, closed loop of i
 that is hollow in the middle. Stamp ink is often pale blue or violet on cream paper, so ink is
 measured on the darkest colour channel against the local paper brightness.
 
-The number is the line of characters in the stamp's middle (`number_band`), read by herbscan's
+The number is the line of characters in the stamp's middle (`number_bands`), read by herbscan's
 own number reader (`numreader`, trained on synthetic stamped numbers) rather than tesseract,
 which misreads speckled numbering-machine digits crossed by a rule about two times in three.
 """
@@ -22,7 +22,8 @@ from scipy import ndimage as ndi
 
 FIND_SIDE = 2400
 """Long side (px) of the image searched for stamp outlines (about 150 dpi): a stamp's thin, pale
-outline breaks up in coarser images (1200 px found 130 of the 158 ALA stamps, 2400 px 149)."""
+outline breaks up in coarser images (1200 px found 130 of the 158 ALA stamps, 2400 px 149, and
+154 with gaps closed as well)."""
 MIN_WIDTH, MAX_WIDTH = 0.06, 0.35
 """A stamp's width as a fraction of the sheet's width (labels are wider, specks narrower)."""
 INK = 35
@@ -40,7 +41,7 @@ class Stamp:
     votes: int = 0
     reads: int = 0
     conf: float = 0.0
-    """Confidence in `number`, from the share of reads that gave it (`AGREEMENT_CONF`)."""
+    """Confidence in `number`: the share of reads that gave it (see `MAX_CONF`)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,10 +133,11 @@ def _rules(ink: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-AGREEMENT_CONF = 1.2
-"""Confidence per share of reads agreeing, capped at 0.95. On the 158 ALA stamps the agreement,
-not the reader's own per-read confidence, told right from wrong: numbers given by 1 of 6 reads
-were right 6% of the time (0.2: dropped), 2 of 6 48% (0.4: flagged for review), 3–6 of 6 90%."""
+MAX_CONF = 0.95
+"""A stamp's confidence is the share of its reads that agree, at most this. On the 158 ALA
+stamps the agreement, not the reader's own per-read probability, told right from wrong: numbers
+given by 1 of 6 reads were right 11% of the time (0.17: dropped), by 2 or 3 of 6 40% (flagged
+for review), by 4 of 6 89% and by 5 or 6 of 6 all 56."""
 BAND_PADS = (0.2, 0.3, 0.45)
 """Paper kept above and below the number line, in line heights: one band per pad and per
 source (as stamped, rules erased) is read, and the reads vote."""
@@ -146,7 +148,8 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     and with rules erased), or [] when the middle is empty.
 
     Characters are ink components of text size whose centre lies in the stamp's core (`CORE`),
-    grouped by height on the stamp; the group with the most ink is the number."""
+    grouped by height on the stamp; the group with the most ink is the number, grown along
+    characters level with it out to the edge lettering (`EDGE`)."""
     flat = _flat(crop)
     h, w = flat.shape
     ink = flat < PAPER_RATIO
@@ -223,11 +226,11 @@ def read_stamp(sheet: Image.Image, box: tuple[int, int, int, int]) -> Stamp:
     if weight:
         stamp.number = max(weight, key=weight.get)
         stamp.votes = sum(r.text == stamp.number for r in reads)
-        stamp.conf = round(min(0.95, AGREEMENT_CONF * stamp.votes / len(bands)), 3)
+        stamp.conf = round(min(MAX_CONF, stamp.votes / len(bands)), 3)
     return stamp
 
 
 def read_stamps(sheet: Image.Image) -> list[Stamp]:
-    """Every stamp outline on the sheet with the number read inside it, best-agreed first."""
+    """Every stamp outline on the sheet with the number read inside it, most confident first."""
     stamps = [read_stamp(sheet, box) for box in find_stamps(sheet)]
-    return sorted(stamps, key=lambda s: -s.votes)
+    return sorted(stamps, key=lambda s: -s.conf)
