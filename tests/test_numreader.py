@@ -45,7 +45,7 @@ def test_train_writes_loadable_safetensors(tmp_path):
     assert 0.0 <= result["synthetic_accuracy"] <= 1.0 and out.is_file()
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
-    assert meta["steps"] == "3" and meta["samples"] == "96"
+    assert meta["steps"] == "3" and meta["samples"] == "96" and "hidden" in meta["config"]
     reads = NumberReader(out).read([render_number("12345", np.random.default_rng(0))])
     assert len(reads) == 1 and isinstance(reads[0].text, str)
     assert not list(tmp_path.glob(".*.tmp"))

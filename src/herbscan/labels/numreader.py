@@ -21,6 +21,8 @@ from herbscan.errors import HerbscanError
 from herbscan.labels.numsynth import ALPHABET, HEIGHT, make_batch, normalise
 
 WEIGHTS = Path(__file__).with_name("weights") / "number_reader.safetensors"
+HIDDEN = 96
+"""GRU width; a weights file records its own in its metadata ("config")."""
 
 
 @dataclass
@@ -31,7 +33,7 @@ class NumberRead:
     conf: float
 
 
-def _build(hidden: int = 96):
+def _build(hidden: int = HIDDEN):
     import torch
     from torch import nn
 
@@ -193,8 +195,8 @@ def train(out: Path | str = WEIGHTS, *, samples: int = 60_000, steps: int = 4000
     model.eval()
     acc = synthetic_accuracy(model, seed + 1)
     out = Path(out)
-    meta = {"config": json.dumps({}), "samples": str(samples), "steps": str(steps),
-            "seed": str(seed), "synthetic_accuracy": f"{acc:.4f}"}
+    meta = {"config": json.dumps({"hidden": HIDDEN}), "samples": str(samples),
+            "steps": str(steps), "seed": str(seed), "synthetic_accuracy": f"{acc:.4f}"}
     with atomic_path(out) as tmp:
         # half precision halves the file; the reader computes in float32 after loading
         save_file({k: (v.half() if v.is_floating_point() else v).contiguous()

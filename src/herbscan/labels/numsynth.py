@@ -4,8 +4,8 @@ Accession numbers are stamped with numbering machines and hand stamps: a typewri
 digits that sit a little off the baseline, ink that is speckled, faded, spread or broken, a rule
 printed under or through the digits and bits of the stamp's own lettering at the edges. Each
 image here is one such number, rendered in a system font and then damaged in those ways, as the
-band `stamps.number_band` cuts from a real stamp: grey, ink dark on light paper, the digits
-`DIGIT_SHARE` of the image height.
+bands `stamps.number_bands` cuts from a real stamp: grey, ink dark on light paper, the digits
+about `DIGIT_SHARE` of the image height, often with blank paper on either side.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 HEIGHT = 32
 """Height (px) of the images the reader sees."""
 DIGIT_SHARE = 0.62
-"""Digit height as a share of the image height (the band is cut with 0.3 digit heights above and
-below)."""
+"""Digit height as a share of the image height (the middle band is cut with 0.3 digit heights
+above and below)."""
 ALPHABET = string.digits + string.ascii_uppercase
 """Characters the reader can emit (a blank is added for CTC)."""
 
@@ -43,7 +43,7 @@ def system_fonts() -> tuple[str, ...]:
                                                      for s in _NOT_TEXT)))
 
 
-_SLANTED = re.compile(r"italic|oblique|ita\b|ita\.", re.I)
+_SLANTED = re.compile(r"italic|oblique|ita\b|ita\.", re.IGNORECASE)
 _NOT_TEXT = ("math", "symbol", "emoji", "dingbat", "d050000l", "z003", "chorus")
 """Fonts whose digits are pictures or calligraphy, not print (file-name parts)."""
 
