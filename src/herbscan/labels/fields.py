@@ -374,21 +374,23 @@ def _after_herbarium_code(flat: str) -> re.Match | None:
 def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
     """catalogNumber, from the best evidence there is: a number stamped in the holding
     herbarium's stamp and read with confidence; a number the label prints as an accession or
-    catalogue number; a number after a herbarium code; a stamped number read with less
-    confidence; the barcode. The barcode goes to otherCatalogNumbers when something else was
-    chosen.
+    catalogue number; a number after a herbarium code; the barcode; a stamped number read with
+    less confidence (right less than half the time, and many herbaria's barcode is their
+    catalogue number). The barcode goes to otherCatalogNumbers when something else was chosen.
 
     A confident stamp comes first because stamping is how a herbarium accessions a sheet, while
     a label may come from the collector's or another institution's series ("Acc. 184/Cat. 3330"
     of a national park, a park's "YUCH-00184")."""
     flat = " ".join(text.split())
     stamped = next(((num, conf) for num, conf in stamps if num), None)
-    chosen = stamped
-    if not (stamped and stamped[1] >= REVIEW):
+    chosen = stamped if stamped and stamped[1] >= REVIEW else None
+    if not chosen:
         m = _ACCESSION.search(flat) or _after_herbarium_code(flat)
         if m:
             chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
                       0.9 * _ocr_conf(m.group("num"), word_conf))
+        elif not barcodes:
+            chosen = stamped
     if chosen:
         fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.95))
         if barcodes:
