@@ -510,6 +510,29 @@ def test_read_stamp_number_with_the_number_reader():
     assert (empty.number, empty.conf) == ("", 0.0)
 
 
+def test_stamp_number_cross_checked_by_tesseract_when_reads_disagree(tesseract, monkeypatch):
+    from herbscan.labels import numreader, stamps
+    from herbscan.labels.numreader import NumberRead
+
+    sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    box = draw_stamp(sheet, (120, 1950), "40480")
+    x, y, w, h = box
+    bands = stamps.number_bands(sheet.crop((x, y, x + w, y + h)))
+    assert "40480" in stamps._tesseract_numbers(bands)          # the second reader on its own
+
+    class Split:  # a reader whose six reads disagree: 3 × 40430, 2 × 40480, 1 × 4048
+        def read(self, bands):
+            texts = ["40430"] * 3 + ["40480"] * 2 + ["4048"]
+            return [NumberRead(t, 0.9) for t in texts][:len(bands)]
+
+    monkeypatch.setattr(numreader, "default_reader", lambda: Split())
+    stamp = stamps.read_stamp(sheet, box)
+    assert (stamp.number, stamp.votes, stamp.conf) == ("40480", 2, stamps.CROSS_CHECKED)
+    monkeypatch.setattr(stamps, "_tesseract_numbers", lambda bands: ["1111"])
+    stamp = stamps.read_stamp(sheet, box)                        # no support: the plain vote
+    assert (stamp.number, stamp.votes, stamp.conf) == ("40430", 3, 0.5)
+
+
 def test_catalog_number_prefers_confident_stamp_printed_number_barcode_in_turn():
     v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.78)])
     assert (v["catalogNumber"], v["otherCatalogNumbers"]) == ("41151", "H1")
@@ -517,6 +540,8 @@ def test_catalog_number_prefers_confident_stamp_printed_number_barcode_in_turn()
     # 2 of 6 reads agreeing (right 40% of the time): the barcode goes first, else kept for review
     v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.4)])
     assert v["catalogNumber"] == "H1"
+    v, review = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.55)])
+    assert v["catalogNumber"] == "41151" and "catalogNumber" in review  # cross-checked
     v, review = values("Lycopodium annotinum L.", stamps=[("41151", 0.4)])
     assert v["catalogNumber"] == "41151" and "catalogNumber" in review
     v, _ = values("accession V 161227", barcodes=["H1"], stamps=[("41151", 0.4)])

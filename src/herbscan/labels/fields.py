@@ -361,6 +361,10 @@ _ACCESSION = re.compile(
 _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 
 
+STAMP_OVER_BARCODE = 0.5
+"""A stamped number this confident (see `stamps.CROSS_CHECKED`) is taken before the barcode."""
+
+
 def _after_herbarium_code(flat: str) -> re.Match | None:
     """"ALA V116314": a number after a herbarium code that the text also prints in parentheses
     ("University of Alaska Herbarium (ALA)"), as Index Herbariorum codes go."""
@@ -374,9 +378,10 @@ def _after_herbarium_code(flat: str) -> re.Match | None:
 def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
     """catalogNumber, from the best evidence there is: a number stamped in the holding
     herbarium's stamp and read with confidence; a number the label prints as an accession or
-    catalogue number; a number after a herbarium code; the barcode; a stamped number read with
-    less confidence (right less than half the time, and many herbaria's barcode is their
-    catalogue number). The barcode goes to otherCatalogNumbers when something else was chosen.
+    catalogue number; a number after a herbarium code; a stamped number both readers agree on
+    (`STAMP_OVER_BARCODE`); the barcode; any other stamped number (right less than half the
+    time, while many herbaria's barcode is their catalogue number). The barcode goes to
+    otherCatalogNumbers when something else was chosen.
 
     A confident stamp comes first because stamping is how a herbarium accessions a sheet, while
     a label may come from the collector's or another institution's series ("Acc. 184/Cat. 3330"
@@ -389,7 +394,7 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
         if m:
             chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
                       0.9 * _ocr_conf(m.group("num"), word_conf))
-        elif not barcodes:
+        elif stamped and (stamped[1] >= STAMP_OVER_BARCODE or not barcodes):
             chosen = stamped
     if chosen:
         fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.95))
