@@ -233,15 +233,13 @@ def read_stamp(sheet: Image.Image, box: tuple[int, int, int, int]) -> Stamp:
     if not weight:
         return stamp
     stamp.number = max(weight, key=weight.get)
-    stamp.votes = sum(r.text == stamp.number for r in reads)
-    stamp.conf = round(min(MAX_CONF, stamp.votes / len(bands)), 3)
-    if stamp.votes < AGREED:
+    both = []
+    if sum(r.text == stamp.number for r in reads) < AGREED:
         seen = _tesseract_numbers(bands)
         both = [n for n in weight if any(t.endswith(n) for t in seen)]
-        if both:
-            stamp.number = max(both, key=weight.get)
-            stamp.votes = sum(r.text == stamp.number for r in reads)
-            stamp.conf = CROSS_CHECKED
+        stamp.number = max(both, key=weight.get) if both else stamp.number
+    stamp.votes = sum(r.text == stamp.number for r in reads)
+    stamp.conf = CROSS_CHECKED if both else round(min(MAX_CONF, stamp.votes / len(bands)), 3)
     return stamp
 
 
