@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from herbscan.labels.names import Checklist, NameGuess, find_names, split_name
+from herbscan.labels.names import Checklist, NameGuess, find_names, qualifier_in, split_name
 
 REVIEW = 0.6
 DROP = 0.3
@@ -154,17 +154,12 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
                 best = (hit[0], hit[1], g)
         if best is not None:
             name, score, g = best
-            _set_checklist_name(fields, checklist, name, score, word_conf, g.line)
-            if g.qualifier:
-                fields["identificationQualifier"] = Field(g.qualifier, score / 100.0)
+            _set_checklist_name(fields, checklist, name, score, word_conf, g.line, g.qualifier)
             return
         hit = checklist.scan("\n".join(ln for ln in lines if not BOILERPLATE.search(ln)))
         if hit is not None:
-            _set_checklist_name(fields, checklist, hit[0], 0.9 * hit[1], word_conf, hit[2])
-            q = re.search(r"\b(cf|aff)\.", hit[2], re.IGNORECASE)
-            if q:
-                fields["identificationQualifier"] = Field(f"{q.group(1).lower()}.",
-                                                          0.009 * hit[1])
+            _set_checklist_name(fields, checklist, hit[0], 0.9 * hit[1], word_conf, hit[2],
+                                qualifier_in(hit[2]))
             return
     if guesses:
         g = guesses[0]
@@ -172,8 +167,11 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
         _set_name(fields, g, g.full, min(conf, 0.95), word_conf, g.line)
 
 
-def _set_checklist_name(fields, checklist, name: str, score: float, word_conf, line: str) -> None:
-    _set_name(fields, split_name(name), name, score / 100.0, word_conf, line)
+def _set_checklist_name(fields, checklist, name: str, score: float, word_conf, line: str,
+                        qualifier: str = "") -> None:
+    g = split_name(name)
+    g.qualifier = qualifier
+    _set_name(fields, g, name, score / 100.0, word_conf, line)
     fam = checklist.families.get(name)
     if fam:
         fields["family"] = Field(fam, score / 100.0)

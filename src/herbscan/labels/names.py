@@ -37,8 +37,9 @@ LINE_MIN_SCORE = 60.0
 """Similarity needed to snap a line known to hold a name (see `Checklist.snap_line`): lower than
 for names found in running text, because the line cannot be anything else; such names keep the
 similarity as confidence, so those below 80 are still sent for review."""
-QUALIFIERS = {"cf", "aff"}
+QUALIFIERS = ("cf", "aff")
 """Words of an uncertain identification written between genus and epithet."""
+_QUALIFIER = "|".join(QUALIFIERS)
 RANKS = {"var.": "variety", "var": "variety", "subsp.": "subspecies", "ssp.": "subspecies",
          "subsp": "subspecies", "ssp": "subspecies", "f.": "form", "forma": "form"}
 LATIN_END = re.compile(
@@ -137,6 +138,12 @@ def _clean_author(text: str) -> str:
     return author
 
 
+def qualifier_in(line: str) -> str:
+    """"cf." or "aff." when the line has one (Darwin Core identificationQualifier), else ""."""
+    m = re.search(rf"\b({_QUALIFIER})\.", line, re.IGNORECASE)
+    return f"{m.group(1).lower()}." if m else ""
+
+
 def find_names(text: str) -> list[NameGuess]:
     """Every plausible scientific name in `text`, best first."""
     guesses = []
@@ -144,7 +151,7 @@ def find_names(text: str) -> list[NameGuess]:
     for k, ln in enumerate(lines):
         clean = re.sub(r"^[\W\d_]*(?:\d+\.?\s+)?", "", ln)  # "334. Lycopodium …", "= Lyco…"
         for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,})\s+"
-                             r"(?:(cf|aff|CF|AFF)\.?\s+)?"  # see QUALIFIERS
+                             rf"(?:((?i:{_QUALIFIER}))\.?\s+)?"
                              r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b", clean):
             g, e = m.group(1), m.group(3)
             if g.lower() in NOT_GENUS or e.lower() in NOT_EPITHET:

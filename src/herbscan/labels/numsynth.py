@@ -48,6 +48,11 @@ _NOT_TEXT = ("math", "symbol", "emoji", "dingbat", "d050000l", "z003", "chorus")
 """Fonts whose digits are pictures or calligraphy, not print (file-name parts)."""
 
 
+@functools.cache
+def _upright(fonts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f for f in fonts if not _SLANTED.search(os.path.basename(f)))
+
+
 def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     if path is None:
         return ImageFont.load_default(size)
@@ -76,7 +81,7 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     fonts = system_fonts() if fonts is None else fonts
     path = None
     if fonts:
-        upright = [f for f in fonts if not _SLANTED.search(os.path.basename(f))]
+        upright = _upright(fonts)
         pool = fonts if not upright or rng.random() < 0.15 else upright  # stamps are upright
         path = str(rng.choice(list(pool)))
     size = 64
@@ -108,7 +113,8 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
         edge = Image.new("L", (w, canvas_h), 0)
         d = ImageDraw.Draw(edge)
         for _ in range(int(rng.integers(1, 5))):
-            cx, cy = rng.uniform(0, w), rng.choice([rng.uniform(-0.1, 0.05), rng.uniform(0.95, 1.1)])
+            cx = rng.uniform(0, w)
+            cy = rng.choice([rng.uniform(-0.1, 0.05), rng.uniform(0.95, 1.1)])
             r = rng.uniform(0.05, 0.2) * canvas_h
             d.ellipse((cx - r, cy * canvas_h - r, cx + r, cy * canvas_h + r),
                       fill=int(rng.uniform(120, 255)))
