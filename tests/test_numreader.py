@@ -56,3 +56,25 @@ def test_missing_weights_say_what_to_do(tmp_path):
 
     with pytest.raises(HerbscanError, match="train_number_reader"):
         NumberReader(tmp_path / "none.safetensors").read([np.full((32, 64), 255, np.uint8)])
+
+
+def test_decoding_keeps_series_letters_before_the_digits():
+    from herbscan.labels.numreader import _decode
+    from herbscan.labels.numsynth import ALPHABET
+
+    def frames(seq, second=None):
+        """Log-probabilities of a frame sequence ("-" blank), with a runner-up per frame."""
+        logp = np.full((len(seq), len(ALPHABET) + 1), 1e-4)
+        for t, c in enumerate(seq):
+            logp[t, 0 if c == "-" else ALPHABET.index(c) + 1] = 0.6
+            if second and t in second:
+                logp[t, ALPHABET.index(second[t]) + 1] = 0.3
+        return np.log(logp / logp.sum(1, keepdims=True))
+
+    # a worn 0 and 6 look most like C and G: inside the digits the runner-up digit is taken
+    read = _decode(frames("V-1-C-5-7-G-7", second={4: "0", 10: "6"}))
+    assert read.text == "V105767" and 0.25 < read.conf < 0.4
+    assert _decode(frames("CA-1-2-3-4")).text == "CA1234"      # a two-letter series stays
+    assert _decode(frames("1-1-2-2")).text == "1122"           # repeats need a blank between
+    assert _decode(frames("ABC-1-2")).text in ("AB12", "AC12", "BC12")
+    assert _decode(frames("----")).text == ""

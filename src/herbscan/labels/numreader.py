@@ -69,12 +69,59 @@ def _to_tensor(images: list[np.ndarray]):
     return torch.from_numpy(1.0 - batch)  # ink positive, padding zero
 
 
+MAX_LETTERS = 2
+"""Letters a catalogue number may carry before its digits (a series, e.g. "V" or "CA")."""
+
+
 def _decode(logp: np.ndarray) -> NumberRead:
-    """Greedy CTC decoding of one (T, classes) log-probability array."""
-    best = logp.argmax(1)
-    probs = np.exp(logp.max(1))
+    """The most probable CTC path of one (T, classes) log-probability array that spells a
+    catalogue number: up to `MAX_LETTERS` letters, then digits only.
+
+    Greedy decoding lets a worn 0 or 6 come out as C or G inside the digits; restricting the
+    path to what a number can be makes the reader pick the digit it thought next likeliest."""
+    n = logp.shape[1]
+    digit = np.zeros(n, dtype=bool)
+    digit[1:11] = True
+    phases = MAX_LETTERS + 2  # 0..MAX_LETTERS letters so far, then "in the digits"
+    last = phases - 1
+    score = np.full((phases, n), -np.inf)
+    score[0, 0] = 0.0
+    back = []
+    for lp in logp:
+        new = np.full((phases, n), -np.inf)
+        src = np.zeros((phases, n, 2), dtype=np.int64)  # (phase, label) each state came from
+        order = np.argsort(score, axis=1)
+        top, second = order[:, -1], order[:, -2]
+        for p in range(phases):
+            # stay: a blank, or the same label again
+            new[p, 0], src[p, 0] = score[p].max() + lp[0], (p, top[p])
+            stay = score[p, 1:] + lp[1:]
+            better = stay > new[p, 1:]
+            new[p, 1:][better] = stay[better]
+            src[p, 1:][better] = np.stack([np.full(better.sum(), p), np.arange(1, n)[better]], 1)
+            # a new character: the best previous label other than itself
+            prev = np.where(np.arange(n) == top[p], second[p], top[p])
+            gain = score[p, prev] + lp
+            targets = [(last, digit)]
+            if p < MAX_LETTERS:
+                targets.append((p + 1, ~digit))
+            for q, allowed in targets:
+                mask = allowed.copy()
+                mask[0] = False
+                take = mask & (gain > new[q])
+                new[q][take] = gain[take]
+                src[q][take] = np.stack([np.full(take.sum(), p), prev[take]], 1)
+        back.append(src)
+        score = new
+    p, k = np.unravel_index(np.argmax(score), score.shape)
+    path = []
+    for src in reversed(back):
+        path.append(k)
+        p, k = src[p, k]
+    path.reverse()
+    probs = np.exp(logp[np.arange(len(path)), path])
     chars, confs, prev = [], [], 0
-    for t, k in enumerate(best):
+    for t, k in enumerate(path):
         if k != 0 and k != prev:
             chars.append(ALPHABET[k - 1])
             confs.append(probs[t])
