@@ -510,6 +510,39 @@ def test_read_stamp_number_with_the_number_reader():
     assert (empty.number, empty.conf) == ("", 0.0)
 
 
+def test_number_bands_take_run_together_digits_under_a_slanted_rule():
+    from herbscan.labels.stamps import _rules, _solid, find_stamps, number_bands
+
+    sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    x, y = 120, 1950
+    d = ImageDraw.Draw(sheet)
+    ink = (40, 40, 45)
+    d.ellipse((x, y, x + 380, y + 260), outline=ink, width=4)
+    font = ImageFont.load_default(size=50)
+    d.text((x + 95, y + 95), "62374", fill=ink, font=font, stroke_width=3, stroke_fill=ink)
+    left, _, right, bottom = d.textbbox((x + 95, y + 95), "62374", font=font, stroke_width=3)
+    d.line((x + 60, bottom + 4, x + 320, bottom - 14), fill=ink, width=3)  # slants up 18 px
+    bx, by, bw, bh = find_stamps(sheet)[0]
+    crop = sheet.crop((bx, by, bx + bw, by + bh))
+    bands = number_bands(crop)
+    # the digits touch one another (one wide component) and the rule steps from row to row
+    assert bands and bands[0].shape[1] >= 0.95 * (right - left), [b.shape for b in bands]
+    ink_mask = np.asarray(crop.convert("L")) < 128
+    rule = _rules(ink_mask, 60)
+    assert rule[bottom - by - 12:bottom - by + 8, 60:90].any()       # the slanted rule's ends
+    assert rule[bottom - by - 20:bottom - by + 2, 290:320].any()
+    assert not rule[y - by + 100:y - by + 120, :].any()              # the digits' middles stay
+    arc = np.zeros((40, 200), dtype=bool)
+    arc[np.arange(40) // 2 + 10, np.arange(0, 200, 5)[:40]] = True
+    assert _solid(np.ones((30, 120), dtype=bool)) and not _solid(ndi_thick(arc))
+
+
+def ndi_thick(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.binary_dilation(mask, structure=np.ones((2, 6)))
+
+
 def test_stamp_number_cross_checked_by_tesseract_when_reads_disagree(tesseract, monkeypatch):
     from herbscan.labels import numreader, stamps
     from herbscan.labels.numreader import NumberRead
@@ -551,6 +584,11 @@ def test_catalog_number_prefers_confident_stamp_printed_number_barcode_in_turn()
     assert v["catalogNumber"] == "41151"
     v, _ = values("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("", 0.0)])
     assert v["catalogNumber"] == "H1"
+    # of two printed accession numbers, the one on the line naming a herbarium
+    text = ("NPS Acc. KEFJ-00144, Cat. KEFJ 11694\n"
+            "Herbarium, University of Alaska Museum (ALA) accession V 157050")
+    v, _ = values(text, barcodes=["H1"])
+    assert v["catalogNumber"] == "V157050"
     # a number after a herbarium code may be another institution's too
     text = "Yukon-Charley Rivers National Preserve (YUCH)\nYUCH-00184"
     v, _ = values(text, stamps=[("V149327", 0.9)])
@@ -619,3 +657,37 @@ def test_transcribe_line_layout_snaps_to_the_checklist(tesseract, tmp_path):
     assert r["verbatimLabel"] == "Viburnum dentatun"
     assert r["scientificName"] == "Viburnum dentatum L."
     assert json.loads(r["fieldConfidence"])["scientificName"] >= 0.9
+
+
+def test_numbers_tesseract_doubts_are_confirmed_by_the_number_reader():
+    from herbscan.labels.ocr import OcrResult, Word
+    from herbscan.labels.read import CONFIRMED, confirm_numbers
+
+    image = Image.new("L", (900, 120), 255)
+    d = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=40)
+    words, x = [], 20
+    for text, conf in (("accession", 93.0), ("V", 0.0), ("161290", 0.0), ("12", 10.0)):
+        left, top, right, bottom = d.textbbox((x, 40), text, font=font)
+        d.text((x, 40), text, fill=0, font=font)
+        words.append(Word(text, conf, (left, top, right - left, bottom - top), (1, 1, 1)))
+        x = right + 22
+    ocr = confirm_numbers(image, OcrResult(words))
+    assert [w.conf for w in ocr.words] == [93.0, CONFIRMED, CONFIRMED, 10.0]
+    # a misread keeps tesseract's doubt: the reader sees 161290, not 161298
+    words = [Word(w.text, conf, w.box, w.line)
+             for w, conf in zip(words, (93.0, 0.0, 0.0, 10.0), strict=True)]
+    words[2].text = "161298"
+    ocr = confirm_numbers(image, OcrResult(words))
+    assert [w.conf for w in ocr.words] == [93.0, 0.0, 0.0, 10.0]
+
+
+def test_catalog_numbers_compare_without_code_punctuation_or_zero_padding():
+    from herbscan.labels.scoring import exact
+
+    assert exact("catalogNumber", "V080233", "ALA V80233")
+    assert exact("catalogNumber", "KEFJ-00144", "KEFJ-144")
+    assert exact("catalogNumber", "100", "ALA 100")
+    assert not exact("catalogNumber", "V80234", "ALA V80233")
+    assert not exact("catalogNumber", "V8023", "ALA V80233")
+    assert not exact("catalogNumber", "", "ALA V80233")

@@ -373,6 +373,18 @@ def _after_herbarium_code(flat: str) -> re.Match | None:
     return None
 
 
+_HERBARIUM = re.compile(r"\bherb(?:arium|\.)|\([A-Z]{2,8}\)", re.I)
+
+
+def _accession(text: str) -> re.Match | None:
+    """The accession or catalogue number a label prints, preferring one on a line that names a
+    herbarium ("Herbarium, University of Alaska Museum (ALA) accession V 157050") over another
+    institution's series printed before it ("NPS Acc. KEFJ-00144")."""
+    found = [(bool(_HERBARIUM.search(ln)), -k, m) for k, ln in enumerate(text.splitlines())
+             for m in _ACCESSION.finditer(ln)]
+    return max(found, key=lambda f: f[:2])[2] if found else None
+
+
 def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
     """catalogNumber, from the best evidence there is: a number stamped in the holding
     herbarium's stamp and read with confidence; a number the label prints as an accession or
@@ -388,7 +400,7 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
     stamped = next(((num, conf) for num, conf in stamps if num), None)
     chosen = stamped if stamped and stamped[1] >= REVIEW else None
     if not chosen:
-        m = _ACCESSION.search(flat) or _after_herbarium_code(flat)
+        m = _accession(text) or _ACCESSION.search(flat) or _after_herbarium_code(flat)
         if m:
             chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
                       0.9 * _ocr_conf(m.group("num"), word_conf))

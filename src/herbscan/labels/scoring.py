@@ -46,10 +46,13 @@ def norm(s: str) -> str:
 
 
 def _catalog(s: str) -> str:
+    """A catalogue number as compared: without a leading herbarium code ("ALA 16970"), spaces,
+    punctuation and zero padding (a stamp's V080233 is the database's V80233)."""
     toks = (s or "").split()
     if len(toks) > 1 and toks[0].isalpha():
         toks = toks[1:]
-    return re.sub(r"[^0-9A-Za-z]", "", "".join(toks)).upper()
+    bare = re.sub(r"[^0-9A-Za-z]", "", "".join(toks)).upper()
+    return re.sub(r"(?<!\d)0+(?=\d)", "", bare)
 
 
 def _date(s: str) -> str:

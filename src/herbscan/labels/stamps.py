@@ -112,6 +112,10 @@ that runs around the outline, not to the number."""
 PAPER_RATIO = 200
 """A pixel is ink below this grey level once the paper is flattened to 255 (pale stamp inks
 included)."""
+PALE_RATIO = 225
+"""A paler ink level, for numbers stamped in pale ink: its line is taken when it is the usual
+level's line grown longer (at most `MAX_GROWTH` times), as broken-up digits join again."""
+MIN_GROWTH, MAX_GROWTH = 1.3, 2.0
 
 
 def _flat(crop: Image.Image) -> np.ndarray:
@@ -121,8 +125,8 @@ def _flat(crop: Image.Image) -> np.ndarray:
     return np.clip(a / np.maximum(paper, 1.0) * 255.0, 0, 255)
 
 
-def _rules(ink: np.ndarray, length: int) -> np.ndarray:
-    """Pixels in horizontal runs of ink at least `length` long (rules and outline tops)."""
+def _runs(ink: np.ndarray, length: int) -> np.ndarray:
+    """Pixels in horizontal runs of `ink` at least `length` long."""
     padded = np.pad(ink, ((0, 0), (1, 1))).astype(np.int8)
     d = np.diff(padded, axis=1)
     out = np.zeros(ink.shape, dtype=bool)
@@ -131,6 +135,25 @@ def _rules(ink: np.ndarray, length: int) -> np.ndarray:
         if end - x >= length:
             out[y, x:end] = True
     return out
+
+
+def _rules(ink: np.ndarray, length: int) -> np.ndarray:
+    """Ink of the straight rules that run across a stamp (and of the outline's top and bottom):
+    horizontal runs at least `length` long, and thin strokes that run that long once thickened
+    upwards and downwards (a rule stamped at a slant steps from row to row)."""
+    thickness = max(3, ink.shape[0] // 40)
+    thin = ink & ~ndi.binary_opening(ink, structure=np.ones((thickness + 1, 1)))
+    slanted = _runs(ndi.binary_dilation(thin, structure=np.ones((5, 1))), length) & thin
+    return _runs(ink, length) | slanted
+
+
+def _solid(comp: np.ndarray) -> bool:
+    """Whether a component is drawn like characters (most columns cross a good share of its
+    height) rather than as a thin, slanting line or arc."""
+    cols = comp.any(axis=0)
+    top = np.argmax(comp, axis=0)
+    bottom = comp.shape[0] - np.argmax(comp[::-1], axis=0)
+    return bool(np.median((bottom - top)[cols]) >= 0.4 * comp.shape[0])
 
 
 MAX_CONF = 0.95
@@ -156,8 +179,34 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     grouped by height on the stamp; the group with the most ink is the number, grown along
     characters level with it out to the edge lettering (`EDGE`)."""
     flat = _flat(crop)
+    line = _line(flat, flat < PAPER_RATIO)
+    pale = _line(flat, flat < PALE_RATIO)
+    if pale and (line is None or _extends(pale, line)):
+        line = pale
+    if line is None:
+        return []
+    (y0, y1, x0, x1), chars = line
+    erased = np.where(ndi.binary_dilation(chars), flat, 255.0)
+    bands = []
+    for pad in BAND_PADS:
+        rows = slice(max(0, y0 - int(pad * (y1 - y0))), y1 + int(pad * (y1 - y0)))
+        bands += [flat[rows, x0:x1].astype(np.uint8), erased[rows, x0:x1].astype(np.uint8)]
+    return bands
+
+
+def _extends(pale: tuple, line: tuple) -> bool:
+    """Whether the line found in paler ink is the same line, longer: pale digits break up at
+    the usual ink level, and only some of them are found."""
+    (a0, a1, b0, b1), _ = pale
+    (c0, c1, d0, d1), _ = line
+    overlap = min(a1, c1) - max(a0, c0)
+    return (b0 <= d0 and b1 >= d1 and overlap >= 0.5 * (c1 - c0)
+            and MIN_GROWTH * (d1 - d0) <= b1 - b0 <= MAX_GROWTH * (d1 - d0))
+
+
+def _line(flat: np.ndarray, ink: np.ndarray) -> tuple | None:
+    """The number line's box (y0, y1, x0, x1) and the character ink, or None."""
     h, w = flat.shape
-    ink = flat < PAPER_RATIO
     rules = ndi.binary_dilation(_rules(ink, max(10, int(0.15 * w))), structure=np.ones((3, 1)))
     chars = ink & ~rules
     yy, xx = np.mgrid[0:h, 0:w]
@@ -169,12 +218,13 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
         ch, cw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         if not (0.06 * h <= ch <= 0.4 * h and cw <= 0.75 * w):
             continue
-        c = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, int((labels[sl] == i).sum()))
-        comps.append(c)  # a wide one may be digits run together, taken in only along a line
-        if cw <= 0.3 * w and core[(c[0] + c[1]) // 2, (c[2] + c[3]) // 2]:
+        comp = labels[sl] == i
+        c = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop, int(comp.sum()))
+        comps.append(c)  # a wide one may be digits run together
+        if core[(c[0] + c[1]) // 2, (c[2] + c[3]) // 2] and (cw <= 0.3 * w or _solid(comp)):
             inner.append(c)
     if not inner:
-        return []
+        return None
     lines: list[list[tuple]] = []
     for c in sorted(inner, key=lambda c: c[0] + c[1]):
         for ln in lines:
@@ -202,12 +252,7 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
                     (c[2] < x0 or c[3] > x1):
                 x0, x1, grown = min(x0, c[2]), max(x1, c[3]), True
     x0, x1 = max(0, x0 - int(size)), min(w, x1 + int(size))
-    erased = np.where(ndi.binary_dilation(chars), flat, 255.0)
-    bands = []
-    for pad in BAND_PADS:
-        rows = slice(max(0, y0 - int(pad * (y1 - y0))), y1 + int(pad * (y1 - y0)))
-        bands += [flat[rows, x0:x1].astype(np.uint8), erased[rows, x0:x1].astype(np.uint8)]
-    return bands
+    return (y0, y1, x0, x1), chars
 
 
 def _radius(c: tuple, w: int, h: int) -> float:
