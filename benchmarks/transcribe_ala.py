@@ -10,10 +10,12 @@ Each sheet is read once (`read_sheet`) in `--workers` processes and parsed twice
   for a first record).
 
 Metrics (fractions of sheets): a barcode decoded; genus + species equal to the manifest's;
-the catalog number equal (ignoring the institution code "ALA" and spaces); stamps found, and
-their number read and right (whatever the catalogue number was finally taken from); and, as
-the ceiling for names, the manifest's species epithet found anywhere in the OCR text (labels
-often carry an older combination, e.g. Lycopodium alpinum for Diphasiastrum alpinum);
+the catalog number equal (ignoring the institution code "ALA", spaces and zero padding), as
+herbscan chooses it by default and with `catalog="stamp"`, the setting for a collection that
+stamps its accession numbers on the sheet as this one does (`catalog_stamp_first`); stamps
+found, and their number read and right (whatever the catalogue number was finally taken
+from); and, as the ceiling for names, the manifest's species epithet found anywhere in the OCR
+text (labels often carry an older combination, e.g. Lycopodium alpinum for Diphasiastrum alpinum);
 `name_other_genus` counts the sheets whose label name was read with the manifest's epithet but
 under another genus, which no reading without a checklist can match. Seconds per sheet are
 wall time over the run (all workers) and CPU time per sheet in one worker.
@@ -88,6 +90,11 @@ def main() -> None:
                                         with_list.get("scientificName", _E).value, truth)
         hits["catalog"] += exact("catalogNumber", plain.get("catalogNumber", _E).value,
                                  r["catalog_number"])
+        stamp_first, _ = parse_label(text, word_conf=conf, barcodes=codes, stamps=stamps,
+                                     catalog="stamp")
+        hits["catalog_stamp_first"] += exact("catalogNumber",
+                                             stamp_first.get("catalogNumber", _E).value,
+                                             r["catalog_number"])
         hits["catalog_in_text"] += r["catalog_number"].split()[-1] in "".join(text.split())
         hits["stamp_found"] += bool(stamps)
         read_stamp = next((num for num, _ in stamps if num), "")

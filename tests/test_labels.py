@@ -453,6 +453,15 @@ def test_cli_says_what_to_install_without_tesseract(tmp_path):
     assert p.stderr.count("\n") == 1 and "apt install tesseract-ocr" in p.stderr
 
 
+def test_cli_names_the_catalog_sources_on_a_wrong_one(tmp_path):
+    Image.new("RGB", (50, 50), "white").save(tmp_path / "s.jpg")
+    p = subprocess.run([sys.executable, "-m", "herbscan.cli", "transcribe", str(tmp_path),
+                        "--out", str(tmp_path / "l.csv"), "--catalog", "stamps"],
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "catalog must be one of 'auto', 'stamp', 'label', 'barcode'" in p.stderr
+
+
 def test_cli_transcribe_and_eval(tesseract, tmp_path):
     synthetic_sheet(tmp_path / "s1.jpg")
     truth = tmp_path / "truth.csv"
@@ -508,6 +517,27 @@ def test_read_stamp_number_with_the_number_reader():
     draw_stamp(blank, (120, 1950), "")
     empty = read_stamp(blank, find_stamps(blank)[0])
     assert (empty.number, empty.conf) == ("", 0.0)
+
+
+def test_catalog_source_names_the_collections_convention():
+    from herbscan.errors import ParameterError
+
+    kw = {"barcodes": ["H1"], "stamps": [("41151", 0.4)]}
+    text = "Lycopodium annotinum L.\nHerbarium (ALA) accession V 161227"
+    assert values("Lycopodium annotinum L.", **kw)[0]["catalogNumber"] == "H1"      # auto
+    v, review = values("Lycopodium annotinum L.", catalog="stamp", **kw)
+    assert (v["catalogNumber"], v["otherCatalogNumbers"]) == ("41151", "H1")
+    assert "catalogNumber" in review                               # 2 of 6 reads: to check
+    assert values(text, catalog="stamp", **kw)[0]["catalogNumber"] == "41151"
+    assert values(text, catalog="label", **kw)[0]["catalogNumber"] == "V161227"
+    v, _ = values(text, catalog="barcode", **kw)
+    assert v["catalogNumber"] == "H1" and "otherCatalogNumbers" not in v
+    # a stamp read too poorly to keep gives way even where stamps come first
+    v, _ = values("Lycopodium annotinum L.", catalog="stamp", barcodes=["H1"],
+                  stamps=[("41151", 0.167)])
+    assert v["catalogNumber"] == "H1"
+    with pytest.raises(ParameterError, match="catalog must be one of"):
+        parse_label("x", catalog="stamps")
 
 
 def test_number_bands_take_run_together_digits_under_a_slanted_rule():
@@ -638,6 +668,11 @@ def test_transcribe_reads_a_stamped_catalog_number(tesseract, tmp_path):
     assert (r["catalogNumber"], r["otherCatalogNumbers"]) == ("40480", "H1106319")
     (stamp,) = json.loads(r["stamps"])
     assert stamp["number"] == "40480" and abs(stamp["box"][0] - 120) <= 6
+    # a collection whose barcode is its catalogue number says so
+    transcribe([{"path": str(tmp_path / "s.jpg"), "specimen_id": "s"}], out, progress=False,
+               catalog="barcode")
+    (r,) = csv.DictReader(out.read_text(encoding="utf-8").splitlines())
+    assert (r["catalogNumber"], r["otherCatalogNumbers"]) == ("H1106319", "")
 
 
 def test_transcribe_line_layout_snaps_to_the_checklist(tesseract, tmp_path):

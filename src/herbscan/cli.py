@@ -254,13 +254,18 @@ def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, te
                resume: bool = False, path_col: str | None = None,
                min_name_score: Annotated[float, typer.Option(help="Checklist similarity "
                                                              "(0-100) needed to snap a name.")]
-               = 80.0):
+               = 80.0,
+               catalog: Annotated[str, typer.Option(help="Where this collection's catalogue "
+                                                    "numbers are: auto | stamp (stamped on the "
+                                                    "sheet) | label (printed accession) | "
+                                                    "barcode.")] = "auto"):
     """Transcribe labels into Darwin Core record drafts: barcodes, OCR, parsed fields."""
     from herbscan.labels import transcribe as do_transcribe
     from herbscan.manifest import read_inputs
     rows, _ = read_inputs(source, path_col=path_col)
     s = do_transcribe(rows, out, names=names, lang=lang, layout=layout, workers=workers,
-                      crops=crops, resume=resume, min_name_score=min_name_score)
+                      crops=crops, resume=resume, min_name_score=min_name_score,
+                      catalog=catalog)
     per = f", {s['seconds_per_sheet']} s per sheet per worker" if s["seconds_per_sheet"] else ""
     typer.echo(f"transcribed {s['sheets']} sheets ({s['errors']} failed): barcode on "
                f"{s['with_barcode']}, name on {s['with_name']}, date on {s['with_date']}, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from herbscan.errors import check_choice
 from herbscan.labels.names import Checklist, NameGuess, find_names, qualifier_in, split_name
 
 REVIEW = 0.6
@@ -103,13 +104,14 @@ def _ocr_conf(text: str, word_conf: dict[str, float]) -> float:
 def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
                 checklist: Checklist | None = None, barcodes: list[str] | None = None,
                 stamps: list[tuple[str, float]] | None = None,
-                name_readings: list[str] | None = None,
-                min_name_score: float = 80.0) -> tuple[dict[str, Field], list[str]]:
+                name_readings: list[str] | None = None, min_name_score: float = 80.0,
+                catalog: str = "auto") -> tuple[dict[str, Field], list[str]]:
     """Darwin Core fields from label text: ({term: Field}, terms to review).
 
     `barcodes` are decoded barcode values; `stamps` are (number, confidence 0–1) read inside
     stamps on the sheet (see `stamps.read_stamps`). `name_readings`: when the text is one line
     known to hold a name, every OCR reading of it, for the checklist to choose from.
+    `catalog`: where the collection's catalogue number is (`CATALOG_SOURCES`).
     """
     word_conf = word_conf or {}
     fields: dict[str, Field] = {}
@@ -130,7 +132,8 @@ def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
     _coordinate_fields(text, word_conf, fields)
     _elevation_field(text, word_conf, fields)
     _collector_fields(lines, word_conf, fields)
-    _catalog_field(text, word_conf, barcodes or [], stamps or [], fields)
+    check_choice("catalog", catalog, CATALOG_SOURCES)
+    _catalog_field(text, word_conf, barcodes or [], stamps or [], fields, catalog)
     _place_fields(lines, word_conf, fields)
 
     review = []
@@ -385,43 +388,58 @@ def _accession(text: str) -> re.Match | None:
     return max(found, key=lambda f: f[:2])[2] if found else None
 
 
-def _catalog_field(text, word_conf, barcodes, stamps, fields) -> None:
-    """catalogNumber, from the best evidence there is: a number stamped in the holding
-    herbarium's stamp and read with confidence; a number the label prints as an accession or
-    catalogue number; a number after a herbarium code; a stamped number both readers agree on
-    (`STAMP_OVER_BARCODE`); the barcode; any other stamped number (right less than half the
-    time, while many herbaria's barcode is their catalogue number). The barcode goes to
-    otherCatalogNumbers when something else was chosen.
+CATALOG_SOURCES = ("auto", "stamp", "label", "barcode")
+"""Where a collection's catalogue number is found: "auto" weighs the evidence on each sheet
+(see `_catalog_field`); "stamp", "label" and "barcode" name the collection's own convention
+(numbers stamped on the sheet, printed on the label as an accession, or the barcode) and look
+there first."""
+
+
+def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> None:
+    """catalogNumber from the best evidence there is. With `source` "auto": a number stamped in
+    the holding herbarium's stamp and read with confidence; a number the label prints as an
+    accession or catalogue number; a number after a herbarium code; a stamped number both
+    readers agree on (`STAMP_OVER_BARCODE`); the barcode; any other stamped number (right less
+    than half the time, while many herbaria's barcode is their catalogue number); a line that
+    is a bare number. The barcodes not chosen go to otherCatalogNumbers.
 
     A confident stamp comes first because stamping is how a herbarium accessions a sheet, while
     a label may come from the collector's or another institution's series ("Acc. 184/Cat. 3330"
-    of a national park, a park's "YUCH-00184")."""
+    of a national park, a park's "YUCH-00184"). A collection that knows its convention says so
+    (`CATALOG_SOURCES`): its source is then taken whenever it gave anything not to be dropped."""
     flat = " ".join(text.split())
     stamped = next(((num, conf) for num, conf in stamps if num), None)
-    chosen = stamped if stamped and stamped[1] >= REVIEW else None
-    if not chosen:
-        m = _accession(text) or _ACCESSION.search(flat) or _after_herbarium_code(flat)
-        if m:
-            chosen = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
-                      0.9 * _ocr_conf(m.group("num"), word_conf))
-        elif stamped and (stamped[1] >= STAMP_OVER_BARCODE or not barcodes):
-            chosen = stamped
-    if chosen:
-        fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.95))
-        if barcodes:
-            fields["otherCatalogNumbers"] = Field(" | ".join(barcodes), 0.99)
+    m = _accession(text) or _ACCESSION.search(flat) or _after_herbarium_code(flat)
+    printed = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
+               0.9 * _ocr_conf(m.group("num"), word_conf)) if m else None
+    barcode = (barcodes[0], 0.99) if barcodes else None
+
+    def stamp_at(least):
+        return stamped if stamped and stamped[1] >= least else None
+
+    order = {
+        "auto": (stamp_at(REVIEW), printed, stamp_at(STAMP_OVER_BARCODE), barcode, stamped),
+        "stamp": (stamp_at(DROP), printed, barcode, stamped),
+        "label": (printed, stamp_at(DROP), barcode, stamped),
+        "barcode": (barcode, printed, stamped),
+    }[source]
+    chosen = next((c for c in order if c), None) or _bare_number(text, word_conf)
+    if chosen is None:
         return
-    if barcodes:
-        fields["catalogNumber"] = Field(barcodes[0], 0.99)
-        if len(barcodes) > 1:
-            fields["otherCatalogNumbers"] = Field(" | ".join(barcodes[1:]), 0.99)
-        return
+    fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.99 if chosen is barcode
+                                                   else 0.95))
+    others = barcodes[1:] if chosen is barcode else barcodes
+    if others:
+        fields["otherCatalogNumbers"] = Field(" | ".join(others), 0.99)
+
+
+def _bare_number(text, word_conf) -> tuple[str, float] | None:
+    """A line holding nothing but a number (a stamp OCR'd with the label), at half confidence."""
     for ln in text.splitlines():
         m = _STAMP_NUMBER.match(ln.strip())
         if m:
-            num = m.group("num").replace(" ", "")
-            fields["catalogNumber"] = Field(num, 0.5 * _ocr_conf(ln, word_conf))
-            return
+            return m.group("num").replace(" ", ""), 0.5 * _ocr_conf(ln, word_conf)
+    return None
 
 
 def _place_fields(lines, word_conf, fields) -> None:

@@ -17,9 +17,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from herbscan.errors import HerbscanError, ParameterError, check_range
+from herbscan.errors import HerbscanError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write
-from herbscan.labels.fields import parse_label
+from herbscan.labels.fields import CATALOG_SOURCES, parse_label
 from herbscan.labels.names import Checklist
 from herbscan.labels.ocr import check_languages, find_tesseract
 from herbscan.labels.read import LAYOUTS, read_sheet
@@ -39,7 +39,7 @@ COLUMNS = ("file", "specimen_id", *DWC_COLUMNS, *EXTRA_COLUMNS)
 
 def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
                      checklist: Checklist | None = None, crops_dir: str | None = None,
-                     min_name_score: float = 80.0) -> dict:
+                     min_name_score: float = 80.0, catalog: str = "auto") -> dict:
     """One sheet → one record (dict with every column of `COLUMNS` but file/specimen_id)."""
     start = time.perf_counter()
     reading = read_sheet(path, lang=lang, layout_mode=layout,
@@ -51,7 +51,7 @@ def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
                                  barcodes=[b.value for b in reading.barcodes],
                                  stamps=[(s.number, s.conf) for s in reading.stamps],
                                  name_readings=[text, *others] if layout == "line" else None,
-                                 min_name_score=min_name_score)
+                                 min_name_score=min_name_score, catalog=catalog)
     row = {c: "" for c in DWC_COLUMNS + EXTRA_COLUMNS}
     row.update({k: f.value for k, f in fields.items() if k in row})
     row["verbatimLabel"] = text
@@ -80,8 +80,11 @@ def _job(args: tuple) -> dict:
 def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = None,
                lang: str = "eng", layout: str = "sheet", workers: int = 1,
                crops: str | Path | None = None, resume: bool = False,
-               min_name_score: float = 80.0, progress: bool = True) -> dict:
+               min_name_score: float = 80.0, catalog: str = "auto",
+               progress: bool = True) -> dict:
     """Transcribe every row {path, specimen_id} into `out` (.csv) and `out` with .json.
+
+    `catalog`: where the collection's catalogue numbers are (`fields.CATALOG_SOURCES`).
 
     Returns a summary: counts of sheets, errors, fields filled and rows needing review.
     """
@@ -89,6 +92,7 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
         raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     check_range("workers", workers, 1)
     check_range("min_name_score", min_name_score, 0, 100)
+    check_choice("catalog", catalog, CATALOG_SOURCES)
     find_tesseract()
     check_languages(lang)
     out = Path(out)
@@ -110,7 +114,8 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
             done[rec["file"]] = rec
     todo = [r for r in rows if str(r["path"]) not in done]
     kwargs = {"lang": lang, "layout": layout, "checklist": checklist,
-              "crops_dir": str(crops) if crops else None, "min_name_score": min_name_score}
+              "crops_dir": str(crops) if crops else None, "min_name_score": min_name_score,
+              "catalog": catalog}
     with journal.open("a", encoding="utf-8") as jf, \
             Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar:
         bar.update(len(rows) - len(todo))
