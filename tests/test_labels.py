@@ -119,8 +119,10 @@ def test_checklist_snaps_ocr_errors_and_old_combinations(tmp_path):
     v, _ = values("LYCOPODIUM ALPINUM L.\n", checklist=cl)          # basionym of a current name
     assert v["scientificName"] == "Diphasiastrum alpinum (L.) Holub"
     assert v["family"] == "Lycopodiaceae"
-    v, _ = values("Carex aquatilis Wahlenb.\n", checklist=cl)       # not in the list: own parse
-    assert v["scientificName"] == "Carex aquatilis Wahlenb."
+    v, review = values("Carex aquatilis Wahlenb.\n", checklist=cl)  # not in the list: own parse
+    assert v["scientificName"] == "Carex aquatilis Wahlenb." and "scientificName" in review
+    v, review = values("Carex aquatilis Wahlenb.\n")                 # no list to go by
+    assert v["scientificName"] == "Carex aquatilis Wahlenb." and "scientificName" not in review
 
 
 def test_checklist_accepted_name_column_and_bad_files(tmp_path):

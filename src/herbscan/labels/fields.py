@@ -19,6 +19,9 @@ from herbscan.labels.names import Checklist, NameGuess, find_names, qualifier_in
 
 REVIEW = 0.6
 DROP = 0.3
+UNLISTED = 0.45
+"""Highest confidence of a name a given checklist does not hold (sent for review: it may be
+words of the label read as a name, "Herbario universitatis", or a taxon new to the list)."""
 
 MONTHS = {
     "jan": 1, "january": 1, "janvier": 1, "januar": 1, "enero": 1, "ianuarius": 1,
@@ -166,8 +169,10 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
             return
     if guesses:
         g = guesses[0]
-        conf = g.score * _ocr_conf(g.line, word_conf)
-        _set_name(fields, g, g.full, min(conf, 0.95), word_conf, g.line)
+        conf = min(g.score * _ocr_conf(g.line, word_conf), 0.95)
+        if checklist is not None:  # not the collection's name: an OCR slip or a new taxon
+            conf = min(conf, UNLISTED)
+        _set_name(fields, g, g.full, conf, word_conf, g.line)
 
 
 def _set_checklist_name(fields, checklist, name: str, score: float, word_conf, line: str,
