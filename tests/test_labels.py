@@ -534,6 +534,9 @@ def test_catalog_source_names_the_collections_convention():
     assert values(text, catalog="label", **kw)[0]["catalogNumber"] == "V161227"
     v, _ = values(text, catalog="barcode", **kw)
     assert v["catalogNumber"] == "H1" and "otherCatalogNumbers" not in v
+    # a barcode label's printed text read in its rounded frame is the barcode, misread
+    v, _ = values("Rubus", barcodes=["ANG005906"], stamps=[("AN6005906", 0.9)])
+    assert v["catalogNumber"] == "ANG005906" and "otherCatalogNumbers" not in v
     # a stamp read too poorly to keep gives way even where stamps come first
     v, _ = values("Lycopodium annotinum L.", catalog="stamp", barcodes=["H1"],
                   stamps=[("41151", 0.167)])

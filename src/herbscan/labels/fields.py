@@ -414,6 +414,8 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     (`CATALOG_SOURCES`): its source is then taken whenever it gave anything not to be dropped."""
     flat = " ".join(text.split())
     stamped = next(((num, conf) for num, conf in stamps if num), None)
+    if stamped and any(_near(stamped[0], b) for b in barcodes):
+        stamped = None  # the barcode's printed text, read in its label's frame
     m = _accession(text) or _ACCESSION.search(flat) or _after_herbarium_code(flat)
     printed = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
                0.9 * _ocr_conf(m.group("num"), word_conf)) if m else None
@@ -436,6 +438,14 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     others = barcodes[1:] if chosen is barcode else barcodes
     if others:
         fields["otherCatalogNumbers"] = Field(" | ".join(others), 0.99)
+
+
+def _near(a: str, b: str) -> bool:
+    """Whether two catalogue numbers differ by at most two characters (a misread digit or
+    letter): a number read off a sheet this close to a decoded barcode is that barcode."""
+    from rapidfuzz.distance import Levenshtein
+
+    return Levenshtein.distance(a.upper(), b.upper(), score_cutoff=2) <= 2
 
 
 def _bare_number(text, word_conf) -> tuple[str, float] | None:

@@ -71,6 +71,9 @@ def _to_tensor(images: list[np.ndarray]):
 
 MAX_LETTERS = 2
 """Letters a catalogue number may carry before its digits (a series, e.g. "V" or "CA")."""
+NOT_A_NUMBER = -3.0
+"""Log-probability the number path may lose against the reader's free reading before the band
+is taken to hold words, not a number ("BOTANICAL" must not become "BT7404")."""
 
 
 def _decode(logp: np.ndarray) -> NumberRead:
@@ -119,7 +122,10 @@ def _decode(logp: np.ndarray) -> NumberRead:
         path.append(k)
         p, k = src[p, k]
     path.reverse()
-    probs = np.exp(logp[np.arange(len(path)), path])
+    frames = np.arange(len(path))
+    if (logp[frames, path] - logp.max(1)).sum() < NOT_A_NUMBER:
+        return NumberRead("", 0.0)
+    probs = np.exp(logp[frames, path])
     chars, confs, prev = [], [], 0
     for t, k in enumerate(path):
         if k != 0 and k != prev:

@@ -87,7 +87,8 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     size = 64
     font = _font(path, size)
     digit_h = font.getbbox("0")[3] - font.getbbox("0")[1] or size * 0.7
-    canvas_h = int(digit_h / DIGIT_SHARE) + 1
+    # bands are cut with more or less paper above and below the digits
+    canvas_h = int(digit_h / (DIGIT_SHARE * rng.uniform(0.8, 1.2))) + 1
     spacing = rng.uniform(-0.04, 0.25) * digit_h
     widths = [max(1.0, font.getlength(c)) for c in text]
     total = sum(widths) + spacing * (len(text) - 1)
@@ -104,11 +105,14 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
         draw.text((x, top0 + rng.normal(0, 0.025) * digit_h), c, font=font, fill=level)
         x += cw + spacing
     a = np.asarray(ink, dtype=np.float32) / 255.0
+    rule = np.zeros_like(a)
     if rng.random() < 0.6:  # a rule under or through the digits
         y = int(canvas_h / 2 + digit_h * rng.uniform(0.35, 0.65))
         t = max(1, int(digit_h * rng.uniform(0.03, 0.09)))
         x0 = 0 if rng.random() < 0.5 else int(rng.uniform(0, margin))
-        a[y:y + t, x0:w - int(rng.uniform(0, margin))] = rng.uniform(0.6, 1.0)
+        # printed with the stamp's own ink, or by the stamp before a paler numbering machine
+        target = a if rng.random() < 0.6 else rule
+        target[y:y + t, x0:w - int(rng.uniform(0, margin))] = rng.uniform(0.6, 1.0)
     if rng.random() < 0.3:  # the stamp's lettering or outline cut at the top or bottom edge
         edge = Image.new("L", (w, canvas_h), 0)
         d = ImageDraw.Draw(edge)
@@ -141,7 +145,7 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     a = a * np.clip(1.0 - rng.uniform(0, 1.6) * np.clip(grain - 0.5, 0, None) * 2.0, 0, 1)
     ink_level = rng.uniform(0.25, 1.0)  # pale blue stamp pad … fresh black ink
     paper = rng.uniform(200, 255)
-    grey = paper - a * ink_level * paper
+    grey = paper - np.maximum(a * ink_level, rule) * paper
     img = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.0)))
     img = img.rotate(rng.normal(0, 1.2), resample=Image.Resampling.BILINEAR, fillcolor=int(paper))
