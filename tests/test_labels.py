@@ -537,6 +537,12 @@ def test_catalog_source_names_the_collections_convention():
     # a barcode label's printed text read in its rounded frame is the barcode, misread
     v, _ = values("Rubus", barcodes=["ANG005906"], stamps=[("AN6005906", 0.9)])
     assert v["catalogNumber"] == "ANG005906" and "otherCatalogNumbers" not in v
+    # the stamped text of the second of two barcodes is that barcode; short barcodes match only
+    # exactly
+    v, _ = values("Rubus", barcodes=["https://x.org/q/77", "V80233"], stamps=[("V080233", 0.9)])
+    assert (v["catalogNumber"], v["otherCatalogNumbers"]) == ("V80233", "https://x.org/q/77")
+    v, _ = values("Rubus", barcodes=["123"], stamps=[("1234", 0.9)])
+    assert (v["catalogNumber"], v["otherCatalogNumbers"]) == ("1234", "123")
     # a stamp read too poorly to keep gives way even where stamps come first
     v, _ = values("Lycopodium annotinum L.", catalog="stamp", barcodes=["H1"],
                   stamps=[("41151", 0.167)])
@@ -567,9 +573,19 @@ def test_number_bands_take_run_together_digits_under_a_slanted_rule():
     assert rule[bottom - by - 12:bottom - by + 8, 60:90].any()       # the slanted rule's ends
     assert rule[bottom - by - 20:bottom - by + 2, 290:320].any()
     assert not rule[y - by + 100:y - by + 120, :].any()              # the digits' middles stay
-    arc = np.zeros((40, 200), dtype=bool)
-    arc[np.arange(40) // 2 + 10, np.arange(0, 200, 5)[:40]] = True
-    assert _solid(np.ones((30, 120), dtype=bool)) and not _solid(ndi_thick(arc))
+    line = np.zeros((40, 200), dtype=bool)
+    line[np.arange(40) // 2 + 10, np.arange(0, 200, 5)[:40]] = True
+    line = ndi_thick(line)
+    rows, cols = np.nonzero(line)
+    line = line[rows.min():rows.max() + 1, cols.min():cols.max() + 1]  # cut to the component
+    assert _solid(np.ones((30, 120), dtype=bool)) and not _solid(line)
+    # a paler ink level's line is taken only where it is the same line, longer
+    from herbscan.labels.stamps import _extends
+
+    assert _extends(((98, 132, 40, 160), None), ((100, 130, 80, 160), None))
+    assert not _extends(((98, 132, 78, 165), None), ((100, 130, 80, 160), None))  # no longer
+    assert not _extends(((98, 132, 0, 260), None), ((100, 130, 80, 160), None))   # > 2×
+    assert not _extends(((140, 170, 40, 160), None), ((100, 130, 80, 160), None))  # other line
 
 
 def ndi_thick(mask: np.ndarray) -> np.ndarray:
@@ -624,6 +640,12 @@ def test_catalog_number_prefers_confident_stamp_printed_number_barcode_in_turn()
             "Herbarium, University of Alaska Museum (ALA) accession V 157050")
     v, _ = values(text, barcodes=["H1"])
     assert v["catalogNumber"] == "V157050"
+    # without a herbarium's line, the first one, also when its number is on the next line; a
+    # word in parentheses is not a herbarium code
+    v, _ = values("Accession No.\nV 157050\nNPS Cat. 3330", barcodes=["H1"])
+    assert v["catalogNumber"] == "V157050"
+    v, _ = values("NPS collection Cat. 33301\nFlora of the park (alpine) Acc. 18412")
+    assert v["catalogNumber"] == "33301"
     # a number after a herbarium code may be another institution's too
     text = "Yukon-Charley Rivers National Preserve (YUCH)\nYUCH-00184"
     v, _ = values(text, stamps=[("V149327", 0.9)])
@@ -707,19 +729,25 @@ def test_numbers_tesseract_doubts_are_confirmed_by_the_number_reader():
     d = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=40)
     words, x = [], 20
-    for text, conf in (("accession", 93.0), ("V", 0.0), ("161290", 0.0), ("12", 10.0)):
+    for text, conf in (("accession", 93.0), ("V", 0.0), ("161290", 0.0), ("1987", 96.0)):
         left, top, right, bottom = d.textbbox((x, 40), text, font=font)
         d.text((x, 40), text, fill=0, font=font)
         words.append(Word(text, conf, (left, top, right - left, bottom - top), (1, 1, 1)))
         x = right + 22
     ocr = confirm_numbers(image, OcrResult(words))
-    assert [w.conf for w in ocr.words] == [93.0, CONFIRMED, CONFIRMED, 10.0]
+    assert [w.conf for w in ocr.words] == [93.0, CONFIRMED, CONFIRMED, 96.0]
     # a misread keeps tesseract's doubt: the reader sees 161290, not 161298
-    words = [Word(w.text, conf, w.box, w.line)
-             for w, conf in zip(words, (93.0, 0.0, 0.0, 10.0), strict=True)]
-    words[2].text = "161298"
-    ocr = confirm_numbers(image, OcrResult(words))
-    assert [w.conf for w in ocr.words] == [93.0, 0.0, 0.0, 10.0]
+    fresh = [Word(w.text, conf, w.box, w.line)
+             for w, conf in zip(words, (93.0, 0.0, 0.0, 96.0), strict=True)]
+    fresh[2].text = "161298"
+    ocr = confirm_numbers(image, OcrResult(fresh))
+    assert [w.conf for w in ocr.words] == [93.0, 0.0, 0.0, 96.0]
+    # a capital before the number that is not what is printed there: the number alone
+    fresh = [Word(w.text, conf, w.box, w.line)
+             for w, conf in zip(words, (93.0, 0.0, 0.0, 96.0), strict=True)]
+    fresh[1].text = "B"
+    ocr = confirm_numbers(image, OcrResult(fresh))
+    assert [w.conf for w in ocr.words] == [93.0, 0.0, CONFIRMED, 96.0]
 
 
 def test_catalog_numbers_compare_without_code_punctuation_or_zero_padding():
@@ -727,6 +755,7 @@ def test_catalog_numbers_compare_without_code_punctuation_or_zero_padding():
 
     assert exact("catalogNumber", "V080233", "ALA V80233")
     assert exact("catalogNumber", "KEFJ-00144", "KEFJ-144")
+    assert exact("catalogNumber", "12-034", "12-34")              # padding after a separator
     assert exact("catalogNumber", "100", "ALA 100")
     assert not exact("catalogNumber", "V80234", "ALA V80233")
     assert not exact("catalogNumber", "V8023", "ALA V80233")

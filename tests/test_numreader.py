@@ -79,4 +79,5 @@ def test_decoding_keeps_series_letters_before_the_digits():
     # letters the reader is sure of where digits must be: words, not a number
     assert _decode(frames("ABC-1-2")).text == ""
     assert _decode(frames("B-O-T-A-N-I-C-A-L")).text == ""
+    assert _decode(frames("B-C-")).text == ""                  # letters alone: no number
     assert _decode(frames("----")).text == ""

@@ -381,16 +381,18 @@ def _after_herbarium_code(flat: str) -> re.Match | None:
     return None
 
 
-_HERBARIUM = re.compile(r"\bherb(?:arium|\.)|\([A-Z]{2,8}\)", re.I)
+_HERBARIUM = re.compile(r"(?i:\bherb(?:arium|\.))|\([A-Z]{2,8}\)")
 
 
 def _accession(text: str) -> re.Match | None:
-    """The accession or catalogue number a label prints, preferring one on a line that names a
-    herbarium ("Herbarium, University of Alaska Museum (ALA) accession V 157050") over another
-    institution's series printed before it ("NPS Acc. KEFJ-00144")."""
-    found = [(bool(_HERBARIUM.search(ln)), -k, m) for k, ln in enumerate(text.splitlines())
-             for m in _ACCESSION.finditer(ln)]
-    return max(found, key=lambda f: f[:2])[2] if found else None
+    """An accession or catalogue number printed on a line that names a herbarium ("Herbarium,
+    University of Alaska Museum (ALA) accession V 157050"), which outranks another
+    institution's series printed before it ("NPS Acc. KEFJ-00144"); None if no such line."""
+    for ln in text.splitlines():
+        m = _HERBARIUM.search(ln) and _ACCESSION.search(ln)
+        if m:
+            return m
+    return None
 
 
 CATALOG_SOURCES = ("auto", "stamp", "label", "barcode")
@@ -406,7 +408,9 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     accession or catalogue number; a number after a herbarium code; a stamped number both
     readers agree on (`STAMP_OVER_BARCODE`); the barcode; any other stamped number (right less
     than half the time, while many herbaria's barcode is their catalogue number); a line that
-    is a bare number. The barcodes not chosen go to otherCatalogNumbers.
+    is a bare number. A stamped number within a character or two of a decoded barcode
+    (`_near`) is that barcode's printed text, read in the frame of its label, and becomes the
+    barcode. The barcodes not chosen go to otherCatalogNumbers.
 
     A confident stamp comes first because stamping is how a herbarium accessions a sheet, while
     a label may come from the collector's or another institution's series ("Acc. 184/Cat. 3330"
@@ -414,8 +418,9 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     (`CATALOG_SOURCES`): its source is then taken whenever it gave anything not to be dropped."""
     flat = " ".join(text.split())
     stamped = next(((num, conf) for num, conf in stamps if num), None)
-    if stamped and any(_near(stamped[0], b) for b in barcodes):
-        stamped = None  # the barcode's printed text, read in its label's frame
+    same = next((b for b in barcodes if stamped and _near(stamped[0], b)), None)
+    if same:  # the barcode's printed text read in its label's frame: the checked decode wins
+        stamped = (same, 0.99)
     m = _accession(text) or _ACCESSION.search(flat) or _after_herbarium_code(flat)
     printed = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
                0.9 * _ocr_conf(m.group("num"), word_conf)) if m else None
@@ -433,19 +438,20 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     chosen = next((c for c in order if c), None) or _bare_number(text, word_conf)
     if chosen is None:
         return
-    fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.99 if chosen is barcode
+    fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.99 if chosen[0] in barcodes
                                                    else 0.95))
-    others = barcodes[1:] if chosen is barcode else barcodes
+    others = [b for b in barcodes if b != chosen[0]]
     if others:
         fields["otherCatalogNumbers"] = Field(" | ".join(others), 0.99)
 
 
 def _near(a: str, b: str) -> bool:
-    """Whether two catalogue numbers differ by at most two characters (a misread digit or
-    letter): a number read off a sheet this close to a decoded barcode is that barcode."""
+    """Whether number `a`, read off the sheet, is barcode `b` misread: at most one edit per
+    four characters of `b`, and two at most."""
     from rapidfuzz.distance import Levenshtein
 
-    return Levenshtein.distance(a.upper(), b.upper(), score_cutoff=2) <= 2
+    limit = min(2, len(b) // 4)
+    return Levenshtein.distance(a.upper(), b.upper(), score_cutoff=limit) <= limit
 
 
 def _bare_number(text, word_conf) -> tuple[str, float] | None:

@@ -81,7 +81,9 @@ def _decode(logp: np.ndarray) -> NumberRead:
     catalogue number: up to `MAX_LETTERS` letters, then digits only.
 
     Greedy decoding lets a worn 0 or 6 come out as C or G inside the digits; restricting the
-    path to what a number can be makes the reader pick the digit it thought next likeliest."""
+    path to what a number can be makes the reader pick the digit it thought next likeliest.
+    A band read as letters only, or whose number path is much less likely than the reader's
+    free reading (`NOT_A_NUMBER`), gives ""."""
     n = logp.shape[1]
     digit = np.zeros(n, dtype=bool)
     digit[1:11] = True
@@ -123,7 +125,8 @@ def _decode(logp: np.ndarray) -> NumberRead:
         p, k = src[p, k]
     path.reverse()
     frames = np.arange(len(path))
-    if (logp[frames, path] - logp.max(1)).sum() < NOT_A_NUMBER:
+    if (logp[frames, path] - logp.max(1)).sum() < NOT_A_NUMBER or not any(
+            1 <= k <= 10 for k in path):
         return NumberRead("", 0.0)
     probs = np.exp(logp[frames, path])
     chars, confs, prev = [], [], 0

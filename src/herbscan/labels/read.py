@@ -81,35 +81,40 @@ _SERIES_WORD = re.compile(r"[A-Z]{1,2}")
 def confirm_numbers(image: Image.Image, ocr: OcrResult) -> OcrResult:
     """Raise the confidence of numbers tesseract read but doubted (it sometimes gives a clearly
     printed "accession V 161290" 0%) when `numreader`, a reader with other training and other
-    errors, reads the same characters in the word's box; a series letter just before the number
-    ("V") is read with it. Words whose reads differ keep tesseract's confidence."""
-    words, boxes = [], []
+    errors, reads the same characters in the word's box. A series letter just before the number
+    ("V") is read with it, and the number alone when the two together do not match ("Plot A
+    1234"). Words whose reads differ keep tesseract's confidence; `ocr` is changed in place."""
+    tries: list[list[list]] = []  # per doubted number: word groups to read, best first
     for i, w in enumerate(ocr.words):
         if w.conf >= CONFIRMED or not _NUMBER_WORD.fullmatch(w.text):
             continue
-        group = [w]
         prev = ocr.words[i - 1] if i else None
-        if prev is not None and prev.line == w.line and _SERIES_WORD.fullmatch(prev.text):
-            group.insert(0, prev)
-        x0 = min(g.box[0] for g in group)
-        y0 = min(g.box[1] for g in group)
-        x1 = max(g.box[0] + g.box[2] for g in group)
-        y1 = max(g.box[1] + g.box[3] for g in group)
-        pad = (y1 - y0) // 4
-        boxes.append((max(0, x0 - 2 * pad), max(0, y0 - pad),
-                      min(image.width, x1 + 2 * pad), min(image.height, y1 + pad)))
-        words.append(group)
-    if not words:
+        series = prev is not None and prev.line == w.line and _SERIES_WORD.fullmatch(prev.text)
+        tries.append([[prev, w], [w]] if series else [[w]])
+    if not tries:
         return ocr
     from herbscan.labels.numreader import default_reader
 
     grey = image.convert("L")
-    reads = default_reader().read([np.asarray(grey.crop(b)) for b in boxes])
-    for group, read in zip(words, reads, strict=True):
-        if read.text == "".join(g.text for g in group):
-            for g in group:
-                g.conf = max(g.conf, CONFIRMED)
+    groups = [g for t in tries for g in t]
+    reads = default_reader().read([np.asarray(grey.crop(_box(g, image))) for g in groups])
+    read_of = {id(g): r.text for g, r in zip(groups, reads, strict=True)}
+    for t in tries:
+        group = next((g for g in t if read_of[id(g)] == "".join(w.text for w in g)), [])
+        for w in group:
+            w.conf = max(w.conf, CONFIRMED)
     return ocr
+
+
+def _box(words: list, image: Image.Image) -> tuple[int, int, int, int]:
+    """The words' box with a little paper around, inside the image."""
+    x0 = min(w.box[0] for w in words)
+    y0 = min(w.box[1] for w in words)
+    x1 = max(w.box[0] + w.box[2] for w in words)
+    y1 = max(w.box[1] + w.box[3] for w in words)
+    pad = (y1 - y0) // 4
+    return (max(0, x0 - 2 * pad), max(0, y0 - pad), min(image.width, x1 + 2 * pad),
+            min(image.height, y1 + pad))
 
 
 LINE_READS = ((40, 7), (40, 13), (30, 7), (60, 7), (30, 13), (60, 13))

@@ -51,8 +51,8 @@ def _catalog(s: str) -> str:
     toks = (s or "").split()
     if len(toks) > 1 and toks[0].isalpha():
         toks = toks[1:]
-    bare = re.sub(r"[^0-9A-Za-z]", "", "".join(toks)).upper()
-    return re.sub(r"(?<!\d)0+(?=\d)", "", bare)
+    unpadded = re.sub(r"(?<!\d)0+(?=\d)", "", "".join(toks))
+    return re.sub(r"[^0-9A-Za-z]", "", unpadded).upper()
 
 
 def _date(s: str) -> str:

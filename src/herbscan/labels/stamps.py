@@ -114,7 +114,8 @@ PAPER_RATIO = 200
 included)."""
 PALE_RATIO = 225
 """A paler ink level, for numbers stamped in pale ink: its line is taken when it is the usual
-level's line grown longer (at most `MAX_GROWTH` times), as broken-up digits join again."""
+level's line grown longer (`MIN_GROWTH` to `MAX_GROWTH` times), as broken-up digits join again;
+never on its own, where it would read paper texture in a blank stamp."""
 MIN_GROWTH, MAX_GROWTH = 1.3, 2.0
 
 
@@ -159,8 +160,8 @@ def _solid(comp: np.ndarray) -> bool:
 MAX_CONF = 0.95
 """A stamp's confidence is the share of its reads that agree, at most this. On the 158 ALA
 stamps the agreement, not the reader's own per-read probability, told right from wrong: numbers
-given by 1 or 2 of 6 reads were right 4 times of 14, by 3 or 4 of 6 16 of 21, by 5 of 6 16 of
-17 and by 6 of 6 all 58 (shipped reader, zero padding ignored)."""
+given by 1 or 2 of 6 reads were right 3 times of 12, by 3 or 4 of 6 16 of 21, by 5 of 6 all 16
+and by 6 of 6 all 58 (shipped reader, zero padding ignored)."""
 AGREED = 4
 """Reads of 6 that must agree before a number is taken on the number reader's word alone."""
 CROSS_CHECKED = 0.55
@@ -182,7 +183,7 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     flat = _flat(crop)
     line = _line(flat, flat < PAPER_RATIO)
     pale = _line(flat, flat < PALE_RATIO)
-    if pale and (line is None or _extends(pale, line)):
+    if pale and line and _extends(pale, line):
         line = pale
     if line is None:
         return []
