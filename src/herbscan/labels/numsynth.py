@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 HEIGHT = 32
 """Height (px) of the images the reader sees."""
 DIGIT_SHARE = 0.62
-"""Digit height as a share of the image height (the middle band is cut with 0.3 digit heights
-above and below)."""
+"""Typical digit height as a share of the image height (the middle band is cut with 0.3 digit
+heights above and below); each synthetic image varies it by ±20%, as the other bands do."""
 ALPHABET = string.digits + string.ascii_uppercase
 """Characters the reader can emit (a blank is added for CTC)."""
 
