@@ -85,48 +85,42 @@ def _decode(logp: np.ndarray) -> NumberRead:
     A band read as letters only, or whose number path is much less likely than the reader's
     free reading (`NOT_A_NUMBER`), gives ""."""
     n = logp.shape[1]
-    digit = np.zeros(n, dtype=bool)
-    digit[1:11] = True
+    labels = np.arange(n)
+    digit = (labels >= 1) & (labels <= 10)
+    letter = labels > 10
     phases = MAX_LETTERS + 2  # 0..MAX_LETTERS letters so far, then "in the digits"
     last = phases - 1
     score = np.full((phases, n), -np.inf)
     score[0, 0] = 0.0
-    back = []
+    back = []  # per frame: the (phase, label) each (phase, label) state came from
     for lp in logp:
-        new = np.full((phases, n), -np.inf)
-        src = np.zeros((phases, n, 2), dtype=np.int64)  # (phase, label) each state came from
-        order = np.argsort(score, axis=1)
-        top, second = order[:, -1], order[:, -2]
+        # stay: a blank after anything, or the same label again
+        top = score.argmax(1)
+        new = score + lp
+        new[:, 0] = score.max(1) + lp[0]
+        from_phase = np.repeat(np.arange(phases)[:, None], n, axis=1)
+        from_label = np.repeat(labels[None, :], phases, axis=0)
+        from_label[:, 0] = top
+        # a new character: after the best previous label other than itself
+        second = np.argsort(score, axis=1)[:, -2]
         for p in range(phases):
-            # stay: a blank, or the same label again
-            new[p, 0], src[p, 0] = score[p].max() + lp[0], (p, top[p])
-            stay = score[p, 1:] + lp[1:]
-            better = stay > new[p, 1:]
-            new[p, 1:][better] = stay[better]
-            src[p, 1:][better] = np.stack([np.full(better.sum(), p), np.arange(1, n)[better]], 1)
-            # a new character: the best previous label other than itself
-            prev = np.where(np.arange(n) == top[p], second[p], top[p])
+            prev = np.where(labels == top[p], second[p], top[p])
             gain = score[p, prev] + lp
-            targets = [(last, digit)]
-            if p < MAX_LETTERS:
-                targets.append((p + 1, ~digit))
-            for q, allowed in targets:
-                mask = allowed.copy()
-                mask[0] = False
-                take = mask & (gain > new[q])
+            moves = [(last, digit)] + ([(p + 1, letter)] if p < MAX_LETTERS else [])
+            for q, allowed in moves:
+                take = allowed & (gain > new[q])
                 new[q][take] = gain[take]
-                src[q][take] = np.stack([np.full(take.sum(), p), prev[take]], 1)
-        back.append(src)
+                from_phase[q][take], from_label[q][take] = p, prev[take]
+        back.append((from_phase, from_label))
         score = new
     p, k = np.unravel_index(np.argmax(score), score.shape)
     path = []
-    for src in reversed(back):
+    for from_phase, from_label in reversed(back):
         path.append(k)
-        p, k = src[p, k]
+        p, k = from_phase[p, k], from_label[p, k]
     path.reverse()
     frames = np.arange(len(path))
-    if (logp[frames, path] - logp.max(1)).sum() < NOT_A_NUMBER or not any(
-            1 <= k <= 10 for k in path):
+    if (logp[frames, path] - logp.max(1)).sum() < NOT_A_NUMBER or not digit[path].any():
         return NumberRead("", 0.0)
     probs = np.exp(logp[frames, path])
     chars, confs, prev = [], [], 0

@@ -71,6 +71,12 @@ class OcrResult:
         return sum(w.conf * len(w.text) for w in self.words) / n if n else 0.0
 
 
+def words_box(words: list[Word]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) around the words' boxes."""
+    return (min(w.box[0] for w in words), min(w.box[1] for w in words),
+            max(w.box[0] + w.box[2] for w in words), max(w.box[1] + w.box[3] for w in words))
+
+
 def find_tesseract() -> str:
     """Path of the tesseract program, or an OcrError saying what to install."""
     exe = os.environ.get("HERBSCAN_TESSERACT") or shutil.which("tesseract")

@@ -12,7 +12,7 @@ from PIL import Image
 from herbscan.errors import check_choice
 from herbscan.images import open_rgb
 from herbscan.labels.barcodes import Barcode, read_barcodes
-from herbscan.labels.ocr import OcrResult, Word, prepare_text_image, tesseract
+from herbscan.labels.ocr import OcrResult, Word, prepare_text_image, tesseract, words_box
 from herbscan.labels.regions import Region, crop_label, find_labels, layout, osd_rotation
 from herbscan.labels.stamps import Stamp, read_stamps
 
@@ -108,10 +108,7 @@ def confirm_numbers(image: Image.Image, ocr: OcrResult) -> OcrResult:
 
 def _box(words: list, image: Image.Image) -> tuple[int, int, int, int]:
     """The words' box with a little paper around, inside the image."""
-    x0 = min(w.box[0] for w in words)
-    y0 = min(w.box[1] for w in words)
-    x1 = max(w.box[0] + w.box[2] for w in words)
-    y1 = max(w.box[1] + w.box[3] for w in words)
+    x0, y0, x1, y1 = words_box(words)
     pad = (y1 - y0) // 4
     return (max(0, x0 - 2 * pad), max(0, y0 - pad), min(image.width, x1 + 2 * pad),
             min(image.height, y1 + pad))

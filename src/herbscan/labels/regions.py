@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from herbscan.labels.ocr import OcrResult, Word, _env, find_tesseract, tesseract
+from herbscan.labels.ocr import OcrResult, Word, _env, find_tesseract, tesseract, words_box
 
 WORK_SIDE = 3400
 """Long side (px) of the image the layout pass reads, about 200 dpi for a 42 cm sheet: smaller
@@ -141,10 +141,7 @@ def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float 
             lines.setdefault(w.line, []).append(w)
     boxes = []
     for ws in lines.values():
-        x0 = min(w.box[0] for w in ws)
-        y0 = min(w.box[1] for w in ws)
-        x1 = max(w.box[0] + w.box[2] for w in ws)
-        y1 = max(w.box[1] + w.box[3] for w in ws)
+        x0, y0, x1, y1 = words_box(ws)
         h = float(np.median([w.box[3] for w in ws]))
         boxes.append([x0, y0, x1, y1, h, ws])
     clusters = _stack(_cluster(boxes), image)

@@ -182,11 +182,11 @@ def number_bands(crop: Image.Image) -> list[np.ndarray]:
     characters level with it out to the edge lettering (`EDGE`)."""
     flat = _flat(crop)
     line = _line(flat, flat < PAPER_RATIO)
-    pale = _line(flat, flat < PALE_RATIO)
-    if pale and line and _extends(pale, line):
-        line = pale
     if line is None:
         return []
+    pale = _line(flat, flat < PALE_RATIO)
+    if pale and _extends(pale, line):
+        line = pale
     (y0, y1, x0, x1), chars = line
     erased = np.where(ndi.binary_dilation(chars), flat, 255.0)
     bands = []
