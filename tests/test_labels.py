@@ -609,7 +609,7 @@ def test_stamp_number_cross_checked_by_tesseract_when_reads_disagree(tesseract, 
             texts = ["40430"] * 3 + ["40480"] * 2 + ["4048"]
             return [NumberRead(t, 0.9) for t in texts][:len(bands)]
 
-    monkeypatch.setattr(numreader, "default_reader", lambda: Split())
+    monkeypatch.setattr(numreader, "default_readers", lambda: (Split(),))
     stamp = stamps.read_stamp(sheet, box)
     assert (stamp.number, stamp.votes, stamp.conf) == ("40480", 2, stamps.CROSS_CHECKED)
     monkeypatch.setattr(stamps, "_tesseract_numbers", lambda bands: ["1111"])

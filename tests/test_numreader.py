@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from herbscan.labels.numreader import NumberReader, default_reader, synthetic_pool, train
+from herbscan.labels.numreader import (WEIGHTS, NumberReader, default_readers, synthetic_pool,
+                                       train)
 from herbscan.labels.numsynth import HEIGHT, make_batch, random_number, render_number
 
 
@@ -26,9 +27,12 @@ def test_pool_is_the_same_in_one_process_or_two():
     assert one[1] == two[1] and all(np.array_equal(a, b) for a, b in zip(one[0], two[0]))
 
 
-def test_shipped_reader_reads_fresh_synthetic_numbers():
+@pytest.mark.parametrize("k", range(len(WEIGHTS)))
+def test_shipped_readers_read_fresh_synthetic_numbers(k):
+    reader = default_readers()[k]
+    assert reader.weights == WEIGHTS[k] and WEIGHTS[k].is_file()
     images, texts = make_batch(200, np.random.default_rng(2024))   # not the training seeds
-    reads = default_reader().read(images)
+    reads = reader.read(images)
     acc = np.mean([r.text == t for r, t in zip(reads, texts, strict=True)])
     assert acc >= 0.9, acc
     right = [r.conf for r, t in zip(reads, texts, strict=True) if r.text == t]
@@ -36,7 +40,13 @@ def test_shipped_reader_reads_fresh_synthetic_numbers():
     assert all(0.0 <= c <= 1.0 for c in right + wrong)
     if wrong:
         assert np.mean(right) > np.mean(wrong)               # confidence means something
-    assert default_reader().read([]) == []
+    assert reader.read([]) == []
+
+
+def test_shipped_readers_are_different_models():
+    a, b = (reader.model_.state_dict() for reader in default_readers())
+    assert a.keys() == b.keys()
+    assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
 def test_train_writes_loadable_safetensors(tmp_path):
@@ -81,3 +91,22 @@ def test_decoding_keeps_series_letters_before_the_digits():
     assert _decode(frames("B-O-T-A-N-I-C-A-L")).text == ""
     assert _decode(frames("B-C-")).text == ""                  # letters alone: no number
     assert _decode(frames("----")).text == ""
+
+
+def test_old_style_figures_set_a_short_one_and_drop_the_descending_digits():
+    from herbscan.labels.numsynth import _figure_styles, _font
+
+    font = _font(None, 64)
+    seen = set()
+    for seed in range(40):
+        fonts, drops = _figure_styles("V149385", font, None, 64, 46.0,
+                                      np.random.default_rng(seed), 1.0)
+        assert fonts[0] is font and fonts[6] is font and fonts[5] is font   # V, 5 and 8 as set
+        assert fonts[1].size < font.size and round(0.6 * 64) <= fonts[1].size <= round(0.8 * 64)
+        assert drops[0] == drops[1] == drops[5] == 0.0 and 0.0 <= drops[2] <= 0.25
+        seen.add(drops[2] > 0)
+    assert seen == {True, False}          # the short 1 alone, or full old-style figures
+    rng = np.random.default_rng(0)
+    fonts, drops = _figure_styles("V149385", font, None, 64, 46.0, rng, 0.0)
+    assert all(f is font for f in fonts) and not any(drops)
+    assert rng.random() == np.random.default_rng(0).random()   # off: no draw from the stream

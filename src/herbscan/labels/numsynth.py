@@ -75,9 +75,27 @@ def random_number(rng: np.random.Generator) -> str:
     return prefix + (" " if rng.random() < 0.4 else "") + digits
 
 
+OLD_STYLE = 0.2
+"""Share of numbers set in old-style figures, as on typewriters and numbering machines with a
+short 1 (and sometimes 0 and 2) at x-height and 3, 4, 5, 7, 9 dropped below the line."""
+
+
+def _figure_styles(text: str, font, path: str | None, size: int, digit_h: float,
+                   rng: np.random.Generator, old_style: float) -> tuple[list, list[float]]:
+    """The font of each character and how far it sits below the line, in digit heights."""
+    if not old_style or rng.random() >= old_style:  # draws nothing when off
+        return [font] * len(text), [0.0] * len(text)
+    short = _font(path, max(8, round(size * rng.uniform(0.6, 0.8))))
+    small = "1" if rng.random() < 0.5 else "012"
+    drop = rng.uniform(0.0, 0.25) if small == "012" else 0.0
+    return ([short if c in small else font for c in text],
+            [drop if c in "34579" else 0.0 for c in text])
+
+
 def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | None = None,
-                  ) -> np.ndarray:
-    """One damaged stamped number, grey uint8, `HEIGHT` px tall (width follows the text)."""
+                  old_style: float = OLD_STYLE) -> np.ndarray:
+    """One damaged stamped number, grey uint8, `HEIGHT` px tall (width follows the text), in
+    old-style figures with probability `old_style`."""
     fonts = system_fonts() if fonts is None else fonts
     path = None
     if fonts:
@@ -90,7 +108,8 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     # bands are cut with more or less paper above and below the digits
     canvas_h = int(digit_h / (DIGIT_SHARE * rng.uniform(0.8, 1.2))) + 1
     spacing = rng.uniform(-0.04, 0.25) * digit_h
-    widths = [max(1.0, font.getlength(c)) for c in text]
+    fonts_of, drops = _figure_styles(text, font, path, size, digit_h, rng, old_style)
+    widths = [max(1.0, f.getlength(c)) for c, f in zip(text, fonts_of, strict=True)]
     total = sum(widths) + spacing * (len(text) - 1)
     # the band is cut across the stamp's inside, so the number may sit off centre in blank paper
     left, right = rng.uniform(0.1, 2.5, size=2) * digit_h
@@ -99,10 +118,12 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     ink = Image.new("L", (w, canvas_h), 0)
     draw = ImageDraw.Draw(ink)
     top0 = (canvas_h - digit_h) / 2 - font.getbbox("0")[1] + rng.normal(0, 0.06) * digit_h
+    baseline = top0 + font.getmetrics()[0]
     x = left
-    for c, cw in zip(text, widths, strict=True):
+    for c, cw, f, drop in zip(text, widths, fonts_of, drops, strict=True):
         level = int(255 * rng.uniform(0.75, 1.0))  # numbering-machine wheels ink unevenly
-        draw.text((x, top0 + rng.normal(0, 0.025) * digit_h), c, font=font, fill=level)
+        y = baseline + (drop + rng.normal(0, 0.025)) * digit_h
+        draw.text((x, y), c, font=f, fill=level, anchor="ls")
         x += cw + spacing
     a = np.asarray(ink, dtype=np.float32) / 255.0
     rule = np.zeros_like(a)
@@ -163,7 +184,8 @@ def normalise(grey: np.ndarray) -> np.ndarray:
 
 
 def make_batch(n: int, rng: np.random.Generator, fonts: tuple[str, ...] | None = None,
-               ) -> tuple[list[np.ndarray], list[str]]:
+               old_style: float = OLD_STYLE) -> tuple[list[np.ndarray], list[str]]:
     """`n` images and their texts (spaces dropped: the reader emits the characters only)."""
     texts = [random_number(rng) for _ in range(n)]
-    return [render_number(t, rng, fonts) for t in texts], [t.replace(" ", "") for t in texts]
+    return ([render_number(t, rng, fonts, old_style) for t in texts],
+            [t.replace(" ", "") for t in texts])

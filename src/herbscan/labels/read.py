@@ -80,8 +80,8 @@ _SERIES_WORD = re.compile(r"[A-Z]{1,2}")
 
 def confirm_numbers(image: Image.Image, ocr: OcrResult) -> OcrResult:
     """Raise the confidence of numbers tesseract read but doubted (it sometimes gives a clearly
-    printed "accession V 161290" 0%) when `numreader`, a reader with other training and other
-    errors, reads the same characters in the word's box. A series letter just before the number
+    printed "accession V 161290" 0%) when the number readers (`numreader`), with other training
+    and other errors, all read the same characters in the word's box. A series letter just before the number
     ("V") is read with it, and the number alone when the two together do not match ("Plot A
     1234"). Words whose reads differ keep tesseract's confidence; `ocr` is changed in place."""
     tries: list[list[list]] = []  # per doubted number: word groups to read, best first
@@ -93,12 +93,14 @@ def confirm_numbers(image: Image.Image, ocr: OcrResult) -> OcrResult:
         tries.append([[prev, w], [w]] if series else [[w]])
     if not tries:
         return ocr
-    from herbscan.labels.numreader import default_reader
+    from herbscan.labels.numreader import default_readers
 
     grey = image.convert("L")
     groups = [g for t in tries for g in t]
-    reads = default_reader().read([np.asarray(grey.crop(_box(g, image))) for g in groups])
-    read_of = {id(g): r.text for g, r in zip(groups, reads, strict=True)}
+    crops = [np.asarray(grey.crop(_box(g, image))) for g in groups]
+    texts = [[r.text for r in reader.read(crops)] for reader in default_readers()]
+    read_of = {id(g): t[0] if len(set(t)) == 1 else ""
+               for g, t in zip(groups, zip(*texts), strict=True)}
     for t in tries:
         group = next((g for g in t if read_of[id(g)] == "".join(w.text for w in g)), [])
         for w in group:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image
@@ -162,8 +163,9 @@ MAX_CONF = 0.95
 stamps the agreement, not the reader's own per-read probability, told right from wrong: numbers
 given by 1 or 2 of 6 reads were right 3 times of 12, by 3 or 4 of 6 16 of 21, by 5 of 6 all 16
 and by 6 of 6 all 58 (shipped reader, zero padding ignored)."""
-AGREED = 4
-"""Reads of 6 that must agree before a number is taken on the number reader's word alone."""
+AGREED = Fraction(2, 3)
+"""Share of the reads that must agree before a number is taken on the number readers' word
+alone."""
 CROSS_CHECKED = 0.55
 """Confidence of a number both readers gave while the number reader's reads disagreed: right 4
 times of 9 on the ALA stamps with the shipped reader (10 of 14 with the earlier one), so still
@@ -264,16 +266,17 @@ def _radius(c: tuple, w: int, h: int) -> float:
 
 
 def read_stamp(sheet: Image.Image, box: tuple[int, int, int, int]) -> Stamp:
-    """The number stamped inside `box`: each band of `number_bands` is read by the number reader
-    and the reads vote, each weighted by the reader's confidence. When fewer than `AGREED` of the
-    reads agree, tesseract, a reader trained on other data with other errors, reads the bands
-    too: a number both readers give is taken with `CROSS_CHECKED` confidence."""
-    from herbscan.labels.numreader import default_reader
+    """The number stamped inside `box`: each band of `number_bands` is read by each number
+    reader and the reads vote, each weighted by the reader's confidence. When less than `AGREED`
+    of the reads agree, tesseract, a reader trained on other data with other errors, reads the
+    bands too: a number both give is taken with `CROSS_CHECKED` confidence."""
+    from herbscan.labels.numreader import default_readers
 
     x, y, w, h = box
     bands = number_bands(sheet.crop((x, y, x + w, y + h)))
-    stamp = Stamp(box=box, reads=len(bands))
-    reads = [r for r in default_reader().read(bands) if NUMBER.match(r.text)]
+    readers = default_readers()
+    stamp = Stamp(box=box, reads=len(bands) * len(readers))
+    reads = [r for reader in readers for r in reader.read(bands) if NUMBER.match(r.text)]
     weight: dict[str, float] = {}
     for r in reads:
         weight[r.text] = weight.get(r.text, 0.0) + r.conf
@@ -281,12 +284,12 @@ def read_stamp(sheet: Image.Image, box: tuple[int, int, int, int]) -> Stamp:
         return stamp
     stamp.number = max(weight, key=weight.get)
     both = []
-    if sum(r.text == stamp.number for r in reads) < AGREED:
+    if sum(r.text == stamp.number for r in reads) < AGREED * stamp.reads:
         seen = _tesseract_numbers(bands)
         both = [n for n in weight if any(t.endswith(n) for t in seen)]
         stamp.number = max(both, key=weight.get) if both else stamp.number
     stamp.votes = sum(r.text == stamp.number for r in reads)
-    stamp.conf = CROSS_CHECKED if both else round(min(MAX_CONF, stamp.votes / len(bands)), 3)
+    stamp.conf = CROSS_CHECKED if both else round(min(MAX_CONF, stamp.votes / stamp.reads), 3)
     return stamp
 
 
