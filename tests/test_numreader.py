@@ -43,10 +43,20 @@ def test_shipped_readers_read_fresh_synthetic_numbers(k):
     assert reader.read([]) == []
 
 
-def test_shipped_readers_are_different_models():
-    a, b = (reader.model_.state_dict() for reader in default_readers())
-    assert a.keys() == b.keys()
-    assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+def test_shipped_readers_are_different_models_trained_by_their_recipes():
+    from itertools import combinations
+
+    from herbscan.labels.numreader import RECIPES
+
+    assert len(RECIPES) == len(WEIGHTS) == len(default_readers()) >= 2
+    for reader, recipe in zip(default_readers(), RECIPES, strict=True):
+        meta = reader._meta()
+        assert (int(meta["seed"]), float(meta["old_style"])) == (recipe["seed"],
+                                                                 recipe["old_style"])
+    states = [reader.model_.state_dict() for reader in default_readers()]
+    for a, b in combinations(states, 2):
+        assert a.keys() == b.keys()
+        assert any(not np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
 def test_train_writes_loadable_safetensors(tmp_path):

@@ -122,8 +122,12 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     x = left
     for c, cw, f, drop in zip(text, widths, fonts_of, drops, strict=True):
         level = int(255 * rng.uniform(0.75, 1.0))  # numbering-machine wheels ink unevenly
-        y = baseline + (drop + rng.normal(0, 0.025)) * digit_h
-        draw.text((x, y), c, font=f, fill=level, anchor="ls")
+        jitter = rng.normal(0, 0.025)
+        if old_style:  # figures that may differ in size are set on one baseline
+            draw.text((x, baseline + (drop + jitter) * digit_h), c, font=f, fill=level,
+                      anchor="ls")
+        else:
+            draw.text((x, top0 + jitter * digit_h), c, font=font, fill=level)
         x += cw + spacing
     a = np.asarray(ink, dtype=np.float32) / 255.0
     rule = np.zeros_like(a)

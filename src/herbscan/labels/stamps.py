@@ -160,16 +160,16 @@ def _solid(comp: np.ndarray) -> bool:
 
 MAX_CONF = 0.95
 """A stamp's confidence is the share of its reads that agree, at most this. On the 158 ALA
-stamps the agreement, not the reader's own per-read probability, told right from wrong: numbers
-given by 1 or 2 of 6 reads were right 3 times of 12, by 3 or 4 of 6 16 of 21, by 5 of 6 all 16
-and by 6 of 6 all 58 (shipped reader, zero padding ignored)."""
+stamps the agreement, not the readers' own per-read probability, told right from wrong: with the
+three shipped readers (18 reads), numbers given by 1–3 reads were right 0 times of 7, by 5–6
+2 of 5, by 7–9 6 of 6, by 12–14 13 of 15, by 15–17 37 of 38 and by all 18 35 of 35 (zero padding
+ignored)."""
 AGREED = Fraction(2, 3)
 """Share of the reads that must agree before a number is taken on the number readers' word
 alone."""
 CROSS_CHECKED = 0.55
-"""Confidence of a number both readers gave while the number reader's reads disagreed: right 4
-times of 9 on the ALA stamps with the shipped reader (10 of 14 with the earlier one), so still
-sent for review."""
+"""Confidence of a number tesseract also gave while the number readers' reads disagreed: right 7
+times of 11 on the ALA stamps with the shipped readers, so still sent for review."""
 BAND_PADS = (0.2, 0.3, 0.45)
 """Paper kept above and below the number line, in line heights: one band per pad and per
 source (as stamped, rules erased) is read, and the reads vote."""
