@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from herbscan.labels.numreader import (WEIGHTS, NumberReader, default_readers, synthetic_pool,
-                                       train)
+from herbscan.labels.numreader import WEIGHTS, NumberReader, default_readers, synthetic_pool, train
 from herbscan.labels.numsynth import HEIGHT, make_batch, random_number, render_number
 
 

@@ -409,8 +409,8 @@ there first."""
 def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> None:
     """catalogNumber from the best evidence there is. With `source` "auto": a number stamped in
     the holding herbarium's stamp and read with confidence; a number the label prints as an
-    accession or catalogue number; a number after a herbarium code; a stamped number both
-    readers agree on (`STAMP_OVER_BARCODE`); the barcode; any other stamped number (right less
+    accession or catalogue number; a number after a herbarium code; a stamped number read with
+    some agreement (`STAMP_OVER_BARCODE`); the barcode; any other stamped number (right less
     than half the time, while many herbaria's barcode is their catalogue number); a line that
     is a bare number. A stamped number within a character or two of a decoded barcode
     (`_near`) is that barcode's printed text, read in the frame of its label, and becomes the

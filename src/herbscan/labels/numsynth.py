@@ -1,4 +1,4 @@
-"""Synthetic images of stamped catalogue numbers, to train the number reader without real data.
+"""Synthetic images of stamped catalogue numbers, to train the number readers without real data.
 
 Accession numbers are stamped with numbering machines and hand stamps: a typewriter-like face,
 digits that sit a little off the baseline, ink that is speckled, faded, spread or broken, a rule

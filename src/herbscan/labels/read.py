@@ -72,8 +72,8 @@ def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4,
 
 
 CONFIRMED = 75.0
-"""OCR confidence (0–100) given to a number tesseract was unsure of when the number reader
-reads the same characters off the same place."""
+"""OCR confidence (0–100) given to a number tesseract was unsure of when the number readers
+all read the same characters off the same place."""
 _NUMBER_WORD = re.compile(r"\d{3,8}")
 _SERIES_WORD = re.compile(r"[A-Z]{1,2}")
 

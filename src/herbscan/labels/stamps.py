@@ -7,7 +7,7 @@ that is hollow in the middle. Stamp ink is often pale blue or violet on cream pa
 measured on the darkest colour channel against the local paper brightness.
 
 The number is the line of characters in the stamp's middle (`number_bands`), read by herbscan's
-own number reader (`numreader`, trained on synthetic stamped numbers) rather than tesseract,
+own number readers (`numreader`, trained on synthetic stamped numbers) rather than tesseract,
 which misreads speckled numbering-machine digits crossed by a rule about two times in three.
 """
 
