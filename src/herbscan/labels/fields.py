@@ -370,9 +370,9 @@ _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 STAMP_OVER_BARCODE = 0.38
 """A stamped number this confident (7 of the 18 reads agreeing, or `stamps.CROSS_CHECKED`) is
 taken before the barcode: the lowest agreement at which the stamps' numbers were right more
-often than not on the ALA sheets (7–9 of 18: 6 of 6; 5–6 of 18: 2 of 5; ≤ 3 of 18: 0 of 7). Numbers
-read in outlines that were not stamps, on the other collections' sheets in ../shared, stayed at
-≤ 3 of 18."""
+often than not on the ALA sheets (7–9 of 18: 6 of 6; 5–6 of 18: 2 of 5; ≤ 3 of 18: 0 of 7).
+Numbers read in outlines that were not stamps, on the other collections' sheets in ../shared,
+stayed at ≤ 3 of 18."""
 
 
 def _after_herbarium_code(flat: str) -> re.Match | None:

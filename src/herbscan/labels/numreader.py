@@ -217,9 +217,9 @@ def train(out: Path | str = WEIGHTS[0], *, samples: int = 60_000, steps: int = 4
     """Train the reader on synthetic numbers and save it (safetensors, atomically).
 
     A pool of `samples` numbers (a share `old_style` in old-style figures) is made first and
-    batches are drawn from it by width, so that
-    little time goes into padding. Returns the accuracy (whole number right) on 500 fresh
-    synthetic numbers from another seed, and the seconds taken."""
+    batches are drawn from it by width, so that little time goes into padding. Returns the
+    accuracy (whole number right) on 500 fresh synthetic numbers from another seed, and the
+    seconds taken."""
     import torch
     from safetensors.torch import save_file
 

@@ -81,9 +81,10 @@ _SERIES_WORD = re.compile(r"[A-Z]{1,2}")
 def confirm_numbers(image: Image.Image, ocr: OcrResult) -> OcrResult:
     """Raise the confidence of numbers tesseract read but doubted (it sometimes gives a clearly
     printed "accession V 161290" 0%) when the number readers (`numreader`), with other training
-    and other errors, all read the same characters in the word's box. A series letter just before the number
-    ("V") is read with it, and the number alone when the two together do not match ("Plot A
-    1234"). Words whose reads differ keep tesseract's confidence; `ocr` is changed in place."""
+    and other errors, all read the same characters in the word's box. A series letter just
+    before the number ("V") is read with it, and the number alone when the two together do not
+    match ("Plot A 1234"). Words whose reads differ keep tesseract's confidence; `ocr` is
+    changed in place."""
     tries: list[list[list]] = []  # per doubted number: word groups to read, best first
     for i, w in enumerate(ocr.words):
         if w.conf >= CONFIRMED or not _NUMBER_WORD.fullmatch(w.text):
