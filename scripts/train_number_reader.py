@@ -1,6 +1,7 @@
 """Rebuild herbscan's stamped-number readers from synthetic data (no real sheets are used).
 
     python scripts/train_number_reader.py [--reader N] [--out PATH] [--steps N] [--samples N]
+                                          [--workers N]
 
 Rebuilds every shipped reader (src/herbscan/labels/weights/number_reader*.safetensors, each with
 its recipe in `numreader.RECIPES`), or only reader N, about 16 minutes each on 2 cores. Prints

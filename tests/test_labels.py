@@ -514,7 +514,7 @@ def test_read_stamp_number_with_the_number_reader():
     assert (as_stamped < 128).any() and erased.min() <= as_stamped.min() + 5
     stamp = read_stamp(sheet, box)
     assert len(bands) == 2 * len(BAND_PADS)
-    assert stamp.number == "V87317" and stamp.votes >= 4 and stamp.conf >= 0.6
+    assert stamp.number == "V87317" and stamp.reads == 18 and stamp.conf >= 0.6
     blank = Image.new("RGB", (1600, 2400), (236, 228, 205))
     draw_stamp(blank, (120, 1950), "")
     empty = read_stamp(blank, find_stamps(blank)[0])
@@ -615,6 +615,40 @@ def test_stamp_number_cross_checked_by_tesseract_when_reads_disagree(tesseract, 
     monkeypatch.setattr(stamps, "_tesseract_numbers", lambda bands: ["1111"])
     stamp = stamps.read_stamp(sheet, box)                        # no support: the plain vote
     assert (stamp.number, stamp.votes, stamp.conf) == ("40430", 3, 0.5)
+
+
+def test_stamp_votes_over_every_reader_and_band(monkeypatch):
+    from herbscan.labels import numreader, stamps
+    from herbscan.labels.numreader import NumberRead
+
+    sheet = Image.new("RGB", (1600, 2400), (236, 228, 205))
+    box = draw_stamp(sheet, (120, 1950), "40480")
+
+    def readers(agreeing):
+        """Three readers of six bands, `agreeing` of the 18 reads giving 40480."""
+        texts = ["40480"] * agreeing + ["40430", "4048"] * 9
+        texts = texts[:18]
+
+        class Fake:
+            def __init__(self, k):
+                self.k = k
+
+            def read(self, bands):
+                assert len(bands) == 6
+                return [NumberRead(t, 0.9) for t in texts[6 * self.k:6 * self.k + 6]]
+
+        return lambda: (Fake(0), Fake(1), Fake(2))
+
+    asked = []
+    monkeypatch.setattr(stamps, "_tesseract_numbers", lambda bands: asked.append(1) or [])
+    monkeypatch.setattr(numreader, "default_readers", readers(12))
+    stamp = stamps.read_stamp(sheet, box)
+    assert (stamp.number, stamp.votes, stamp.reads, stamp.conf) == ("40480", 12, 18, 0.667)
+    assert not asked                                             # two thirds agree: no check
+    monkeypatch.setattr(numreader, "default_readers", readers(11))
+    stamp = stamps.read_stamp(sheet, box)
+    assert (stamp.number, stamp.votes, stamp.reads, stamp.conf) == ("40480", 11, 18, 0.611)
+    assert asked                                                 # fewer: tesseract asked
 
 
 def test_catalog_number_prefers_confident_stamp_printed_number_barcode_in_turn():
@@ -723,7 +757,7 @@ def test_transcribe_line_layout_snaps_to_the_checklist(tesseract, tmp_path):
     assert json.loads(r["fieldConfidence"])["scientificName"] >= 0.9
 
 
-def test_numbers_tesseract_doubts_are_confirmed_by_the_number_reader():
+def test_numbers_tesseract_doubts_are_confirmed_by_the_number_reader(monkeypatch):
     from herbscan.labels.ocr import OcrResult, Word
     from herbscan.labels.read import CONFIRMED, confirm_numbers
 
@@ -748,6 +782,25 @@ def test_numbers_tesseract_doubts_are_confirmed_by_the_number_reader():
     fresh = [Word(w.text, conf, w.box, w.line)
              for w, conf in zip(words, (93.0, 0.0, 0.0, 96.0), strict=True)]
     fresh[1].text = "B"
+    ocr = confirm_numbers(image, OcrResult(fresh))
+    assert [w.conf for w in ocr.words] == [93.0, 0.0, CONFIRMED, 96.0]
+    # confirmed only when every number reader reads it so
+    from herbscan.labels import numreader
+    from herbscan.labels.numreader import NumberRead
+
+    class Says:
+        def __init__(self, text):
+            self.text = text
+
+        def read(self, crops):
+            return [NumberRead(self.text, 0.9) for _ in crops]
+
+    fresh = [Word(w.text, conf, w.box, w.line)
+             for w, conf in zip(words, (93.0, 0.0, 0.0, 96.0), strict=True)]
+    monkeypatch.setattr(numreader, "default_readers", lambda: (Says("161290"), Says("161298")))
+    ocr = confirm_numbers(image, OcrResult(fresh))
+    assert [w.conf for w in ocr.words] == [93.0, 0.0, 0.0, 96.0]
+    monkeypatch.setattr(numreader, "default_readers", lambda: (Says("161290"), Says("161290")))
     ocr = confirm_numbers(image, OcrResult(fresh))
     assert [w.conf for w in ocr.words] == [93.0, 0.0, CONFIRMED, 96.0]
 

@@ -1,7 +1,7 @@
 """Transcription of specimen labels: barcodes, label regions, OCR and Darwin Core fields.
 
     sheet ─► barcodes (zxing-cpp)
-          ├► stamp outlines ─► number line ─► number reader (numreader, trained on numsynth)
+          ├► stamp outlines ─► number line ─► number readers (numreader, trained on numsynth)
           └► layout pass (tesseract) ─► label regions ─► crop, turn, deskew ─► OCR
                                                            └► fields (rules + checklist) ─► CSV/JSON
 

@@ -211,15 +211,15 @@ def synthetic_pool(n: int, seed: int, workers: int = 1, old_style: float = OLD_S
     return [im for d in done for im in d[0]], [t for d in done for t in d[1]]
 
 
-def train(out: Path | str = WEIGHTS[0], *, samples: int = 60_000, steps: int = 4000,
+def train(out: Path | str, *, samples: int = 60_000, steps: int = 4000,
           batch: int = 48, seed: int = 0, old_style: float = OLD_STYLE, lr: float = 3e-3,
           workers: int = 1, log_every: int = 250) -> dict:
     """Train the reader on synthetic numbers and save it (safetensors, atomically).
 
     A pool of `samples` numbers (a share `old_style` in old-style figures) is made first and
     batches are drawn from it by width, so that little time goes into padding. Returns the
-    accuracy (whole number right) on 500 fresh synthetic numbers from another seed, and the
-    seconds taken."""
+    accuracy (whole number right) on 500 fresh synthetic numbers of the same kind from another
+    seed, and the seconds taken."""
     import torch
     from safetensors.torch import save_file
 
@@ -255,7 +255,7 @@ def train(out: Path | str = WEIGHTS[0], *, samples: int = 60_000, steps: int = 4
             print(f"step {step}/{steps} loss {loss.item():.3f} "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
     model.eval()
-    acc = synthetic_accuracy(model, seed + 1)
+    acc = synthetic_accuracy(model, seed + 1, old_style=old_style)
     out = Path(out)
     meta = {"config": json.dumps({"hidden": HIDDEN}), "samples": str(samples),
             "steps": str(steps), "seed": str(seed), "old_style": str(old_style),
@@ -267,11 +267,11 @@ def train(out: Path | str = WEIGHTS[0], *, samples: int = 60_000, steps: int = 4
     return {"synthetic_accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def synthetic_accuracy(model, seed: int, n: int = 500) -> float:
+def synthetic_accuracy(model, seed: int, n: int = 500, old_style: float = OLD_STYLE) -> float:
     """Share of `n` fresh synthetic numbers that `model` reads exactly."""
     import torch
 
-    images, texts = make_batch(n, np.random.default_rng(seed))
+    images, texts = make_batch(n, np.random.default_rng(seed), old_style=old_style)
     with torch.inference_mode():
         logp = model(_to_tensor(images)).log_softmax(-1).numpy()
     return float(np.mean([_decode(lp).text == t for lp, t in zip(logp, texts, strict=True)]))

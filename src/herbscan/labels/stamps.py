@@ -163,7 +163,7 @@ MAX_CONF = 0.95
 stamps the agreement, not the readers' own per-read probability, told right from wrong: with the
 three shipped readers (18 reads), numbers given by 1–3 reads were right 0 times of 7, by 5–6
 2 of 5, by 7–9 6 of 6, by 12–14 13 of 15, by 15–17 37 of 38 and by all 18 35 of 35 (zero padding
-ignored)."""
+ignored; no number came from 4, 10 or 11 reads)."""
 AGREED = Fraction(2, 3)
 """Share of the reads that must agree before a number is taken on the number readers' word
 alone."""
