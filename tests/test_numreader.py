@@ -108,14 +108,13 @@ def test_old_style_figures_set_a_short_one_and_drop_the_descending_digits():
     font = _font(None, 64)
     seen = set()
     for seed in range(40):
-        fonts, drops = _figure_styles("V149385", font, None, 64, 46.0,
-                                      np.random.default_rng(seed), 1.0)
+        fonts, drops = _figure_styles("V149385", font, None, 64, np.random.default_rng(seed), 1.0)
         assert fonts[0] is font and fonts[6] is font and fonts[5] is font   # V, 5 and 8 as set
         assert fonts[1].size < font.size and round(0.6 * 64) <= fonts[1].size <= round(0.8 * 64)
         assert drops[0] == drops[1] == drops[5] == 0.0 and 0.0 <= drops[2] <= 0.25
         seen.add(drops[2] > 0)
     assert seen == {True, False}          # the short 1 alone, or full old-style figures
     rng = np.random.default_rng(0)
-    fonts, drops = _figure_styles("V149385", font, None, 64, 46.0, rng, 0.0)
+    fonts, drops = _figure_styles("V149385", font, None, 64, rng, 0.0)
     assert all(f is font for f in fonts) and not any(drops)
     assert rng.random() == np.random.default_rng(0).random()   # off: no draw from the stream

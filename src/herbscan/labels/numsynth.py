@@ -80,8 +80,8 @@ OLD_STYLE = 0.2
 short 1 (and sometimes 0 and 2) at x-height and 3, 4, 5, 7, 9 dropped below the line."""
 
 
-def _figure_styles(text: str, font, path: str | None, size: int, digit_h: float,
-                   rng: np.random.Generator, old_style: float) -> tuple[list, list[float]]:
+def _figure_styles(text: str, font, path: str | None, size: int, rng: np.random.Generator,
+                   old_style: float) -> tuple[list, list[float]]:
     """The font of each character and how far it sits below the line, in digit heights."""
     if not old_style or rng.random() >= old_style:  # draws nothing when off
         return [font] * len(text), [0.0] * len(text)
@@ -108,7 +108,7 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
     # bands are cut with more or less paper above and below the digits
     canvas_h = int(digit_h / (DIGIT_SHARE * rng.uniform(0.8, 1.2))) + 1
     spacing = rng.uniform(-0.04, 0.25) * digit_h
-    fonts_of, drops = _figure_styles(text, font, path, size, digit_h, rng, old_style)
+    fonts_of, drops = _figure_styles(text, font, path, size, rng, old_style)
     widths = [max(1.0, f.getlength(c)) for c, f in zip(text, fonts_of, strict=True)]
     total = sum(widths) + spacing * (len(text) - 1)
     # the band is cut across the stamp's inside, so the number may sit off centre in blank paper

@@ -14,6 +14,7 @@ which misreads speckled numbering-machine digits crossed by a rule about two tim
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -282,13 +283,14 @@ def read_stamp(sheet: Image.Image, box: tuple[int, int, int, int]) -> Stamp:
         weight[r.text] = weight.get(r.text, 0.0) + r.conf
     if not weight:
         return stamp
+    votes = Counter(r.text for r in reads)
     stamp.number = max(weight, key=weight.get)
     both = []
-    if sum(r.text == stamp.number for r in reads) < AGREED * stamp.reads:
+    if votes[stamp.number] < AGREED * stamp.reads:
         seen = _tesseract_numbers(bands)
         both = [n for n in weight if any(t.endswith(n) for t in seen)]
         stamp.number = max(both, key=weight.get) if both else stamp.number
-    stamp.votes = sum(r.text == stamp.number for r in reads)
+    stamp.votes = votes[stamp.number]
     stamp.conf = CROSS_CHECKED if both else round(min(MAX_CONF, stamp.votes / stamp.reads), 3)
     return stamp
 

@@ -88,8 +88,7 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
 
     Returns a summary: counts of sheets, errors, fields filled and rows needing review.
     """
-    if layout not in LAYOUTS:
-        raise ParameterError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    check_choice("layout", layout, LAYOUTS)
     check_range("workers", workers, 1)
     check_range("min_name_score", min_name_score, 0, 100)
     check_choice("catalog", catalog, CATALOG_SOURCES)
