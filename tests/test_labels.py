@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from herbscan.labels.fields import parse_label
-from herbscan.labels.names import Checklist, find_names
+from herbscan.labels.names import Checklist, find_names, looks_like_author
 from herbscan.labels.ocr import OcrError, line_height, parse_tsv, prepare_text_image
 from herbscan.labels.regions import _to_sheet, find_labels, skew_angle
 from herbscan.labels.scoring import evaluate_transcription
@@ -92,6 +92,32 @@ def test_collector_after_leg_and_infraspecific_name():
 
 def test_english_phrases_are_not_names():
     assert find_names("University of Alaska Herbarium\nMuseum of the North") == []
+
+
+def test_capitalised_header_words_do_not_outrank_the_name():
+    # two header words that look Latin, followed by more capitals rather than an authorship
+    text = ("PLANTES DES CANTONS DE L'EST\nRANCHO SANTA ANA BOTANIC GARDEN\n"
+            "PLANTAE VASCULARES ORIENTIS EXTREMI ROSSICI (VLA)\nLycopodium clavatum L.")
+    assert find_names(text)[0].binomial == "Lycopodium clavatum"
+    assert looks_like_author("(L.) Holub") and looks_like_author("Michx.")
+    assert looks_like_author("I")  # "L." read without its full stop
+    assert not looks_like_author("CANTONS DE") and not looks_like_author("(VLA)")
+    # an all-caps name keeps its authorship's weight
+    best = find_names("HERBARIUM OF CANADA\nDIPHASIASTRUM ALPINUM (L.) Holub")[0]
+    assert (best.binomial, best.author) == ("Diphasiastrum alpinum", "(L.) Holub")
+
+
+def test_genus_with_its_capital_read_small():
+    # at a line's start and before an abbreviated author only, and below a capitalised name
+    g = find_names("lycopodium selago L.")
+    assert [x.binomial for x in g] == ["Lycopodium selago"] and g[0].author == "L."
+    both = find_names("lycopodium selago L.\nLycopodium annotinum L.")
+    assert [x.binomial for x in both] == ["Lycopodium annotinum", "Lycopodium selago"]
+    assert find_names("common in moist woods near Mt. Hood") == []
+    assert find_names("growing with lycopodium selago L.") == []
+    assert find_names("lycopodium selago") == []
+    fields, review = parse_label("lycopodium selago L.")  # the genus's case was guessed
+    assert fields["scientificName"].value == "Lycopodium selago L." and "scientificName" in review
 
 
 def test_low_ocr_confidence_is_flagged_then_dropped():
@@ -450,7 +476,7 @@ def test_cli_says_what_to_install_without_tesseract(tmp_path):
     env = {**os.environ, "HERBSCAN_TESSERACT": str(tmp_path / "no-such-tesseract")}
     p = subprocess.run([sys.executable, "-m", "herbscan.cli", "transcribe", str(tmp_path),
                         "--out", str(tmp_path / "l.csv")], capture_output=True, text=True,
-                       env=env)
+                       env=env, check=False)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "apt install tesseract-ocr" in p.stderr
 
@@ -472,12 +498,12 @@ def test_cli_transcribe_and_eval(tesseract, tmp_path):
                      encoding="utf-8")
     run = [sys.executable, "-m", "herbscan.cli"]
     p = subprocess.run(run + ["transcribe", str(tmp_path), "--out", str(tmp_path / "l.csv")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert "barcode on 1, name on 1" in p.stdout
     p = subprocess.run(run + ["transcribe-eval", str(tmp_path / "l.csv"), str(truth),
                               "--out", str(tmp_path / "scores.json")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())["fields"]
     assert scores["scientificName"]["exact"] == 1.0

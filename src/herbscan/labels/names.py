@@ -2,7 +2,10 @@
 
 Without a checklist, a name is a Latin-looking binomial (capitalised genus, lower-case or
 all-caps epithet with a Latin ending) optionally followed by an infraspecific rank and name and
-an authorship; candidates on English words ("University of", "Museum of") are refused.
+an authorship; candidates on English words ("University of", "Museum of") are refused. Of several
+candidates, one followed by something shaped like an authorship ranks first, as does one at a
+line's start; a genus whose capital OCR read small is taken only at a line's start before an
+abbreviated author ("lycopodium selago L."), and sent for review.
 
 With a checklist (`Checklist.read`: a CSV with a `scientificName` column, and optionally
 `acceptedNameUsage` and `family`), each candidate is compared with every accepted binomial by
@@ -138,6 +141,19 @@ def _clean_author(text: str) -> str:
     return author
 
 
+_ABBREVIATION = re.compile(r"\(?[A-Z][a-z]{0,8}\.")
+"""An author's name abbreviated, as a binomial's authorship begins: "L.", "(L.)", "Michx."."""
+
+
+def looks_like_author(author: str) -> bool:
+    """Whether words read after a binomial have what an authorship has: an abbreviation ("L.",
+    "Michx.", or an initial whose full stop was lost), or a name in mixed case ("Holub").
+    Capitals without a full stop ("CANTONS DE", "(VLA)") are the rest of a header or an
+    herbarium's code, after two header words that merely look Latin ("PLANTES DES CANTONS DE
+    L'EST")."""
+    return any("." in t or len(t) == 1 or any(c.islower() for c in t) for t in author.split())
+
+
 def qualifier_in(line: str) -> str:
     """"cf." or "aff." when the line has one (Darwin Core identificationQualifier), else ""."""
     m = re.search(rf"\b({_QUALIFIER})\.", line, re.IGNORECASE)
@@ -150,7 +166,7 @@ def find_names(text: str) -> list[NameGuess]:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for k, ln in enumerate(lines):
         clean = re.sub(r"^[\W\d_]*(?:\d+\.?\s+)?", "", ln)  # "334. Lycopodium …", "= Lyco…"
-        for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,})\s+"
+        for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,}|^[a-z][a-zà-ÿ]{4,})\s+"
                              rf"(?:((?i:{_QUALIFIER}))\.?\s+)?"
                              r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b", clean):
             g, e = m.group(1), m.group(3)
@@ -161,11 +177,16 @@ def find_names(text: str) -> list[NameGuess]:
             if not (LATIN_END.search(g.lower()) and LATIN_END.search(e.lower())):
                 continue
             rank, infra, author = _author(clean[m.end():])
+            lower = g[0].islower()  # a capital read as small ("lycopodium"), at a line's start
+            if lower and not (e.islower() and _ABBREVIATION.match(author)):
+                continue
             score = 0.5
-            score += 0.2 if author else 0.0
+            score += 0.2 if looks_like_author(author) else 0.0
             score += 0.1 if m.start() == 0 else 0.0
             score += 0.1 if k < max(3, len(lines) // 2) else 0.0
             score -= 0.3 if g.lower().endswith("aceae") else 0.0
+            if lower:  # the genus's first letter was misread, so its case is a guess: review it
+                score = min(score, 0.55)
             guesses.append(NameGuess(genus=_norm_case(g, True), epithet=_norm_case(e, False),
                                      rank=rank, infra=infra, author=author, line=ln,
                                      score=min(score, 1.0),
