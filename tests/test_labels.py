@@ -757,6 +757,8 @@ def test_transcribe_reads_a_stamped_catalog_number(tesseract, tmp_path):
     assert (r["catalogNumber"], r["otherCatalogNumbers"]) == ("40480", "H1106319")
     (stamp,) = json.loads(r["stamps"])
     assert stamp["number"] == "40480" and abs(stamp["box"][0] - 120) <= 6
+    (typed,) = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert typed["stamps"] == [stamp]  # typed in the JSON copy, as barcodes and boxes are
     # a collection whose barcode is its catalogue number says so
     transcribe([{"path": str(tmp_path / "s.jpg"), "specimen_id": "s"}], out, progress=False,
                catalog="barcode")

@@ -154,7 +154,7 @@ def write_records(records: list[dict], out: Path) -> None:
     typed = []
     for rec in records:
         t = dict(rec)
-        for k in ("barcodes", "labelBoxes", "fieldConfidence"):
+        for k in ("barcodes", "stamps", "labelBoxes", "fieldConfidence"):
             t[k] = json.loads(t[k]) if t.get(k) else ([] if k != "fieldConfidence" else {})
         t["needsReview"] = [x for x in (t.get("needsReview") or "").split("|") if x]
         typed.append(t)
