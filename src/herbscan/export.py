@@ -113,7 +113,7 @@ def export_onnx(run: str | Path, *, int8: bool = False, min_agreement: float = 0
         got = OnnxModel(path).predict_proba(inputs, prep["mean"], prep["std"]).argmax(1)
         return float((got == ref).mean())
 
-    report = {"n": int(len(inputs)), "fp32": {"file": ONNX, "agreement": agreement(
+    report = {"n": len(inputs), "fp32": {"file": ONNX, "agreement": agreement(
         r.folder / ONNX)}}
     if int8:
         with atomic_path(r.folder / ONNX_INT8) as tmp:

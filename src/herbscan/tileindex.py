@@ -45,24 +45,23 @@ def tile_index(data: str | Path, out: str | Path, *, tile_size: int = 128,
                        + [(n, pa.float32()) for n in STAT_NAMES])
     per_sheet, failed = [], []
     by_class: dict[str, list[np.ndarray]] = {}
-    with atomic_path(out / INDEX) as tmp:
-        with pq.ParquetWriter(str(tmp), schema) as writer:
-            for i, st, err in load_tile_sheets(m.paths(), spec, cache_dir=cache_dir,
-                                               workers=workers, progress=progress):
-                row = m.rows[i]
-                if st is None:
-                    failed.append({"path": str(m.paths()[i]), "error": err})
-                    continue
-                label = m.label(row) if m.label_col else ""
-                n = len(st.coords)
-                xy = np.asarray(st.coords, np.int32).reshape(-1, 2)
-                cols = {"sheet": [st.path] * n, "specimen_id": [m.specimen(row)] * n,
-                        "label": [label] * n, "split": [row.get(OUT_SPLIT, "")] * n,
-                        "x": xy[:, 0], "y": xy[:, 1], "size": np.full(n, spec.size, np.int16)}
-                cols.update({name: st.stats[:, j] for j, name in enumerate(STAT_NAMES)})
-                writer.write_table(pa.table(cols, schema=schema))
-                by_class.setdefault(label or "all", []).append(st.entropy.copy())
-                per_sheet.append(n)
+    with atomic_path(out / INDEX) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
+        for i, st, err in load_tile_sheets(m.paths(), spec, cache_dir=cache_dir,
+                                           workers=workers, progress=progress):
+            row = m.rows[i]
+            if st is None:
+                failed.append({"path": str(m.paths()[i]), "error": err})
+                continue
+            label = m.label(row) if m.label_col else ""
+            n = len(st.coords)
+            xy = np.asarray(st.coords, np.int32).reshape(-1, 2)
+            cols = {"sheet": [st.path] * n, "specimen_id": [m.specimen(row)] * n,
+                    "label": [label] * n, "split": [row.get(OUT_SPLIT, "")] * n,
+                    "x": xy[:, 0], "y": xy[:, 1], "size": np.full(n, spec.size, np.int16)}
+            cols.update({name: st.stats[:, j] for j, name in enumerate(STAT_NAMES)})
+            writer.write_table(pa.table(cols, schema=schema))
+            by_class.setdefault(label or "all", []).append(st.entropy.copy())
+            per_sheet.append(n)
     if failed:
         write_csv(out / FAILED, failed, ["path", "error"])
     entropies = {c: np.concatenate(v) for c, v in by_class.items()}

@@ -267,7 +267,7 @@ def heatmap_png(image: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
     (height, width) is `sheet_shape` (default: the image's). Dropped (blank) tiles stay clear.
     """
     h, w = image.shape[:2]
-    sh, sw = sheet_shape or (h, w)
+    _, sw = sheet_shape or (h, w)
     f = min(1.0, max_side / max(h, w))
     small = Image.fromarray(image).resize((max(1, round(w * f)), max(1, round(h * f))),
                                           Image.Resampling.BILINEAR)

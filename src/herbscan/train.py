@@ -224,7 +224,7 @@ def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
     return {"threshold": t, "balanced_accuracy": bal,
             "precision": tp / int(flag.sum()) if flag.any() else None,
             "recall": tp / int(is_positive.sum()) if is_positive.any() else None,
-            "accuracy": float((flag == is_positive).mean()), "n": int(len(scores))}
+            "accuracy": float((flag == is_positive).mean()), "n": len(scores)}
 
 
 def choose_aggregation(probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarray,

@@ -78,16 +78,16 @@ HABITAT_WORDS = re.compile(
     r"twigs|tree|trees|boulders?|ledges?|cliffs?)\b|\b(forest|woods|woodland|meadow|bog|fen|"
     r"swamp|marsh|tundra|heath|slope|scrub|thicket|prairie|grassland|outcrops?|hammock|"
     r"muskeg|shore|bank|clearing|substrate|host tree|bark|trunk|sandstone|granit\w*|"
-    r"limestone|shaded|moist|dry|wet)\b", re.I)
+    r"limestone|shaded|moist|dry|wet)\b", re.IGNORECASE)
 LOCALITY_WORDS = re.compile(
     r"\b(near|vicinity|km|mi\.?|miles?|north|south|east|west|[NSEW]{1,3} of|park|county|co\.|"
     r"island|lake|river|creek|mountains?|mts?\.|trail|road|hwy|highway|canyon|valley|bay|"
     r"quad\.?|district|dist\.|reserve|forest reserve|campground|summit|peninsula|fjord|"
-    r"parish|township|T\d+[NS]|R\d+[EW]|sect\.?)\b", re.I)
+    r"parish|township|T\d+[NS]|R\d+[EW]|sect\.?)\b", re.IGNORECASE)
 BOILERPLATE = re.compile(
     r"herbarium|university|museum|institut|botanical (garden|inventory)|plants of|flora of|"
     r"lichens of|cubic|decimeter|kilogram|collection|determined|det\.|expedition|agreement|"
-    r"copyright|ecosystems", re.I)
+    r"copyright|ecosystems", re.IGNORECASE)
 
 
 @dataclass
@@ -204,9 +204,10 @@ _MONTH_RE = "|".join(sorted(MONTHS, key=len, reverse=True))
 _DATE_PATTERNS = [
     # 8 Jul 2007, 26. July 1932, 16 January 1989, 24 Jane 3975 (OCR) is refused by the year check
     (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?[\s.\-/]*({_MONTH_RE})\.?,?[\s.\-/]*"
-                rf"(\d{{4}})\b", re.I), "dmy_word", 0.95),
+                rf"(\d{{4}})\b", re.IGNORECASE), "dmy_word", 0.95),
     # Aug. 25, 1951; March 14 1997; June 10, 1965
-    (re.compile(rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I),
+    (re.compile(rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b",
+                re.IGNORECASE),
      "mdy_word", 0.95),
     # 12.VII.1965, 12 vii 1965
     (re.compile(r"\b(\d{1,2})[\s.\-/]+([ivxIVX]{1,4})[\s.\-/]+(\d{4})\b"), "roman", 0.9),
@@ -217,7 +218,7 @@ _DATE_PATTERNS = [
     # 15/3/75
     (re.compile(r"\b(\d{1,2})[./](\d{1,2})[./](\d{2})\b"), "dmy_num2", 0.45),
     # July 1932
-    (re.compile(rf"\b({_MONTH_RE})\.?,?\s+(\d{{4}})\b", re.I), "my_word", 0.8),
+    (re.compile(rf"\b({_MONTH_RE})\.?,?\s+(\d{{4}})\b", re.IGNORECASE), "my_word", 0.8),
 ]
 
 
@@ -267,11 +268,11 @@ def _iso_date(kind: str, g: tuple) -> str | None:
 
 
 _DEG = r"(\d{1,3}(?:\.\d+)?)\s*[°º˚o*]\s*(?:(\d{1,2}(?:\.\d+)?)\s*['’′`]\s*)?(?:(\d{1,2}(?:\.\d+)?)\s*[\"”″]\s*)?"
-_COORD = re.compile(rf"{_DEG}\s*([NS])\.?[\s,;]+(?:long?\.?\s*)?{_DEG}\s*([EW])", re.I)
+_COORD = re.compile(rf"{_DEG}\s*([NS])\.?[\s,;]+(?:long?\.?\s*)?{_DEG}\s*([EW])", re.IGNORECASE)
 _COORD_DEC = re.compile(r"(-?\d{1,2}\.\d{2,})\s*°?\s*([NS])[\s,;]+(-?\d{1,3}\.\d{2,})\s*°?\s*([EW])",
-                        re.I)
+                        re.IGNORECASE)
 _COORD_LAT_LONG = re.compile(rf"lat\.?\s*{_DEG}\s*([NS])\.?[\s,;]+long?\.?\s*{_DEG}\s*([EW])",
-                             re.I)
+                             re.IGNORECASE)
 
 
 def _coordinate_fields(text, word_conf, fields) -> None:
@@ -309,9 +310,9 @@ def _dms(d, m, s, hemi) -> float | None:
 
 _ELEV = re.compile(
     r"(?:(?:elev(?:ation)?|alt(?:itude)?|ca)\.?[:\s]*)?(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)\s*"
-    r"(m\.s\.m\.?|m\b\.?|meters|metres|ft\b\.?|feet)", re.I)
+    r"(m\.s\.m\.?|m\b\.?|meters|metres|ft\b\.?|feet)", re.IGNORECASE)
 _ELEV_WORD = re.compile(r"\b(?:elev(?:ation)?|alt(?:itude)?)\.?[:\s]*(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)"
-                        r"(?:\s*(m|ft|feet|meters)\b\.?)?", re.I)
+                        r"(?:\s*(m|ft|feet|meters)\b\.?)?", re.IGNORECASE)
 
 
 def _elevation_field(text, word_conf, fields) -> None:
@@ -335,10 +336,10 @@ def _elevation_field(text, word_conf, fields) -> None:
 _COLLECTOR = re.compile(
     r"\b(?:leg\.?|coll(?:ected)?\.?(?:\s+by)?|collector|col\.)[:\s]+"
     r"(?P<who>[A-Z][A-Za-z.'\- ]+?(?:\s*(?:&|and|et)\s*[A-Z][A-Za-z.'\- ]+?)?)"
-    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?\s*(?:$|[,;]|\d{1,2}\s)", re.I)
+    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?\s*(?:$|[,;]|\d{1,2}\s)", re.IGNORECASE)
 _PERSON_NUM = re.compile(
     r"^(?P<who>(?:[A-Z]\.\s?){1,3}[A-Z][a-zà-ÿ\-']+(?:[,\s]+(?:&|and|et)\s+(?:[A-Z]\.\s?){1,3}"
-    r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.I)
+    r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.IGNORECASE)
 
 
 def _collector_fields(lines, word_conf, fields) -> None:
@@ -363,7 +364,7 @@ def _collector_fields(lines, word_conf, fields) -> None:
 
 _ACCESSION = re.compile(
     r"\b(?:accession|acc\.?|catalog(?:ue)?|cat\.?|herb(?:arium)?\.?|specimen|sheet)\s*"
-    r"(?:no\.?|number|#|n°)?[:\s]*(?P<num>[A-Z]{0,4}[\s\-]?\d[\d\s\-]{2,9}\d)\b", re.I)
+    r"(?:no\.?|number|#|n°)?[:\s]*(?P<num>[A-Z]{0,4}[\s\-]?\d[\d\s\-]{2,9}\d)\b", re.IGNORECASE)
 _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 
 
@@ -470,11 +471,11 @@ def _bare_number(text, word_conf) -> tuple[str, float] | None:
 def _place_fields(lines, word_conf, fields) -> None:
     flat = " ".join(ln for ln in lines if not BOILERPLATE.search(ln))
     for key in sorted(COUNTRIES, key=len, reverse=True):
-        if re.search(rf"(?<![A-Za-z]){re.escape(key)}(?![A-Za-z])", flat, re.I):
+        if re.search(rf"(?<![A-Za-z]){re.escape(key)}(?![A-Za-z])", flat, re.IGNORECASE):
             fields["country"] = Field(COUNTRIES[key], 0.85)
             break
     for state in sorted(STATES, key=len, reverse=True):
-        m = re.search(rf"\b{re.escape(state)}\b", flat, re.I)
+        m = re.search(rf"\b{re.escape(state)}\b", flat, re.IGNORECASE)
         if m:
             fields["stateProvince"] = Field(state, 0.8 * _ocr_conf(m.group(0), word_conf))
             fields.setdefault("country", Field(STATE_COUNTRY[state], 0.7))

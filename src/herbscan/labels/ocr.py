@@ -89,7 +89,8 @@ def find_tesseract() -> str:
 def languages(exe: str | None = None) -> frozenset[str]:
     """The language packs tesseract has installed."""
     exe = exe or find_tesseract()
-    out = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, env=_env())
+    out = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, env=_env(),
+                         check=False)
     return frozenset(ln.strip() for ln in out.stdout.splitlines()[1:] if ln.strip())
 
 
@@ -121,7 +122,7 @@ def tesseract(image: Image.Image, *, lang: str = "eng", psm: int = 6, dpi: int =
     cmd = [exe, "stdin", "stdout", "-l", lang, "--psm", str(psm), "--dpi", str(dpi), "tsv"]
     try:
         proc = subprocess.run(cmd, input=buf.getvalue(), capture_output=True, env=_env(),
-                              timeout=timeout)
+                              timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise OcrError(f"tesseract took more than {timeout:.0f} s on one image") from None
     if proc.returncode != 0:

@@ -72,7 +72,8 @@ def osd_rotation(image: Image.Image) -> int:
     buf = io.BytesIO()
     image.convert("L").save(buf, "PNG", compress_level=1)
     proc = subprocess.run([find_tesseract(), "stdin", "stdout", "--psm", "0"],
-                          input=buf.getvalue(), capture_output=True, env=_env(), timeout=60)
+                          input=buf.getvalue(), capture_output=True, env=_env(), timeout=60,
+                          check=False)
     m = re.search(rb"Rotate:\s*(\d+)", proc.stdout)
     conf = re.search(rb"Orientation confidence:\s*([\d.]+)", proc.stdout)
     if not m or not conf or float(conf.group(1)) < 1.5:
