@@ -90,6 +90,16 @@ def test_collector_after_leg_and_infraspecific_name():
     assert v["verbatimElevation"].startswith("elev. 1280 m")
 
 
+def test_record_number_is_read_whole_before_a_date():
+    for text, who, num in [
+            ("Coll.: Diana G. Horton 23180 July 16, 1985", "Diana G. Horton", "23180"),
+            ("Coll. A. Jones 77 June 3, 1960", "A. Jones", "77"),
+            ("Coll. J.A.Calder 8848 16 July 1953", "J.A.Calder", "8848"),
+            ("Coll. J.A.Calder June 8, 1953", "J.A.Calder", "")]:  # a date, not a number
+        v, _ = values(text)
+        assert (v["recordedBy"], v.get("recordNumber", "")) == (who, num), text
+
+
 def test_english_phrases_are_not_names():
     assert find_names("University of Alaska Herbarium\nMuseum of the North") == []
 

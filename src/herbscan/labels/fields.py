@@ -336,7 +336,10 @@ def _elevation_field(text, word_conf, fields) -> None:
 _COLLECTOR = re.compile(
     r"\b(?:leg\.?|coll(?:ected)?\.?(?:\s+by)?|collector|col\.)[:\s]+"
     r"(?P<who>[A-Z][A-Za-z.'\- ]+?(?:\s*(?:&|and|et)\s*[A-Z][A-Za-z.'\- ]+?)?)"
-    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?\s*(?:$|[,;]|\d{1,2}\s)", re.IGNORECASE)
+    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?"
+    # what follows: the line's end, a comma, a day ("… 512 16 July") or a word ("… 512 July"),
+    # each after the whole number (a number cut short must not pass for one and a day)
+    r"\s*(?:$|[,;]|(?<=\s)\d{1,2}\s|(?<=\d)\s+(?=[A-Za-z]))", re.IGNORECASE)
 _PERSON_NUM = re.compile(
     r"^(?P<who>(?:[A-Z]\.\s?){1,3}[A-Z][a-zà-ÿ\-']+(?:[,\s]+(?:&|and|et)\s+(?:[A-Z]\.\s?){1,3}"
     r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.IGNORECASE)
@@ -346,11 +349,14 @@ def _collector_fields(lines, word_conf, fields) -> None:
     for ln in lines:
         m = _COLLECTOR.search(ln)
         if m:
-            who = " ".join(m.group("who").split()).strip(" .,")
+            who, num = " ".join(m.group("who").split()).strip(" .,"), m.group("num")
+            *name, last = who.split()
+            if name and num and len(num) <= 2 and last.lower().strip(".") in MONTHS:
+                who, num = " ".join(name), None  # "Calder June 8, 1953": a date, no number
             conf = 0.85 * _ocr_conf(who, word_conf)
             fields["recordedBy"] = Field(who, min(conf, 0.95))
-            if m.group("num"):
-                fields["recordNumber"] = Field(m.group("num"), min(conf, 0.95))
+            if num:
+                fields["recordNumber"] = Field(num, min(conf, 0.95))
             return
     for ln in lines:
         m = _PERSON_NUM.search(ln)
