@@ -161,6 +161,19 @@ def test_checklist_snaps_ocr_errors_and_old_combinations(tmp_path):
     assert v["scientificName"] == "Carex aquatilis Wahlenb." and "scientificName" not in review
 
 
+def test_checklist_keeps_the_labels_rank():
+    cl = Checklist(names=["Huperzia selago (L.) Bernh. subsp. selago",
+                          "Huperzia selago (L.) Bernh.",
+                          "Huperzia selago subsp. arctica (Grossh.) Löve"])
+    assert values("Huperzia selago ssp. SELAGO", checklist=cl)[0]["infraspecificEpithet"] == \
+        "selago"
+    assert values("Huperzia selago subsp. arctica", checklist=cl)[0]["scientificName"] == \
+        "Huperzia selago subsp. arctica (Grossh.) Löve"
+    for species in ("Huperzia selago (L.) Bernh.", "Huperzia selago var. appressa"):  # unlisted
+        v, _ = values(species, checklist=cl)
+        assert v["scientificName"] == "Huperzia selago (L.) Bernh." and v["taxonRank"] == "species"
+
+
 def test_checklist_accepted_name_column_and_bad_files(tmp_path):
     path = tmp_path / "names.csv"
     path.write_text("scientificName,acceptedNameUsage\nLycopodium selago L.,Huperzia selago "

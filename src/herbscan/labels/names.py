@@ -261,10 +261,21 @@ class Checklist:
                 return alt
         if score < min_score:
             return None
-        name = self.names[i]
+        name = self._rank_of(i, guess)
         if name in self.accepted:
             return self.accepted[name], float(score)
         return self.recombination(name) or name, float(score)
+
+    def _rank_of(self, i: int, guess: NameGuess) -> str:
+        """Of the listed names sharing name `i`'s binomial, the one at the label's rank: its
+        subspecies or variety when the label names one the list holds, else the species."""
+        same = [(n, p) for n, p, k in zip(self.names, self._parts, self._keys, strict=True)
+                if k == self._keys[i]]
+        for want in ((guess.rank, guess.infra.lower()), ("", "")):
+            for n, p in same:
+                if (p.rank, p.infra.lower()) == want:
+                    return n
+        return self.names[i]
 
     def recombination(self, name: str) -> str | None:
         """The checklist's later combination of `name`'s type, when the checklist holds one and
