@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from herbscan.fileio import atomic_path
 from herbscan.images import load_sheet
 from herbscan.progress import Progress
 from herbscan.tiles import SheetTiles, TileSpec, keep_tiles, sheet_tiles
+from herbscan.workers import worker_pool
 
 FORMAT_VERSION = 1
 
@@ -145,9 +144,8 @@ def _run_jobs(fn, jobs: list, workers: int, description: str, progress: bool,
     with Progress(len(jobs), description, unit="sheets",
                   enabled=progress and len(jobs) > 8) as bar:
         if workers > 1 and len(jobs) > 2:
-            ctx = get_context("spawn")  # fork after torch started its threads can deadlock
             chunk = chunk or max(1, min(16, len(jobs) // (workers * 8)))
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with worker_pool(workers) as pool:
                 for i, result in enumerate(pool.map(fn, jobs, chunksize=chunk)):
                     bar.update(1)
                     yield (i, *result)

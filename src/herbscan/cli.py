@@ -369,9 +369,18 @@ def main() -> None:
     import warnings
 
     from herbscan.errors import HerbscanError
+    from herbscan.workers import stop_on_signals, stopped_by
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    stop_on_signals()
     try:
         app()  # exits itself: 0 on success, 2 on usage errors
+    except SystemExit:
+        signum = stopped_by()  # Ctrl-C, or SIGTERM from a scheduler or `kill`
+        if signum is None:
+            raise
+        _echo("stopped; the work finished so far is kept: run the same command with --resume "
+              "to go on (where the command has it)")
+        sys.exit(128 + signum)
     except HerbscanError as e:
         if _state["debug"]:
             raise

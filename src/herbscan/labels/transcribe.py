@@ -12,9 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 from herbscan.errors import HerbscanError, ParameterError, check_choice, check_range
@@ -24,6 +23,7 @@ from herbscan.labels.names import Checklist
 from herbscan.labels.ocr import check_languages, find_tesseract
 from herbscan.labels.read import LAYOUTS, read_sheet
 from herbscan.progress import Progress
+from herbscan.workers import worker_pool
 
 DWC_COLUMNS = (
     "catalogNumber", "otherCatalogNumbers", "scientificName", "scientificNameAuthorship",
@@ -132,8 +132,7 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
             for r in todo:
                 record(r, _job((str(r["path"]), kwargs)))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with worker_pool(workers) as pool:
                 futures = {pool.submit(_job, (str(r["path"]), kwargs)): r for r in todo}
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
