@@ -187,6 +187,10 @@ def test_checklist_accepted_name_column_and_bad_files(tmp_path):
         Checklist.read(bad)
     with pytest.raises(ManifestError, match="no such checklist"):
         Checklist.read(tmp_path / "missing.csv")
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("scientificName\nCarex böttcheri\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match="latin1.csv: not UTF-8 text"):
+        Checklist.read(latin1)
 
 
 def test_checklist_current_combination_gender_and_epithet_guard():
@@ -467,6 +471,10 @@ def test_transcribe_synthetic_sheets_end_to_end(tesseract, tmp_path):
     assert sorted(p.name for p in (tmp_path / "crops").iterdir())
     typed = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert isinstance(typed[0]["barcodes"], list) and len(typed) == 3
+    by_id = {t["specimen_id"]: t for t in typed}
+    assert by_id["upright"]["decimalLatitude"] == pytest.approx(57.35)  # numbers, not text
+    assert isinstance(by_id["upright"]["ocrConfidence"], float)
+    assert by_id["broken"]["ocrConfidence"] is None and by_id["broken"]["seconds"] is None
     assert not out.with_name("labels.csv.partial.jsonl").exists()
 
 
@@ -493,6 +501,33 @@ def test_transcribe_resumes_from_its_journal(tesseract, tmp_path):
     assert not journal.exists()
 
 
+def test_transcribe_resume_redoes_failures_and_keeps_its_options(tesseract, tmp_path):
+    from herbscan.errors import ParameterError
+    from herbscan.labels import transcribe
+
+    synthetic_sheet(tmp_path / "a.jpg")
+    rows = [{"path": str(tmp_path / "a.jpg"), "specimen_id": "a"}]
+    out = tmp_path / "labels.csv"
+    journal = tmp_path / "labels.csv.partial.jsonl"
+    options = {"lang": "eng", "layout": "sheet", "catalog": "auto", "min_name_score": 80.0,
+               "names": None}
+    # the image was broken when the job ran, and has been replaced since
+    failed = {"file": str(tmp_path / "a.jpg"), "specimen_id": "a", "error": "a.jpg: truncated"}
+    journal.write_text(json.dumps({"options": {**options, "layout": "label"}}) + "\n"
+                       + json.dumps(failed) + "\n", encoding="utf-8")
+    with pytest.raises(ParameterError, match="started with layout='label'"):
+        transcribe(rows, out, resume=True, progress=False)
+    journal.write_text(json.dumps({"options": options}) + "\n" + json.dumps(failed) + "\n",
+                       encoding="utf-8")
+    transcribe(rows, out, resume=True, progress=False)
+    (rec,) = csv.DictReader(out.read_text(encoding="utf-8").splitlines())
+    assert rec["error"] == "" and rec["scientificName"] == "Lycopodium annotinum L."
+    # an output that would overwrite an input is refused before anything is written
+    with pytest.raises(ParameterError, match="would overwrite the input"):
+        transcribe([{"path": str(out), "specimen_id": "x"}], out, progress=False)
+    assert rec == next(csv.DictReader(out.read_text(encoding="utf-8").splitlines()))
+
+
 def test_cli_says_what_to_install_without_tesseract(tmp_path):
     synthetic = tmp_path / "s.jpg"
     Image.new("RGB", (50, 50), "white").save(synthetic)
@@ -502,6 +537,15 @@ def test_cli_says_what_to_install_without_tesseract(tmp_path):
                        env=env, check=False)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "apt install tesseract-ocr" in p.stderr
+
+
+def test_cli_refuses_to_overwrite_its_source(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\ns.jpg\n", encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "herbscan.cli", "transcribe", str(manifest),
+                        "--out", str(manifest)], capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and "would overwrite the SOURCE" in p.stderr
+    assert manifest.read_text(encoding="utf-8") == "path\ns.jpg\n"
 
 
 def test_cli_names_the_catalog_sources_on_a_wrong_one(tmp_path):

@@ -133,3 +133,23 @@ def test_duplicates_missing_files_semicolons_and_windows_paths(tmp_path):
     m = read_source(tmp_path / "semi.csv", path_col="file")
     assert m.paths()[0] == tmp_path.resolve() / "img" / "a.jpg"  # backslashes read as folders
     assert m.labels() == ["x", "y"]  # stray spaces around labels do not make new classes
+
+
+def test_read_inputs_takes_a_folder_a_list_or_one_image(tmp_path):
+    from herbscan.manifest import read_inputs
+
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / name).write_bytes(b"")
+    rows, _ = read_inputs(tmp_path)
+    assert [r["specimen_id"] for r in rows] == ["a", "b"]
+    rows, _ = read_inputs(tmp_path / "a.jpg")  # one sheet; its decoding is checked later
+    assert rows == [{"path": str(tmp_path / "a.jpg"), "specimen_id": "a"}]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# sheets\na.jpg\n\nb.png\n", encoding="utf-8")
+    assert [r["path"] for r in read_inputs(listing)[0]] == [str(tmp_path / "a.jpg"),
+                                                           str(tmp_path / "b.png")]
+    listing.write_bytes("Herbier Genève/é.jpg\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match="list.txt: not UTF-8 text"):
+        read_inputs(listing)
+    with pytest.raises(ManifestError, match="no such file or folder"):
+        read_inputs(tmp_path / "missing")

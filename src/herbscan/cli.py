@@ -260,8 +260,11 @@ def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, te
                                                     "sheet) | label (printed accession) | "
                                                     "barcode.")] = "auto"):
     """Transcribe labels into Darwin Core record drafts: barcodes, OCR, parsed fields."""
+    from herbscan.errors import ParameterError
     from herbscan.labels import transcribe as do_transcribe
     from herbscan.manifest import read_inputs
+    if source.resolve() in (out.resolve(), out.with_suffix(".json").resolve()):
+        raise ParameterError(f"--out {out} would overwrite the SOURCE; write elsewhere")
     rows, _ = read_inputs(source, path_col=path_col)
     s = do_transcribe(rows, out, names=names, lang=lang, layout=layout, workers=workers,
                       crops=crops, resume=resume, min_name_score=min_name_score,

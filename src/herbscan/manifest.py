@@ -23,7 +23,7 @@ import numpy as np
 
 from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_path
-from herbscan.images import list_images
+from herbscan.images import is_image_file, list_images
 
 SPLITS = ("train", "validation", "test")
 PATH_COLUMNS = ("path", "file", "filename", "image", "accessURI")
@@ -360,7 +360,8 @@ def split(source: str | Path, out: str | Path, *, label_col: str | None = None,
 
 def read_inputs(source: str | Path, *, path_col: str | None = None,
                 group_col: str | None = None) -> tuple[list[dict], list[str]]:
-    """Rows {path, specimen_id, …metadata} from a folder, a list of paths or a manifest."""
+    """Rows {path, specimen_id, …metadata} from a folder, a list of paths, a manifest or one
+    image."""
     source = Path(source)
     if source.is_dir():
         files = list_images(source)
@@ -371,8 +372,15 @@ def read_inputs(source: str | Path, *, path_col: str | None = None,
     if not source.is_file():
         raise ManifestError(f"{source}: no such file or folder; give a folder of images, a text "
                             "file of paths or a CSV/TSV manifest")
+    if is_image_file(source):  # one sheet
+        return [{"path": str(source), "specimen_id": source.stem}], []
     if source.suffix.lower() in (".txt", ".lst"):
-        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
+        try:
+            text = source.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ManifestError(f"{source}: not UTF-8 text; save the list of paths as UTF-8")\
+                from None
+        lines = [ln.strip() for ln in text.splitlines()]
         paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln
                  for ln in lines if ln and not ln.startswith("#")]
         return [{"path": str(p), "specimen_id": p.stem} for p in paths], []

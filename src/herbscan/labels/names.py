@@ -214,10 +214,21 @@ class Checklist:
 
     @classmethod
     def read(cls, path: str | Path) -> Checklist:
+        """A checklist from a UTF-8 CSV (see the class), or one line saying what to fix."""
         path = Path(path)
         if not path.is_file():
             raise ManifestError(f"{path}: no such checklist; give a CSV with a scientificName "
                                 "column (optional: acceptedNameUsage, family)")
+        try:
+            return cls._read(path)
+        except UnicodeDecodeError:
+            raise ManifestError(f"{path}: not UTF-8 text; save the checklist as UTF-8 CSV") \
+                from None
+        except csv.Error as e:
+            raise ManifestError(f"{path}: malformed CSV ({e}); fix the checklist") from None
+
+    @classmethod
+    def _read(cls, path: Path) -> Checklist:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             cols = {c.lower().replace("_", ""): c for c in reader.fieldnames or []}

@@ -35,6 +35,8 @@ DWC_COLUMNS = (
 EXTRA_COLUMNS = ("barcodes", "stamps", "labelBoxes", "needsReview", "fieldConfidence", "ocrConfidence",
                  "seconds", "error")
 COLUMNS = ("file", "specimen_id", *DWC_COLUMNS, *EXTRA_COLUMNS)
+NUMBER_COLUMNS = ("decimalLatitude", "decimalLongitude", "ocrConfidence", "seconds")
+"""Numbers in the JSON copy (null when empty); the CSV writes them as text, as CSV does."""
 
 
 def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
@@ -98,25 +100,25 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
     if out.suffix.lower() != ".csv":
         raise ParameterError(f"--out {out}: give a .csv path (a .json copy is written beside it)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    inputs = {out.resolve(), out.with_suffix(".json").resolve()}
+    clash = next((r["path"] for r in rows if Path(r["path"]).resolve() in inputs), None)
+    if clash is not None:
+        raise ParameterError(f"--out {out} would overwrite the input {clash}; write elsewhere")
     checklist = Checklist.read(names) if names else None
     journal = out.with_name(out.name + ".partial.jsonl")
-    done: dict[str, dict] = {}
-    if journal.exists():
-        if not resume:
-            raise ParameterError(f"{journal} holds an unfinished job; add --resume to go on "
-                                 "with it, or delete it to start again")
-        for line in journal.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            done[rec["file"]] = rec
+    options = {"lang": lang, "layout": layout, "catalog": catalog,
+               "min_name_score": min_name_score,
+               "names": str(Path(names).resolve()) if names else None}
+    done = _journalled(journal, options, resume)
     todo = [r for r in rows if str(r["path"]) not in done]
     kwargs = {"lang": lang, "layout": layout, "checklist": checklist,
               "crops_dir": str(crops) if crops else None, "min_name_score": min_name_score,
               "catalog": catalog}
+    fresh = not journal.exists()
     with journal.open("a", encoding="utf-8") as jf, \
             Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar:
+        if fresh:
+            jf.write(json.dumps({"options": options}) + "\n")
         bar.update(len(rows) - len(todo))
 
         def record(r: dict, rec: dict) -> None:
@@ -142,6 +144,33 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
     return summarise(records)
 
 
+def _journalled(journal: Path, options: dict, resume: bool) -> dict[str, dict]:
+    """The sheets an unfinished job finished, by file, when resuming it with the same options
+    (sheets that failed are done again: their image may have been fixed since)."""
+    if not journal.exists():
+        return {}
+    if not resume:
+        raise ParameterError(f"{journal} holds an unfinished job; add --resume to go on "
+                             "with it, or delete it to start again")
+    done: dict[str, dict] = {}
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if "options" in rec:
+            changed = [k for k in options if rec["options"].get(k) != options[k]]
+            if changed:
+                was = ", ".join(f"{k}={rec['options'].get(k)!r}" for k in changed)
+                raise ParameterError(f"{journal} was started with {was}; resume with the same "
+                                     "options, or delete it to start again with new ones")
+        elif rec.get("error"):
+            done.pop(rec["file"], None)
+        else:
+            done[rec["file"]] = rec
+    return done
+
+
 def write_records(records: list[dict], out: Path) -> None:
     """The CSV (for spreadsheets and database import) and JSON (typed) copies, atomically."""
     buf = io.StringIO()
@@ -155,6 +184,8 @@ def write_records(records: list[dict], out: Path) -> None:
         t = dict(rec)
         for k in ("barcodes", "stamps", "labelBoxes", "fieldConfidence"):
             t[k] = json.loads(t[k]) if t.get(k) else ([] if k != "fieldConfidence" else {})
+        for k in NUMBER_COLUMNS:
+            t[k] = float(t[k]) if t.get(k) not in ("", None) else None
         t["needsReview"] = [x for x in (t.get("needsReview") or "").split("|") if x]
         typed.append(t)
     atomic_write(out.with_suffix(".json"), json.dumps(typed, indent=1, ensure_ascii=False))
