@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from herbscan.errors import ManifestError, ParameterError
 from herbscan.labels.fields import parse_label
 from herbscan.labels.names import Checklist, find_names, looks_like_author
 from herbscan.labels.ocr import OcrError, line_height, parse_tsv, prepare_text_image
@@ -182,7 +183,6 @@ def test_checklist_accepted_name_column_and_bad_files(tmp_path):
     assert v["scientificName"] == "Huperzia selago (L.) Bernh."
     bad = tmp_path / "bad.csv"
     bad.write_text("taxon_id,label\n1,x\n", encoding="utf-8")
-    from herbscan.errors import ManifestError
     with pytest.raises(ManifestError, match="scientificName"):
         Checklist.read(bad)
     with pytest.raises(ManifestError, match="no such checklist"):
@@ -368,6 +368,18 @@ def test_transcribe_eval_exact_fuzzy_and_cer(tmp_path):
                                                              / 12)}
     with pytest.raises(Exception, match="no column for habitat"):
         evaluate_transcription(pred, truth, fields=["habitat"])
+    # catalogue numbers: CER on the compared form, so it agrees with exact ("ALA " aside)
+    assert r["fields"]["catalogNumber"]["cer"] == pytest.approx(4 / (7 + 4))
+    with pytest.raises(ParameterError, match="key must be one of"):
+        evaluate_transcription(pred, truth, key="owner")
+    with pytest.raises(ManifestError, match="has no column 'sciName'"):
+        evaluate_transcription(pred, truth, mapping={"scientific_name": "sciName"})
+    with pytest.raises(ManifestError, match="give the transcription first"):
+        evaluate_transcription(truth, pred)  # swapped
+    empty = tmp_path / "empty.csv"
+    empty.write_text("file,scientificName\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="empty.csv: no rows"):
+        evaluate_transcription(empty, truth)
 
 
 # --- with tesseract -------------------------------------------------------------------------
@@ -479,7 +491,6 @@ def test_transcribe_synthetic_sheets_end_to_end(tesseract, tmp_path):
 
 
 def test_transcribe_resumes_from_its_journal(tesseract, tmp_path):
-    from herbscan.errors import ParameterError
     from herbscan.labels import transcribe
 
     synthetic_sheet(tmp_path / "a.jpg")
@@ -502,7 +513,6 @@ def test_transcribe_resumes_from_its_journal(tesseract, tmp_path):
 
 
 def test_transcribe_resume_redoes_failures_and_keeps_its_options(tesseract, tmp_path):
-    from herbscan.errors import ParameterError
     from herbscan.labels import transcribe
 
     synthetic_sheet(tmp_path / "a.jpg")
@@ -615,7 +625,6 @@ def test_read_stamp_number_with_the_number_reader():
 
 
 def test_catalog_source_names_the_collections_convention():
-    from herbscan.errors import ParameterError
 
     kw = {"barcodes": ["H1"], "stamps": [("41151", 0.33)]}
     text = "Lycopodium annotinum L.\nHerbarium (ALA) accession V 161227"

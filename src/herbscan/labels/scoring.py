@@ -10,7 +10,8 @@ Comparisons are per term, so that formatting a curator would not care about does
 an error: names compare genus + species; catalog numbers ignore spaces and a leading institution
 code ("ALA V161227" = "V161227"); dates compare as ISO dates after parsing both sides;
 coordinates within 0.01°. Fuzzy accuracy is the share with a normalised similarity ≥ `FUZZY`.
-CER is edit distance over truth length, summed over rows.
+CER is edit distance over truth length, summed over rows (catalogue numbers in the compared
+form, so that CER and exact accuracy agree).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import csv
 import re
 from pathlib import Path
 
-from herbscan.errors import ManifestError
+from herbscan.errors import ManifestError, check_choice
 
 FUZZY = 80.0
+KEYS = ("file", "catalogNumber")
+"""Columns a transcription can be joined to its truth on."""
 ALIASES = {
     "scientific_name": "scientificName", "gt_taxon": "scientificName", "taxon": "scientificName",
     "catalog_number": "catalogNumber", "gt_date": "eventDate", "date": "eventDate",
@@ -120,11 +123,17 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
                            fields: list[str] | None = None,
                            mapping: dict[str, str] | None = None) -> dict:
     """Scores per term: n, exact, fuzzy, CER; plus the rows that could not be joined."""
+    check_choice("key", key, KEYS)
     pred_rows, truth_rows = _read(labels), _read(truth)
     if not truth_rows:
         raise ManifestError(f"{truth}: no rows")
+    if not pred_rows:
+        raise ManifestError(f"{labels}: no rows; give the CSV written by `herbscan transcribe`")
+    pcols = list(pred_rows[0])
+    if key not in pcols:
+        raise ManifestError(f"{labels}: no {key!r} column; give the CSV written by `herbscan "
+                            "transcribe` first and the ground truth second")
     tcols = list(truth_rows[0])
-    pcols = list(pred_rows[0]) if pred_rows else []
     if key not in tcols:
         alias = {"catalogNumber": "catalog_number"}.get(key)
         if alias in tcols:
@@ -136,12 +145,15 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
     columns: dict[str, str] = {}  # term -> truth column
     for c in tcols:
         term = c if c in pcols and c not in ("file", "specimen_id") else ALIASES.get(c)
-        if term and term not in columns:
+        if term and term in pcols and term not in columns:
             columns[term] = c
     for c, term in (mapping or {}).items():
         if c not in tcols:
             raise ManifestError(f"{truth}: no column {c!r} to map to {term} (columns: "
                                 f"{', '.join(tcols)})")
+        if term not in pcols:
+            raise ManifestError(f"--map {c}={term}: {labels} has no column {term!r}; map to one "
+                                "of its Darwin Core terms, e.g. scientificName, eventDate")
         columns[term] = c
     if fields:
         unknown = [f for f in fields if f not in columns]
@@ -150,8 +162,9 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
                                 "--map TRUTH_COLUMN=TERM")
         columns = {f: columns[f] for f in fields}
     if not columns:
-        raise ManifestError(f"{truth}: none of its columns ({', '.join(tcols)}) is a Darwin Core "
-                            "term or a known alias; map them with --map TRUTH_COLUMN=TERM")
+        raise ManifestError(f"{truth}: none of its columns ({', '.join(tcols)}) is a term of "
+                            f"{labels} or a known alias; map them with --map TRUTH_COLUMN=TERM "
+                            "(and give the transcription first, the truth second)")
 
     index: dict[str, dict] = {}
     for r in pred_rows:
@@ -181,6 +194,8 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
             ex += exact(term, pred_v, truth_v)
             compare = p.get("verbatimEventDate") or pred_v if term == "eventDate" else pred_v
             fz += exact(term, pred_v, truth_v) or similarity(compare, truth_v) >= FUZZY
+            if term in ("catalogNumber", "otherCatalogNumbers"):  # as `exact` compares them
+                compare, truth_v = _catalog(compare), _catalog(truth_v)
             e, c = cer(compare, truth_v)
             edits, chars = edits + e, chars + c
         scores[term] = {"truth_column": col, "n": n,
