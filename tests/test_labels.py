@@ -116,6 +116,9 @@ def test_capitalised_header_words_do_not_outrank_the_name():
     # an all-caps name keeps its authorship's weight
     best = find_names("HERBARIUM OF CANADA\nDIPHASIASTRUM ALPINUM (L.) Holub")[0]
     assert (best.binomial, best.author) == ("Diphasiastrum alpinum", "(L.) Holub")
+    # capitals without a full stop after the name are not its author: a family's code
+    assert find_names("Huperzia selago ssp. SELAGO LYC")[0].full == \
+        "Huperzia selago subsp. selago"
 
 
 def test_genus_with_its_capital_read_small():
@@ -126,6 +129,7 @@ def test_genus_with_its_capital_read_small():
     assert [x.binomial for x in both] == ["Lycopodium annotinum", "Lycopodium selago"]
     assert find_names("common in moist woods near Mt. Hood") == []
     assert find_names("growing with lycopodium selago L.") == []
+    assert find_names("AGRICULTURE CANADA (DAS)") == []
     assert find_names("lycopodium selago") == []
     fields, review = parse_label("lycopodium selago L.")  # the genus's case was guessed
     assert fields["scientificName"].value == "Lycopodium selago L." and "scientificName" in review
@@ -155,6 +159,7 @@ def test_checklist_snaps_ocr_errors_and_old_combinations(tmp_path):
     assert v["scientificName"] == "Lycopodium annotinum L."
     v, _ = values("LYCOPODIUM ALPINUM L.\n", checklist=cl)          # basionym of a current name
     assert v["scientificName"] == "Diphasiastrum alpinum (L.) Holub"
+    assert v["verbatimIdentification"] == "LYCOPODIUM ALPINUM L."  # what the label says
     assert v["family"] == "Lycopodiaceae"
     v, review = values("Carex aquatilis Wahlenb.\n", checklist=cl)  # not in the list: own parse
     assert v["scientificName"] == "Carex aquatilis Wahlenb." and "scientificName" in review

@@ -270,7 +270,8 @@ def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, te
                       crops=crops, resume=resume, min_name_score=min_name_score,
                       catalog=catalog)
     per = f", {s['seconds_per_sheet']} s per sheet per worker" if s["seconds_per_sheet"] else ""
-    typer.echo(f"transcribed {s['sheets']} sheets ({s['errors']} failed): barcode on "
+    unit = "sheets" if layout == "sheet" else "images"
+    typer.echo(f"transcribed {s['sheets']} {unit} ({s['errors']} failed): barcode on "
                f"{s['with_barcode']}, name on {s['with_name']}, date on {s['with_date']}, "
                f"{s['needs_review']} with fields to review{per}")
     typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")

@@ -187,6 +187,9 @@ def _set_checklist_name(fields, checklist, name: str, score: float, word_conf, l
 
 def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str) -> None:
     fields["scientificName"] = Field(full, conf)
+    # the line the name was read from, as the label has it: a checklist may have replaced an
+    # old combination or an OCR slip, and the curator checks one against the other
+    fields["verbatimIdentification"] = Field(" ".join(line.split()), conf)
     fields["genus"] = Field(g.genus, conf)
     fields["specificEpithet"] = Field(g.epithet, conf)
     if g.rank and g.infra:

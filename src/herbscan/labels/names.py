@@ -66,7 +66,8 @@ NOT_GENUS = {
 }
 NOT_EPITHET = {"of", "and", "the", "for", "from", "with", "near", "university", "museum",
                "herbarium", "county", "state", "park", "in", "on", "at", "by", "to", "sp", "spp",
-               "north", "south", "east", "west", "river", "lake", "island", "collection"}
+               "north", "south", "east", "west", "river", "lake", "island", "collection",
+               "canada", "america", "alaska"}
 
 @dataclass
 class NameGuess:
@@ -130,8 +131,9 @@ def _clean_author(text: str) -> str:
     for t in text.split():
         if re.fullmatch(r"\(?[A-Z][A-Za-zÀ-ÿ'\-]*\.?\)?,?|&|ex|et|\(?[A-Z]\.\)?|\(?[A-Z][a-zà-ÿ]*\.\)?"
                         r"[A-Z]?[a-z]*\.?\)?", t) and len(out) < 6:
-            if out and t.isupper() and len(t) > 3:
-                break  # an all-caps word after the author is the next field
+            letters = t.strip("(),")
+            if t.isupper() and "." not in t and len(letters) > (3 if out else 2):
+                break  # capitals without a full stop: the next field, or a code ("LYC", "(VLA)")
             out.append(t.rstrip(","))
         else:
             break

@@ -28,9 +28,10 @@ from herbscan.workers import worker_pool
 DWC_COLUMNS = (
     "catalogNumber", "otherCatalogNumbers", "scientificName", "scientificNameAuthorship",
     "genus", "specificEpithet", "taxonRank", "infraspecificEpithet", "identificationQualifier",
-    "family", "recordedBy", "recordNumber", "eventDate", "verbatimEventDate", "country",
-    "stateProvince", "county", "locality", "habitat", "verbatimElevation", "decimalLatitude",
-    "decimalLongitude", "verbatimCoordinates", "verbatimLabel",
+    "verbatimIdentification", "family", "recordedBy", "recordNumber", "eventDate",
+    "verbatimEventDate", "country", "stateProvince", "county", "locality", "habitat",
+    "verbatimElevation", "decimalLatitude", "decimalLongitude", "verbatimCoordinates",
+    "verbatimLabel",
 )
 EXTRA_COLUMNS = ("barcodes", "stamps", "labelBoxes", "needsReview", "fieldConfidence", "ocrConfidence",
                  "seconds", "error")
