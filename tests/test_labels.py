@@ -96,7 +96,10 @@ def test_record_number_is_read_whole_before_a_date():
             ("Coll.: Diana G. Horton 23180 July 16, 1985", "Diana G. Horton", "23180"),
             ("Coll. A. Jones 77 June 3, 1960", "A. Jones", "77"),
             ("Coll. J.A.Calder 8848 16 July 1953", "J.A.Calder", "8848"),
-            ("Coll. J.A.Calder June 8, 1953", "J.A.Calder", "")]:  # a date, not a number
+            ("Coll. J.A.Calder June 8, 1953", "J.A.Calder", ""),  # a date, not a number
+            ("Coll. J. Smith 12 Aug. 1950", "J. Smith", ""),      # a day, not a number
+            ("Collected by: R. May 45", "R. May", "45"),          # a month as a surname
+            ("Coll. R. May 4 Aug 1950", "R. May", "")]:
         v, _ = values(text)
         assert (v["recordedBy"], v.get("recordNumber", "")) == (who, num), text
 
@@ -116,9 +119,11 @@ def test_capitalised_header_words_do_not_outrank_the_name():
     # an all-caps name keeps its authorship's weight
     best = find_names("HERBARIUM OF CANADA\nDIPHASIASTRUM ALPINUM (L.) Holub")[0]
     assert (best.binomial, best.author) == ("Diphasiastrum alpinum", "(L.) Holub")
-    # capitals without a full stop after the name are not its author: a family's code
+    # three capitals without a full stop after the name are a code, not its author
     assert find_names("Huperzia selago ssp. SELAGO LYC")[0].full == \
         "Huperzia selago subsp. selago"
+    assert find_names("Lycopodium annotinum L. (VLA)")[0].author == "L."
+    assert find_names("PICEA GLAUCA (MOENCH) VOSS")[0].author == "(MOENCH)"
 
 
 def test_genus_with_its_capital_read_small():
@@ -127,7 +132,8 @@ def test_genus_with_its_capital_read_small():
     assert [x.binomial for x in g] == ["Lycopodium selago"] and g[0].author == "L."
     both = find_names("lycopodium selago L.\nLycopodium annotinum L.")
     assert [x.binomial for x in both] == ["Lycopodium annotinum", "Lycopodium selago"]
-    assert find_names("common in moist woods near Mt. Hood") == []
+    assert find_names("alpine tundra Mt. Edziza") == []  # a place's abbreviation, not an author
+    assert find_names("forma alba Fern.") == []         # a rank word, not a genus
     assert find_names("growing with lycopodium selago L.") == []
     assert find_names("AGRICULTURE CANADA (DAS)") == []
     assert find_names("lycopodium selago") == []
@@ -175,9 +181,14 @@ def test_checklist_keeps_the_labels_rank():
         "selago"
     assert values("Huperzia selago subsp. arctica", checklist=cl)[0]["scientificName"] == \
         "Huperzia selago subsp. arctica (Grossh.) Löve"
-    for species in ("Huperzia selago (L.) Bernh.", "Huperzia selago var. appressa"):  # unlisted
-        v, _ = values(species, checklist=cl)
-        assert v["scientificName"] == "Huperzia selago (L.) Bernh." and v["taxonRank"] == "species"
+    v, review = values("Huperzia selago (L.) Bernh.", checklist=cl)
+    assert v["scientificName"] == "Huperzia selago (L.) Bernh." and review == []
+    v, review = values("Huperzia selago var. appressa", checklist=cl)  # a variety not listed
+    assert v["scientificName"] == "Huperzia selago (L.) Bernh." and v["taxonRank"] == "species"
+    assert "scientificName" in review
+    # a listed subspecies is found under the other rank word
+    assert values("Huperzia selago var. arctica", checklist=cl)[0]["infraspecificEpithet"] == \
+        "arctica"
 
 
 def test_checklist_accepted_name_column_and_bad_files(tmp_path):
@@ -540,6 +551,8 @@ def test_transcribe_resume_redoes_failures_and_keeps_its_options(tesseract, tmp_
     # an output that would overwrite an input is refused before anything is written
     with pytest.raises(ParameterError, match="would overwrite the input"):
         transcribe([{"path": str(out), "specimen_id": "x"}], out, progress=False)
+    with pytest.raises(ParameterError, match="would overwrite the input"):
+        transcribe(rows, out, names=out, progress=False)
     assert rec == next(csv.DictReader(out.read_text(encoding="utf-8").splitlines()))
 
 

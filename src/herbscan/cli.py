@@ -280,8 +280,8 @@ def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, te
 @app.command("transcribe-eval")
 def transcribe_eval(labels: Annotated[Path, typer.Argument(help="CSV from herbscan transcribe.")],
                     truth: Annotated[Path, typer.Argument(help="Ground-truth CSV.")],
-                    key: Annotated[str, typer.Option(help="Join on: file | catalogNumber.")]
-                    = "file",
+                    key: Annotated[str, typer.Option(help="Join on: file | catalogNumber | "
+                                                     "specimen_id.")] = "file",
                     fields: Annotated[str | None, typer.Option(help="Terms to score, "
                                                                "comma-separated (default: all "
                                                                "found).")] = None,
@@ -375,9 +375,9 @@ def main() -> None:
     from herbscan.errors import HerbscanError
     from herbscan.workers import stop_on_signals, stopped_by
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
-    stop_on_signals()
     try:
-        app()  # exits itself: 0 on success, 2 on usage errors
+        with stop_on_signals():
+            app()  # exits itself: 0 on success, 2 on usage errors
     except SystemExit:
         signum = stopped_by()  # Ctrl-C, or SIGTERM from a scheduler or `kill`
         if signum is None:

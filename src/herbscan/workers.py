@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -20,12 +21,13 @@ from contextlib import contextmanager
 def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A process pool of `workers` spawned processes (fork after torch or tesseract threads
     started can deadlock) that is torn down at once when the job is stopped."""
+    before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         yield pool
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        children = multiprocessing.active_children()
+        children = [c for c in multiprocessing.active_children() if c not in before]
         for child in children:
             child.terminate()
         for child in children:
@@ -41,15 +43,29 @@ class Stopped(KeyboardInterrupt):
 _stopped_by: list[int] = []
 
 
-def stop_on_signals() -> None:
-    """From now on Ctrl-C (SIGINT) and SIGTERM raise `Stopped` in the main thread, so `with`
-    blocks unwind, and `stopped_by` tells which signal stopped the job."""
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) and SIGTERM raise `Stopped` in the main thread, so
+    `with` blocks unwind, and `stopped_by` tells which signal stopped the job; the previous
+    handlers come back after it. Outside the main thread, where handlers cannot be set, it
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
     def stop(signum, frame):
         _stopped_by.append(signum)
+        for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup
+            signal.signal(s, signal.SIG_IGN)
         raise Stopped(f"signal {signum}")
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    _stopped_by.clear()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def stopped_by() -> int | None:

@@ -189,7 +189,9 @@ def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str
     fields["scientificName"] = Field(full, conf)
     # the line the name was read from, as the label has it: a checklist may have replaced an
     # old combination or an OCR slip, and the curator checks one against the other
-    fields["verbatimIdentification"] = Field(" ".join(line.split()), conf)
+    # (its confidence is the OCR's alone, so that it stays when the name is dropped)
+    fields["verbatimIdentification"] = Field(" ".join(line.split()),
+                                             min(_ocr_conf(line, word_conf), 0.95))
     fields["genus"] = Field(g.genus, conf)
     fields["specificEpithet"] = Field(g.epithet, conf)
     if g.rank and g.infra:
@@ -348,14 +350,22 @@ _PERSON_NUM = re.compile(
     r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.IGNORECASE)
 
 
+_YEAR_NEXT = re.compile(r"\s*,?\s*\d{4}\b")
+_MONTH_NEXT = re.compile(rf"\s*\.?\s*(?:{_MONTH_RE})\b\.?,?\s*\d{{4}}\b", re.IGNORECASE)
+
+
 def _collector_fields(lines, word_conf, fields) -> None:
     for ln in lines:
         m = _COLLECTOR.search(ln)
         if m:
             who, num = " ".join(m.group("who").split()).strip(" .,"), m.group("num")
-            *name, last = who.split()
-            if name and num and len(num) <= 2 and last.lower().strip(".") in MONTHS:
-                who, num = " ".join(name), None  # "Calder June 8, 1953": a date, no number
+            if num and len(num) <= 2:  # a day rather than a number?
+                after = ln[m.end("num"):]
+                *name, last = who.split()
+                if name and last.lower().strip(".") in MONTHS and _YEAR_NEXT.match(after):
+                    who, num = " ".join(name), None  # "Calder June 8, 1953"
+                elif _MONTH_NEXT.match(after):
+                    num = None  # "Smith 12 Aug. 1950"
             conf = 0.85 * _ocr_conf(who, word_conf)
             fields["recordedBy"] = Field(who, min(conf, 0.95))
             if num:

@@ -36,6 +36,9 @@ EPITHET_MIN = 75.0
 """Similarity (0–100) an OCR'd epithet needs to the checklist name's epithet, on its own."""
 SCAN_MIN_SCORE = 85.0
 """Similarity a pair of words in running text needs to a listed binomial (`Checklist.scan`)."""
+UNLISTED_RANK = 59.0
+"""Similarity given to a name whose subspecies or variety the checklist does not hold: the
+species is used, and sent for review (below 60)."""
 LINE_MIN_SCORE = 60.0
 """Similarity needed to snap a line known to hold a name (see `Checklist.snap_line`): lower than
 for names found in running text, because the line cannot be anything else; such names keep the
@@ -63,6 +66,7 @@ NOT_GENUS = {
     "new", "old", "upper", "lower", "vicinity", "ca", "mi", "km", "sea", "water", "cubic",
     "decimeter", "kilogram", "liter", "measures", "weights", "of", "on", "in", "at", "to",
     "lichens", "mosses", "fungi", "plantae", "cryptogamae", "exsiccatae", "ex", "herb",
+    "forma", "varietas", "var", "subsp", "ssp", "subspecies", "variety",
 }
 NOT_EPITHET = {"of", "and", "the", "for", "from", "with", "near", "university", "museum",
                "herbarium", "county", "state", "park", "in", "on", "at", "by", "to", "sp", "spp",
@@ -132,8 +136,8 @@ def _clean_author(text: str) -> str:
         if re.fullmatch(r"\(?[A-Z][A-Za-zÀ-ÿ'\-]*\.?\)?,?|&|ex|et|\(?[A-Z]\.\)?|\(?[A-Z][a-zà-ÿ]*\.\)?"
                         r"[A-Z]?[a-z]*\.?\)?", t) and len(out) < 6:
             letters = t.strip("(),")
-            if t.isupper() and "." not in t and len(letters) > (3 if out else 2):
-                break  # capitals without a full stop: the next field, or a code ("LYC", "(VLA)")
+            if t.isupper() and "." not in t and (len(letters) == 3 or out and len(t) > 3):
+                break  # the next field, or a code of three capitals ("LYC", "(VLA)")
             out.append(t.rstrip(","))
         else:
             break
@@ -143,8 +147,9 @@ def _clean_author(text: str) -> str:
     return author
 
 
-_ABBREVIATION = re.compile(r"\(?[A-Z][a-z]{0,8}\.")
-"""An author's name abbreviated, as a binomial's authorship begins: "L.", "(L.)", "Michx."."""
+_ABBREVIATION = re.compile(r"\(?(?!(?:Mt|Mts|St|Co|Ft|Pt|Is|Rd|Hwy|Twp|Dist)\.)[A-Z][a-z]{0,8}\.")
+"""An author's name abbreviated, as a binomial's authorship begins ("L.", "(L.)", "Michx."),
+and not a place's ("Mt.", "St.", "Co.")."""
 
 
 def looks_like_author(author: str) -> bool:
@@ -274,21 +279,27 @@ class Checklist:
                 return alt
         if score < min_score:
             return None
-        name = self._rank_of(i, guess)
+        name, same_rank = self._rank_of(i, guess)
+        if not same_rank:  # "var. pungens" where the list holds the species only: review it
+            score = min(score, UNLISTED_RANK)
         if name in self.accepted:
             return self.accepted[name], float(score)
         return self.recombination(name) or name, float(score)
 
-    def _rank_of(self, i: int, guess: NameGuess) -> str:
-        """Of the listed names sharing name `i`'s binomial, the one at the label's rank: its
-        subspecies or variety when the label names one the list holds, else the species."""
+    def _rank_of(self, i: int, guess: NameGuess) -> tuple[str, bool]:
+        """Of the listed names sharing name `i`'s binomial, the one at the label's rank (its
+        subspecies or variety when listed, under either rank word), else the species; and
+        whether the label's rank and infraspecific name were found."""
         same = [(n, p) for n, p, k in zip(self.names, self._parts, self._keys, strict=True)
                 if k == self._keys[i]]
-        for want in ((guess.rank, guess.infra.lower()), ("", "")):
+        infra = guess.infra.lower()
+        for found, match in ((True, lambda p: (p.rank, p.infra.lower()) == (guess.rank, infra)),
+                             (True, lambda p: bool(infra) and p.infra.lower() == infra),
+                             (not infra, lambda p: not p.rank)):
             for n, p in same:
-                if (p.rank, p.infra.lower()) == want:
-                    return n
-        return self.names[i]
+                if match(p):
+                    return n, found
+        return self.names[i], not infra
 
     def recombination(self, name: str) -> str | None:
         """The checklist's later combination of `name`'s type, when the checklist holds one and

@@ -23,7 +23,7 @@ from pathlib import Path
 from herbscan.errors import ManifestError, check_choice
 
 FUZZY = 80.0
-KEYS = ("file", "catalogNumber")
+KEYS = ("file", "catalogNumber", "specimen_id")
 """Columns a transcription can be joined to its truth on."""
 ALIASES = {
     "scientific_name": "scientificName", "gt_taxon": "scientificName", "taxon": "scientificName",
@@ -141,7 +141,7 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
                 r[key] = r[alias]
         else:
             raise ManifestError(f"{truth}: no key column {key!r} (columns: {', '.join(tcols)}); "
-                                "choose --key file or --key catalogNumber")
+                                "choose --key file, catalogNumber or specimen_id")
     columns: dict[str, str] = {}  # term -> truth column
     for c in tcols:
         term = c if c in pcols and c not in ("file", "specimen_id") else ALIASES.get(c)

@@ -102,7 +102,8 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
         raise ParameterError(f"--out {out}: give a .csv path (a .json copy is written beside it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs = {out.resolve(), out.with_suffix(".json").resolve()}
-    clash = next((r["path"] for r in rows if Path(r["path"]).resolve() in inputs), None)
+    clash = next((p for p in [*(r["path"] for r in rows), *([names] if names else [])]
+                  if Path(p).resolve() in inputs), None)
     if clash is not None:
         raise ParameterError(f"--out {out} would overwrite the input {clash}; write elsewhere")
     checklist = Checklist.read(names) if names else None
@@ -120,6 +121,7 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
             Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar:
         if fresh:
             jf.write(json.dumps({"options": options}) + "\n")
+            jf.flush()
         bar.update(len(rows) - len(todo))
 
         def record(r: dict, rec: dict) -> None:
