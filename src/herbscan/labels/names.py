@@ -147,7 +147,8 @@ def _clean_author(text: str) -> str:
     return author
 
 
-_ABBREVIATION = re.compile(r"\(?(?!(?:Mt|Mts|St|Co|Ft|Pt|Is|Rd|Hwy|Twp|Dist)\.)[A-Z][a-z]{0,8}\.")
+_ABBREVIATION = re.compile(
+    r"\(?(?!(?i:mt|mts|st|co|ft|pt|is|rd|hwy|twp|dist)\.)[A-Z][A-Za-zà-ÿ]{0,8}\.")
 """An author's name abbreviated, as a binomial's authorship begins ("L.", "(L.)", "Michx."),
 and not a place's ("Mt.", "St.", "Co.")."""
 

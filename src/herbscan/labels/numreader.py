@@ -198,13 +198,11 @@ def _pool_part(args: tuple[int, int, float]) -> tuple[list[np.ndarray], list[str
 def synthetic_pool(n: int, seed: int, workers: int = 1, old_style: float = OLD_STYLE,
                    ) -> tuple[list[np.ndarray], list[str]]:
     """`n` synthetic numbers made in `workers` processes (the same images for any `workers`)."""
-    from concurrent.futures import ProcessPoolExecutor
+    from herbscan.workers import worker_pool
 
     parts = [(min(1000, n - i), seed * 100_000 + i, old_style) for i in range(0, n, 1000)]
     if workers > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:
             done = list(pool.map(_pool_part, parts))
     else:
         done = [_pool_part(p) for p in parts]
