@@ -99,7 +99,9 @@ def test_record_number_is_read_whole_before_a_date():
             ("Coll. J.A.Calder June 8, 1953", "J.A.Calder", ""),  # a date, not a number
             ("Coll. J. Smith 12 Aug. 1950", "J. Smith", ""),      # a day, not a number
             ("Collected by: R. May 45", "R. May", "45"),          # a month as a surname
-            ("Coll. R. May 4 Aug 1950", "R. May", "")]:
+            ("Coll. R. May 4 Aug 1950", "R. May", ""),
+            ("leg. A. Müller 12a, 3 Aug 1950", "A. Müller", "12a"),
+            ("leg. Å. Löve 4411", "Å. Löve", "4411")]:
         v, _ = values(text)
         assert (v["recordedBy"], v.get("recordNumber", "")) == (who, num), text
 

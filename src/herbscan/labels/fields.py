@@ -340,7 +340,7 @@ def _elevation_field(text, word_conf, fields) -> None:
 
 _COLLECTOR = re.compile(
     r"\b(?:leg\.?|coll(?:ected)?\.?(?:\s+by)?|collector|col\.)[:\s]+"
-    r"(?P<who>[A-Z][A-Za-z.'\- ]+?(?:\s*(?:&|and|et)\s*[A-Z][A-Za-z.'\- ]+?)?)"
+    r"(?P<who>[A-ZÀ-Þ][A-Za-zÀ-ÿ.'\- ]+?(?:\s*(?:&|and|et)\s*[A-ZÀ-Þ][A-Za-zÀ-ÿ.'\- ]+?)?)"
     r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?"
     # what follows: the line's end, a comma, a day ("… 512 16 July") or a word ("… 512 July"),
     # each after the whole number (a number cut short must not pass for one and a day)
