@@ -498,7 +498,11 @@ def test_transcribe_synthetic_sheets_end_to_end(tesseract, tmp_path):
     x, y, w, h = max((b["box"] for b in json.loads(recs["upright"]["labelBoxes"])),
                      key=lambda b: b[2] * b[3])
     assert x <= 830 and y <= 1900 and x + w >= 1200 and y + h >= 2210
-    assert sorted(p.name for p in (tmp_path / "crops").iterdir())
+    # every crop saved is named in its row, under the row's specimen id
+    crops = [b["crop"] for r in recs.values() if r["labelBoxes"]
+             for b in json.loads(r["labelBoxes"])]
+    assert crops and sorted(crops) == sorted(p.name for p in (tmp_path / "crops").iterdir())
+    assert all(c.split("_label")[0] in recs for c in crops)
     typed = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert isinstance(typed[0]["barcodes"], list) and len(typed) == 3
     by_id = {t["specimen_id"]: t for t in typed}
@@ -506,6 +510,17 @@ def test_transcribe_synthetic_sheets_end_to_end(tesseract, tmp_path):
     assert isinstance(by_id["upright"]["ocrConfidence"], float)
     assert by_id["broken"]["ocrConfidence"] is None and by_id["broken"]["seconds"] is None
     assert not out.with_name("labels.csv.partial.jsonl").exists()
+
+
+def test_crop_names_do_not_collide():
+    from herbscan.labels.transcribe import _crop_names
+
+    rows = [{"path": "/a/x/1.jpg", "specimen_id": "1"}, {"path": "/a/y/1.jpg", "specimen_id": "1"},
+            {"path": "/a/z/2.jpg", "specimen_id": "ALA V161227"}, {"path": "/a/w/3.jpg"}]
+    names = _crop_names(rows)
+    assert len(set(names.values())) == 4
+    assert names["/a/z/2.jpg"] == "ALA_V161227" and names["/a/w/3.jpg"] == "3"
+    assert names["/a/x/1.jpg"].startswith("1-") and names["/a/y/1.jpg"].startswith("1-")
 
 
 def test_transcribe_resumes_from_its_journal(tesseract, tmp_path):

@@ -29,6 +29,8 @@ class LabelText:
     ocr: OcrResult
     alternatives: list[str] = field(default_factory=list)
     """Other readings of the same image (line layout), for a checklist to choose from."""
+    crop: str = ""
+    """File name of the saved crop, when crops were asked for."""
 
     @property
     def text(self) -> str:
@@ -147,12 +149,14 @@ def read_line(crop: Image.Image, *, lang: str = "eng") -> OcrResult:
 
 def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet",
                barcodes: bool = True, stamps: bool = True,
-               crops_dir: Path | None = None) -> SheetReading:
+               crops_dir: Path | None = None, crop_name: str | None = None) -> SheetReading:
     """Decode the barcodes, read numbered stamps, find the labels, and OCR each label at full
     resolution.
 
     `layout_mode`: "sheet" finds the labels on a herbarium sheet; "label" takes the whole image
-    as one label (a packet or a label photographed alone); "line" as one line of text.
+    as one label (a packet or a label photographed alone); "line" as one line of text. Label
+    crops go to `crops_dir` as `<crop_name>_label<k>.jpg` (`crop_name` defaults to the image's
+    file name without its suffix).
     """
     check_choice("layout", layout_mode, LAYOUTS)
     sheet = open_rgb(path)
@@ -186,5 +190,6 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
         reading.labels.append(LabelText(region, ocr))
         if crops_dir is not None:
             crops_dir.mkdir(parents=True, exist_ok=True)
-            crop.save(crops_dir / f"{Path(path).stem}_label{k + 1}.jpg", quality=90)
+            reading.labels[-1].crop = f"{crop_name or Path(path).stem}_label{k + 1}.jpg"
+            crop.save(crops_dir / reading.labels[-1].crop, quality=90)
     return reading

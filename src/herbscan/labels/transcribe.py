@@ -10,9 +10,12 @@ journal removed. A sheet that cannot be read becomes a row with its `error`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
 import time
+from collections import Counter
 from concurrent.futures import as_completed
 from pathlib import Path
 
@@ -42,11 +45,12 @@ NUMBER_COLUMNS = ("decimalLatitude", "decimalLongitude", "ocrConfidence", "secon
 
 def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
                      checklist: Checklist | None = None, crops_dir: str | None = None,
-                     min_name_score: float = 80.0, catalog: str = "auto") -> dict:
+                     crop_name: str | None = None, min_name_score: float = 80.0,
+                     catalog: str = "auto") -> dict:
     """One sheet → one record (dict with every column of `COLUMNS` but file/specimen_id)."""
     start = time.perf_counter()
     reading = read_sheet(path, lang=lang, layout_mode=layout,
-                         crops_dir=Path(crops_dir) if crops_dir else None)
+                         crops_dir=Path(crops_dir) if crops_dir else None, crop_name=crop_name)
     word_conf = reading.word_confidences()
     text = reading.text
     others = [a for lt in reading.labels for a in lt.alternatives]
@@ -60,7 +64,9 @@ def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
     row["verbatimLabel"] = text
     row["barcodes"] = json.dumps([b.to_dict() for b in reading.barcodes])
     row["stamps"] = json.dumps([s.to_dict() for s in reading.stamps])
-    row["labelBoxes"] = json.dumps([lt.region.to_dict() for lt in reading.labels])
+    row["labelBoxes"] = json.dumps([{**lt.region.to_dict(), **({"crop": lt.crop} if lt.crop
+                                                                else {})}
+                                    for lt in reading.labels])
     row["needsReview"] = "|".join(review)
     row["fieldConfidence"] = json.dumps({k: f.conf for k, f in fields.items()})
     words = reading.words
@@ -133,18 +139,33 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
             jf.flush()
             bar.update(1)
 
+        names_of = _crop_names(rows) if crops else {}
+        jobs = [(str(r["path"]), {**kwargs, "crop_name": names_of.get(str(r["path"]))})
+                for r in todo]
         if workers == 1 or len(todo) <= 1:
-            for r in todo:
-                record(r, _job((str(r["path"]), kwargs)))
+            for r, job in zip(todo, jobs, strict=True):
+                record(r, _job(job))
         else:
             with worker_pool(workers) as pool:
-                futures = {pool.submit(_job, (str(r["path"]), kwargs)): r for r in todo}
+                futures = {pool.submit(_job, job): r for r, job in zip(todo, jobs, strict=True)}
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
     records = [done[str(r["path"])] for r in rows if str(r["path"]) in done]
     write_records(records, out)
     journal.unlink(missing_ok=True)
     return summarise(records)
+
+
+def _crop_names(rows: list[dict]) -> dict[str, str]:
+    """A file-name stem per sheet for its label crops: the specimen id (or the image's name),
+    with a short hash of the path where two sheets would share it (same names in two folders),
+    so that no crop overwrites another."""
+    stems = {str(r["path"]): re.sub(r"[^\w.\-]+", "_", str(r.get("specimen_id") or
+                                                           Path(r["path"]).stem)) or "sheet"
+             for r in rows}
+    count = Counter(stems.values())
+    return {p: s if count[s] == 1 else f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
+            for p, s in stems.items()}
 
 
 def _journalled(journal: Path, options: dict, resume: bool) -> dict[str, dict]:
