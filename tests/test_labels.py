@@ -175,6 +175,16 @@ def test_checklist_snaps_ocr_errors_and_old_combinations(tmp_path):
     assert v["scientificName"] == "Carex aquatilis Wahlenb." and "scientificName" not in review
 
 
+def test_hybrids_of_a_genus_keep_their_own_names():
+    from herbscan.labels.names import binomial_key
+
+    assert binomial_key("Diphasiastrum × zeilleri (Rouy) Holub") == "diphasiastrum ×zeilleri"
+    assert binomial_key("Diphasiastrum ×habereri") == "diphasiastrum ×habereri"
+    cl = Checklist(names=["Diphasiastrum × habereri (House) Holub",
+                          "Diphasiastrum × zeilleri (Rouy) Holub"])
+    assert cl.scan("Diphasiastrum × zeilleri\n")[0] == "Diphasiastrum × zeilleri (Rouy) Holub"
+
+
 def test_checklist_keeps_the_labels_rank():
     cl = Checklist(names=["Huperzia selago (L.) Bernh. subsp. selago",
                           "Huperzia selago (L.) Bernh.",

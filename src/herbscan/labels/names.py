@@ -433,8 +433,12 @@ def _first_author(author: str) -> str:
 
 
 def binomial_key(name: str) -> str:
-    """'Lycopodium clavatum L. subsp. x' → 'lycopodium clavatum' (for comparing names)."""
-    words = re.findall(r"[A-Za-zÀ-ÿ\-]+", name)
+    """'Lycopodium clavatum L. subsp. x' → 'lycopodium clavatum' (for comparing names); a
+    hybrid's sign stays with its epithet ('Diphasiastrum × zeilleri' → 'diphasiastrum
+    ×zeilleri'), so that the hybrids of a genus do not share one key."""
+    words = re.findall(r"[A-Za-zÀ-ÖØ-öø-ÿ\-]+|×", name)
+    if len(words) > 2 and words[1] == "×":
+        words = [words[0], "×" + words[2], *words[3:]]
     return " ".join(w.lower() for w in words[:2])
 
 
