@@ -43,8 +43,12 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
     bad = (low is not None and (value <= low if low_open else value < low)) or (
         high is not None and value > high
     )
-    if bad:
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        bracket = "(" if low_open else "["
-        raise ParameterError(f"{name} must be in {bracket}{lo}, {hi}]; got {value!r}")
+    if not bad:
+        return
+    if high is None:  # "workers must be at least 1", not "in [1, inf]"
+        rule = f"more than {low}" if low_open else f"at least {low}"
+    elif low is None:
+        rule = f"at most {high}"
+    else:
+        rule = f"in {'(' if low_open else '['}{low}, {high}]"
+    raise ParameterError(f"{name} must be {rule}; got {value!r}")
