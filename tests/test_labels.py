@@ -594,15 +594,6 @@ def test_cli_says_what_to_install_without_tesseract(tmp_path):
     assert p.stderr.count("\n") == 1 and "apt install tesseract-ocr" in p.stderr
 
 
-def test_range_errors_read_as_sentences():
-    from herbscan.errors import check_range
-
-    with pytest.raises(ParameterError, match=r"^workers must be at least 1; got 0$"):
-        check_range("workers", 0, 1)
-    with pytest.raises(ParameterError, match=r"^min_name_score must be in \[0, 100\]; got 120$"):
-        check_range("min_name_score", 120, 0, 100)
-
-
 def test_cli_refuses_to_overwrite_its_source(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path\ns.jpg\n", encoding="utf-8")
