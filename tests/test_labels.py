@@ -101,7 +101,11 @@ def test_record_number_is_read_whole_before_a_date():
             ("Collected by: R. May 45", "R. May", "45"),          # a month as a surname
             ("Coll. R. May 4 Aug 1950", "R. May", ""),
             ("leg. A. Müller 12a, 3 Aug 1950", "A. Müller", "12a"),
-            ("leg. Å. Löve 4411", "Å. Löve", "4411")]:
+            ("leg. Å. Löve 4411", "Å. Löve", "4411"),
+            ("leg. et det. Simon Legaard", "Simon Legaard", ""),
+            ("Collected with Wayne Owen.\nColl.: Roger Rosentreter No. 14,846",
+             "Roger Rosentreter", "14,846"),                      # names start with a capital
+            ("Coll: Shirley C. Tucker Date March 11, 1989", "Shirley C. Tucker", "")]:
         v, _ = values(text)
         assert (v["recordedBy"], v.get("recordNumber", "")) == (who, num), text
 
@@ -126,6 +130,9 @@ def test_capitalised_header_words_do_not_outrank_the_name():
         "Huperzia selago subsp. selago"
     assert find_names("Lycopodium annotinum L. (VLA)")[0].author == "L."
     assert find_names("PICEA GLAUCA (MOENCH) VOSS")[0].author == "(MOENCH)"
+    # an authorship that runs on to the next line does not end in "&"
+    assert find_names("Coccocarpia palmicola (Sprengel) Arvidsson &")[0].author == \
+        "(Sprengel) Arvidsson"
 
 
 def test_genus_with_its_capital_read_small():

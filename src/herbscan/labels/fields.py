@@ -339,9 +339,11 @@ def _elevation_field(text, word_conf, fields) -> None:
 
 
 _COLLECTOR = re.compile(
-    r"\b(?:leg\.?|coll(?:ected)?\.?(?:\s+by)?|collector|col\.)[:\s]+"
-    r"(?P<who>[A-ZÀ-Þ][A-Za-zÀ-ÿ.'\- ]+?(?:\s*(?:&|and|et)\s*[A-ZÀ-Þ][A-Za-zÀ-ÿ.'\- ]+?)?)"
-    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*))?"
+    r"\b(?:leg\.?(?:\s*(?:&|et)\s*det\.?)?|coll(?:ected)?\.?(?:\s+by)?|collector|col\.)[:\s]+"
+    # names begin with a capital even though the keywords may be in any case
+    r"(?P<who>(?-i:[A-ZÀ-Þ])[A-Za-zÀ-ÿ.'\- ]+?"
+    r"(?:\s*(?:&|and|et)\s*(?-i:[A-ZÀ-Þ])[A-Za-zÀ-ÿ.'\- ]+?)?)"
+    r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*(?:,\d{3}(?!\d))*))?"
     # what follows: the line's end, a comma, a day ("… 512 16 July") or a word ("… 512 July"),
     # each after the whole number (a number cut short must not pass for one and a day)
     r"\s*(?:$|[,;]|(?<=\s)\d{1,2}\s|(?<=\d)\s+(?=[A-Za-z]))", re.IGNORECASE)
@@ -350,6 +352,9 @@ _PERSON_NUM = re.compile(
     r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.IGNORECASE)
 
 
+_NEXT_FIELD = re.compile(r"(?:\s+(?:date|det|no|number|leg|coll|elev|alt|loc|locality|"
+                         r"habitat)\b\.?)+$", re.IGNORECASE)
+"""A label's next field name read onto the end of a collector's name."""
 _YEAR_NEXT = re.compile(r"\s*,?\s*\d{4}\b")
 _MONTH_NEXT = re.compile(rf"\s*\.?\s*(?:{_MONTH_RE})\b\.?,?\s*\d{{4}}\b", re.IGNORECASE)
 
@@ -366,6 +371,7 @@ def _collector_fields(lines, word_conf, fields) -> None:
                     who, num = " ".join(name), None  # "Calder June 8, 1953"
                 elif _MONTH_NEXT.match(after):
                     num = None  # "Smith 12 Aug. 1950"
+            who = _NEXT_FIELD.sub("", who).strip(" .,")  # "Shirley C. Tucker Date March 11, …"
             conf = 0.85 * _ocr_conf(who, word_conf)
             fields["recordedBy"] = Field(who, min(conf, 0.95))
             if num:

@@ -141,6 +141,8 @@ def _clean_author(text: str) -> str:
             out.append(t.rstrip(","))
         else:
             break
+    while out and out[-1] in ("&", "ex", "et"):  # the rest of the authorship is on the next line
+        out.pop()
     author = " ".join(out)
     if author.count("(") != author.count(")"):
         author = author.replace("(", "").replace(")", "") if author.count(")") == 0 else author
