@@ -170,6 +170,14 @@ def qualifier_in(line: str) -> str:
     return f"{m.group(1).lower()}." if m else ""
 
 
+def _latin_m(word: str) -> str:
+    """A Latin word's final "um" that OCR read as "un" ("Lycopodiun", "serratun"): no genus or
+    epithet ends in "un", and a worn or italic m often loses its last stroke."""
+    if len(word) > 4 and word[-2:].lower() == "un":
+        return word[:-1] + ("M" if word[-1] == "N" else "m")
+    return word
+
+
 def find_names(text: str) -> list[NameGuess]:
     """Every plausible scientific name in `text`, best first."""
     guesses = []
@@ -179,7 +187,7 @@ def find_names(text: str) -> list[NameGuess]:
         for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,}|^[a-z][a-zà-ÿ]{4,})\s+"
                              rf"(?:((?i:{_QUALIFIER}))\.?\s+)?"
                              r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b", clean):
-            g, e = m.group(1), m.group(3)
+            g, e = _latin_m(m.group(1)), _latin_m(m.group(3))
             if g.lower() in NOT_GENUS or e.lower() in NOT_EPITHET:
                 continue
             if g.isupper() != e.isupper() and not (g[:1].isupper() and e.islower()):
@@ -348,7 +356,7 @@ class Checklist:
 
     def scan(self, text: str, min_score: float = SCAN_MIN_SCORE) -> tuple[str, float, str] | None:
         """(checklist name, similarity 0–100, line) for the pair of adjacent words in `text`
-        closest to a listed binomial: finds names whose Latin shape OCR broke ("Lycopodiun
+        closest to a listed binomial: finds names whose Latin shape OCR broke ("Lyc0podium
         annotinum", "copodium complanatum") and `find_names` therefore misses. Every word pair is
         a candidate, so the bar is high."""
         from rapidfuzz import fuzz, process
