@@ -136,7 +136,7 @@ def _clean_author(text: str) -> str:
         if re.fullmatch(r"\(?[A-Z][A-Za-zÀ-ÿ'\-]*\.?\)?,?|&|ex|et|\(?[A-Z]\.\)?|\(?[A-Z][a-zà-ÿ]*\.\)?"
                         r"[A-Z]?[a-z]*\.?\)?", t) and len(out) < 6:
             letters = t.strip("(),")
-            if t.isupper() and "." not in t and (len(letters) == 3 or out and len(t) > 3):
+            if t.isupper() and "." not in t and (len(letters) == 3 or (out and len(t) > 3)):
                 break  # the next field, or a code of three capitals ("LYC", "(VLA)")
             out.append(t.rstrip(","))
         else:
@@ -304,13 +304,12 @@ class Checklist:
         same = [(n, p) for n, p, k in zip(self.names, self._parts, self._keys, strict=True)
                 if k == self._keys[i]]
         infra = guess.infra.lower()
-        for found, match in ((True, lambda p: (p.rank, p.infra.lower()) == (guess.rank, infra)),
-                             (True, lambda p: bool(infra) and p.infra.lower() == infra),
-                             (not infra, lambda p: not p.rank)):
-            for n, p in same:
-                if match(p):
-                    return n, found
-        return self.names[i], not infra
+        if infra:
+            listed = [(n, p) for n, p in same if p.infra.lower() == infra]
+            if listed:
+                return next((n for n, p in listed if p.rank == guess.rank), listed[0][0]), True
+        species = next((n for n, p in same if not p.rank), self.names[i])
+        return species, not infra
 
     def recombination(self, name: str) -> str | None:
         """The checklist's later combination of `name`'s type, when the checklist holds one and

@@ -36,6 +36,10 @@ class LabelText:
     def text(self) -> str:
         return self.ocr.text
 
+    def box_dict(self) -> dict:
+        """The label's region, and its crop file when one was saved."""
+        return {**self.region.to_dict(), **({"crop": self.crop} if self.crop else {})}
+
 
 @dataclass
 class SheetReading:
@@ -187,9 +191,9 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
                 if turned.mean_conf > ocr.mean_conf:
                     region.rotation = (region.rotation + turn) % 360
                     crop, ocr = crop.rotate(turn, expand=True), turned
-        reading.labels.append(LabelText(region, ocr))
-        if crops_dir is not None:
+        name = f"{crop_name or Path(path).stem}_label{k + 1}.jpg" if crops_dir else ""
+        reading.labels.append(LabelText(region, ocr, crop=name))
+        if name:
             crops_dir.mkdir(parents=True, exist_ok=True)
-            reading.labels[-1].crop = f"{crop_name or Path(path).stem}_label{k + 1}.jpg"
-            crop.save(crops_dir / reading.labels[-1].crop, quality=90)
+            crop.save(crops_dir / name, quality=90)
     return reading

@@ -23,6 +23,8 @@ from pathlib import Path
 from herbscan.errors import ManifestError, check_choice
 
 FUZZY = 80.0
+CATALOG_TERMS = ("catalogNumber", "otherCatalogNumbers")
+"""Terms compared as catalogue numbers (`_catalog`)."""
 KEYS = ("file", "catalogNumber", "specimen_id")
 """Columns a transcription can be joined to its truth on."""
 ALIASES = {
@@ -89,7 +91,7 @@ def exact(term: str, pred: str, truth: str) -> bool:
 
     if term in ("scientificName",):
         return bool(pred) and binomial_key(pred) == binomial_key(truth)
-    if term in ("catalogNumber", "otherCatalogNumbers"):
+    if term in CATALOG_TERMS:
         return bool(pred) and _catalog(pred) == _catalog(truth)
     if term == "eventDate":
         return bool(pred) and _date(pred) == _date(truth)
@@ -194,7 +196,7 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
             ex += exact(term, pred_v, truth_v)
             compare = p.get("verbatimEventDate") or pred_v if term == "eventDate" else pred_v
             fz += exact(term, pred_v, truth_v) or similarity(compare, truth_v) >= FUZZY
-            if term in ("catalogNumber", "otherCatalogNumbers"):  # as `exact` compares them
+            if term in CATALOG_TERMS:  # as `exact` compares them
                 compare, truth_v = _catalog(compare), _catalog(truth_v)
             e, c = cer(compare, truth_v)
             edits, chars = edits + e, chars + c

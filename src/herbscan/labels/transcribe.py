@@ -64,9 +64,7 @@ def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
     row["verbatimLabel"] = text
     row["barcodes"] = json.dumps([b.to_dict() for b in reading.barcodes])
     row["stamps"] = json.dumps([s.to_dict() for s in reading.stamps])
-    row["labelBoxes"] = json.dumps([{**lt.region.to_dict(), **({"crop": lt.crop} if lt.crop
-                                                                else {})}
-                                    for lt in reading.labels])
+    row["labelBoxes"] = json.dumps([lt.box_dict() for lt in reading.labels])
     row["needsReview"] = "|".join(review)
     row["fieldConfidence"] = json.dumps({k: f.conf for k, f in fields.items()})
     words = reading.words
