@@ -140,9 +140,9 @@ def test_read_inputs_takes_a_folder_a_list_or_one_image(tmp_path):
 
     for name in ("a.jpg", "b.png"):
         (tmp_path / name).write_bytes(b"")
-    rows, _ = read_inputs(tmp_path)
+    rows = read_inputs(tmp_path).rows
     assert [r["specimen_id"] for r in rows] == ["a", "b"]
-    rows, _ = read_inputs(tmp_path / "a.jpg")  # one sheet; its decoding is checked later
+    rows = read_inputs(tmp_path / "a.jpg").rows  # one sheet; its decoding is checked later
     assert rows == [{"path": str(tmp_path / "a.jpg"), "specimen_id": "a"}]
     listing = tmp_path / "list.txt"
     listing.write_text("# sheets\na.jpg\n\nb.png\n", encoding="utf-8")

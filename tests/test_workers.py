@@ -66,3 +66,41 @@ def test_sigterm_stops_the_job_and_its_workers(tmp_path):
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 3 and out.strip() == f"stopped by {int(signal.SIGTERM)}"
     assert pids and all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_workers_and_resource_tracker_die_with_a_killed_parent(tmp_path):
+    """kill -9 runs no cleanup: the workers must notice their parent's death themselves."""
+    script = textwrap.dedent("""
+        import multiprocessing, multiprocessing.resource_tracker as rt
+        import os, time
+        from herbscan.workers import worker_pool
+        if __name__ == "__main__":
+            with worker_pool(2) as pool:
+                for _ in range(4):
+                    pool.submit(time.sleep, 120)
+                time.sleep(1)
+                pids = [c.pid for c in multiprocessing.active_children()]
+                print(*pids, rt._resource_tracker._pid or 0, flush=True)
+                time.sleep(120)
+    """)
+    (tmp_path / "job.py").write_text(script)
+    p = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        pids = [int(x) for x in p.stdout.readline().split()]
+        workers, tracker = pids[:-1], pids[-1]
+        assert len(workers) == 2
+        assert not any(_gone(w) for w in workers)
+        p.kill()
+        p.wait(10)
+        deadline = time.time() + 10
+        while time.time() < deadline and not all(_gone(w) for w in workers):
+            time.sleep(0.1)
+        assert all(_gone(w) for w in workers), "pool workers outlived their killed parent"
+        while tracker and time.time() < deadline + 5 and not _gone(tracker):
+            time.sleep(0.1)
+        assert not tracker or _gone(tracker), "the resource tracker outlived the job"
+    finally:
+        p.kill()
+        p.stdout.close()

@@ -114,10 +114,8 @@ def _tile_job(args: tuple[str, TileSpec, TileCache | None, float | None, bool]):
         if keep_above is None:
             return st, ""
         return keep_tiles(st, spec.size, keep_above, thumbnails), ""
-    except HerbscanError as e:
-        return None, str(e)
-    except OSError as e:
-        return None, f"{path}: {e}"
+    except Exception as e:  # noqa: BLE001 - one bad sheet is an error row, never the job's end
+        return None, failure(path, e)
 
 
 def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
@@ -156,6 +154,14 @@ def _run_jobs(fn, jobs: list, workers: int, description: str, progress: bool,
                 yield (i, *result)
 
 
+def failure(path: str | Path, e: BaseException) -> str:
+    """One line for a sheet that could not be read: herbscan's own message, or the path and the
+    exception (a full or read-only cache folder, a bug in a decoder) for anything else."""
+    if isinstance(e, HerbscanError):
+        return str(e)
+    return f"{path}: {type(e).__name__}: {e}"
+
+
 def _cache_root(cache_dir: str | Path | None | bool) -> Path | None:
     """None/True: the default cache; False: no cache; else that folder."""
     if cache_dir is False:
@@ -173,10 +179,8 @@ def _decode(args: tuple[str, int, str, SheetCache | None]) -> tuple[np.ndarray |
     try:
         a = cache.load(path) if cache else load_sheet(path, size, fit)
         return a, ""
-    except HerbscanError as e:
-        return None, str(e)
-    except OSError as e:  # e.g. a read-only or full cache folder
-        return None, f"{path}: {e}"
+    except Exception as e:  # noqa: BLE001 - one bad sheet is an error row, never the job's end
+        return None, failure(path, e)
 
 
 def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,

@@ -20,9 +20,20 @@ Precision = Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 (GPU)")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 
 
+OutsidePaths = Annotated[bool, typer.Option(
+    help="Refuse image paths that are absolute or lead out of the manifest's folder (for "
+         "manifests from others).")]
+
+
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False):
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+          max_pixels: Annotated[float | None, typer.Option(
+              help="Largest image to read, in pixels (default 300e6, or $HERBSCAN_MAX_PIXELS); "
+                   "larger files become error rows.")] = None):
     _state["debug"] = debug
+    if max_pixels is not None:
+        from herbscan.images import set_max_pixels
+        set_max_pixels(int(max_pixels))
 
 
 def _echo(msg: str) -> None:
@@ -49,12 +60,14 @@ def split(source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/
           ratios: Annotated[str, typer.Option(help="train,validation,test")] = "0.7,0.2,0.1",
           seed: int = 0,
           rare: Annotated[str, typer.Option(help="Classes with <3 specimens: error | train | "
-                                            "drop")] = "error"):
+                                            "drop")] = "error",
+          refuse_outside_paths: OutsidePaths = False):
     """Split by specimen into train/validation/test, stratified by label."""
     from herbscan.manifest import SPLITS
     from herbscan.manifest import split as do_split
     path, counts = do_split(source, out, label_col=label_col, group_col=group_col,
-                            path_col=path_col, ratios=_ratios(ratios), seed=seed, rare=rare)
+                            path_col=path_col, ratios=_ratios(ratios), seed=seed, rare=rare,
+                            refuse_outside_paths=refuse_outside_paths)
     width = max(len(c) for c in counts) + 2
     typer.echo(f"{'class':<{width}}" + "".join(f"{s:>12}" for s in SPLITS))
     for label, row in counts.items():
@@ -90,7 +103,8 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
           aggregate: Annotated[str, typer.Option(help="Tiles mode: auto | mean | max | topk | "
                                                  "vote")] = "auto",
           tile_labels: Annotated[Path | None, typer.Option(help="Tiles mode: CSV sheet,x,y,label "
-                                                           "overriding sheet labels.")] = None):
+                                                           "overriding sheet labels.")] = None,
+          refuse_outside_paths: OutsidePaths = False):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
     run = do_train(data, out, model=model, mode=mode, size=size, fit=fit, epochs=epochs,
@@ -98,7 +112,8 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
                    balance=balance, patience=patience, seed=seed, workers=workers,
                    cache_dir=cache_dir, resume=resume, label_col=label_col, path_col=path_col,
                    tile_size=tile_size, stride=stride, scale=scale, min_entropy=min_entropy,
-                   aggregate=aggregate, tile_labels=tile_labels)
+                   aggregate=aggregate, tile_labels=tile_labels,
+                   refuse_outside_paths=refuse_outside_paths)
     typer.echo(f"run saved in {run}")
 
 
@@ -113,12 +128,14 @@ def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
              precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
              workers: int = 1,
              cache_dir: Annotated[Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or "
-                                                          "~/.cache/herbscan")] = None):
+                                                          "~/.cache/herbscan")] = None,
+             refuse_outside_paths: OutsidePaths = False):
     """Metrics, predictions.csv and a self-contained report.html."""
     from herbscan.evaluate import evaluate as do_evaluate
     m = do_evaluate(run, data=data, split=split, out=out, label_col=label_col,
                     path_col=path_col, precision=precision, device=device,
-                    batch_size=batch_size, workers=workers, cache_dir=cache_dir)
+                    batch_size=batch_size, workers=workers, cache_dir=cache_dir,
+                    refuse_outside_paths=refuse_outside_paths)
     where = out or run
     typer.echo(f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
                f"(skipped {m['n_skipped']})")
@@ -188,16 +205,26 @@ def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
                                                     "for a local cluster of N processes.")]
            = None,
            backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (after herbscan "
-                                                "export)")] = "torch"):
+                                                "export)")] = "torch",
+           refuse_outside_paths: Annotated[bool, typer.Option(
+               help="Refuse manifest paths that are absolute or lead out of its folder.")]
+           = False):
     """Screen a collection: resumable Parquet shards, flagged.csv and report.html."""
     from herbscan.screen import screen as do_screen
     s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
                   threshold=threshold, resume=resume, shard_size=shard_size,
                   path_col=path_col, group_col=group_col, precision=precision, device=device,
-                  group_by=_columns(group_by), dask=dask, backend=backend)
-    typer.echo(f"screened {s['screened']} sheets: {s['flagged']} flagged as "
-               f"{s['positive_class']} (threshold {s['threshold']}, {s['threshold_source']}), "
-               f"{s['failed']} failed")
+                  group_by=_columns(group_by), dask=dask, backend=backend,
+                  refuse_outside_paths=refuse_outside_paths)
+    if s["positive_class"] is None:
+        flags = f"none flagged ({s['threshold_source']})"
+    else:
+        flags = (f"{s['flagged']} flagged as {s['positive_class']} (threshold "
+                 f"{s['threshold']:.3g}, {s['threshold_source']})")
+    extra = "".join(f", {s[k]} {what}" for k, what in (
+        ("skipped", "folder entries skipped (skipped.csv)"),
+        ("outside_paths", "paths outside the source's folder")) if s.get(k))
+    typer.echo(f"screened {s['screened']} sheets: {flags}, {s['failed']} failed{extra}")
     typer.echo(f"results: {Path(out) / 'shards'}; flagged: {Path(out) / 'flagged.csv'}; "
                f"report: {Path(out) / 'report.html'}")
 
@@ -265,7 +292,7 @@ def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, te
     from herbscan.manifest import read_inputs
     if source.resolve() in (out.resolve(), out.with_suffix(".json").resolve()):
         raise ParameterError(f"--out {out} would overwrite the SOURCE; write elsewhere")
-    rows, _ = read_inputs(source, path_col=path_col)
+    rows = read_inputs(source, path_col=path_col).rows
     s = do_transcribe(rows, out, names=names, lang=lang, layout=layout, workers=workers,
                       crops=crops, resume=resume, min_name_score=min_name_score,
                       catalog=catalog)

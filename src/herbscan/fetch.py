@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from herbscan.download import download_all, iiif_sized, safe_extract
 from herbscan.dwca import read_dwca
 from herbscan.errors import ManifestError, ParameterError
-from herbscan.runs import write_csv
+from herbscan.fileio import write_csv
 
 FIGSHARE_FILES = "https://ndownloader.figshare.com/files/"
 # stain: (figshare article, file id, size in bytes when known)
@@ -51,7 +51,7 @@ def _download_rows(rows: list[dict], out: Path, url_key: str, size: int | None, 
         raise ManifestError(f"none of the {len(rows)} images could be downloaded (first error: "
                             f"{failed[0]['error'] if failed else 'none'}); see "
                             f"{out / 'failures.csv'}")
-    return write_csv(out / "manifest.csv", kept, ["path"] + columns)
+    return write_csv(out / "manifest.csv", kept, ["path"] + columns, for_people=False)
 
 
 def fetch_urls(manifest: str | Path, out: str | Path, *, url_col: str = "accessURI",
@@ -138,4 +138,4 @@ def fetch_smithsonian_mercury(out: str | Path, *, base_url: str = FIGSHARE_FILES
     if not rows:
         raise ManifestError(f"{out}: the tarballs held no images named by 8-digit barcode")
     rows.sort(key=lambda r: (r["stain"], r["barcode"]))
-    return write_csv(out / "manifest.csv", rows, list(rows[0]))
+    return write_csv(out / "manifest.csv", rows, list(rows[0]), for_people=False)

@@ -4,13 +4,23 @@ Readers see the old file or the new one, never half of one, and a killed job lea
 output. Files get the permissions a plain `open()` would give (0666 minus the umask), not the
 0600 of a temp file, so colleagues on a shared drive can read results. A leaf module: it imports
 nothing of ours.
+
+CSV files meant for people (predictions, flagged sheets, transcriptions, lists of skipped files)
+are opened in spreadsheets, which execute a cell that starts with `=`, `+`, `-`, `@`, a tab or a
+carriage return. `write_csv` neutralises such cells as OWASP recommends, by a leading `'` (which
+spreadsheets hide and treat as "text"), except plain numbers such as `-149.52`; Parquet and JSON
+keep every value raw. Files herbscan reads back itself (split manifests, inputs.csv) are written
+with `for_people=False`.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,3 +51,40 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         f.flush()
         os.fsync(f.fileno())
     return Path(path)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralise(value: object) -> object:
+    """A cell value that a spreadsheet cannot execute: a text starting like a formula gets a
+    leading `'`; numbers and other values are returned as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and \
+            not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def unneutralise(value: str) -> str:
+    """The value `neutralise` was given (for herbscan reading its own CSV files back)."""
+    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
+    return value
+
+
+def write_csv(path: str | Path, rows: Iterable[dict], fieldnames: list[str], *,
+              for_people: bool = True) -> Path:
+    """CSV with a header row, UTF-8, written atomically; keys outside `fieldnames` are ignored.
+    `for_people` neutralises formula-like cells (see the module docstring)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        w.writerow({k: neutralise(k) if for_people else k for k in fieldnames})
+        for row in rows:
+            w.writerow({k: neutralise(v) for k, v in row.items()} if for_people else row)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: dict) -> Path:
+    """Indented JSON, written atomically."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -17,18 +17,28 @@ shapes (e.g. packets and sheets).
 from __future__ import annotations
 
 import io
-import warnings
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from herbscan.errors import ImageError, check_choice
+from herbscan.errors import ImageError, ParameterError, check_choice, check_range
 
-MAX_PIXELS = 250_000_000
-"""Refuse images above this many pixels (a 4000×6000 sheet has 24 M; a bomb has billions)."""
+MAX_PIXELS = 300_000_000
+"""Default limit on pixels per image: a 4000×6000 sheet has 24 M, a 30×42 cm sheet at 800 dpi
+125 M and at 1200 dpi 280 M; a decompression bomb has billions. `HERBSCAN_MAX_PIXELS` (the CLI's
+`--max-pixels`) changes it, in this process and in the worker processes it starts."""
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+MAX_PIXELS_ENV = "HERBSCAN_MAX_PIXELS"
+
+# Raster formats a sheet may come in; a suffix counts when the installed Pillow can open it.
+_SHEET_FORMATS = {"JPEG", "PNG", "TIFF", "WEBP", "BMP", "DIB", "JPEG2000", "GIF", "PPM", "MPO",
+                  "TGA", "QOI", "AVIF", "HEIF"}
+Image.init()
+IMAGE_SUFFIXES = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                              if fmt in _SHEET_FORMATS and fmt in Image.OPEN))
 FITS = ("stretch", "pad")
 
 # EXIF orientations 5–8 swap width and height.
@@ -39,31 +49,62 @@ def _fail(path: Path | str, what: str) -> ImageError:
     return ImageError(f"{path}: {what}; check the file (re-export or remove it)")
 
 
+def max_pixels() -> int:
+    """The pixel limit in force: `HERBSCAN_MAX_PIXELS` when set, else `MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(value)) if value else MAX_PIXELS
+    except ValueError:
+        raise ParameterError(f"{MAX_PIXELS_ENV} must be a number of pixels; got {value!r}") \
+            from None
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit for this process and the workers it starts (None: the default)."""
+    if limit is None:
+        os.environ.pop(MAX_PIXELS_ENV, None)
+        return
+    check_range("max_pixels", limit, 1)
+    os.environ[MAX_PIXELS_ENV] = str(int(limit))
+
+
+def _missing(path: Path) -> ImageError:
+    if path.is_symlink():
+        return ImageError(f"{path}: a broken symbolic link (its target {os.readlink(path)} does "
+                          "not exist); fix or remove the link")
+    if path.is_dir():
+        return ImageError(f"{path}: is a folder, not an image; give the images inside it or "
+                          "the folder itself as the source")
+    return ImageError(f"{path}: no such file; check the path (relative paths in a manifest are "
+                      "resolved against the manifest's folder)")
+
+
+def _too_large(path: Path, w: int, h: int, limit: int) -> ImageError:
+    return ImageError(f"{path}: {w}×{h} = {w * h:,} pixels exceeds the limit of {limit:,}; if the "
+                      f"file is a real sheet, raise it with --max-pixels (or {MAX_PIXELS_ENV})")
+
+
 def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode `path` to an upright 8-bit RGB image.
 
     With `min_size=(w, h)`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
     covers (w, h) in upright orientation; the result may be larger than asked, never smaller
-    (unless the file itself is).
+    (unless the file itself is). Images above `max_pixels()` are refused before decoding.
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: no such file; check the path (relative paths in a manifest "
-                         "are resolved against the manifest's folder)")
+        raise _missing(path)
+    limit = max_pixels()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise _fail(path, f"too many pixels ({e})") from None
-    except Image.DecompressionBombWarning:
-        pass  # our own limit below decides
+        # Pillow's own bomb check is off: it would fire at its fixed 89 / 179 MP, before ours.
+        Image.MAX_IMAGE_PIXELS = None
+        im = Image.open(path)
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
         raise _fail(path, f"not a readable image ({type(e).__name__}: {e})") from None
     try:
         w, h = im.size
-        if w * h > MAX_PIXELS:
-            raise _fail(path, f"{w}×{h} = {w * h:,} pixels exceeds the limit of {MAX_PIXELS:,}")
+        if w * h > limit:
+            raise _too_large(path, w, h, limit)
         orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
         if min_size is not None and im.format == "JPEG":
             tw, th = min_size
@@ -75,6 +116,10 @@ def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image
     except ImageError:
         im.close()
         raise
+    except MemoryError:
+        im.close()
+        raise _fail(path, f"not enough memory to decode {w}×{h} pixels; lower --max-pixels to "
+                    "skip such sheets, or use a machine with more memory") from None
     except Exception as e:  # noqa: BLE001 - truncated data raises OSError, odd files others
         im.close()
         raise _fail(path, f"cannot decode ({type(e).__name__}: {e})") from None
@@ -86,11 +131,12 @@ def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as stored in the file, read from its header without decoding pixels."""
     path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as im:
             return im.size
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file; check the path") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
         raise _fail(path, f"not a readable image ({type(e).__name__}: {e})") from None
 
@@ -153,6 +199,53 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+@dataclass
+class FolderScan:
+    """Every entry of a folder tree: the images to read and the rest with the reason why not."""
+
+    images: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Walk `folder` (symbolic links followed, each real folder once) and account for every entry
+    that is not a folder: an image herbscan can read, or a skipped entry with its reason. A
+    folder named like an image (`x.jpg/`) is reported too; its contents are scanned."""
+    images, skipped = [], []
+    seen = {os.path.realpath(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        base = Path(root)
+        dirs.sort()
+        for d in list(dirs):
+            p = base / d
+            real = os.path.realpath(p)
+            if real in seen:  # a link back up the tree, or a second link to one folder
+                dirs.remove(d)
+                skipped.append((p, "a symbolic link to a folder already scanned"))
+                continue
+            seen.add(real)
+            if is_image_file(p):
+                skipped.append((p, "a folder named like an image (its contents are scanned)"))
+        for name in sorted(files):
+            p = base / name
+            if p.is_symlink() and not p.exists():
+                skipped.append((p, f"a broken symbolic link (target {os.readlink(p)} missing)"))
+            elif is_image_file(p):
+                images.append(p)
+            elif name.startswith("."):
+                skipped.append((p, "a hidden file"))
+            else:
+                why = f"not an image format herbscan reads (suffix '{p.suffix or 'none'}'"
+                skipped.append((p, f"{why}; readable: {_readable()})"))
+    images.sort()
+    return FolderScan(images, sorted(skipped))
+
+
+def _readable() -> str:
+    common = [s for s in (".jpg", ".png", ".tif", ".webp", ".bmp", ".jp2") if s in IMAGE_SUFFIXES]
+    return ", ".join(common) + ", …"
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files in a folder and below it, sorted."""
-    return sorted(f for f in Path(folder).rglob("*") if f.is_file() and is_image_file(f))
+    """Image files in a folder and below it, sorted (see `scan_folder` for what is left out)."""
+    return scan_folder(folder).images

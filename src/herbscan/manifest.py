@@ -18,12 +18,13 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_path
-from herbscan.images import is_image_file, list_images
+from herbscan.images import is_image_file, scan_folder
 
 SPLITS = ("train", "validation", "test")
 PATH_COLUMNS = ("path", "file", "filename", "image", "accessURI")
@@ -71,6 +72,10 @@ class Manifest:
     def paths(self) -> list[Path]:
         return [self.path(r) for r in self.rows]
 
+    def outside_paths(self) -> list[str]:
+        """Image paths as written that are absolute or lead out of the manifest's folder."""
+        return outside_paths([r[self.path_col] for r in self.rows], self.root)
+
     def labels(self) -> list[str]:
         return [self.label(r) for r in self.rows]
 
@@ -88,25 +93,38 @@ class Manifest:
 
 
 def read_source(source: str | Path, *, label_col: str | None = None, path_col: str | None = None,
-                group_col: str | None = None, require_label: bool = True) -> Manifest:
-    """Read a class-folder tree or a CSV/TSV manifest into a Manifest."""
+                group_col: str | None = None, require_label: bool = True,
+                refuse_outside_paths: bool = False) -> Manifest:
+    """Read a class-folder tree or a CSV/TSV manifest into a Manifest.
+
+    Absolute paths and paths leading out of the manifest's folder are followed (see
+    `Manifest.outside_paths`); `refuse_outside_paths` makes them an error, for manifests from
+    others whose reports will be shared.
+    """
     source = Path(source)
     if source.is_dir():
         return _read_folder(source)
     if not source.is_file():
         raise ManifestError(f"{source}: no such file or folder; give a folder with one subfolder "
                             "per class or a CSV/TSV manifest")
-    return _read_table(source, label_col=label_col, path_col=path_col, group_col=group_col,
-                       require_label=require_label)
+    m = _read_table(source, label_col=label_col, path_col=path_col, group_col=group_col,
+                    require_label=require_label)
+    check_outside(m.outside_paths(), source, refuse_outside_paths)
+    return m
 
 
 def _read_folder(folder: Path) -> Manifest:
-    rows = []
+    rows, skipped = [], []
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     for cls in classes:
-        for f in list_images(cls):
+        found = scan_folder(cls)
+        skipped += found.skipped
+        for f in found.images:
             rel = f.relative_to(folder).as_posix()
             rows.append({OUT_PATH: rel, OUT_LABEL: cls.name, OUT_GROUP: rel})
+    if skipped:
+        warnings.warn(f"{folder}: {len(skipped)} entries are not images herbscan reads and are "
+                      f"left out (first: {skipped[0][0]}: {skipped[0][1]})", stacklevel=3)
     if not rows:
         raise ManifestError(f"{folder}: no images found in class subfolders (expected e.g. "
                             f"{folder}/clean/*.jpg and {folder}/contaminated/*.jpg)")
@@ -176,6 +194,26 @@ def _read_table(path: Path, *, label_col, path_col, group_col, require_label) ->
     if not rows:
         raise ManifestError(f"{path}: the manifest has a header but no rows")
     return Manifest(rows, columns, path.parent.resolve(), pcol, lcol, gcol, str(path))
+
+
+def outside_paths(paths: list[str], root: Path) -> list[str]:
+    """Paths (as written) that are absolute or whose `..` steps lead out of `root`."""
+    out = []
+    for raw in paths:
+        text = raw.strip().replace("\\", "/")
+        if Path(text).is_absolute() or text[1:3] == ":/" or not os.path.normpath(os.path.join(root, text)).startswith(
+                os.path.join(os.path.normpath(root), "")):
+            out.append(raw)
+    return out
+
+
+def check_outside(paths: list[str], source: str | Path, refuse: bool) -> list[str]:
+    """The outside paths of a source; with `refuse`, an error naming them instead."""
+    if refuse and paths:
+        raise ManifestError(f"{source}: {len(paths)} image path(s) are absolute or lead out of "
+                            f"its folder (first: {paths[0]}); with --refuse-outside-paths every "
+                            "path must be relative and stay inside the manifest's folder")
+    return paths
 
 
 def _few(items: list, n: int = 5) -> str:
@@ -259,17 +297,17 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
 def _check_paths(m: Manifest) -> None:
     """Refuse duplicate images (they would leak between splits) and a manifest whose images are
     not where it says; warn when only some are missing."""
-    seen: dict[Path, int] = {}
+    seen: dict[Path, tuple[int, Path]] = {}
     dups = []
     for i, p in enumerate(m.paths()):
         rp = p.resolve()
         if rp in seen:
-            dups.append(f"{p} (lines {seen[rp] + 2} and {i + 2})")
-        seen.setdefault(rp, i)
+            dups.append(f"{p} (lines {seen[rp][0] + 2} and {i + 2})")
+        seen.setdefault(rp, (i, p))
     if dups:
         raise ManifestError(f"{m.source}: the same image is listed more than once: "
                             f"{_few(dups, 3)}; remove the duplicate rows")
-    missing = [str(p) for p in seen if not p.is_file()]
+    missing = [str(p) for _, p in seen.values() if not p.is_file()]  # as written, not resolved
     if missing and len(missing) == len(seen):
         raise ManifestError(f"{m.source}: none of the {len(seen)} image paths exists (first: "
                             f"{missing[0]}); check --path-col and that paths are relative to the "
@@ -351,29 +389,42 @@ def _relative(path: Path, base: Path) -> str:
 def split(source: str | Path, out: str | Path, *, label_col: str | None = None,
           group_col: str | None = None, path_col: str | None = None,
           ratios: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0,
-          rare: str = "error") -> tuple[Path, dict[str, dict[str, int]]]:
+          rare: str = "error", refuse_outside_paths: bool = False
+          ) -> tuple[Path, dict[str, dict[str, int]]]:
     """Read a source, split it by specimen and write the split manifest; returns (path, counts)."""
-    m = read_source(source, label_col=label_col, group_col=group_col, path_col=path_col)
+    m = read_source(source, label_col=label_col, group_col=group_col, path_col=path_col,
+                    refuse_outside_paths=refuse_outside_paths)
     s = split_manifest(m, ratios=ratios, seed=seed, rare=rare)
     return write_manifest(s, out), split_counts(s)
 
 
+class Inputs(NamedTuple):
+    """What a screen or transcription reads: rows {path, specimen_id, …metadata}, the metadata
+    column names, folder entries left out with their reasons, and paths outside the source."""
+
+    rows: list[dict]
+    extra: list[str]
+    skipped: list[tuple[str, str]]
+    outside: list[str]
+
+
 def read_inputs(source: str | Path, *, path_col: str | None = None,
-                group_col: str | None = None) -> tuple[list[dict], list[str]]:
-    """Rows {path, specimen_id, …metadata} from a folder, a list of paths, a manifest or one
-    image."""
+                group_col: str | None = None, refuse_outside_paths: bool = False) -> Inputs:
+    """The sheets of a folder, a list of paths, a manifest or one image, every entry counted."""
     source = Path(source)
     if source.is_dir():
-        files = list_images(source)
-        if not files:
-            raise ManifestError(f"{source}: no jpg/jpeg/png/tif/tiff images in this folder or "
-                                "below it")
-        return [{"path": str(f), "specimen_id": f.stem} for f in files], []
+        found = scan_folder(source)
+        if not found.images:
+            why = f" ({len(found.skipped)} entries, none readable: first {found.skipped[0][0]}: " \
+                  f"{found.skipped[0][1]})" if found.skipped else ""
+            raise ManifestError(f"{source}: no images in this folder or below it{why}")
+        return Inputs([{"path": str(f), "specimen_id": f.stem} for f in found.images], [],
+                      [(str(p), why) for p, why in found.skipped], [])
     if not source.is_file():
         raise ManifestError(f"{source}: no such file or folder; give a folder of images, a text "
                             "file of paths or a CSV/TSV manifest")
     if is_image_file(source):  # one sheet
-        return [{"path": str(source), "specimen_id": source.stem}], []
+        return Inputs([{"path": str(source), "specimen_id": source.stem}], [], [], [])
     if source.suffix.lower() in (".txt", ".lst"):
         try:
             text = source.read_text(encoding="utf-8-sig")
@@ -381,11 +432,14 @@ def read_inputs(source: str | Path, *, path_col: str | None = None,
             raise ManifestError(f"{source}: not UTF-8 text; save the list of paths as UTF-8")\
                 from None
         lines = [ln.strip() for ln in text.splitlines()]
-        paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln
-                 for ln in lines if ln and not ln.startswith("#")]
-        return [{"path": str(p), "specimen_id": p.stem} for p in paths], []
-    m = read_source(source, path_col=path_col, group_col=group_col, require_label=False)
+        lines = [ln for ln in lines if ln and not ln.startswith("#")]
+        outside = check_outside(outside_paths(lines, source.parent.resolve()), source,
+                                refuse_outside_paths)
+        paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln for ln in lines]
+        return Inputs([{"path": str(p), "specimen_id": p.stem} for p in paths], [], [], outside)
+    m = read_source(source, path_col=path_col, group_col=group_col, require_label=False,
+                    refuse_outside_paths=refuse_outside_paths)
     extra = [c for c in m.columns if c not in ("path", "specimen_id")]
     rows = [{"path": str(m.path(r)), "specimen_id": m.specimen(r),
              **{c: r.get(c, "") for c in extra}} for r in m.rows]
-    return rows, extra
+    return Inputs(rows, extra, [], m.outside_paths())

@@ -17,10 +17,10 @@ import numpy as np
 
 from herbscan.accel import Accel
 from herbscan.cache import iter_sheets, load_tile_sheets
-from herbscan.errors import ImageError, ParameterError, check_choice, check_range
-from herbscan.fileio import atomic_write
-from herbscan.images import list_images
-from herbscan.runs import Run, load_run, write_csv
+from herbscan.errors import ParameterError, check_choice, check_range
+from herbscan.fileio import atomic_write, write_csv
+from herbscan.images import scan_folder
+from herbscan.runs import Run, load_run
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -160,18 +160,25 @@ class Predictor:
                            sheet_shape=kt.shape)
 
 
-def expand_images(items: Sequence[str | Path]) -> list[Path]:
-    """Image files from a mix of files and folders (folders are searched recursively)."""
+def expand_images(items: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(images to predict, [(entry, reason)] left out) from a mix of files and folders.
+
+    Folders are searched recursively and every entry is accounted for; a path that does not exist
+    or cannot be read stays in the list, so that it gets an error row of its own.
+    """
     out: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(list_images(p))
-        elif p.exists():
-            out.append(p)
+            found = scan_folder(p)
+            out.extend(found.images)
+            skipped.extend(found.skipped)
+            if not found.images and not found.skipped:
+                skipped.append((p, "an empty folder"))
         else:
-            raise ImageError(f"{p}: no such file or folder; check the path")
-    return out
+            out.append(p)
+    return out, skipped
 
 
 def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | None = None, *,
@@ -190,7 +197,9 @@ def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | Non
                           workers=workers)
     if heatmaps is not None and predictor.mode != "tiles":
         raise ParameterError(f"{run}: heatmaps need a tile-mode run (train with --mode tiles)")
-    preds = predictor.predict(expand_images(images), heatmaps=heatmaps is not None)
+    paths, skipped = expand_images(images)
+    preds = predictor.predict(paths, heatmaps=heatmaps is not None) if paths else []
+    preds += [Prediction(str(p), None, "", f"{p}: skipped, {why}") for p, why in skipped]
     names: dict[int, str] = {}
     if heatmaps is not None:
         used: set[str] = set()

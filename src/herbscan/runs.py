@@ -11,10 +11,8 @@ Weights are safetensors and configuration is JSON: nothing is ever unpickled.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +20,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from herbscan.errors import RunError
-from herbscan.fileio import atomic_path, atomic_write
+from herbscan.fileio import atomic_path, atomic_write, write_csv, write_json  # noqa: F401
 from herbscan.models import create_model
 
 RUN_JSON, WEIGHTS, HISTORY, SKIPPED = "run.json", "model.safetensors", "history.csv", "skipped.csv"
 FORMAT = "herbscan-run/1"
-
-
-def write_json(path: str | Path, obj: dict) -> Path:
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_csv(path: str | Path, rows: Iterable[dict], fieldnames: list[str]) -> Path:
-    """CSV with a header row, written atomically; keys outside `fieldnames` are ignored."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return Path(path)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],

@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
-from herbscan.fileio import atomic_path
+from herbscan.fileio import atomic_path, write_csv, write_json
 from herbscan.images import thumbnail_jpeg
 from herbscan.manifest import read_inputs
 from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
 from herbscan.progress import Progress
-from herbscan.runs import load_run, positive_class, write_csv, write_json
+from herbscan.runs import load_run, positive_class
 
 INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged.csv"
+SKIPPED = "skipped.csv"
 REPORT = "report.html"
 # Darwin Core terms (and storage words) worth grouping by when present and not asked otherwise
 DEFAULT_GROUPS = ("family", "genus", "recordedBy", "year", "country", "stateProvince",
@@ -72,12 +73,16 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
            shard_size: int = 256, path_col: str | None = None, group_col: str | None = None,
            device: str = "auto", precision: str = "auto", progress: bool = True,
            group_by: Sequence[str] | None = None, report: bool = True,
-           dask: str | None = None, backend: str = "torch") -> dict:
+           dask: str | None = None, backend: str = "torch",
+           refuse_outside_paths: bool = False) -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
     threshold) are listed in `out/flagged.csv`, most probable first, and `out/report.html`
-    summarises the screen (see `screen_report`; `report=False` skips it).
+    summarises the screen (see `screen_report`; `report=False` skips it). Entries of a source
+    folder that are not readable images are listed in `out/skipped.csv` and counted; paths of a
+    manifest that are absolute or lead out of its folder are counted and named in the summary
+    (`refuse_outside_paths` refuses them instead).
     """
     import pyarrow.parquet as pq
 
@@ -102,11 +107,16 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
             rows = list(csv.DictReader(f))
         extra = state["metadata_columns"]
     else:
-        rows, extra = read_inputs(source, path_col=path_col, group_col=group_col)
-        write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra)
+        inputs = read_inputs(source, path_col=path_col, group_col=group_col,
+                             refuse_outside_paths=refuse_outside_paths)
+        rows, extra = inputs.rows, inputs.extra
+        write_csv(out / SKIPPED, [{"path": p, "reason": why} for p, why in inputs.skipped],
+                  ["path", "reason"])
+        write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra, for_people=False)
         state = {"source": str(Path(source).resolve()), "run": str(r.folder.resolve()),
                  "model_id": model_id, "n_inputs": len(rows), "shard_size": shard_size,
-                 "metadata_columns": extra, "threshold": thr}
+                 "metadata_columns": extra, "threshold": thr, "skipped": len(inputs.skipped),
+                 "outside_paths": len(inputs.outside), "outside_examples": inputs.outside[:10]}
         write_json(state_path, state)
     shard_size = state["shard_size"]
     classes = r.classes
@@ -211,6 +221,12 @@ def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
             str(v).lower() for v in pc.unique(table["synthetic"]).to_pylist()}:
         notes.append("This collection is synthetic (herbscan's demo): the flags show the "
                      "pipeline works, not how a real collection is stained.")
+    if summary.get("outside_paths"):
+        notes.append(f"{summary['outside_paths']:,} image paths of the source are absolute or "
+                     "lead out of its folder (first: "
+                     f"{', '.join(summary.get('outside_examples', [])[:3])}); this report "
+                     "embeds thumbnails of those files. Screen with --refuse-outside-paths to "
+                     "refuse such paths in manifests from others.")
     return write_screen_report(out / REPORT, title=f"herbscan screen — {out.name}",
                                summary=summary, scores=scores, flagged=flagged,
                                hotspots=hotspots(ok.select(list(group_by) + ["flagged"])

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.cache import load_tile_sheets
-from herbscan.fileio import atomic_path, atomic_write
+from herbscan.fileio import atomic_path, atomic_write, write_csv, write_json
 from herbscan.manifest import OUT_SPLIT, read_source
-from herbscan.runs import write_csv, write_json
 from herbscan.tiles import STAT_NAMES, TileSpec, otsu_threshold
 
 INDEX, SUMMARY, PLOT, FAILED = "index.parquet", "summary.json", "entropy.png", "skipped.csv"

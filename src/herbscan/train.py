@@ -28,6 +28,7 @@ from herbscan import __version__
 from herbscan.accel import Accel
 from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
+from herbscan.fileio import write_csv, write_json
 from herbscan.images import FITS
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
@@ -42,8 +43,6 @@ from herbscan.runs import (
     load_tensors,
     positive_class,
     save_tensors,
-    write_csv,
-    write_json,
 )
 from herbscan.tiles import AGGREGATIONS, TileSpec, cut, otsu_threshold
 from herbscan.tiles import aggregate as aggregate_tiles
@@ -263,7 +262,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
           augmentation: bool = True, checkpoint_seconds: float = 60.0,
           tile_size: int = 128, stride: int | None = None, scale: float = 1.0,
           min_entropy: float | str = "auto", aggregate: str = "auto",
-          tile_labels: str | Path | None = None) -> Path:
+          tile_labels: str | Path | None = None, refuse_outside_paths: bool = False) -> Path:
     """Train a classifier on a split manifest's train rows, select on validation; return the run.
 
     `data` is a manifest with a `split` column (see `herbscan.manifest.split`). The run folder
@@ -310,7 +309,8 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             warnings.warn(f"{out}: no checkpoint to resume from; training starts again at epoch "
                           "1", stacklevel=2)
 
-    m = read_source(data, label_col=label_col, path_col=path_col, group_col=group_col)
+    m = read_source(data, label_col=label_col, path_col=path_col, group_col=group_col,
+                    refuse_outside_paths=refuse_outside_paths)
     if not m.has_split():
         raise ManifestError(f"{data}: no 'split' column; run `herbscan split {data} --out "
                             "split.csv` first and train on its output")
@@ -462,7 +462,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         row["seconds"] = time.monotonic() - t0
         state["seconds"] += row["seconds"]
         state["history"].append(row)
-        write_csv(out / HISTORY, state["history"], HISTORY_FIELDS)
+        write_csv(out / HISTORY, state["history"], HISTORY_FIELDS, for_people=False)
 
         score = ((row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0))
         if state["best"] is None or score > tuple(state["best"]):

@@ -5,13 +5,23 @@ running (each holds a model or tesseract and hundreds of MB) nor wait for every 
 `worker_pool` cancels the work that has not started and ends the workers, while a job that
 finishes shuts its pool down normally. The CLI makes SIGTERM act as Ctrl-C does
 (`stop_on_signals`), so that this cleanup, and the journals' flushes, run.
+
+A job killed outright (`kill -9`, the out-of-memory killer) runs no cleanup at all, so each
+worker also watches its parent: on Linux the kernel sends it SIGKILL when the parent dies
+(`PR_SET_PDEATHSIG`), and everywhere a thread ends it within a second of seeing itself
+orphaned (macOS has no parent-death signal). Once the workers are gone, multiprocessing's
+resource tracker sees its pipe close and exits too.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -22,7 +32,8 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A process pool of `workers` spawned processes (fork after torch or tesseract threads
     started can deadlock) that is torn down at once when the job is stopped."""
     before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         yield pool
     except BaseException:
@@ -34,6 +45,28 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
             child.join(timeout=5)
         raise
     pool.shutdown(wait=True)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, poll_seconds: float = 0.5) -> None:
+    """Make this (worker) process end when process `parent` dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher below still works
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="herbscan-parent-watch", daemon=True).start()
 
 
 class Stopped(KeyboardInterrupt):
