@@ -389,11 +389,10 @@ def fetch_mercury(out: Annotated[Path, typer.Option(help="Output folder.")]):
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and run.")]
          = Path("runs/demo"),
          specimens: int = 300, epochs: int = 20, seed: int = 0):
-    """Generate a synthetic herbarium, split, train, evaluate, and print the report's path."""
-    from herbscan.demo import run_demo
+    """Generate a synthetic herbarium, split, train, evaluate; print the report and what next."""
+    from herbscan.demo import demo_message, herbscan_command, run_demo
     result = run_demo(out, specimens=specimens, epochs=epochs, seed=seed)
-    typer.echo(f"demo test accuracy {result['accuracy']:.3f} (synthetic data, n={result['n']})")
-    typer.echo(f"report: {result['report']}")
+    typer.echo(demo_message(result, herbscan_command()))
 
 
 def main() -> None:
