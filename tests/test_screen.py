@@ -128,3 +128,29 @@ def test_screen_with_a_tile_run_reports_heatmaps(tiny_collection, tmp_path):
     assert s["screened"] == s["flagged"] == 14  # threshold 0 flags everything
     html = (tmp_path / "ts" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 14  # heatmap PNGs, not JPEG thumbnails
+
+
+def test_paths_outside_the_manifests_folder_are_counted_named_and_refusable(tiny_run,
+                                                                            tiny_collection,
+                                                                            tmp_path):
+    import csv as _csv
+
+    from herbscan.errors import ManifestError
+    inner = tmp_path / "lists"
+    inner.mkdir()
+    sheets = sorted((tiny_collection / "clean").glob("*.jpg"))[:3]
+    manifest = inner / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["path", "specimen_id"])
+        w.writerow([str(sheets[0]), "a"])                                  # absolute
+        w.writerow([f"../coll/clean/{sheets[1].name}", "b"])               # climbs out
+        (inner / "here.jpg").write_bytes(sheets[2].read_bytes())
+        w.writerow(["here.jpg", "c"])                                      # inside
+    s = screen(tiny_run, manifest, tmp_path / "s", progress=False)
+    assert s["outside_paths"] == 2 and s["screened"] == 3
+    assert str(sheets[0]) in s["outside_examples"]
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert "2 image paths of the source are absolute or lead out of its folder" in html
+    with pytest.raises(ManifestError, match="2 image path.*refuse-outside-paths"):
+        screen(tiny_run, manifest, tmp_path / "s2", progress=False, refuse_outside_paths=True)

@@ -130,8 +130,8 @@ def test_resume_from_first_checkpoint_keeps_metrics_and_checks_settings(split_cs
     import herbscan.train as tr
     real = tr.write_csv
 
-    def crash_on_third_epoch(path, rows, fields):
-        real(path, rows, fields)
+    def crash_on_third_epoch(path, rows, fields, **kw):
+        real(path, rows, fields, **kw)
         if path.name == "history.csv" and len(rows) == 3:
             raise KeyboardInterrupt
 
@@ -150,7 +150,25 @@ def test_resume_from_first_checkpoint_keeps_metrics_and_checks_settings(split_cs
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
     with pytest.raises(RunError, match="finished run"):
         train(split_csv, tmp_path / "r", epochs=4, **slow)
-    assert train(split_csv, tmp_path / "r", epochs=4, resume=True, **slow) == tmp_path / "r"
+    with pytest.warns(UserWarning, match="already complete"):
+        assert train(split_csv, tmp_path / "r", epochs=4, resume=True, **slow) == tmp_path / "r"
+    with pytest.raises(RunError, match=r"finished run trained with other settings: lr=0\.01"):
+        train(split_csv, tmp_path / "r", epochs=4, resume=True, **dict(slow, lr=0.01))
+    with pytest.raises(RunError, match="model='herbnet'"):
+        train(split_csv, tmp_path / "r", epochs=4, resume=True, **dict(slow, model="herbnet"))
+
+
+def test_checkpoint_clock_saves_at_most_once_per_interval(split_csv, tmp_path, monkeypatch):
+    import herbscan.train as tr
+    saved = []
+    real = tr._save_checkpoint
+    monkeypatch.setattr(tr, "_save_checkpoint", lambda *a: (saved.append(a[-1]["epoch"]),
+                                                            real(*a)))
+    train(split_csv, tmp_path / "c", epochs=4, patience=0, **dict(FAST, checkpoint_seconds=3600))
+    assert saved == [1]  # the first epoch, then nothing within the hour
+    saved.clear()
+    train(split_csv, tmp_path / "c0", epochs=3, patience=0, **dict(FAST, checkpoint_seconds=0))
+    assert saved == [1, 2]  # the last epoch ends the run instead
 
 
 def test_outputs_are_readable_by_others(split_csv, tmp_path):

@@ -114,7 +114,25 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
                    tile_size=tile_size, stride=stride, scale=scale, min_entropy=min_entropy,
                    aggregate=aggregate, tile_labels=tile_labels,
                    refuse_outside_paths=refuse_outside_paths)
-    typer.echo(f"run saved in {run}")
+    typer.echo(_train_summary(run))
+
+
+def _train_summary(run: Path) -> str:
+    """What `train` ends with: where the run is, its best epoch, and validation accuracy next to
+    the majority-class baseline it has to beat."""
+    import json
+    cfg = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
+    t = cfg["training"]
+    val = (cfg.get("metrics") or {}).get("validation") or {}
+    line = f"run saved in {run}: best epoch {t.get('best_epoch')} of {t.get('epochs_run')}"
+    if val.get("val_accuracy") is not None:
+        line += f", validation accuracy {val['val_accuracy']:.3f}"
+        if t.get("validation_majority") is not None:
+            line += (f" (always answering the most common class: "
+                     f"{t['validation_majority']:.3f}, n={t.get('n_validation')})")
+    else:
+        line += " (no validation sheets: the last epoch was kept)"
+    return line
 
 
 @app.command()

@@ -300,7 +300,16 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         finished = _finished(out)
         if finished:
             if resume:
-                return out  # nothing left to do
+                _check_same_settings(out, data=str(Path(data).resolve()), model=model,
+                                     mode=mode, fit=fit, epochs=epochs, batch_size=batch_size,
+                                     lr=lr, weight_decay=weight_decay, seed=seed,
+                                     augmentation=augmentation,
+                                     **({"size": size} if mode == "full" else
+                                        {"tile_size": spec.size, "stride": spec.stride,
+                                         "scale": spec.scale}))
+                warnings.warn(f"{out}: the run is already complete; nothing to resume",
+                              stacklevel=2)
+                return out
             raise RunError(f"{out}: already holds a finished run; choose another --out")
         if not resume:
             raise RunError(f"{out}: holds an unfinished run; pass --resume to continue it or "
@@ -395,7 +404,8 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
                      "balance": balance, "patience": patience, "augmentation": augmentation,
                      "precision": acc.precision, "device": str(acc.device), "seed": seed,
                      "n_train": len(y_tr), "n_validation": len(y_va),
-                     "n_skipped": len(skipped)},
+                     "n_skipped": len(skipped),
+                     "validation_majority": _majority(y_va if g_va is None else sheet_y_va)},
         "seed": seed,
         "versions": {"herbscan": __version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
@@ -481,7 +491,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             break
         if time.monotonic() - last_ckpt >= checkpoint_seconds:
             _save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
-            last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
+            last_ckpt = time.monotonic()
     bar.close()
     if mode == "tiles":
         config["aggregation"] = _aggregation(out, net, acc, x_va, g_va, sheet_y_va, classes,
@@ -528,6 +538,29 @@ def _aggregation(out: Path, net, acc: Accel, x_va, g_va, sheet_y_va, classes: li
         chosen = dict(fixed[0], positive_class=chosen["positive_class"],
                       candidates=chosen["candidates"])
     return chosen
+
+
+def _majority(y) -> float | None:
+    """Accuracy of always answering the most common class (the baseline to beat)."""
+    y = np.asarray(y if y is not None else [])
+    return float(np.bincount(y).max() / len(y)) if len(y) else None
+
+
+def _check_same_settings(out: Path, **requested) -> None:
+    """Refuse to resume a finished run with other settings than it was trained with."""
+    cfg = json.loads((out / RUN_JSON).read_text())
+    t, p = cfg["training"], cfg["preprocessing"]
+    recorded = {"data": t["data"], "model": cfg["architecture"]["name"], "mode": p["mode"],
+                "fit": p["fit"], "epochs": t["epochs"], "batch_size": t["batch_size"],
+                "lr": t["lr"], "weight_decay": t["weight_decay"], "seed": t["seed"],
+                "augmentation": t["augmentation"], "size": p["size"],
+                "tile_size": p.get("tile_size"), "stride": p.get("stride"),
+                "scale": p.get("scale")}
+    changed = [f"{k}={v!r} (the run has {recorded[k]!r})" for k, v in requested.items()
+               if recorded.get(k) != v]
+    if changed:
+        raise RunError(f"{out}: is a finished run trained with other settings: "
+                       f"{'; '.join(changed)}; choose another --out to train with them")
 
 
 def _finished(out: Path) -> bool:
