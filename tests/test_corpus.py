@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_sheet
 from PIL import Image
 from typer.testing import CliRunner
 
 from herbscan.cli import app
 from herbscan.images import IMAGE_SUFFIXES, open_rgb
-
-from conftest import make_sheet
 
 HUGE = (9000, 10000)  # 90 MP: above Pillow's own 89.5 MP warning, below herbscan's limit
 
@@ -53,7 +52,7 @@ def make_corpus(root: Path) -> dict[str, str]:
     ok("good.png", sheet())
     ok("good.tif", sheet(True))
     ok("cmyk.jpg", sheet().convert("CMYK"))
-    ok("grey16.png", Image.fromarray((np.asarray(sheet().convert("L"), np.uint16) * 257)))
+    ok("grey16.png", Image.fromarray(np.asarray(sheet().convert("L"), np.uint16) * 257))
     ok("palette.png", sheet(True).convert("P"))
     rgba = sheet().convert("RGBA")
     rgba.putalpha(128)
@@ -212,7 +211,7 @@ def test_screen_accounts_for_every_entry(corpus, corpus_run, tmp_path, engine):
 
 
 def test_evaluate_and_tiles_account_for_every_row(corpus, corpus_run, tmp_path):
-    root, exp = corpus
+    _, exp = corpus
     data, run = corpus_run
     m = json.loads((Path(run) / "run.json").read_text())
     rows = _rows(data)
