@@ -154,3 +154,54 @@ def test_paths_outside_the_manifests_folder_are_counted_named_and_refusable(tiny
     assert "2 image paths of the source are absolute or lead out of its folder" in html
     with pytest.raises(ManifestError, match="2 image path.*refuse-outside-paths"):
         screen(tiny_run, manifest, tmp_path / "s2", progress=False, refuse_outside_paths=True)
+
+
+def test_compare_col_flags_confident_disagreement_with_the_record():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from herbscan.screen import _shard_table
+    classes = ["Huperzia", "Lycopodium", "Diphasiastrum"]
+    part = [{"path": f"{i}.jpg", "specimen_id": str(i), "genus": g}
+            for i, g in enumerate(["Huperzia", "Huperzia", "Lycopodium", "Selaginella", "x"])]
+    preds = [SimpleNamespace(probs=np.array(p), label=classes[int(np.argmax(p))], error="")
+             for p in ([0.1, 0.85, 0.05], [0.3, 0.45, 0.25], [0.1, 0.8, 0.1],
+                       [0.9, 0.05, 0.05])]
+    preds.append(SimpleNamespace(probs=None, label="", error="x.jpg: cannot decode"))
+    rows = _shard_table(part, preds, classes, ["genus"], None, 0.5, "m", compare="genus")
+    assert [r["flagged"] for r in rows] == [True, False, False, False, False]
+    assert rows[0]["score"] == pytest.approx(0.75) and rows[0]["recorded"] == "Huperzia"
+    assert rows[1]["score"] == pytest.approx(0.15)  # disagrees, but not confidently
+    assert rows[2]["score"] == pytest.approx(0.0)   # agrees
+    assert rows[3]["score"] != rows[3]["score"]     # recorded class unknown to the model: NaN
+
+
+def test_screen_writes_people_csvs_remembers_groups_and_warns_about_training_sheets(
+        tiny_run, tiny_collection, tmp_path):
+    from herbscan.screen import screen_report
+    manifest = tmp_path / "m.csv"
+    sheets = sorted(tiny_collection.rglob("*.jpg"))
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "specimen_id", "label", "cabinet"])
+        for i, p in enumerate(sheets):
+            w.writerow([str(p), f"S{i}", p.parent.name, f"C{i % 3}"])
+    s = screen(tiny_run, manifest, tmp_path / "s", progress=False, group_by=["cabinet"],
+               compare_col="label")
+    assert s["compare_col"] == "label" and s["positive_class"] is None
+    # the run was trained on these very files: said in the summary and the report
+    assert s["seen_in_training"] >= 20
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert "own training or validation sheets (same file or specimen id" in html
+    assert "disagree with label" in html
+    with open(tmp_path / "s" / "results.csv", newline="") as f:
+        results = list(csv.DictReader(f))
+    assert len(results) == len(sheets) and {"recorded", "flagged", "p_clean"} <= set(results[0])
+    assert all(len(r["p_clean"].split(".")[-1]) <= 4 for r in results)  # not 16 digits
+    # screen-report without --group-by keeps the screen's grouping
+    (tmp_path / "s" / "report.html").unlink()
+    screen_report(tmp_path / "s")
+    assert "cabinet" in (tmp_path / "s" / "report.html").read_text()
+    with pytest.raises(RunError, match="compare_col"):
+        screen(tiny_run, manifest, tmp_path / "s", progress=False, resume=True)

@@ -208,3 +208,12 @@ def test_report_lists_training_licences(tiny_collection, tmp_path):
     evaluate(run, precision="fp32", progress=False)
     html = (run / "report.html").read_text()
     assert "CC-BY (18)" in html and "CC0 (10)" in html
+
+
+def test_evaluating_training_sheets_is_said(split_csv, tmp_path):
+    run = train(split_csv, tmp_path / "run", epochs=1, **FAST)
+    m = evaluate(run, split="train", out=tmp_path / "e", progress=False)
+    assert m["seen_in_training"] == m["n"] + m["n_skipped"]
+    assert "optimistic" in (tmp_path / "e" / "report.html").read_text()
+    m = evaluate(run, out=tmp_path / "t", progress=False)  # its own test split: unseen
+    assert not m["seen_in_training"]

@@ -157,6 +157,9 @@ def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
     where = out or run
     typer.echo(f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
                f"(skipped {m['n_skipped']})")
+    if m.get("seen_in_training"):
+        typer.echo(f"warning: {m['seen_in_training']} of these sheets were among the run's "
+                   "training or validation sheets; these numbers are optimistic")
     typer.echo(f"report: {Path(where) / 'report.html'}")
 
 
@@ -224,27 +227,31 @@ def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
            = None,
            backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (after herbscan "
                                                 "export)")] = "torch",
-           refuse_outside_paths: Annotated[bool, typer.Option(
-               help="Refuse manifest paths that are absolute or lead out of its folder.")]
-           = False):
+           refuse_outside_paths: OutsidePaths = False,
+           compare_col: Annotated[str | None, typer.Option(
+               help="Flag sheets whose predicted class disagrees with this manifest column "
+                    "(e.g. genus), by margin ≥ threshold (auto: 0.5).")] = None):
     """Screen a collection: resumable Parquet shards, flagged.csv and report.html."""
     from herbscan.screen import screen as do_screen
     s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
                   threshold=threshold, resume=resume, shard_size=shard_size,
                   path_col=path_col, group_col=group_col, precision=precision, device=device,
                   group_by=_columns(group_by), dask=dask, backend=backend,
-                  refuse_outside_paths=refuse_outside_paths)
-    if s["positive_class"] is None:
+                  refuse_outside_paths=refuse_outside_paths, compare_col=compare_col)
+    if compare_col:
+        flags = f"{s['flagged']} flagged ({s['threshold_source']})"
+    elif s["positive_class"] is None:
         flags = f"none flagged ({s['threshold_source']})"
     else:
         flags = (f"{s['flagged']} flagged as {s['positive_class']} (threshold "
                  f"{s['threshold']:.3g}, {s['threshold_source']})")
     extra = "".join(f", {s[k]} {what}" for k, what in (
         ("skipped", "folder entries skipped (skipped.csv)"),
-        ("outside_paths", "paths outside the source's folder")) if s.get(k))
+        ("outside_paths", "paths outside the source's folder"),
+        ("seen_in_training", "sheets the run was trained or validated on")) if s.get(k))
     typer.echo(f"screened {s['screened']} sheets: {flags}, {s['failed']} failed{extra}")
-    typer.echo(f"results: {Path(out) / 'shards'}; flagged: {Path(out) / 'flagged.csv'}; "
-               f"report: {Path(out) / 'report.html'}")
+    typer.echo(f"results: {Path(out) / 'results.csv'} (Parquet: {Path(out) / 'shards'}); "
+               f"flagged: {Path(out) / 'flagged.csv'}; report: {Path(out) / 'report.html'}")
 
 
 @app.command()

@@ -10,7 +10,7 @@ import numpy as np
 from herbscan.errors import HerbscanError, ManifestError
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import thumbnail_jpeg
-from herbscan.manifest import read_source
+from herbscan.manifest import read_source, seen_in_training
 from herbscan.metrics import compute_metrics
 from herbscan.predict import Predictor
 from herbscan.report import write_report
@@ -78,9 +78,13 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
                             f"error: {skipped[0]['error']})")
     metrics = compute_metrics(np.array(y_true), np.stack(probs), classes)
     outside = sub.outside_paths()
+    seen = None if own_data and split == "test" else seen_in_training(
+        r.config["training"].get("data"),
+        [{"path": str(sub.path(row)), "specimen_id": sub.specimen(row)} for row in sub.rows])
     metrics.update(n_skipped=len(skipped), split=split if m.has_split() else "all",
                    data=str(Path(data).resolve()), model_id=r.model_id,
-                   outside_paths=len(outside))
+                   outside_paths=len(outside), seen_in_training=None if seen is None
+                   else len(seen))
     write_json(out / "metrics.json", metrics)
     write_csv(out / "predictions.csv", rows,
               ["path", "specimen_id", "true_label", "predicted_label", "correct", "confidence"]
@@ -101,6 +105,10 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
     if skipped:
         notes.append(f"{len(skipped)} file(s) could not be read and are not counted; see "
                      f"{out / 'eval_skipped.csv'}.")
+    if seen:
+        notes.append(f"{len(seen)} of these {len(sub.rows)} sheets were among the run's own "
+                     "training or validation sheets (same file or specimen id): the numbers "
+                     "below are optimistic and say nothing about new sheets.")
     if outside:
         notes.append(f"{len(outside)} image path(s) of {data} are absolute or lead out of its "
                      f"folder (first: {', '.join(outside[:3])}); this report embeds pictures of "

@@ -443,3 +443,20 @@ def read_inputs(source: str | Path, *, path_col: str | None = None,
     rows = [{"path": str(m.path(r)), "specimen_id": m.specimen(r),
              **{c: r.get(c, "") for c in extra}} for r in m.rows]
     return Inputs(rows, extra, [], m.outside_paths())
+
+
+def seen_in_training(data: str | Path | None, rows: list[dict]) -> list[str] | None:
+    """Paths of `rows` ({path, specimen_id}) that were training or validation sheets of the
+    split manifest `data` (same file, or same specimen id when it has a specimen column): scores
+    on them are optimistic. None when `data` cannot be read."""
+    if not data or not Path(data).is_file():
+        return None
+    try:
+        m = read_source(data, require_label=False)
+    except ManifestError:
+        return None
+    used = [r for r in m.rows if r.get(OUT_SPLIT) in ("train", "validation")]
+    paths = {str(m.path(r).resolve()) for r in used}
+    specimens = {m.specimen(r) for r in used} if m.group_col else set()
+    return [r["path"] for r in rows if str(Path(r["path"]).resolve()) in paths
+            or r.get("specimen_id") in specimens]

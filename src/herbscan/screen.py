@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,39 +30,53 @@ import numpy as np
 from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
 from herbscan.fileio import atomic_path, write_csv, write_json
 from herbscan.images import thumbnail_jpeg
-from herbscan.manifest import read_inputs
+from herbscan.manifest import read_inputs, seen_in_training
 from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
 from herbscan.progress import Progress
 from herbscan.runs import load_run, positive_class
 
 INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged.csv"
-SKIPPED = "skipped.csv"
+SKIPPED, RESULTS = "skipped.csv", "results.csv"
 REPORT = "report.html"
 # Darwin Core terms (and storage words) worth grouping by when present and not asked otherwise
 DEFAULT_GROUPS = ("family", "genus", "recordedBy", "year", "country", "stateProvince",
                   "institutionCode", "collectionCode", "cabinet", "storageLocation")
 
 
-def _threshold(run, threshold: str | float) -> tuple[str | None, float | None, str]:
+DEFAULT_MARGIN = 0.5
+"""`compare_col` screens flag a sheet when P(predicted) − P(recorded class) reaches this."""
+
+
+def _threshold(run, threshold: str | float, compare_col: str | None = None
+               ) -> tuple[str | None, float | None, str]:
     """(positive class, probability threshold, where it came from)."""
     op = run.config.get("operating_point") or {}
     pos = op.get("positive_class") or positive_class(run.classes)
+    if compare_col is not None:
+        margin = DEFAULT_MARGIN if threshold == "auto" else _probability(threshold)
+        return None, margin, (f"disagreement with the collection's {compare_col!r}: "
+                              f"P(predicted) − P({compare_col}) ≥ {margin:g}")
     if pos is None:
-        return None, None, "no positive class (more than two classes): nothing is flagged"
+        return None, None, ("more than two classes and no --compare-col: nothing is flagged "
+                            "(compare with a column of the manifest, e.g. --compare-col genus)")
     if threshold == "auto":
         if op.get("threshold") is not None:
             return pos, float(op["threshold"]), (
                 f"the run's validation operating point: precision {_pct(op.get('precision'))}, "
                 f"recall {_pct(op.get('recall'))} on {op.get('n')} validation sheets")
         return pos, 0.5, "0.5 (the run records no operating point)"
+    return pos, _probability(threshold), "given"
+
+
+def _probability(threshold: str | float) -> float:
     try:
         t = float(threshold)
     except ValueError:
         raise ParameterError(f"threshold must be 'auto' or a probability; got {threshold!r}") \
             from None
     check_range("threshold", t, 0.0, 1.0)
-    return pos, t, "given"
+    return t
 
 
 def _pct(v) -> str:
@@ -74,7 +89,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
            device: str = "auto", precision: str = "auto", progress: bool = True,
            group_by: Sequence[str] | None = None, report: bool = True,
            dask: str | None = None, backend: str = "torch",
-           refuse_outside_paths: bool = False) -> dict:
+           refuse_outside_paths: bool = False, compare_col: str | None = None) -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
@@ -83,6 +98,12 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     folder that are not readable images are listed in `out/skipped.csv` and counted; paths of a
     manifest that are absolute or lead out of its folder are counted and named in the summary
     (`refuse_outside_paths` refuses them instead).
+
+    `compare_col` names a manifest column holding what the collection records for the run's
+    classes (e.g. `genus` for a genus model): a sheet is flagged when the model disagrees with it
+    confidently, P(predicted) − P(recorded) ≥ threshold (auto: 0.5) — possible
+    misidentifications or misfilings, ranked by that margin. `out/results.csv` holds every sheet
+    for people (the shards hold the same as Parquet).
     """
     import pyarrow.parquet as pq
 
@@ -90,7 +111,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     out = Path(out)
     r = load_run(run)
     model_id = r.model_id
-    pos, thr, thr_source = _threshold(r, threshold)
+    pos, thr, thr_source = _threshold(r, threshold, compare_col)
     state_path = out / STATE
     if state_path.exists():
         state = json.loads(state_path.read_text())
@@ -100,6 +121,10 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
         if state["model_id"] != model_id:
             raise RunError(f"{out}: was screened with model {state['model_id']}, not "
                            f"{model_id}; use the same run or another --out")
+        if state.get("compare_col") != compare_col:
+            raise RunError(f"{out}: was screened with compare_col {state.get('compare_col')!r}, "
+                           f"not {compare_col!r}; resume with the same --compare-col or choose "
+                           "another --out")
         if state.get("threshold", thr) != thr:
             raise RunError(f"{out}: was screened with threshold {state['threshold']}, not "
                            f"{thr}; resume with the same --threshold or choose another --out")
@@ -110,13 +135,18 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
         inputs = read_inputs(source, path_col=path_col, group_col=group_col,
                              refuse_outside_paths=refuse_outside_paths)
         rows, extra = inputs.rows, inputs.extra
+        if compare_col is not None and compare_col not in extra:
+            raise ParameterError(f"compare_col {compare_col!r} is not a column of {source} "
+                                 f"(columns: {', '.join(extra) or 'none; give a manifest'})")
         write_csv(out / SKIPPED, [{"path": p, "reason": why} for p, why in inputs.skipped],
                   ["path", "reason"])
         write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra, for_people=False)
         state = {"source": str(Path(source).resolve()), "run": str(r.folder.resolve()),
                  "model_id": model_id, "n_inputs": len(rows), "shard_size": shard_size,
                  "metadata_columns": extra, "threshold": thr, "skipped": len(inputs.skipped),
-                 "outside_paths": len(inputs.outside), "outside_examples": inputs.outside[:10]}
+                 "outside_paths": len(inputs.outside), "outside_examples": inputs.outside[:10],
+                 "compare_col": compare_col, "group_by": list(group_by) if group_by else None,
+                 **_seen_in_training(r, rows)}
         write_json(state_path, state)
     shard_size = state["shard_size"]
     classes = r.classes
@@ -128,7 +158,7 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     total = sum(min(shard_size, len(rows) - k * shard_size) for k in todo)
     job = {"run": str(r.folder), "classes": classes, "extra": extra, "pos": pos, "thr": thr,
            "model_id": model_id, "batch_size": batch_size, "precision": precision,
-           "device": device, "backend": backend}
+           "device": device, "backend": backend, "compare": compare_col}
     with Progress(total, "screening", unit="sheets", enabled=progress) as bar:
         if dask:
             _run_dask(dask, job, rows, todo, shard_size, shard_dir, bar)
@@ -146,8 +176,11 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     table = pq.read_table(shard_dir)
     flagged_t = table.filter(pc.field("flagged"))
     flagged = sorted(flagged_t.to_pylist(), key=lambda x: -x["score"])
-    write_csv(out / FLAGGED, flagged, ["path", "specimen_id"] + extra + ["score", "predicted"]
-              + [f"p_{c}" for c in classes])
+    people = ["path", "specimen_id"] + extra + ["score", "predicted"] + (
+        ["recorded"] if compare_col else []) + [f"p_{c}" for c in classes]
+    write_csv(out / FLAGGED, (_rounded(x) for x in flagged), people)
+    write_csv(out / RESULTS, (_rounded(x) for x in table.to_pylist()),
+              people + ["flagged", "error", "model_id"])
     summary = dict(state, screened=table.num_rows,
                    failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
                    flagged=len(flagged), positive_class=pos, threshold=thr,
@@ -202,7 +235,7 @@ def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
     summary, table = _results(out)
     meta = summary.get("metadata_columns", [])
     if group_by is None:
-        group_by = [c for c in DEFAULT_GROUPS if c in meta]
+        group_by = summary.get("group_by") or [c for c in DEFAULT_GROUPS if c in meta]
     unknown = [c for c in group_by if c not in meta]
     if unknown:
         raise ParameterError(f"group_by column(s) {', '.join(unknown)} are not in the screened "
@@ -214,13 +247,21 @@ def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
     pictures = _pictures(summary, [r["path"] for r in top])
     flagged = [{"path": r["path"], "specimen_id": r["specimen_id"], "score": r["score"],
                 "thumbnail": pictures.get(r["path"], b""),
-                "extra": {c: str(r.get(c, "")) for c in meta if r.get(c, "") not in ("", None)}}
+                "extra": ({"predicted": r["predicted"]} if summary.get("compare_col") else {})
+                | {c: str(r.get(c, "")) for c in meta if r.get(c, "") not in ("", None)}}
                for r in top]
     notes = []
     if "synthetic" in table.column_names and "true" in {
             str(v).lower() for v in pc.unique(table["synthetic"]).to_pylist()}:
         notes.append("This collection is synthetic (herbscan's demo): the flags show the "
                      "pipeline works, not how a real collection is stained.")
+    if summary.get("seen_in_training"):
+        notes.append(f"{summary['seen_in_training']:,} of the {summary['screened']:,} sheets "
+                     "were among the run's own training or validation sheets (same file or "
+                     f"specimen id, e.g. {', '.join(summary.get('seen_examples', [])[:2])}): "
+                     "their scores are optimistic and say nothing about new sheets.")
+    if summary.get("positive_class") is None and not summary.get("compare_col"):
+        group_by = []  # nothing can be flagged, so there are no hot spots to rank
     if summary.get("outside_paths"):
         notes.append(f"{summary['outside_paths']:,} image paths of the source are absolute or "
                      "lead out of its folder (first: "
@@ -252,7 +293,7 @@ def _write_shard(shard_dir: Path, k: int, part: list[dict], preds, job: dict) ->
     import pyarrow as pa
     import pyarrow.parquet as pq
     table = _shard_table(part, preds, job["classes"], job["extra"], job["pos"], job["thr"],
-                         job["model_id"])
+                         job["model_id"], job.get("compare"))
     with atomic_path(shard_dir / f"part-{k:06d}.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(table), str(tmp))
     return len(part)
@@ -305,17 +346,45 @@ def _run_dask(address: str, job: dict, rows: list[dict], todo: list[int], shard_
 
 
 def _shard_table(part: list[dict], preds, classes: list[str], extra: list[str],
-                 pos: str | None, thr: float | None, model_id: str) -> list[dict]:
+                 pos: str | None, thr: float | None, model_id: str,
+                 compare: str | None = None) -> list[dict]:
+    """One row per sheet. `score` is P(positive class) for a two-class run, the margin
+    P(predicted) − P(recorded) when comparing with a column, else P(predicted)."""
     pi = classes.index(pos) if pos is not None else None
     table = []
     for row, p in zip(part, preds):
         rec = {"path": row["path"], "specimen_id": row["specimen_id"],
                **{c: row.get(c, "") for c in extra}}
-        probs = p.probs if p.probs is not None else np.full(len(classes), np.nan)
+        ok = p.probs is not None
+        probs = p.probs if ok else np.full(len(classes), np.nan)
         rec.update({f"p_{c}": float(v) for c, v in zip(classes, probs)})
-        score = float(probs[pi]) if pi is not None else float("nan")
-        rec.update(predicted=p.label, score=score,
-                   flagged=bool(pi is not None and p.probs is not None and score >= thr),
-                   error=p.error, model_id=model_id)
+        flagged = False
+        if compare is not None:
+            recorded = str(row.get(compare, "")).strip()
+            rec["recorded"] = recorded
+            if ok and recorded in classes:
+                score = float(probs.max() - probs[classes.index(recorded)])
+                flagged = p.label != recorded and score >= thr
+            else:
+                score = float("nan")
+        elif pi is not None:
+            score = float(probs[pi])
+            flagged = ok and score >= thr
+        else:
+            score = float(probs.max())
+        rec.update(predicted=p.label, score=score, flagged=bool(flagged), error=p.error,
+                   model_id=model_id)
         table.append(rec)
     return table
+
+
+def _rounded(row: dict) -> dict:
+    """Scores and probabilities to 4 decimals, for CSV files people read."""
+    return {k: (("" if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v)
+            for k, v in row.items()}
+
+
+def _seen_in_training(run, rows: list[dict]) -> dict:
+    seen = seen_in_training(run.config.get("training", {}).get("data"), rows)
+    return {"seen_in_training": None if seen is None else len(seen),
+            "seen_examples": (seen or [])[:5]}

@@ -24,6 +24,8 @@ MAX_HOTSPOT_TABLE = 100
 # summary keys shown in the facts table, in this order, with plain names; others follow as given
 _FACTS = (
     ("positive_class", "Looking for"),
+    ("compare_col", "Compared with the collection's column"),
+    ("seen_in_training", "Sheets the run was trained or validated on"),
     ("threshold", "Threshold"),
     ("threshold_source", "Threshold chosen by"),
     ("classes", "Classes the model knows"),
@@ -74,6 +76,17 @@ def _headline(summary: Mapping, n_scored: int, threshold: float | None) -> list[
     flagged = int(summary["flagged"])
     share = f"{100 * flagged / n_scored:.1f}% of the {n_scored:,} sheets scored" \
         if n_scored else "no sheet could be scored"
+    if summary.get("compare_col"):
+        return [
+            {"label": "sheets screened", "value": _count(summary["screened"]), "detail": None,
+             "alert": False},
+            {"label": f"disagree with {summary['compare_col']}", "value": _count(flagged),
+             "detail": share, "alert": flagged > 0},
+            {"label": "could not be read", "value": _count(summary["failed"]),
+             "detail": "not scored", "alert": False},
+            {"label": "margin", "value": "—" if threshold is None else f"{threshold:.2f}",
+             "detail": "P(predicted) − P(recorded)", "alert": False},
+        ]
     return [
         {"label": "sheets screened", "value": _count(summary["screened"]), "detail": None,
          "alert": False},
@@ -197,6 +210,7 @@ def write_screen_report(path: str | os.PathLike, *, title: str, summary: dict,
         headline=_headline(summary, n_scored, threshold),
         facts=_facts(summary),
         positive=positive,
+        compare=summary.get("compare_col"),
         threshold=None if threshold is None else f"{threshold:.3f}",
         threshold_source=str(summary.get("threshold_source") or ""),
         scores=score_info,
