@@ -217,3 +217,14 @@ def test_evaluating_training_sheets_is_said(split_csv, tmp_path):
     assert "optimistic" in (tmp_path / "e" / "report.html").read_text()
     m = evaluate(run, out=tmp_path / "t", progress=False)  # its own test split: unseen
     assert not m["seen_in_training"]
+
+
+def test_an_unsplit_manifest_is_sent_to_split_with_its_label_column(tiny_collection, tmp_path):
+    m = tmp_path / "sheets.csv"
+    sheets = sorted(tiny_collection.rglob("*.jpg"))
+    m.write_text("file,genus\n" + "".join(f"{p},{p.parent.name}\n" for p in sheets))
+    with pytest.raises(ManifestError, match=r"no 'split' column; run `herbscan split .* "
+                                            r"--label-col COLUMN` first \(COLUMN: .*file, genus"):
+        train(m, tmp_path / "x", epochs=1, **FAST)
+    with pytest.raises(ManifestError, match="--label-col genus` first, and train"):
+        train(m, tmp_path / "x", epochs=1, label_col="genus", **FAST)

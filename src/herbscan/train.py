@@ -319,10 +319,17 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
                           "1", stacklevel=2)
 
     m = read_source(data, label_col=label_col, path_col=path_col, group_col=group_col,
-                    refuse_outside_paths=refuse_outside_paths)
+                    refuse_outside_paths=refuse_outside_paths, require_label=False)
     if not m.has_split():
+        label = m.label_col or label_col or "COLUMN"
+        hint = "" if m.label_col or label_col else (
+            f" (COLUMN: the column that holds the classes, one of {', '.join(m.columns)})")
         raise ManifestError(f"{data}: no 'split' column; run `herbscan split {data} --out "
-                            "split.csv` first and train on its output")
+                            f"split.csv --label-col {label}` first{hint}, and train on its "
+                            "output")
+    if m.label_col is None:
+        raise ManifestError(f"{data}: no label column; pass --label-col with the column that "
+                            f"holds the classes (columns: {', '.join(m.columns)})")
     train_m, val_m = m.subset("train"), m.subset("validation")
     if not train_m.rows:
         raise ManifestError(f"{data}: no rows with split=train; re-run herbscan split")
