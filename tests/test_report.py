@@ -247,3 +247,38 @@ def test_empty_tile_inputs_say_so(tmp_path):
     assert "No candidate rules were recorded." in html
     assert "None: no tile heatmaps were given." in html
     assert "Threshold:" not in html and "tiles were kept" not in html
+
+
+def test_hazard_summary_baseline_and_small_test_warning(tmp_path):
+    classes = ["clean", "contaminated"]
+    metrics, predictions, gallery = _evaluation(classes, n=20, seed=3)
+    path = write_report(tmp_path / "r.html", title="t", metrics=metrics,
+                        predictions=predictions, classes=classes, gallery=gallery,
+                        hazard={"positive": "contaminated", "threshold": 0.5, "source": "val"})
+    html = path.read_text()
+    pos = [p for p in predictions if p["true"] == "contaminated"]
+    missed = sum(p["probs"][1] < 0.5 for p in pos)
+    flagged = sum(p["probs"][1] >= 0.5 for p in predictions)
+    assert f"{missed:,} of {len(pos):,}</div><div class=\"label\">contaminated sheets missed" \
+        in html
+    assert f"{flagged:,} of 20</div><div class=\"label\">sheets to check by hand" in html
+    # the hazard cards come before the overall accuracy
+    assert html.index("sheets missed") < html.index(">Accuracy<")
+    support = [sum(r) for r in metrics["confusion_matrix"]]
+    majority = classes[int(np.argmax(support))]
+    assert f"Always answering “{majority}”" in html
+    assert f"{100 * max(support) / 20:.1f}%" in html
+    assert "Only 20 sheets were evaluated" in html and "too few" in html
+    assert "file://" in html  # a misclassified thumbnail links to its full sheet
+    big = _evaluation(classes, n=200)[0]
+    html = write_report(tmp_path / "b.html", title="t", metrics=big,
+                        predictions=_evaluation(classes, n=200)[1], classes=classes).read_text()
+    assert "Only 200" not in html and "sheets missed" not in html
+
+
+def test_report_title_names_the_run_and_data():
+    from herbscan.evaluate import report_title
+    assert report_title(Path("/x/runs/demo/run"), "/d/split.csv", "test") == \
+        "herbscan evaluation: demo/run on the test split of split.csv"
+    assert report_title(Path("/x/genus_lite0"), "/d/other.csv", "all") == \
+        "herbscan evaluation: genus_lite0 on other.csv"

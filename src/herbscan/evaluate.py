@@ -96,7 +96,7 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
     gallery = []
     for rec in wrong:
         try:
-            gallery.append(dict(rec, thumbnail=thumbnail_jpeg(rec["path"])))
+            gallery.append(dict(rec, thumbnail=thumbnail_jpeg(rec["path"], max_side=720)))
         except HerbscanError:
             gallery.append(dict(rec, thumbnail=b""))
     notes = []
@@ -131,11 +131,25 @@ def evaluate(run: str | Path, *, data: str | Path | None = None, split: str | No
         info["tiles"] = (f"{r.preprocessing['tile_size']}² every {r.preprocessing['stride']} px "
                          f"at scale {r.preprocessing['scale']:g}; kept ≥ "
                          f"{r.preprocessing['min_entropy']:.2f} bits")
-    write_report(out / "report.html", title=f"herbscan evaluation — {r.folder.name}",
+    op = r.config.get("operating_point") or {}
+    hazard = ({"positive": op["positive_class"], "threshold": op.get("threshold"),
+               "source": "the run's operating point, chosen on its validation sheets"}
+              if op.get("positive_class") in classes else None)
+    write_report(out / "report.html", title=report_title(r.folder, data, metrics["split"]),
                  metrics=metrics, predictions=records, classes=classes, gallery=gallery,
                  history=_read_history(r.folder / HISTORY), notes=notes, info=info,
-                 **tile_sections)
+                 hazard=hazard, **tile_sections)
     return metrics
+
+
+def report_title(run: Path, data: str | Path, split: str) -> str:
+    """"demo/run on the test split of split.csv": a generic folder name such as "run" is
+    prefixed with its parent, so reports of several runs can be told apart."""
+    run = Path(run).resolve()
+    name = run.name if run.name not in ("run", "runs", "model", "out") else \
+        f"{run.parent.name}/{run.name}"
+    where = f"the {split} split of {Path(data).name}" if split != "all" else Path(data).name
+    return f"herbscan evaluation: {name} on {where}"
 
 
 def _tile_sections(predictor: Predictor, preds, sub, records: list[dict],

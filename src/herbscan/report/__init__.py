@@ -57,10 +57,70 @@ def _info_value(value: object) -> str:
     return _num(value)
 
 
-def _headline(metrics: dict) -> list[dict]:
+SMALL_TEST = 30
+"""Below this many sheets (or 10 in a class) the report says the numbers cannot tell models
+apart: a 95% interval on an accuracy of 0.8 from 30 sheets spans about ±14 points."""
+
+
+def _majority(metrics: dict, classes: list[str]) -> tuple[str, float]:
+    support = [sum(row) for row in metrics["confusion_matrix"]]
+    i = int(np.argmax(support))
+    return classes[i], support[i] / max(sum(support), 1)
+
+
+def _hazard(metrics: dict, predictions: Sequence[dict], classes: list[str],
+            hazard: Mapping | None) -> dict | None:
+    """What a collection manager acts on, for a class to find (e.g. contaminated): sheets of it
+    missed, its recall, and how many sheets a person must check at the operating point."""
+    if not hazard or hazard.get("positive") not in classes or not predictions:
+        return None
+    pos = hazard["positive"]
+    pi = classes.index(pos)
+    thr = hazard.get("threshold")
+    y_true, probs = _arrays(predictions, classes)
+    flagged = probs[:, pi] >= thr if thr is not None else probs.argmax(1) == pi
+    actual = y_true == pi
+    n_pos, n = int(actual.sum()), len(y_true)
+    missed = int((actual & ~flagged).sum())
+    checked = int(flagged.sum())
+    from herbscan.metrics import wilson_interval
+    low, high = wilson_interval(n_pos - missed, n_pos)
+    return {
+        "positive": pos, "threshold": None if thr is None else f"{thr:.3f}",
+        "source": hazard.get("source") or "",
+        "cards": [dict({"alert": False, "detail": None}, **c) for c in [
+            {"label": f"{pos} sheets missed", "value": f"{missed:,} of {n_pos:,}",
+             "alert": missed > 0},
+            {"label": f"recall of {pos}", "value": _pct(1 - missed / n_pos) if n_pos else "—",
+             "detail": f"95% interval {_pct(low)}–{_pct(high)}" if n_pos else None},
+            {"label": "sheets to check by hand", "value": f"{checked:,} of {n:,}",
+             "detail": f"{_pct(checked / n)} of the sheets"},
+            {"label": f"flagged sheets that are {pos}",
+             "value": _pct((checked - int((flagged & ~actual).sum())) / checked)
+             if checked else "—"},
+        ]],
+    }
+
+
+def _small_test(metrics: dict, classes: list[str]) -> str | None:
+    from herbscan.metrics import wilson_interval
+    n = metrics["n"]
+    smallest = min(sum(row) for row in metrics["confusion_matrix"])
+    if n >= SMALL_TEST and smallest >= 10:
+        return None
+    low, high = wilson_interval(round(metrics["accuracy"] * n), n)
+    return (f"Only {n} sheets were evaluated (the smallest class has {smallest}): the 95% "
+            f"interval on the accuracy runs from {_pct(low)} to {_pct(high)}. That is too few "
+            "to trust the numbers below or to tell two models apart; evaluate on more sheets "
+            "(e.g. `herbscan evaluate RUN --data other.csv`).")
+
+
+def _headline(metrics: dict, classes: list[str]) -> list[dict]:
+    name, share = _majority(metrics, classes)
     cards = [
         {"label": "Sheets", "value": f"{metrics['n']:,}"},
         {"label": "Accuracy", "value": _pct(metrics["accuracy"])},
+        {"label": f"Always answering “{name}”", "value": _pct(share)},
         {"label": "Balanced accuracy", "value": _pct(metrics["balanced_accuracy"])},
         {"label": "Macro-F1", "value": f"{metrics['macro_f1']:.3f}"},
     ]
@@ -160,10 +220,19 @@ def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
             "true": sheet["true"],
             "pred": sheet["pred"],
             "thumbnail": figures.image_data_uri(sheet.get("thumbnail")),
+            "href": _file_uri(sheet["path"]),
             "probs": [{"name": name, "value": f"{p:.3f}", "true": name == sheet["true"],
                        "pred": name == sheet["pred"]} for name, p in probs],
         })
     return items
+
+
+def _file_uri(path: object) -> str:
+    """A link to the full sheet on this machine (it opens where the files are reachable)."""
+    try:
+        return Path(str(path)).resolve().as_uri()
+    except ValueError:
+        return ""
 
 
 def _finite_float(value: object) -> float | None:
@@ -307,14 +376,18 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
                  gallery: Sequence[dict] = (), history: Sequence[dict] | None = None,
                  notes: Sequence[str] = (), info: Mapping | None = None,
                  entropy: Mapping | None = None, aggregation: Mapping | None = None,
-                 heatmaps: Sequence[dict] | None = None) -> Path:
+                 heatmaps: Sequence[dict] | None = None,
+                 hazard: Mapping | None = None) -> Path:
     """Write the evaluation report as one self-contained HTML file and return its path.
 
     `metrics` is the `compute_metrics` dict; `predictions` one dict per sheet with keys path,
     true, pred, probs (aligned with `classes`); `gallery` the misclassified sheets to show, each
     also with `thumbnail` (JPEG or PNG bytes); `history` training rows (epoch, train_loss,
     train_accuracy, val_loss, val_accuracy, …); `notes` warnings shown at the top; `info` run
-    facts shown as a small table. The file is written atomically.
+    facts shown as a small table. `hazard` {"positive", "threshold", "source"} names a class
+    to find (e.g. contaminated) and its operating point: the summary then starts with the
+    sheets of it missed, its recall and the sheets to check by hand. The file is written
+    atomically.
 
     Tile mode adds up to three sections, each only when its argument is given:
     `entropy` {"by_class": {class: tile entropies in bits}, "threshold", "kept_fraction",
@@ -334,9 +407,10 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
     n_wrong = sum(1 for p in predictions if p["true"] != p["pred"])
     html = _env.get_template("report.html.j2").render(
         title=title,
-        notes=list(notes),
+        notes=list(notes) + [n for n in (_small_test(metrics, classes),) if n],
+        hazard=_hazard(metrics, predictions, classes, hazard),
         info=[(str(k), _info_value(v)) for k, v in (info or {}).items()],
-        headline=_headline(metrics),
+        headline=_headline(metrics, classes),
         classes=classes,
         per_class=_per_class(metrics, classes),
         confusion=_confusion(metrics, classes),
