@@ -1,16 +1,23 @@
 """Model registry: a name maps to a small typed factory `(num_classes, input_size) -> nn.Module`.
 
 `create_model("smithsonian2017", num_classes=2)` builds the network of Schuettpelz et al. (2017)
-as described; `herbnet` is herbscan's efficient default. Register more with `@register_model`.
+as described; `herbnet` is herbscan's efficient default; `efficientnet_lite0/1/2` are ImageNet
+backbones (`pretrained=True`). Register more with `@register_model`; `model_info(name)` describes
+one.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from herbscan.efficientnet import MEAN as LITE_MEAN
+from herbscan.efficientnet import STD as LITE_STD
+from herbscan.efficientnet import VARIANTS as LITE_VARIANTS
+from herbscan.efficientnet import EfficientNetLite
 from herbscan.errors import ParameterError, check_choice
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -26,12 +33,49 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int, input_size: int = 256, **kwargs) -> nn.Module:
-    """Build a registered model for `num_classes` outputs (logits) on input_size² RGB."""
+def pretrained_models() -> list[str]:
+    """Models whose factory can load ImageNet weights (`pretrained=True`)."""
+    return sorted(n for n, fn in _REGISTRY.items()
+                  if "pretrained" in inspect.signature(fn).parameters)
+
+
+def create_model(name: str, num_classes: int, input_size: int = 256, pretrained: bool = False,
+                 **kwargs) -> nn.Module:
+    """Build a registered model for `num_classes` outputs (logits) on input_size² RGB.
+
+    `pretrained=True` loads ImageNet weights into the backbone (the classifier for
+    `num_classes` stays freshly initialised); only `pretrained_models()` have them.
+    """
     check_choice("model", name, list_models())
     if num_classes < 2:
         raise ParameterError(f"num_classes must be at least 2; got {num_classes}")
+    if pretrained:
+        if name not in pretrained_models():
+            shown = ", ".join(repr(n) for n in pretrained_models())
+            raise ParameterError(f"pretrained weights exist only for {shown}; got {name!r}")
+        kwargs["pretrained"] = True
     return _REGISTRY[name](num_classes=num_classes, input_size=input_size, **kwargs)
+
+
+def model_info(name: str, num_classes: int = 2) -> dict:
+    """What a registered model is: parameters (with a `num_classes` head), native input size,
+    feature width, and for ImageNet backbones whether the weights are available, where from,
+    and the normalisation they expect (`mean`, `std` on 0-1 RGB; None for scratch models)."""
+    check_choice("model", name, list_models())
+    lite = LITE_VARIANTS.get(name)
+    size = lite.input_size if lite else 256
+    with torch.device("meta"):  # counts parameters without allocating or initialising memory
+        model = _REGISTRY[name](num_classes=num_classes, input_size=size)
+    info = {"name": name, "parameters": sum(p.numel() for p in model.parameters()),
+            "input_size": size, "feature_width": getattr(model, "num_features", None),
+            "pretrained": name in pretrained_models(), "weights": None, "mean": None,
+            "std": None}
+    if info["pretrained"]:
+        from herbscan.pretrained import weights_source  # lazy: this module imports torch only
+
+        info["weights"] = weights_source(name)
+        info["mean"], info["std"] = LITE_MEAN, LITE_STD
+    return info
 
 
 class Smithsonian2017(nn.Module):
@@ -135,3 +179,38 @@ def herbnet(num_classes: int, input_size: int = 256, **kw) -> nn.Module:
 def herbnet_small(num_classes: int, input_size: int = 256, **kw) -> nn.Module:
     """Half-width herbnet for quick tests and very small datasets."""
     return HerbNet(num_classes, input_size, widths=(16, 32, 64, 128), depths=(1, 1, 1, 1), **kw)
+
+
+def _lite(name: str, num_classes: int, pretrained: bool, **kw) -> nn.Module:
+    if not pretrained:
+        return EfficientNetLite(LITE_VARIANTS[name], num_classes, **kw)
+    from herbscan.pretrained import load_backbone_weights, pretrained_weights  # lazy: torch only
+
+    weights = pretrained_weights(name)  # before building: a missing package fails fast
+    model = EfficientNetLite(LITE_VARIANTS[name], num_classes, **kw)
+    load_backbone_weights(model, weights)
+    return model
+
+
+@register_model
+def efficientnet_lite0(num_classes: int, input_size: int = 224, pretrained: bool = False,
+                       **kw) -> nn.Module:
+    """EfficientNet-Lite0: 3.4 M backbone parameters, native 224², any input size works."""
+    del input_size  # fully convolutional
+    return _lite("efficientnet_lite0", num_classes, pretrained, **kw)
+
+
+@register_model
+def efficientnet_lite1(num_classes: int, input_size: int = 240, pretrained: bool = False,
+                       **kw) -> nn.Module:
+    """EfficientNet-Lite1: 4.1 M backbone parameters, native 240²."""
+    del input_size
+    return _lite("efficientnet_lite1", num_classes, pretrained, **kw)
+
+
+@register_model
+def efficientnet_lite2(num_classes: int, input_size: int = 260, pretrained: bool = False,
+                       **kw) -> nn.Module:
+    """EfficientNet-Lite2: 4.8 M backbone parameters, native 260²."""
+    del input_size
+    return _lite("efficientnet_lite2", num_classes, pretrained, **kw)
