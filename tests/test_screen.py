@@ -205,3 +205,24 @@ def test_screen_writes_people_csvs_remembers_groups_and_warns_about_training_she
     assert "cabinet" in (tmp_path / "s" / "report.html").read_text()
     with pytest.raises(RunError, match="compare_col"):
         screen(tiny_run, manifest, tmp_path / "s", progress=False, resume=True)
+
+
+def test_screen_line_of_a_multiclass_run_says_how_to_flag(tmp_path):
+    import numpy as np
+    from conftest import make_sheet
+    from typer.testing import CliRunner
+
+    from herbscan.cli import app
+    rng = np.random.default_rng(1)
+    for label in ("Huperzia", "Lycopodium", "Diphasiastrum"):
+        (tmp_path / "c" / label).mkdir(parents=True)
+        for i in range(5):
+            make_sheet(rng, label == "Huperzia").save(tmp_path / "c" / label / f"{i}.jpg")
+    data, _ = split(tmp_path / "c", tmp_path / "s.csv", seed=0)
+    run = train(data, tmp_path / "r", model="herbnet_small", size=64, epochs=1, workers=1,
+                progress=False, precision="fp32")
+    result = CliRunner().invoke(app, ["screen", str(run), str(tmp_path / "c"), "--out",
+                                      str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "None" not in result.output
+    assert "none flagged" in result.output and "--compare-col" in result.output
