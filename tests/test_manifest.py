@@ -153,3 +153,13 @@ def test_read_inputs_takes_a_folder_a_list_or_one_image(tmp_path):
         read_inputs(listing)
     with pytest.raises(ManifestError, match="no such file or folder"):
         read_inputs(tmp_path / "missing")
+
+
+def test_fetch_split_and_tiles_do_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, herbscan.fetch, herbscan.manifest, herbscan.tiles, herbscan.tileindex; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
