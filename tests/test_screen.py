@@ -226,3 +226,21 @@ def test_screen_line_of_a_multiclass_run_says_how_to_flag(tmp_path):
     assert result.exit_code == 0, result.output
     assert "None" not in result.output
     assert "none flagged" in result.output and "--compare-col" in result.output
+
+
+def test_local_screen_keeps_one_worker_pool_for_all_shards(tiny_run, tiny_collection, tmp_path,
+                                                           monkeypatch):
+    import herbscan.cache
+    import herbscan.predict
+    started = []
+    for mod in (herbscan.cache, herbscan.predict):
+        real = mod.worker_pool
+
+        def counting(n, real=real):
+            started.append(n)
+            return real(n)
+        monkeypatch.setattr(mod, "worker_pool", counting)
+    s = screen(tiny_run, tiny_collection, tmp_path / "s", workers=2, shard_size=5,
+               progress=False, report=False)
+    assert s["shards"] == 6 and s["screened"] == 28
+    assert started == [2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def _tile_job(args: tuple[str, TileSpec, TileCache | None, float | None, bool]):
 def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
                      cache_dir: str | Path | None | bool = None, workers: int = 1,
                      progress: bool = True, keep_above: float | None = None,
-                     thumbnails: bool = False):
+                     thumbnails: bool = False, pool=None):
     """Yield (index, SheetTiles or None, error) for each path, in order; bad files don't stop it.
 
     Sheets come from the tile cache when present, else are decoded by `workers` processes.
@@ -133,18 +134,20 @@ def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
     root = _cache_root(cache_dir)
     cache = TileCache(root, spec) if root else None
     jobs = [(str(p), spec, cache, keep_above, thumbnails) for p in paths]
-    yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1)
+    yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1,
+                         pool=pool)
 
 
 def _run_jobs(fn, jobs: list, workers: int, description: str, progress: bool,
-              chunk: int | None = None):
-    """Yield (index, *fn(job)) in order, from `workers` spawned processes or in this one."""
+              chunk: int | None = None, pool=None):
+    """Yield (index, *fn(job)) in order, from `workers` spawned processes or in this one.
+    `pool`: a running `worker_pool` to use (a long job keeps one for all its batches)."""
     with Progress(len(jobs), description, unit="sheets",
                   enabled=progress and len(jobs) > 8) as bar:
         if workers > 1 and len(jobs) > 2:
             chunk = chunk or max(1, min(16, len(jobs) // (workers * 8)))
-            with worker_pool(workers) as pool:
-                for i, result in enumerate(pool.map(fn, jobs, chunksize=chunk)):
+            with (nullcontext(pool) if pool is not None else worker_pool(workers)) as p:
+                for i, result in enumerate(p.map(fn, jobs, chunksize=chunk)):
                     bar.update(1)
                     yield (i, *result)
         else:
@@ -185,7 +188,7 @@ def _decode(args: tuple[str, int, str, SheetCache | None]) -> tuple[np.ndarray |
 
 def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
                 cache_dir: str | Path | None | bool = None, workers: int = 1,
-                progress: bool = True):
+                progress: bool = True, pool=None):
     """Yield (index, uint8 array or None, error) per path, in order, as sheets are ready.
 
     Workers keep decoding ahead while the caller uses what has arrived, so inference overlaps
@@ -193,7 +196,7 @@ def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
     """
     cache = _resolve_cache(cache_dir, size, fit)
     jobs = [(str(p), size, fit, cache) for p in paths]
-    yield from _run_jobs(_decode, jobs, workers, "decoding sheets", progress)
+    yield from _run_jobs(_decode, jobs, workers, "decoding sheets", progress, pool=pool)
 
 
 def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,

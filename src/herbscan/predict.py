@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from herbscan.fileio import atomic_write, write_csv
 from herbscan.images import scan_folder
 from herbscan.runs import Run, load_run
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
+from herbscan.workers import worker_pool
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -67,6 +69,21 @@ class Predictor:
             from herbscan.export import onnx_model
             self.model = onnx_model(self.run, int8=backend == "onnx-int8", threads=threads)
         self.batch_size, self.workers, self.cache_dir = batch_size, workers, cache_dir
+        self._pool = None
+
+    @contextmanager
+    def pool(self):
+        """Keep one pool of decoding workers for every `predict` call inside the block (a
+        screen predicts shard after shard; starting workers per shard costs seconds each)."""
+        if self.workers < 2 or self._pool is not None:
+            yield self
+            return
+        with worker_pool(self.workers) as p:
+            self._pool = p
+            try:
+                yield self
+            finally:
+                self._pool = None
 
     def _proba(self, arrays: np.ndarray) -> np.ndarray:
         prep = self.run.preprocessing
@@ -99,7 +116,7 @@ class Predictor:
             batch.clear()
 
         for i, a, err in iter_sheets(paths, prep["size"], prep["fit"], cache_dir=self.cache_dir,
-                                     workers=self.workers, progress=progress):
+                                     workers=self.workers, progress=progress, pool=self._pool):
             if a is None:
                 results[i] = Prediction(str(paths[i]), None, "", err)
                 continue
@@ -132,7 +149,7 @@ class Predictor:
         return load_tile_sheets(paths, self.tile_spec, cache_dir=self.cache_dir,
                                 workers=self.workers, progress=progress,
                                 keep_above=self.run.preprocessing["min_entropy"],
-                                thumbnails=thumbnails)
+                                thumbnails=thumbnails, pool=self._pool)
 
     def predict_kept(self, kt: KeptTiles) -> Prediction:
         """Aggregate the kept tiles of one sheet into a sheet prediction."""

@@ -165,11 +165,12 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
         else:
             predictor = Predictor(r, device=device, precision=precision,
                                   batch_size=batch_size, workers=workers, backend=backend)
-            for k in todo:
-                part = rows[k * shard_size:(k + 1) * shard_size]
-                _write_shard(shard_dir, k, part, predictor.predict(
-                    [p["path"] for p in part], progress=False), job)
-                bar.update(len(part))
+            with predictor.pool():  # one pool of decoding workers for the whole job
+                for k in todo:
+                    part = rows[k * shard_size:(k + 1) * shard_size]
+                    _write_shard(shard_dir, k, part, predictor.predict(
+                        [p["path"] for p in part], progress=False), job)
+                    bar.update(len(part))
 
     # column-wise, so a screen of millions of sheets is summarised without a dict per row
     import pyarrow.compute as pc
