@@ -84,7 +84,10 @@ def train(data: Annotated[Path, typer.Argument(help="Manifest with a split colum
                                              "efficientnet_lite0/1/2, smithsonian2017, …")]
           = "herbnet",
           mode: Annotated[str, typer.Option(help="full (whole sheet) | tiles")] = "full",
-          size: int = 256, fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
+          size: Annotated[int | None, typer.Option(
+              help="Input side in pixels (default: 320 for pretrained backbones, else 256).")]
+          = None,
+          fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
           epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
           precision: Precision = "auto", device: Device = "auto",
           balance: Annotated[str, typer.Option(help="loss | sampler | none")] = "loss",
