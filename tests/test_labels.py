@@ -972,3 +972,157 @@ def test_catalog_numbers_compare_without_code_punctuation_or_zero_padding():
     assert not exact("catalogNumber", "V80234", "ALA V80233")
     assert not exact("catalogNumber", "V8023", "ALA V80233")
     assert not exact("catalogNumber", "", "ALA V80233")
+
+
+# --- trust: confidently wrong values go to review -------------------------------------------
+
+def conf_of(text, **kw):
+    fields, review = parse_label(text, **kw)
+    return {k: (f.value, f.conf) for k, f in fields.items()}, review
+
+
+def test_a_rulers_made_in_is_not_the_specimens_country():
+    text = ("University of Alaska Herbarium (ALA)\nYUKON TERRITORY, CANADA\n"
+            "Lycopodium complanatum L.\nIn openings cleared in mixed woods, at mile 590,\n"
+            "Alaska Highway.\nS.L. WELSH 7434\n28 June 1968\n"
+            "ONE CUBIC DECIMETER OF WATER WEIGHTS ONE KILOGRAM AND MEASURES ONE LITER.\n"
+            "MADE IN GERMANY")
+    v, review = conf_of(text)
+    assert v["country"] == ("Canada", 0.9) and v["stateProvince"][0] == "Yukon Territory"
+    assert "country" not in review and "stateProvince" not in review
+    # OCR variants of the imprint, the country on the ruler's next line, or ticks read as
+    # letters before it
+    for ruler in ("MADE_IN GERMANY", "MADE-IN GERMANY", "MADE IN\nGERMANY",
+                  "ONE CUBIC DECIMETER OF WATER\nGERMANY", "ONE CUBIC DECIMETER\ncle We GERMANY"):
+        v, _ = conf_of(f"Lycopodium annotinum L.\nKodiak Island, Alaska\n{ruler}")
+        assert v["country"][0] == "United States" and v["stateProvince"][0] == "Alaska", ruler
+    # a ruler alone names no country
+    v, _ = conf_of("ONE DECIMETER\nONE CUBIC DECIMETER OF WATER WEIGHTS ONE KILOGRAM\n"
+                   "MADE IN GERMANY")
+    assert "country" not in v
+    # where a country that escaped the imprint rules contradicts the label: review, not 0.85
+    v, review = conf_of("YUKON TERRITORY, CANADA\nLycopodium annotinum L.\nGermany")
+    assert v["country"][0] == "Canada" and v["country"][1] < 0.6 and "country" in review
+    assert not any(val == "Germany" and c >= 0.8 for val, c in v.values())
+
+
+def test_a_supply_houses_address_is_not_the_specimens_state():
+    text = ("Herbarium Specimen\nScientific Name Lycopodium clavatum\nLocality Amchitka\n"
+            "Collector L.W. Sowl\n"
+            "General Biological Supply House, Inc., Chicago 20, Illinois\nMADE IN U.S.A.")
+    v, _ = conf_of(text)
+    assert "stateProvince" not in v and "country" not in v
+    for imprint in ("Acme Label Company, 12 Main Street, Springfield, Illinois",
+                    "Printed by Smith & Co., Chicago, Illinois",
+                    "Fairbanks, AK 99775-6960, Alaska"):
+        v, _ = conf_of(f"Lycopodium clavatum L.\nAmchitka Island\n{imprint}")
+        assert not any(c >= 0.8 for k, (val, c) in v.items()
+                       if k in ("stateProvince", "country")), imprint
+
+
+def test_institutions_and_names_that_contain_a_place_do_not_locate_the_specimen():
+    # the issuing institution's address conflicts with the label's place: both to review
+    text = ("YUKON TERRITORY, CANADA\nLycopodium complanatum L.\n28 June 1968\n"
+            "HERBARIUM OF BRIGHAM YOUNG UNIVERSITY\nPROVO, UTAH")
+    v, review = conf_of(text)
+    assert v["country"][0] == "Canada" and v["stateProvince"][0] == "Yukon Territory"
+    assert {"country", "stateProvince"} <= set(review)
+    # "Alaska Highway", "Yukon-Tanana Uplands", "Yukon Charley National Park" are names, not
+    # places; a label's heading ("Plants of British Columbia, Canada", "Maine Flora") is one
+    v, review = conf_of("PLANTS OF BRITISH COLUMBIA, CANADA\nALASKA HIGHWAY\n"
+                        "Lycopodium annotinum L.\nDEPARTMENT OF AGRICULTURE, OTTAWA, CANADA")
+    assert (v["country"], v["stateProvince"]) == (("Canada", 0.9), ("British Columbia", 0.9))
+    v, _ = conf_of("ALASKA, U.S.A.\nLIVENGOOD QUAD.: Yukon-Tanana Uplands, Yukon Charley "
+                   "National Park")
+    assert v["stateProvince"] == ("Alaska", 0.9)
+    v, _ = conf_of("Maine Flora\n#625 Lycopodium obscurum L.\n20 mi. s.w. of Augusta")
+    assert v["stateProvince"][0] == "Maine" and v["country"] == ("United States", 0.7)
+    # "New Mexico" is a state, not Mexico; a state outside the named country goes to review
+    v, review = conf_of("New Mexico, Sandoval Co.")
+    assert (v["country"][0], v["stateProvince"][0]) == ("United States", "New Mexico")
+    assert "country" not in review
+    v, review = conf_of("Plants of southcentral Norway\nCOLLEGE, ALASKA")
+    assert v["country"][0] == "Norway" and {"country", "stateProvince"} <= set(review)
+
+
+def test_a_determinations_date_is_not_the_collection_date():
+    v, _ = values("DETERMINED BY JOSEPH M. BEITEL JULY 1980\nPLANTS OF YUKON TERRITORY\n"
+                  "No. 11452 H. M. Raup & D. S. Correll Aug. 19 1943")
+    assert v["eventDate"] == "1943-08-19"
+    v, _ = values("5 juin 1968 Det. C.H. 12 juin 1970")
+    assert v["eventDate"] == "1968-06-05"
+    v, _ = values("Date: July 21 1958 Leg. et det. Simon Lægaard")
+    assert v["eventDate"] == "1958-07-21"
+
+
+def test_a_barcode_standing_in_for_an_unread_stamp_is_sent_for_review():
+    # the collection stamps its numbers; the stamp was not read, or read too poorly to keep
+    for stamps in ([], [("", 0.0)], [("41151", 0.1)]):
+        v, review = conf_of("Lycopodium annotinum L.", catalog="stamp", barcodes=["H1178981"],
+                            stamps=stamps)
+        assert v["catalogNumber"][0] == "H1178981" and v["catalogNumber"][1] < 0.6
+        assert "catalogNumber" in review
+    # printed accessions expected, none read
+    v, review = conf_of("Lycopodium annotinum L.", catalog="label", barcodes=["H1"])
+    assert "catalogNumber" in review
+    # auto: a stamp holds a number (4 or more of 18 reads agree) that was not read well enough
+    v, review = conf_of("Lycopodium annotinum L.", barcodes=["H1"], stamps=[("41151", 0.33)])
+    assert v["catalogNumber"] == ("H1", 0.5) and "catalogNumber" in review
+    # ... but not on numbers read in outlines that were not stamps (≤ 3 of 18), nor when the
+    # stamp is the barcode's printed text, nor where the collection says barcodes are its numbers
+    for kw in ({"stamps": [("41151", 0.167)]}, {"stamps": [("H1178980", 0.3)]},
+               {"stamps": [("41151", 0.33)], "catalog": "barcode"}):
+        v, review = conf_of("Lycopodium annotinum L.", barcodes=["H1178981"], **kw)
+        assert v["catalogNumber"][1] == 0.99 and "catalogNumber" not in review, kw
+
+
+def test_a_job_distrusts_barcodes_that_are_not_the_collections_catalogue_numbers():
+    from herbscan.labels.transcribe import distrust_barcodes
+
+    def rec(cat, conf, barcode="H1", review=""):
+        return {"catalogNumber": cat, "barcodes": json.dumps([{"value": barcode}]),
+                "fieldConfidence": json.dumps({"catalogNumber": conf}), "needsReview": review}
+
+    stamped = [rec(f"V{i}", 0.9, f"H{i}") for i in range(6)]
+    fallback = rec("H9", 0.99, "H9", review="habitat")
+    assert distrust_barcodes([*stamped, fallback]) == 1
+    assert json.loads(fallback["fieldConfidence"])["catalogNumber"] == 0.5
+    assert fallback["needsReview"] == "habitat|catalogNumber"
+    # a collection whose barcodes are its catalogue numbers keeps them
+    same = [rec(f"H{i}", 0.99, f"H{i}") for i in range(10)]
+    assert distrust_barcodes([*same, *stamped[:4]]) == 0
+    assert all(json.loads(r["fieldConfidence"])["catalogNumber"] == 0.99 for r in same)
+
+
+def test_a_transcription_is_refused_as_a_checklist(tmp_path):
+    from herbscan.labels.transcribe import COLUMNS, write_records
+
+    out = tmp_path / "labels.csv"
+    rec = {c: "" for c in COLUMNS}
+    rec.update(file="a.jpg", scientificName="Above tinberline", fieldConfidence="{}")
+    write_records([rec], out)
+    with pytest.raises(ManifestError, match="labels.csv: this is a transcription .*not a "
+                                            "checklist"):
+        Checklist.read(out)
+    (tmp_path / "sheets").mkdir()
+    Image.new("RGB", (50, 50), "white").save(tmp_path / "sheets" / "s.jpg")
+    p = subprocess.run([sys.executable, "-m", "herbscan.cli", "transcribe",
+                        str(tmp_path / "sheets"), "--out", str(tmp_path / "again.csv"),
+                        "--names", str(out)],
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not a checklist" in p.stderr
+
+
+def test_checklist_entries_must_look_like_names(tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text("scientificName\nLycopodium annotinum L.\nAbove tinberline\n"
+                    "Scientific Name 4 tum Clavatum\nDiphasiastrum × zeilleri (Rouy) Holub\n"
+                    "Huperzia\nUniversity of Alaska\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="3 entries are not shaped like scientific names"):
+        cl = Checklist.read(path)
+    assert cl.names == ["Diphasiastrum × zeilleri (Rouy) Holub", "Huperzia",
+                        "Lycopodium annotinum L."]
+    v, _ = values("Above tinberline\nLycopodium annotinum", checklist=cl)
+    assert v["scientificName"] == "Lycopodium annotinum L."
+    # without a checklist an English preposition does not begin a name either
+    assert not find_names("Above timberline on rocks")

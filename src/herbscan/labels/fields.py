@@ -137,7 +137,7 @@ def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
     _collector_fields(lines, word_conf, fields)
     check_choice("catalog", catalog, CATALOG_SOURCES)
     _catalog_field(text, word_conf, barcodes or [], stamps or [], fields, catalog)
-    _place_fields(lines, word_conf, fields)
+    _place_fields(text, word_conf, fields)
 
     review = []
     for term, f in list(fields.items()):
@@ -227,8 +227,19 @@ _DATE_PATTERNS = [
 ]
 
 
+_DETERMINATION = re.compile(
+    r"(?<!et )(?<!& )\b(?:det(?:ermined\b|\.)|conf(?:irmed\b|\.)|verified\b|annotated\b|"
+    r"identified\s+by\b)", re.IGNORECASE)
+"""Where a determination (or a confirmation) begins on a line: the date after it is
+the determination's, not the collection's ("DETERMINED BY JOSEPH M. BEITEL JULY 1980",
+"5 juin 1968 Det. C.H."). "Leg. et det." names the collector."""
+
+
 def _date_fields(lines, word_conf, fields) -> None:
     for ln in lines:
+        det = _DETERMINATION.search(ln)
+        if det:
+            ln = ln[:det.start()]
         for rx, kind, certainty in _DATE_PATTERNS:
             m = rx.search(ln)
             if not m:
@@ -445,7 +456,11 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     A confident stamp comes first because stamping is how a herbarium accessions a sheet, while
     a label may come from the collector's or another institution's series ("Acc. 184/Cat. 3330"
     of a national park, a park's "YUCH-00184"). A collection that knows its convention says so
-    (`CATALOG_SOURCES`): its source is then taken whenever it gave anything not to be dropped."""
+    (`CATALOG_SOURCES`): its source is then taken whenever it gave anything not to be dropped.
+
+    A barcode taken where the sheet's own number was expected but not read (`_stands_in`) is
+    sent for review (`BARCODE_STANDIN`), since many collections' barcodes are not their
+    catalogue numbers."""
     flat = " ".join(text.split())
     stamped = next(((num, conf) for num, conf in stamps if num), None)
     same = next((b for b in barcodes if stamped and _near(stamped[0], b)), None)
@@ -468,11 +483,34 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     chosen = next((c for c in order if c), None) or _bare_number(text, word_conf)
     if chosen is None:
         return
-    fields["catalogNumber"] = Field(chosen[0], min(chosen[1], 0.99 if chosen[0] in barcodes
-                                                   else 0.95))
+    conf = min(chosen[1], 0.99 if chosen[0] in barcodes else 0.95)
+    if chosen is barcode and _stands_in(source, stamps):
+        conf = min(conf, BARCODE_STANDIN)
+    fields["catalogNumber"] = Field(chosen[0], conf)
     others = [b for b in barcodes if b != chosen[0]]
     if others:
         fields["otherCatalogNumbers"] = Field(" | ".join(others), 0.99)
+
+
+BARCODE_STANDIN = 0.5
+"""Confidence of a barcode taken as the catalogue number where the sheet's own number was
+expected but not read (sent for review): with `--catalog stamp` or `label`, or where a stamp
+on the sheet holds another number (`STAMP_EVIDENCE`). On the ALA sheets, whose barcodes are
+not catalogue numbers, every such barcode was wrong."""
+STAMP_EVIDENCE = 0.2
+"""A number read in a stamp by at least this share of the reads (4 of 18) shows that the sheet
+carries a stamped number: numbers read in outlines that were not stamps, on the other
+collections' sheets in ../shared, stayed at ≤ 3 of 18 reads."""
+
+
+def _stands_in(source: str, stamps: list[tuple[str, float]]) -> bool:
+    """Whether a barcode taken as the catalogue number stands in for a number the sheet was
+    expected to carry elsewhere: the collection says its numbers are stamped or printed
+    (`source` "stamp" or "label"), or a stamp holds a number that was not read well enough
+    to take (and is not the barcode, which `_catalog_field` has checked)."""
+    if source in ("stamp", "label"):
+        return True
+    return source == "auto" and any(num and conf >= STAMP_EVIDENCE for num, conf in stamps)
 
 
 def _near(a: str, b: str) -> bool:
@@ -493,26 +531,29 @@ def _bare_number(text, word_conf) -> tuple[str, float] | None:
     return None
 
 
-def _place_fields(lines, word_conf, fields) -> None:
-    flat = " ".join(ln for ln in lines if not BOILERPLATE.search(ln))
-    for key in sorted(COUNTRIES, key=len, reverse=True):
-        if re.search(rf"(?<![A-Za-z]){re.escape(key)}(?![A-Za-z])", flat, re.IGNORECASE):
-            fields["country"] = Field(COUNTRIES[key], 0.85)
-            break
-    for state in sorted(STATES, key=len, reverse=True):
-        m = re.search(rf"\b{re.escape(state)}\b", flat, re.IGNORECASE)
-        if m:
-            fields["stateProvince"] = Field(state, 0.8 * _ocr_conf(m.group(0), word_conf))
-            fields.setdefault("country", Field(STATE_COUNTRY[state], 0.7))
-            break
+CONFLICT = 0.5
+"""Highest confidence of a country or state that other place names on the sheet contradict
+(another country, or a state of another country): sent for review."""
+OTHER_COUNTRY = 0.4
+"""Confidence of a state that is not in the country the sheet's other place names point to."""
+
+
+def _place_fields(text, word_conf, fields) -> None:
+    """country, stateProvince and county from the lines that can say where the specimen was
+    collected (`_place_lines`), and locality and habitat."""
+    place_lines = _place_lines(text)
+    found = _places(place_lines)
+    if found:
+        _set_places(found, word_conf, fields)
+    flat = " ".join(place_lines)
     county = re.search(r"\b([A-Z][A-Za-z.\-]+(?:\s[A-Z][A-Za-z.\-]+)?)\s+(?:Co\.|County|COUNTY)",
                        flat)
     if county:
         fields["county"] = Field(county.group(1).title(), 0.75 * _ocr_conf(county.group(0),
                                                                            word_conf))
     loc, hab = [], []
-    for ln in lines:
-        if BOILERPLATE.search(ln) or _is_name_line(ln, fields):
+    for ln in (" ".join(ln.split()) for ln in text.splitlines()):
+        if not ln or BOILERPLATE.search(ln) or _is_name_line(ln, fields):
             continue
         for sentence in re.split(r"(?<=[.;])\s+(?=[A-Z])", ln):
             if HABITAT_WORDS.search(sentence) and not LOCALITY_WORDS.search(sentence[:25]):
@@ -525,6 +566,156 @@ def _place_fields(lines, word_conf, fields) -> None:
     if hab:
         value = " ".join(hab)
         fields["habitat"] = Field(value, 0.6 * _ocr_conf(value, word_conf))
+
+
+IMPRINT = re.compile(
+    r"(?i:\bmade[\s_.\-]*in\b"                               # MADE IN GERMANY, MADE_IN U.S.A.
+    r"|\b(?:inc|ltd|corp|gmbh|llc)\b\.?|&\s*co\b|\bcompany\b"   # a firm
+    r"|\bsuppl(?:y|ies)\b|\bbiolog(?:y|ical)\b|\bmanufactur\w*|\bmfg\b|\bprint(?:er|ers|ing)\b"
+    r"|\blabels\b|\b(?:tel|phone|fax)\b\.?:?\s*[(+\d])"
+    r"|\b\d{1,5}\s+(?:[A-Z][\w.'’]*\s+){1,3}(?:Street|STREET|Avenue|AVENUE|Ave\.|Boulevard|Blvd\.)"
+    r"|,\s*[A-Z]{2}\.?\s+\d{5}(?:-\d{4})?\b")                 # ", AK 99775"
+"""A line printed by whoever made the label, ruler or colour chart rather than about the
+specimen: "MADE IN GERMANY", "General Biological Supply House, Inc., Chicago 20, Illinois",
+"McCourt Labels, Bradford, Pa.", a street address or a zip code."""
+SCALE = re.compile(r"(?i:\b(?:cubic|(?:deci|centi|milli)met(?:er|re)s?|kilograms?|inch(?:es)?|"
+                   r"kodak|colou?r (?:chart|control|separation)|gr[ae]y ?scale)\b)")
+"""The text of a ruler or colour chart ("ONE CUBIC DECIMETER OF WATER WEIGHTS ONE KILOGRAM")."""
+INSTITUTION = re.compile(r"(?i:\b(?:department|dept|ministry|bureau|academ\w*)\b|botanic garden)")
+"""Words of an institution's name beyond `BOILERPLATE`'s ("Department of Agriculture, Ottawa,
+Canada"): where a label was issued, not where the plant grew."""
+_HEADING_WORD = re.compile(r"(?i:plants|plantae|flora|lichens|mosses|bryophytes)")
+HEADING = re.compile(rf"(?i:^\W*(?:{_HEADING_WORD.pattern})\s+(?:of|from)\b)")
+"""A label's heading naming the region it covers ("PLANTS OF BRITISH COLUMBIA, CANADA", "Flora
+of Yukon Territory"): a statement of the specimen's place, although `BOILERPLATE`'s words
+("plants of") keep it out of the other fields."""
+
+
+def _imprint(line: str) -> bool:
+    return bool(IMPRINT.search(line) or SCALE.search(line))
+
+
+def _place_lines(text: str) -> list[str]:
+    """The lines that may say where the specimen was collected: not an imprint, a ruler's or
+    colour chart's text (`IMPRINT`, `SCALE`), nor an institution's name or address
+    (`BOILERPLATE`, `INSTITUTION`); a label's heading (`HEADING`) is kept. A line holding
+    nothing but place names right after an imprint continues it ("MADE IN" / "GERMANY").
+    Labels are the text's blocks (separated by a blank line)."""
+    keep = []
+    for block in re.split(r"\n\s*\n", text):
+        after_imprint = False
+        for ln in (" ".join(ln.split()) for ln in block.splitlines()):
+            if not ln:
+                continue
+            if _imprint(ln):
+                after_imprint = True
+                continue
+            if after_imprint and _only_places(ln):
+                continue
+            after_imprint = False
+            body = HEADING.sub("", ln)
+            if BOILERPLATE.search(body) or INSTITUTION.search(body):
+                continue
+            keep.append(ln)
+    return keep
+
+
+def _alternation(names) -> str:
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+_STATE_RX = re.compile(rf"(?<![A-Za-z])(?:{_alternation(STATES)})(?![A-Za-z])", re.IGNORECASE)
+_COUNTRY_RX = re.compile(rf"(?<![A-Za-z])(?:{_alternation(COUNTRIES)})(?![A-Za-z])",
+                         re.IGNORECASE)
+_STATE_NAMES = {s.lower(): s for s in STATES}
+
+
+def _only_places(line: str) -> bool:
+    """Whether a line holds place names and at most one other word (a ruler's ticks read as
+    letters: "cle We GERMANY", "mange GERMANY")."""
+    rest = _COUNTRY_RX.sub(" ", _STATE_RX.sub(" ", line))
+    return rest != line and len(re.findall(r"[A-Za-zÀ-ÿ]{3,}", rest)) <= 1
+
+
+def _part_of_a_name(line: str, m: re.Match) -> bool:
+    """Whether a place name is part of a longer proper name rather than the place itself:
+    joined by a hyphen ("Yukon-Charley Rivers", "Yukon-Tanana Uplands") or followed at once by
+    a capitalised word that is not itself a place ("Alaska Highway", "ALASKA HIGHWAY", "Alaska
+    Natural Heritage Program", "Washington Co."), while "ALASKA, U.S.A." and "Yukon Territory."
+    state the place, as does a heading ("Maine Flora")."""
+    if line[:m.start()].endswith("-") or re.match(r"-\w", line[m.end():]):
+        return True
+    nxt = re.match(r" ([A-Z][\w.'’]*)", line[m.end():])
+    return bool(nxt) and not (_COUNTRY_RX.match(nxt.group(1)) or _STATE_RX.match(nxt.group(1))
+                              or _HEADING_WORD.fullmatch(nxt.group(1)))
+
+
+@dataclass
+class _Place:
+    line: int
+    value: str
+    country: str
+    is_state: bool
+    text: str
+    paired: bool = False
+    """A state and its country on one line ("YUKON TERRITORY, CANADA"): a place heading."""
+
+
+def _places(lines: list[str]) -> list[_Place]:
+    """Every country and state or province the lines name, in reading order."""
+    found = []
+    for i, ln in enumerate(lines):
+        states = [m for m in _STATE_RX.finditer(ln) if not _part_of_a_name(ln, m)]
+        spans = [m.span() for m in _STATE_RX.finditer(ln)]
+        here = [_Place(i, _STATE_NAMES[m.group(0).lower()],
+                       STATE_COUNTRY[_STATE_NAMES[m.group(0).lower()]], True, m.group(0))
+                for m in states]
+        for m in _COUNTRY_RX.finditer(ln):
+            inside = any(a <= m.start() and m.end() <= b for a, b in spans)  # "New Mexico"
+            if not inside and not _part_of_a_name(ln, m):
+                here.append(_Place(i, COUNTRIES[m.group(0).lower()],
+                                   COUNTRIES[m.group(0).lower()], False, m.group(0)))
+        for p in here:
+            p.paired = any(q.is_state != p.is_state and q.country == p.country for q in here)
+        found += here
+    return found
+
+
+def _state_key(state: str) -> str:
+    return state.removesuffix(" Territory")  # "Yukon" and "Yukon Territory" are one
+
+
+def _set_places(found: list[_Place], word_conf, fields) -> None:
+    """The country most place names point to, and its best-attested state. Both are sent for
+    review when the names disagree: two countries ("MADE IN GERMANY" that escaped the imprint
+    rules, an institution's "Provo, Utah" on a Yukon label), two states, or a state outside
+    the country."""
+    support = {}
+    for p in found:
+        support[p.country] = support.get(p.country, 0) + 1 + p.paired
+    first = {}
+    for p in found:
+        first.setdefault(p.country, p.line)
+    country = max(support, key=lambda c: (support[c], -first[c]))
+    conflict = len(support) > 1
+    named = [p for p in found if not p.is_state and p.country == country]
+    conf = (0.9 if any(p.paired for p in named) else 0.85) if named else 0.7
+    fields["country"] = Field(country, min(conf, CONFLICT) if conflict else conf)
+    states = [p for p in found if p.is_state]
+    if not states:
+        return
+    score = {}
+    for p in states:
+        key = _state_key(p.value)
+        score[key] = score.get(key, 0) + 1 + p.paired
+    inside = [p for p in states if p.country == country] or states
+    best = max(inside, key=lambda p: (score[_state_key(p.value)], len(p.value), -p.line))
+    conf = (0.9 if best.paired else 0.8) * _ocr_conf(best.text, word_conf)
+    if best.country != country:
+        conf = min(conf, OTHER_COUNTRY)
+    elif conflict or len(score) > 1:
+        conf = min(conf, CONFLICT)
+    fields["stateProvince"] = Field(best.value, conf)
 
 
 def _is_name_line(ln: str, fields) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -67,6 +68,11 @@ NOT_GENUS = {
     "decimeter", "kilogram", "liter", "measures", "weights", "of", "on", "in", "at", "to",
     "lichens", "mosses", "fungi", "plantae", "cryptogamae", "exsiccatae", "ex", "herb",
     "forma", "varietas", "var", "subsp", "ssp", "subspecies", "variety",
+    # English prepositions, which begin a habitat's phrase ("Above timberline") as a genus
+    # begins a name
+    "above", "below", "beneath", "between", "beyond", "across", "around", "behind", "beside",
+    "among", "under", "over", "into", "onto", "upon", "within", "without", "through",
+    "toward", "towards", "opposite", "inside", "outside",
 }
 NOT_EPITHET = {"of", "and", "the", "for", "from", "with", "near", "university", "museum",
                "herbarium", "county", "state", "park", "in", "on", "at", "by", "to", "sp", "spp",
@@ -213,6 +219,47 @@ def find_names(text: str) -> list[NameGuess]:
     return guesses
 
 
+TRANSCRIPTION_COLUMNS = {"needsreview", "fieldconfidence", "ocrconfidence", "labelboxes",
+                         "verbatimidentification"}
+"""Columns of a transcription (herbscan's own labels.csv, or names as read off labels), which a
+checklist must not be: its names are what OCR read, junk included ("Above tinberline")."""
+_LISTED_NAME = re.compile(
+    r"(?:× ?)?(?P<genus>[A-Z][a-zà-ÿ]+(?:-[a-zà-ÿ]+)?|[A-Z]{2,}(?:-[A-Z]+)?)"
+    r"(?: (?:× ?)?(?P<epithet>[a-zà-ÿ]+(?:-[a-zà-ÿ]+)*|[A-Z]+(?:-[A-Z]+)*)(?![\w.]))?"
+    r"(?P<rest> .*)?")
+
+
+_PARTICLES = {"de", "van", "von", "du", "la", "le", "in", "ex", "et", "da", "dos", "der", "den",
+              "ter", "zu", "forma", "sensu"}
+"""Lower-case words that may begin what follows a name: an author's particle ("de Candolle"),
+"ex", "in", "forma", "sensu"."""
+
+
+def looks_like_a_name(name: str) -> bool:
+    """Whether a checklist entry is shaped like a scientific name: a capitalised genus of
+    letters (a hybrid's "×" allowed), optionally an epithet in lower case (or a name all in
+    capitals), then anything (rank, authorship); neither part one of the words that labels
+    carry besides names (`NOT_GENUS`, `NOT_EPITHET`: "Herbarium", "University of", "Above"),
+    an epithet with a vowel, and what follows beginning as a rank or an authorship does, without
+    digits other than a year."""
+    m = _LISTED_NAME.fullmatch(" ".join(name.split()))
+    if not m:
+        return False
+    genus, epithet = m.group("genus"), m.group("epithet") or ""
+    if genus.isupper() and epithet and not epithet.isupper():
+        return False
+    if len(genus) < 3 or genus.lower() in NOT_GENUS:
+        return False
+    if epithet and (epithet.lower() in NOT_EPITHET or not re.search(r"[aeiouyà-ÿ]", epithet,
+                                                                      re.IGNORECASE)):
+        return epithet.lower() in ("sp", "spp")
+    rest = (m.group("rest") or "").split()
+    if rest and not (rest[0][0] in "([×&" or rest[0][0].isupper() or rest[0].endswith(".")
+                     or rest[0].lower() in RANKS or rest[0] in _PARTICLES):
+        return False  # "Leygcopool wm fee": words, not a rank or an authorship
+    return not re.search(r"\d", " ".join(re.sub(r"\b1[5-9]\d\d\b", "", t) for t in rest))
+
+
 @dataclass
 class Checklist:
     """Accepted names of a collection, for snapping OCR'd names (see module docstring)."""
@@ -250,6 +297,12 @@ class Checklist:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             cols = {c.lower().replace("_", ""): c for c in reader.fieldnames or []}
+            own = [c for k, c in cols.items() if k in TRANSCRIPTION_COLUMNS]
+            if own:
+                raise ManifestError(
+                    f"{path}: this is a transcription (it has {', '.join(own)}), not a "
+                    "checklist: names read off labels would be taken as right; give the "
+                    "collection's list of accepted names (a scientificName column)")
             col = cols.get("scientificname") or cols.get("name") or cols.get("taxon")
             if not col:
                 raise ManifestError(f"{path}: no scientificName column (found "
@@ -257,16 +310,24 @@ class Checklist:
                                     "holding the names to scientificName")
             acc_col = cols.get("acceptednameusage") or cols.get("acceptedname")
             fam_col = cols.get("family")
-            names, accepted, families = [], {}, {}
+            names, accepted, families, skipped = [], {}, {}, []
             for r in reader:
                 n = " ".join((r.get(col) or "").split())
                 if not n:
+                    continue
+                if not looks_like_a_name(n):
+                    skipped.append(n)
                     continue
                 names.append(n)
                 if acc_col and (r.get(acc_col) or "").strip():
                     accepted[n] = " ".join(r[acc_col].split())
                 if fam_col and (r.get(fam_col) or "").strip():
                     families[n] = r[fam_col].strip()
+        if skipped:
+            warnings.warn(f"{path}: {len(skipped)} entries are not shaped like scientific names "
+                          f"and were skipped (e.g. {skipped[0]!r}); a name is a capitalised "
+                          "genus, optionally a lower-case epithet, rank and authorship",
+                          stacklevel=3)
         if not names:
             raise ManifestError(f"{path}: the checklist has no names; fill its scientificName "
                                 "column")

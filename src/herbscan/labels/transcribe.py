@@ -4,7 +4,10 @@ Each sheet is read (barcodes, labels, OCR) and parsed in a worker process; tesse
 single-threaded, so `workers` processes keep that many cores busy. Every finished sheet is
 appended to a journal next to the output (`labels.csv.partial.jsonl`), so a killed job resumes
 where it stopped with `resume=True`; the CSV and JSON are written atomically at the end and the
-journal removed. A sheet that cannot be read becomes a row with its `error`.
+journal removed. A sheet that cannot be read becomes a row with its `error`. Before writing,
+the job looks at the collection as a whole once: where its barcodes are evidently not its
+catalogue numbers, barcodes taken as catalogue numbers are sent for review
+(`distrust_barcodes`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from herbscan.errors import HerbscanError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write
-from herbscan.labels.fields import CATALOG_SOURCES, parse_label
+from herbscan.labels.fields import BARCODE_STANDIN, CATALOG_SOURCES, REVIEW, parse_label
 from herbscan.labels.names import Checklist
 from herbscan.labels.ocr import check_languages, find_tesseract
 from herbscan.labels.read import LAYOUTS, read_sheet
@@ -99,8 +102,6 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
     check_range("workers", workers, 1)
     check_range("min_name_score", min_name_score, 0, 100)
     check_choice("catalog", catalog, CATALOG_SOURCES)
-    find_tesseract()
-    check_languages(lang)
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise ParameterError(f"--out {out}: give a .csv path (a .json copy is written beside it)")
@@ -111,6 +112,8 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
     if clash is not None:
         raise ParameterError(f"--out {out} would overwrite the input {clash}; write elsewhere")
     checklist = Checklist.read(names) if names else None
+    find_tesseract()
+    check_languages(lang)
     journal = out.with_name(out.name + ".partial.jsonl")
     options = {"lang": lang, "layout": layout, "catalog": catalog,
                "min_name_score": min_name_score,
@@ -149,9 +152,48 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
                 for fut in as_completed(futures):
                     record(futures[fut], fut.result())
     records = [done[str(r["path"])] for r in rows if str(r["path"]) in done]
+    if catalog == "auto":
+        distrust_barcodes(records)
     write_records(records, out)
     journal.unlink(missing_ok=True)
     return summarise(records)
+
+
+MIN_DISAGREE = 5
+"""Sheets on which a confident catalogue number differs from the barcode before a job takes
+the collection's barcodes for something else than its catalogue numbers."""
+
+
+def distrust_barcodes(records: list[dict]) -> int:
+    """Send for review the catalogue numbers that are barcodes taken for want of anything else,
+    when the collection itself shows that its barcodes are not its catalogue numbers: on at
+    least half of its sheets with a barcode (and `MIN_DISAGREE`), a confidently read stamped
+    or printed number differs from it (the ALA sheets: "V161227" stamped, barcode "H1106319").
+    Their confidence drops to `fields.BARCODE_STANDIN`. A collection whose barcode is its
+    catalogue number keeps its barcodes confident. Records are changed in place; returns how
+    many were sent for review."""
+    def barcodes_of(r):
+        return [b["value"] for b in json.loads(r.get("barcodes") or "[]")]
+
+    def confidence(r):
+        return json.loads(r.get("fieldConfidence") or "{}").get("catalogNumber", 0.0)
+
+    ok = [r for r in records if not r.get("error") and barcodes_of(r)]
+    differ = sum(1 for r in ok if r.get("catalogNumber") and confidence(r) >= REVIEW
+                 and r["catalogNumber"] not in barcodes_of(r))
+    if differ < max(MIN_DISAGREE, len(ok) / 2):
+        return 0
+    sent = 0
+    for r in ok:
+        if r.get("catalogNumber") in barcodes_of(r) and confidence(r) > BARCODE_STANDIN:
+            conf = json.loads(r["fieldConfidence"])
+            conf["catalogNumber"] = BARCODE_STANDIN
+            r["fieldConfidence"] = json.dumps(conf)
+            review = [t for t in (r.get("needsReview") or "").split("|") if t]
+            r["needsReview"] = "|".join([*review, "catalogNumber"] if "catalogNumber" not in
+                                        review else review)
+            sent += 1
+    return sent
 
 
 def _crop_names(rows: list[dict]) -> dict[str, str]:
