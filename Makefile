@@ -15,7 +15,7 @@ TORCH_ARGS := $(shell TORCH=$(TORCH_MODE) sh scripts/pip_args.sh)
 TORCH_NOTE := $(shell TORCH=$(TORCH_MODE) sh scripts/pip_args.sh --describe)
 PIP := $(strip $(BIN)/pip install -q -c constraints.txt $(TORCH_ARGS))
 
-.PHONY: demo test install dev ocr clean
+.PHONY: demo test lint install dev ocr clean
 
 $(BIN)/python:
 	@echo "Creating the virtual environment $(VENV) ..."
@@ -53,6 +53,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.dev ocr
 	@echo "Running the test suite ..."
 	$(BIN)/python -m pytest -q
+
+# ruff is pinned in the dev extra and its rules in pyproject.toml, so results do not drift.
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -67,8 +67,13 @@ def transcribe_sample(files: list[Path], catalog: str, workers: int) -> list[dic
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "labels.csv"
-        transcribe([{"path": str(f), "specimen_id": f.stem} for f in files], out,
-                   workers=workers, catalog=catalog, progress=False)
+        transcribe(
+            [{"path": str(f), "specimen_id": f.stem} for f in files],
+            out,
+            workers=workers,
+            catalog=catalog,
+            progress=False,
+        )
         with out.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
 
@@ -76,8 +81,14 @@ def transcribe_sample(files: list[Path], catalog: str, workers: int) -> list[dic
 def score(truth: list[dict], rows: list[dict]) -> tuple[dict, list[str]]:
     """Per-field counts, and the wrong values nobody is asked to check."""
     by_name = {Path(r["file"]).name: r for r in rows}
-    counts = ("given", "right", "confident", "confident_right", "wrong_unreviewed",
-              "wrong_unreviewed_barcode")
+    counts = (
+        "given",
+        "right",
+        "confident",
+        "confident_right",
+        "wrong_unreviewed",
+        "wrong_unreviewed_barcode",
+    )
     stats = {t: dict.fromkeys(counts, 0) for t in FIELDS}
     missing, unreviewed = [], []
     for t in truth:
@@ -103,9 +114,11 @@ def score(truth: list[dict], rows: list[dict]) -> tuple[dict, list[str]]:
                 s["wrong_unreviewed"] += 1
                 barcode = term == "catalogNumber" and value in codes
                 s["wrong_unreviewed_barcode"] += barcode
-                unreviewed.append(f"  {Path(t['file']).name:<12} {term:<14} {value!r} "
-                                  f"(conf {conf.get(term, 0.0):.2f}{', barcode' if barcode else ''})"
-                                  f" truth {t[term]!r}")
+                unreviewed.append(
+                    f"  {Path(t['file']).name:<12} {term:<14} {value!r} "
+                    f"(conf {conf.get(term, 0.0):.2f}{', barcode' if barcode else ''})"
+                    f" truth {t[term]!r}"
+                )
     if missing:
         raise SystemExit(f"{len(missing)} truth sheets are not in the labels, e.g. {missing[0]}")
     for s in stats.values():
@@ -115,8 +128,11 @@ def score(truth: list[dict], rows: list[dict]) -> tuple[dict, list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "HERBSCAN_SHARED_DATA", DEFAULT)) / "ala-lycopodiaceae")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("HERBSCAN_SHARED_DATA", DEFAULT)) / "ala-lycopodiaceae",
+    )
     ap.add_argument("--truth", type=Path, default=TRUTH)
     ap.add_argument("--labels", type=Path, help="Score this labels.csv instead of transcribing.")
     ap.add_argument("--catalog", default="auto", help="--catalog for the transcription.")
@@ -130,34 +146,41 @@ def main() -> None:
     else:
         if not args.data.is_dir():
             raise SystemExit(f"{args.data}: no such folder (set HERBSCAN_SHARED_DATA)")
-        rows = transcribe_sample([args.data / t["file"] for t in truth], args.catalog,
-                                 args.workers)
+        rows = transcribe_sample([args.data / t["file"] for t in truth], args.catalog, args.workers)
     stats, unreviewed = score(truth, rows)
     source = f"catalog={args.catalog}" if not args.labels else f"labels from {args.labels}"
-    print(f"{len(truth)} hand-checked sheets; {source}",
-          file=sys.stderr)
-    print(f"{'field':<14} {'given':>5} {'right':>5} {'≥0.8':>5} {'right':>5} {'precision':>9} "
-          f"{'wrong, not reviewed':>20}", file=sys.stderr)
+    print(f"{len(truth)} hand-checked sheets; {source}", file=sys.stderr)
+    print(
+        f"{'field':<14} {'given':>5} {'right':>5} {'≥0.8':>5} {'right':>5} {'precision':>9} "
+        f"{'wrong, not reviewed':>20}",
+        file=sys.stderr,
+    )
     for term, s in stats.items():
         p = f"{s['precision']:.1%}" if s["precision"] is not None else "-"
         extra = f" ({s['wrong_unreviewed_barcode']} barcode)" if term == "catalogNumber" else ""
-        print(f"{term:<14} {s['given']:>5} {s['right']:>5} {s['confident']:>5} "
-              f"{s['confident_right']:>5} {p:>9} {s['wrong_unreviewed']:>8}{extra}",
-              file=sys.stderr)
+        print(
+            f"{term:<14} {s['given']:>5} {s['right']:>5} {s['confident']:>5} "
+            f"{s['confident_right']:>5} {p:>9} {s['wrong_unreviewed']:>8}{extra}",
+            file=sys.stderr,
+        )
     if unreviewed:
         print("wrong values not sent for review:", *unreviewed, sep="\n", file=sys.stderr)
     confident = sum(s["confident"] for s in stats.values())
     confident_right = sum(s["confident_right"] for s in stats.values())
-    result = {"sheets": len(truth), "catalog": args.catalog if not args.labels else None,
-              "precision_at_0.8": round(confident_right / confident, 3) if confident else None,
-              "confident": confident,
-              "wrong_unreviewed": sum(s["wrong_unreviewed"] for s in stats.values())}
+    result = {
+        "sheets": len(truth),
+        "catalog": args.catalog if not args.labels else None,
+        "precision_at_0.8": round(confident_right / confident, 3) if confident else None,
+        "confident": confident,
+        "wrong_unreviewed": sum(s["wrong_unreviewed"] for s in stats.values()),
+    }
     for term, s in stats.items():
         result[f"{term}_precision"] = s["precision"]
         result[f"{term}_confident"] = s["confident"]
         result[f"{term}_wrong_unreviewed"] = s["wrong_unreviewed"]
-    result["catalogNumber_wrong_unreviewed_barcode"] = \
-        stats["catalogNumber"]["wrong_unreviewed_barcode"]
+    result["catalogNumber_wrong_unreviewed_barcode"] = stats["catalogNumber"][
+        "wrong_unreviewed_barcode"
+    ]
     print(json.dumps(result))
 
 

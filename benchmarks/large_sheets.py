@@ -70,8 +70,9 @@ def _tree_rss(pid: int) -> int:
 def measure(args: list[str], env: dict) -> tuple[float, float, int, str]:
     """(seconds, peak tree RSS in MB, return code, last output line) of one command."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(HERBSCAN + args, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        HERBSCAN + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     peak = 0
     while p.poll() is None:
         peak = max(peak, _tree_rss(p.pid))
@@ -86,20 +87,42 @@ def _train_runs(work: Path, env: dict) -> tuple[Path, Path]:
     """A full-sheet and a tile run, one epoch on a tiny synthetic collection (speed only)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import make_sheet as small_sheet
+
     rng = np.random.default_rng(0)
     coll = work / "coll"
     for label, dotted in (("clean", False), ("contaminated", True)):
         (coll / label).mkdir(parents=True)
         for i in range(10):
             small_sheet(rng, dotted, (400, 600)).save(coll / label / f"{i}.jpg")
-    subprocess.run(HERBSCAN + ["split", str(coll), "--out", str(work / "data.csv")], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        HERBSCAN + ["split", str(coll), "--out", str(work / "data.csv")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     runs = []
     for mode in ("full", "tiles"):
         run = work / f"run_{mode}"
-        subprocess.run(HERBSCAN + ["train", str(work / "data.csv"), "--out", str(run), "--mode",
-                                   mode, "--epochs", "1", "--model", "herbnet", "--workers",
-                                   "1"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            HERBSCAN
+            + [
+                "train",
+                str(work / "data.csv"),
+                "--out",
+                str(run),
+                "--mode",
+                mode,
+                "--epochs",
+                "1",
+                "--model",
+                "herbnet",
+                "--workers",
+                "1",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         runs.append(run)
     return runs[0], runs[1]
 
@@ -118,12 +141,27 @@ def main() -> None:
         sheet.parent.mkdir(exist_ok=True)
         make_sheet(sheet, mp)
         for name, args in (
-                ("predict full", ["predict", str(full), str(sheet), "--out",
-                                  str(work / f"p_full_{mp:g}.csv")]),
-                ("predict tiles", ["predict", str(tiles), str(sheet), "--out",
-                                   str(work / f"p_tiles_{mp:g}.csv")]),
-                ("screen full", ["screen", str(full), str(sheet.parent), "--out",
-                                 str(work / f"s_{mp:g}"), "--workers", str(a.workers)])):
+            (
+                "predict full",
+                ["predict", str(full), str(sheet), "--out", str(work / f"p_full_{mp:g}.csv")],
+            ),
+            (
+                "predict tiles",
+                ["predict", str(tiles), str(sheet), "--out", str(work / f"p_tiles_{mp:g}.csv")],
+            ),
+            (
+                "screen full",
+                [
+                    "screen",
+                    str(full),
+                    str(sheet.parent),
+                    "--out",
+                    str(work / f"s_{mp:g}"),
+                    "--workers",
+                    str(a.workers),
+                ],
+            ),
+        ):
             if name == "screen full":  # the folder holds only this size's sheet
                 for other in sheet.parent.iterdir():
                     if other != sheet:

@@ -38,8 +38,13 @@ DEFAULT = HERE.parent.parent / "shared" / "data" / "ocr-taxon-lines"
 
 def raw(path: str) -> str:
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
-    out = subprocess.run([find_tesseract(), path, "-", "-l", "eng"], capture_output=True,
-                         text=True, env=env, check=False).stdout
+    out = subprocess.run(
+        [find_tesseract(), path, "-", "-l", "eng"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    ).stdout
     return " ".join(out.split())
 
 
@@ -55,8 +60,11 @@ def cer(preds: list[str], truths: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "HERBSCAN_SHARED_DATA", DEFAULT.parent)) / "ocr-taxon-lines")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("HERBSCAN_SHARED_DATA", DEFAULT.parent)) / "ocr-taxon-lines",
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--min-score", type=float, default=LINE_MIN_SCORE)
     ap.add_argument("--limit", type=int, default=0)
@@ -64,7 +72,7 @@ def main() -> None:
     with (args.data / "manifest.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if args.limit:
-        rows = rows[:args.limit]
+        rows = rows[: args.limit]
     paths = [str(args.data / r["file"]) for r in rows]
     truths = [" ".join(r["gt_text"].split()) for r in rows]
     with ProcessPoolExecutor(args.workers) as pool:
@@ -81,20 +89,30 @@ def main() -> None:
         hit = checklist.snap_line(readings, args.min_score)
         snapped.append(hit[0] if hit else readings[0])
     best = [readings[0] for readings in our_out]
-    result = {"lines": len(rows), "cer_raw": round(cer(raw_out, truths), 4),
-              "cer_herbscan": round(cer(best, truths), 4),
-              "cer_herbscan_checklist": round(cer(snapped, truths), 4),
-              "seconds_raw": round(t_raw, 1), "seconds_herbscan": round(t_ours, 1)}
+    result = {
+        "lines": len(rows),
+        "cer_raw": round(cer(raw_out, truths), 4),
+        "cer_herbscan": round(cer(best, truths), 4),
+        "cer_herbscan_checklist": round(cer(snapped, truths), 4),
+        "seconds_raw": round(t_raw, 1),
+        "seconds_herbscan": round(t_ours, 1),
+    }
     result["reduction"] = round(1 - result["cer_herbscan"] / result["cer_raw"], 3)
-    result["reduction_checklist"] = round(1 - result["cer_herbscan_checklist"]
-                                          / result["cer_raw"], 3)
+    result["reduction_checklist"] = round(
+        1 - result["cer_herbscan_checklist"] / result["cer_raw"], 3
+    )
     print(f"{'pipeline':<34} {'CER':>7} {'vs raw':>8}", file=sys.stderr)
-    print(f"{'raw tesseract (psm 3, eng)':<34} {result['cer_raw']:>7.3f} {'':>8}",
-          file=sys.stderr)
-    print(f"{'herbscan read_line':<34} {result['cer_herbscan']:>7.3f} "
-          f"{-100 * result['reduction']:>7.1f}%", file=sys.stderr)
-    print(f"{'herbscan + leave-one-out checklist':<34} {result['cer_herbscan_checklist']:>7.3f} "
-          f"{-100 * result['reduction_checklist']:>7.1f}%", file=sys.stderr)
+    print(f"{'raw tesseract (psm 3, eng)':<34} {result['cer_raw']:>7.3f} {'':>8}", file=sys.stderr)
+    print(
+        f"{'herbscan read_line':<34} {result['cer_herbscan']:>7.3f} "
+        f"{-100 * result['reduction']:>7.1f}%",
+        file=sys.stderr,
+    )
+    print(
+        f"{'herbscan + leave-one-out checklist':<34} {result['cer_herbscan_checklist']:>7.3f} "
+        f"{-100 * result['reduction_checklist']:>7.1f}%",
+        file=sys.stderr,
+    )
     print(json.dumps(result))
 
 

@@ -51,11 +51,22 @@ def make_collection(folder: Path, n: int) -> list[Path]:
 def make_run(folder: Path) -> Path:
     torch.manual_seed(0)
     save_tensors(folder / WEIGHTS, create_model("herbnet", 2, input_size=SIZE).state_dict())
-    write_json(folder / "run.json", {
-        "format": FORMAT, "classes": ["clean", "contaminated"],
-        "preprocessing": {"mode": "full", "size": SIZE, "fit": "stretch", "mean": [MEAN] * 3,
-                          "std": [STD] * 3},
-        "architecture": {"name": "herbnet", "kwargs": {}}, "training": {}})
+    write_json(
+        folder / "run.json",
+        {
+            "format": FORMAT,
+            "classes": ["clean", "contaminated"],
+            "preprocessing": {
+                "mode": "full",
+                "size": SIZE,
+                "fit": "stretch",
+                "mean": [MEAN] * 3,
+                "std": [STD] * 3,
+            },
+            "architecture": {"name": "herbnet", "kwargs": {}},
+            "training": {},
+        },
+    )
     return folder
 
 
@@ -80,8 +91,7 @@ def naive(paths: list[Path]) -> float:
     net = create_model("herbnet", 2, input_size=SIZE).eval()
     t0 = time.perf_counter()
     for p in paths:
-        a = np.array(Image.open(p).convert("RGB").resize((SIZE, SIZE),
-                                                         Image.Resampling.BILINEAR))
+        a = np.array(Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
         x = torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).sub(MEAN).div(STD)
         torch.softmax(net(x.contiguous()), 1)
     return time.perf_counter() - t0
@@ -91,10 +101,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sheets", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--naive-sheets", type=int, default=20,
-                    help="the naive loop runs on the first N sheets (it is slow)")
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="times herbscan and the floor are each measured (best kept)")
+    ap.add_argument(
+        "--naive-sheets",
+        type=int,
+        default=20,
+        help="the naive loop runs on the first N sheets (it is slow)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="times herbscan and the floor are each measured (best kept)",
+    )
     ap.add_argument("--dask", action="store_true", help="also time Dask local:1 and local:2")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="herbscan-screen-bench-"))
@@ -108,46 +126,75 @@ def main() -> None:
     hs = fs = float("inf")
     for r in range(args.repeat):
         t0 = time.perf_counter()
-        s = screen(run, tmp / "sheets", tmp / f"screen{r}", workers=args.workers,
-                   progress=False, report=False)
+        s = screen(
+            run,
+            tmp / "sheets",
+            tmp / f"screen{r}",
+            workers=args.workers,
+            progress=False,
+            report=False,
+        )
         hs = min(hs, time.perf_counter() - t0)
         assert s["screened"] == len(paths) and s["failed"] == 0
         fs = min(fs, floor(paths, args.workers))
     t0 = time.perf_counter()
     screen_report(tmp / "screen0", group_by=[])
     report_s = time.perf_counter() - t0
-    ns = naive(paths[:args.naive_sheets]) * len(paths) / args.naive_sheets
+    ns = naive(paths[: args.naive_sheets]) * len(paths) / args.naive_sheets
     n = len(paths)
     print(f"{'':30}{'sheets/s':>10}")
     print(f"{'herbscan screen':30}{n / hs:10.2f}")
     print(f"{'decode floor (same processes)':30}{n / fs:10.2f}")
     print(f"{'naive (1 process, fp32)':30}{n / ns:10.2f}")
-    print(f"workers {args.workers}; best of {args.repeat} for herbscan and the floor; herbscan "
-          "time includes process start-up and the Parquet shards; the summary report "
-          f"(thumbnails of the flagged) took {report_s:.1f} s more")
+    print(
+        f"workers {args.workers}; best of {args.repeat} for herbscan and the floor; herbscan "
+        "time includes process start-up and the Parquet shards; the summary report "
+        f"(thumbnails of the flagged) took {report_s:.1f} s more"
+    )
     extra = {}
     if args.dask:
         for w in (1, 2):
             t0 = time.perf_counter()
-            screen(run, tmp / "sheets", tmp / f"dask{w}", progress=False, report=False,
-                   dask=f"local:{w}", shard_size=max(1, n // 10))
+            screen(
+                run,
+                tmp / "sheets",
+                tmp / f"dask{w}",
+                progress=False,
+                report=False,
+                dask=f"local:{w}",
+                shard_size=max(1, n // 10),
+            )
             extra[f"dask_local{w}_sheets_per_s"] = round(n / (time.perf_counter() - t0), 2)
-        extra["dask_speedup_2_vs_1"] = round(extra["dask_local2_sheets_per_s"]
-                                             / extra["dask_local1_sheets_per_s"], 2)
+        extra["dask_speedup_2_vs_1"] = round(
+            extra["dask_local2_sheets_per_s"] / extra["dask_local1_sheets_per_s"], 2
+        )
         per_worker = extra["dask_local1_sheets_per_s"]
-        print(f"{'dask local:1 / local:2':30}{per_worker:10.2f}"
-              f"{extra['dask_local2_sheets_per_s']:10.2f}  (speedup "
-              f"{extra['dask_speedup_2_vs_1']:.2f}×, cluster start-up included)")
-        print(f"1.4 million sheets: {1.4e6 / (n / hs) / 3600:.1f} h on this machine "
-              f"({n / hs:.1f} sheets/s); with Dask, {1.4e6 / per_worker / 3600:.1f} h per "
-              "single-core worker, divided by the number of such workers")
+        print(
+            f"{'dask local:1 / local:2':30}{per_worker:10.2f}"
+            f"{extra['dask_local2_sheets_per_s']:10.2f}  (speedup "
+            f"{extra['dask_speedup_2_vs_1']:.2f}×, cluster start-up included)"
+        )
+        print(
+            f"1.4 million sheets: {1.4e6 / (n / hs) / 3600:.1f} h on this machine "
+            f"({n / hs:.1f} sheets/s); with Dask, {1.4e6 / per_worker / 3600:.1f} h per "
+            "single-core worker, divided by the number of such workers"
+        )
         extra["projected_hours_this_machine"] = round(1.4e6 / (n / hs) / 3600, 1)
         extra["projected_hours_per_dask_worker"] = round(1.4e6 / per_worker / 3600, 1)
-    print(json.dumps({**extra, "herbscan_sheets_per_s": round(n / hs, 2),
-                      "floor_sheets_per_s": round(n / fs, 2),
-                      "naive_sheets_per_s": round(n / ns, 2),
-                      "ratio_floor": round(fs / hs, 2), "ratio_naive": round(ns / hs, 2),
-                      "sheets": n, "workers": args.workers}))
+    print(
+        json.dumps(
+            {
+                **extra,
+                "herbscan_sheets_per_s": round(n / hs, 2),
+                "floor_sheets_per_s": round(n / fs, 2),
+                "naive_sheets_per_s": round(n / ns, 2),
+                "ratio_floor": round(fs / hs, 2),
+                "ratio_naive": round(ns / hs, 2),
+                "sheets": n,
+                "workers": args.workers,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

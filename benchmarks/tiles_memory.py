@@ -47,8 +47,10 @@ print(json.dumps({"shape": shape, "tiles": n, "kept": kept,
 
 
 def default_images() -> Path:
-    root = os.environ.get("HERBSCAN_SHARED_DATA") or Path(__file__).resolve().parents[2] / \
-        "shared" / "data"
+    root = (
+        os.environ.get("HERBSCAN_SHARED_DATA")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
     return Path(root) / "highres-sheets" / "images"
 
 
@@ -70,30 +72,50 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     args = ap.parse_args()
     from herbscan.tiles import TileSpec, otsu_threshold, sheet_tiles
+
     spec = TileSpec(args.tile_size, args.tile_size, args.scale)
     paths = sorted(args.images.glob("*.jpg")) if args.images.is_dir() else []
     paths.append(big_sheet(Path(tempfile.mkdtemp(prefix="herbscan-mem-"))))
-    ent = np.concatenate([sheet_tiles(p, spec).entropy for p in paths if "8000" not in p.name]
-                         or [sheet_tiles(paths[-1], spec).entropy])
+    ent = np.concatenate(
+        [sheet_tiles(p, spec).entropy for p in paths if "8000" not in p.name]
+        or [sheet_tiles(paths[-1], spec).entropy]
+    )
     threshold = otsu_threshold(ent)
     rows = []
-    print(f"tiles {spec.size}² at scale {spec.scale:g}; auto entropy threshold "
-          f"{threshold:.2f} bits (Otsu over the real sheets)")
+    print(
+        f"tiles {spec.size}² at scale {spec.scale:g}; auto entropy threshold "
+        f"{threshold:.2f} bits (Otsu over the real sheets)"
+    )
     print(f"{'sheet':34}{'decoded':>14}{'tiles':>8}{'kept':>8}{'peak MB':>10}{'ratio':>8}")
     for p in paths:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(p), str(spec.size),
-                              str(spec.scale), str(threshold)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(p), str(spec.size), str(spec.scale), str(threshold)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         h, w = r["shape"][:2]
         decoded_mb = h * w * 3 / 2**20
-        r.update(sheet=p.name, decoded_mb=round(decoded_mb, 1),
-                 ratio=round(r["peak_added_mb"] / decoded_mb, 2))
+        r.update(
+            sheet=p.name,
+            decoded_mb=round(decoded_mb, 1),
+            ratio=round(r["peak_added_mb"] / decoded_mb, 2),
+        )
         rows.append(r)
-        print(f"{p.name[:33]:34}{f'{w}×{h}':>14}{r['tiles']:>8}{r['kept']:>8}"
-              f"{r['peak_added_mb']:>10.0f}{r['ratio']:>8.2f}")
-    print(json.dumps({"min_entropy": round(threshold, 3), "sheets": rows,
-                      "max_ratio": max(r["ratio"] for r in rows)}))
+        print(
+            f"{p.name[:33]:34}{f'{w}×{h}':>14}{r['tiles']:>8}{r['kept']:>8}"
+            f"{r['peak_added_mb']:>10.0f}{r['ratio']:>8.2f}"
+        )
+    print(
+        json.dumps(
+            {
+                "min_entropy": round(threshold, 3),
+                "sheets": rows,
+                "max_ratio": max(r["ratio"] for r in rows),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

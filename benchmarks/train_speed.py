@@ -37,8 +37,10 @@ MEAN, STD = 0.5, 0.25
 
 
 def default_data() -> Path:
-    root = os.environ.get("HERBSCAN_SHARED_DATA") or Path(__file__).resolve().parents[2] / \
-        "shared" / "data"
+    root = (
+        os.environ.get("HERBSCAN_SHARED_DATA")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
     return Path(root) / "ala-lycopodiaceae" / "manifest.csv"
 
 
@@ -52,8 +54,14 @@ def baseline_epochs(m, classes, model_name, size, batch_size, epochs, device, se
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
 
     def batch_tensor(ps):
-        arr = np.stack([np.asarray(Image.open(p).convert("RGB").resize(
-            (size, size), Image.Resampling.BILINEAR)) for p in ps])
+        arr = np.stack(
+            [
+                np.asarray(
+                    Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                )
+                for p in ps
+            ]
+        )
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255).sub(MEAN).div(STD)
         return x.contiguous().to(device)
 
@@ -63,7 +71,7 @@ def baseline_epochs(m, classes, model_name, size, batch_size, epochs, device, se
         net.train()
         order = np.random.default_rng(len(times)).permutation(len(paths))
         for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             if len(idx) < 2:
                 continue
             x = batch_tensor([paths[i] for i in idx])
@@ -77,7 +85,7 @@ def baseline_epochs(m, classes, model_name, size, batch_size, epochs, device, se
         net.eval()
         with torch.no_grad():
             for b in range(0, len(vpaths), 64):
-                net(batch_tensor(vpaths[b:b + 64])).argmax(1).tolist()
+                net(batch_tensor(vpaths[b : b + 64])).argmax(1).tolist()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -87,6 +95,7 @@ def baseline_epochs(m, classes, model_name, size, batch_size, epochs, device, se
 def breakdown(x_tr, n_classes, model_name, size, batch_size, accel, steps=10):
     """Seconds per step for the data path alone (index, transfer, augment) and the model alone."""
     from herbscan.train import augment
+
     g = torch.Generator().manual_seed(0)
     net = accel.prepare(create_model(model_name, n_classes, input_size=size))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -103,8 +112,12 @@ def breakdown(x_tr, n_classes, model_name, size, batch_size, accel, steps=10):
         opt.step()
 
     def data_step():
-        augment(accel.to_input(x_tr[np.sort(np.random.permutation(len(x_tr))[:batch_size])],
-                               [MEAN] * 3, [STD] * 3), g)
+        augment(
+            accel.to_input(
+                x_tr[np.sort(np.random.permutation(len(x_tr))[:batch_size])], [MEAN] * 3, [STD] * 3
+            ),
+            g,
+        )
 
     out = {}
     for name, fn in (("data", data_step), ("model", model_step)):
@@ -134,25 +147,46 @@ def main() -> None:
     if not args.data.is_file():
         sys.exit(f"{args.data}: not found; pass --data or set HERBSCAN_SHARED_DATA")
     tmp = Path(tempfile.mkdtemp(prefix="herbscan-bench-"))
-    data, _ = split(args.data, tmp / "split.csv", label_col=args.label_col,
-                    group_col=args.group_col, path_col=args.path_col, rare="train")
+    data, _ = split(
+        args.data,
+        tmp / "split.csv",
+        label_col=args.label_col,
+        group_col=args.group_col,
+        path_col=args.path_col,
+        rare="train",
+    )
     m = read_source(data)
     classes = sorted(set(m.subset("train").labels()))
     accel = Accel.resolve(args.device)
     epochs = max(2, args.epochs)
 
     t0 = time.perf_counter()
-    load_sheets(m.subset("train").paths() + m.subset("validation").paths(), args.size,
-                cache_dir=tmp / "cache", workers=args.workers, progress=False)
+    load_sheets(
+        m.subset("train").paths() + m.subset("validation").paths(),
+        args.size,
+        cache_dir=tmp / "cache",
+        workers=args.workers,
+        progress=False,
+    )
     decode_s = time.perf_counter() - t0
-    run = train(data, tmp / "run", model=args.model, size=args.size, epochs=epochs,
-                batch_size=args.batch_size, device=args.device, cache_dir=tmp / "cache",
-                patience=0, progress=False, workers=args.workers)
+    run = train(
+        data,
+        tmp / "run",
+        model=args.model,
+        size=args.size,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=tmp / "cache",
+        patience=0,
+        progress=False,
+        workers=args.workers,
+    )
     hist = [float(r.split(",")[-1]) for r in (run / "history.csv").read_text().splitlines()[1:]]
-    base = baseline_epochs(m, classes, args.model, args.size, args.batch_size, epochs,
-                           accel.device)
-    x_tr, _, _ = load_sheets(m.subset("train").paths(), args.size, cache_dir=tmp / "cache",
-                             progress=False)
+    base = baseline_epochs(m, classes, args.model, args.size, args.batch_size, epochs, accel.device)
+    x_tr, _, _ = load_sheets(
+        m.subset("train").paths(), args.size, cache_dir=tmp / "cache", progress=False
+    )
     parts = breakdown(x_tr, len(classes), args.model, args.size, args.batch_size, accel)
     hs, bs = statistics.median(hist[1:]), statistics.median(base[1:])
     n_train = len(m.subset("train").rows)
@@ -160,16 +194,32 @@ def main() -> None:
     print(f"{'seconds per epoch':28}{hs:12.2f}{bs:12.2f}")
     print(f"{'train sheets per second':28}{n_train / hs:12.1f}{n_train / bs:12.1f}")
     print(f"{'first epoch (warm-up) s':28}{hist[0]:12.2f}{base[0]:12.2f}")
-    print(f"per step of {args.batch_size}: data path {parts['data'] * 1000:.1f} ms, model "
-          f"{parts['model'] * 1000:.1f} ms -> bottleneck: "
-          f"{'data pipeline' if parts['data'] > parts['model'] else 'model compute'}")
-    print(f"one-time decode into the cache: {decode_s:.2f} s for {n_train} train + validation "
-          f"sheets ({args.workers} workers); precision {accel.precision}, device {accel.device}")
-    print(json.dumps({"herbscan_epoch_s": round(hs, 3), "baseline_epoch_s": round(bs, 3),
-                      "ratio": round(bs / hs, 2), "decode_once_s": round(decode_s, 2),
-                      "train_sheets": n_train, "data_ms_per_step": round(parts["data"] * 1e3, 2),
-                      "model_ms_per_step": round(parts["model"] * 1e3, 2), "model": args.model, "epochs": epochs,
-                      "precision": accel.precision, "device": str(accel.device)}))
+    print(
+        f"per step of {args.batch_size}: data path {parts['data'] * 1000:.1f} ms, model "
+        f"{parts['model'] * 1000:.1f} ms -> bottleneck: "
+        f"{'data pipeline' if parts['data'] > parts['model'] else 'model compute'}"
+    )
+    print(
+        f"one-time decode into the cache: {decode_s:.2f} s for {n_train} train + validation "
+        f"sheets ({args.workers} workers); precision {accel.precision}, device {accel.device}"
+    )
+    print(
+        json.dumps(
+            {
+                "herbscan_epoch_s": round(hs, 3),
+                "baseline_epoch_s": round(bs, 3),
+                "ratio": round(bs / hs, 2),
+                "decode_once_s": round(decode_s, 2),
+                "train_sheets": n_train,
+                "data_ms_per_step": round(parts["data"] * 1e3, 2),
+                "model_ms_per_step": round(parts["model"] * 1e3, 2),
+                "model": args.model,
+                "epochs": epochs,
+                "precision": accel.precision,
+                "device": str(accel.device),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

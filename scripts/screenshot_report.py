@@ -29,8 +29,10 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 4000) -
     """Write a width x height PNG of `report` to `out`; raise RuntimeError with the reason."""
     chromium = find_chromium()
     if chromium is None:
-        raise RuntimeError("chromium is not installed; install it (e.g. apt-get install chromium) "
-                           "or put it on PATH")
+        raise RuntimeError(
+            "chromium is not installed; install it (e.g. apt-get install chromium) "
+            "or put it on PATH"
+        )
     if not report.is_file():
         raise RuntimeError(f"report not found: {report}")
     out = out.resolve()
@@ -38,15 +40,26 @@ def screenshot(report: Path, out: Path, width: int = 1280, height: int = 4000) -
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="herbscan-chromium-") as profile:
         cmd = [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--hide-scrollbars", "--force-device-scale-factor=1",
-            f"--user-data-dir={profile}", f"--screenshot={out}",
-            f"--window-size={width},{height}", report.resolve().as_uri(),
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            f"--user-data-dir={profile}",
+            f"--screenshot={out}",
+            f"--window-size={width},{height}",
+            report.resolve().as_uri(),
         ]
         try:
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
-                                  timeout=TIMEOUT_S)
+            proc = subprocess.run(
+                cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S
+            )
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"chromium did not finish within {TIMEOUT_S} s") from None
     if proc.returncode != 0 or not out.is_file():

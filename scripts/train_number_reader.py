@@ -28,8 +28,9 @@ def main() -> None:
     todo = range(len(WEIGHTS)) if args.reader is None else [args.reader]
     for n in todo:
         out = args.out or str(WEIGHTS[n])
-        result = train(out, steps=args.steps, samples=args.samples, workers=args.workers,
-                       **RECIPES[n])
+        result = train(
+            out, steps=args.steps, samples=args.samples, workers=args.workers, **RECIPES[n]
+        )
         print(json.dumps({"reader": n, "out": out, **RECIPES[n], **result}), flush=True)
 
 

@@ -29,11 +29,11 @@ def make_sheet(rng: np.random.Generator, dotted: bool, size=(96, 144)) -> Image.
     """A pale sheet; 'dotted' ones carry clusters of dark dots (a trivially learnable class)."""
     w, h = size
     a = np.full((h, w, 3), 235, np.uint8) + rng.integers(0, 15, (h, w, 1), dtype=np.uint8)
-    a[h // 3: 2 * h // 3, w // 2 - 2: w // 2 + 2] = (60, 110, 50)  # a stem
+    a[h // 3 : 2 * h // 3, w // 2 - 2 : w // 2 + 2] = (60, 110, 50)  # a stem
     if dotted:
         for _ in range(6):
             cy, cx = rng.integers(10, h - 10), rng.integers(10, w - 10)
-            a[cy - 4: cy + 4, cx - 4: cx + 4] = 30
+            a[cy - 4 : cy + 4, cx - 4 : cx + 4] = 30
     return Image.fromarray(a)
 
 
@@ -59,6 +59,15 @@ def tiny_run(tiny_collection, tmp_path) -> Path:
     """A full-sheet run trained for one epoch on `tiny_collection` (64², fp32)."""
     from herbscan.manifest import split
     from herbscan.train import train
+
     data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
-    return train(data, tmp_path / "run", model="herbnet_small", size=64, epochs=1, workers=1,
-                 progress=False, precision="fp32")
+    return train(
+        data,
+        tmp_path / "run",
+        model="herbnet_small",
+        size=64,
+        epochs=1,
+        workers=1,
+        progress=False,
+        precision="fp32",
+    )

@@ -37,6 +37,7 @@ def test_changed_file_is_a_miss(tiny_collection, tmp_path):
     assert c.get(p) is not None
     dark = np.zeros((100, 60, 3), np.uint8)
     from PIL import Image
+
     Image.fromarray(dark).save(p)
     assert c.get(p) is None
     assert c.load(p).max() < first.max()

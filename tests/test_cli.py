@@ -17,10 +17,18 @@ def _run(monkeypatch, capsys, *args):
 
 
 def test_help_is_fast_and_lists_commands():
-    r = subprocess.run([sys.executable, "-c", "import sys; from herbscan.cli import main; "
-                        "sys.argv=['herbscan','--help']\ntry: main()\nexcept SystemExit: pass\n"
-                        "print('torch' in sys.modules)"], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from herbscan.cli import main; "
+            "sys.argv=['herbscan','--help']\ntry: main()\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     for cmd in ("split", "train", "evaluate", "predict", "demo"):
         assert cmd in r.stdout
     assert r.stdout.strip().endswith("False")  # torch not imported for --help
@@ -35,15 +43,24 @@ def test_split_prints_counts(monkeypatch, capsys, tiny_collection, tmp_path):
     assert (tmp_path / "s.csv").is_file()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["split", "{tmp}/nope.csv", "--out", "{tmp}/o.csv"], "nope.csv: no such file or folder"),
-    (["split", "{coll}", "--out", "{tmp}/o.csv", "--ratios", "0.7,0.3"], "ratios must be three"),
-    (["evaluate", "{tmp}"], "not a herbscan run"),
-    (["predict", "{tmp}/nothing", "x.jpg"], "no such run folder"),
-    (["train", "{coll}", "--out", "{tmp}/r"], "no 'split' column"),
-    (["split", "{tmp}/m.csv", "--out", "{tmp}/o.csv", "--label-col", "genus"], "no column 'genus'"),
-    (["split", "{coll}", "--out", "{tmp}"], "Is a directory"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["split", "{tmp}/nope.csv", "--out", "{tmp}/o.csv"], "nope.csv: no such file or folder"),
+        (
+            ["split", "{coll}", "--out", "{tmp}/o.csv", "--ratios", "0.7,0.3"],
+            "ratios must be three",
+        ),
+        (["evaluate", "{tmp}"], "not a herbscan run"),
+        (["predict", "{tmp}/nothing", "x.jpg"], "no such run folder"),
+        (["train", "{coll}", "--out", "{tmp}/r"], "no 'split' column"),
+        (
+            ["split", "{tmp}/m.csv", "--out", "{tmp}/o.csv", "--label-col", "genus"],
+            "no column 'genus'",
+        ),
+        (["split", "{coll}", "--out", "{tmp}"], "Is a directory"),
+    ],
+)
 def test_errors_are_one_line_exit_2(monkeypatch, capsys, tiny_collection, tmp_path, args, needle):
     (tmp_path / "m.csv").write_text("path,label\na.jpg,x\n")
     args = [a.format(tmp=tmp_path, coll=tiny_collection) for a in args]
@@ -59,8 +76,9 @@ def test_unknown_option_is_usage_error(monkeypatch, capsys):
 
 
 def test_tiles_command_writes_index_and_summary(monkeypatch, capsys, tiny_collection, tmp_path):
-    code, out, _ = _run(monkeypatch, capsys, "tiles", tiny_collection, "--out", tmp_path / "t",
-                        "--tile-size", "32")
+    code, out, _ = _run(
+        monkeypatch, capsys, "tiles", tiny_collection, "--out", tmp_path / "t", "--tile-size", "32"
+    )
     assert code in (0, None)
     assert "28 sheets (0 failed)" in out and "auto entropy threshold" in out
     for name in ("index.parquet", "summary.json", "entropy.png"):

@@ -29,9 +29,9 @@ def _png_with_size(w: int, h: int) -> bytes:
     Image.new("L", (1, 1)).save(buf, "PNG")
     data = bytearray(buf.getvalue())
     ihdr = 8  # after the signature: length, b"IHDR", fields, crc
-    data[ihdr + 8: ihdr + 16] = struct.pack(">II", w, h)
-    crc = zlib.crc32(bytes(data[ihdr + 4: ihdr + 21]))
-    data[ihdr + 21: ihdr + 25] = struct.pack(">I", crc)
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", w, h)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 21]))
+    data[ihdr + 21 : ihdr + 25] = struct.pack(">I", crc)
     return bytes(data)
 
 
@@ -82,10 +82,9 @@ def make_corpus(root: Path) -> dict[str, str]:
     (root / "bomb.png").write_bytes(_png_with_size(100_000, 100_000))
     png = bytearray((root / "good.png").read_bytes())
     idat = png.index(b"IDAT")
-    png[idat + 20: idat + 40] = bytes(20)  # a corrupt chunk
+    png[idat + 20 : idat + 40] = bytes(20)  # a corrupt chunk
     (root / "corrupt_chunk.png").write_bytes(bytes(png))
-    exp.update({n: "error" for n in ("truncated.jpg", "zero.jpg", "bomb.png",
-                                     "corrupt_chunk.png")})
+    exp.update({n: "error" for n in ("truncated.jpg", "zero.jpg", "bomb.png", "corrupt_chunk.png")})
 
     (root / "notes.txt").write_text("not a sheet\n")
     (root / ".DS_Store").write_bytes(b"\0\0")
@@ -117,10 +116,19 @@ def corpus_run(tmp_path_factory, corpus) -> tuple[Path, Path]:
     os.environ["HERBSCAN_CACHE"] = str(work / "cache")
     from herbscan.manifest import split
     from herbscan.train import train
+
     with pytest.warns(UserWarning, match="do not exist"):  # the dangling link
         data, _ = split(manifest, work / "data.csv", path_col="file", seed=0)
-    run = train(data, work / "run", model="herbnet_small", size=64, epochs=1, workers=2,
-                progress=False, precision="fp32")
+    run = train(
+        data,
+        work / "run",
+        model="herbnet_small",
+        size=64,
+        epochs=1,
+        workers=2,
+        progress=False,
+        precision="fp32",
+    )
     return data, run
 
 
@@ -157,8 +165,16 @@ def test_predict_accounts_for_every_entry(corpus, corpus_run, tmp_path):
     root, exp = corpus
     _, run = corpus_run
     out = tmp_path / "p.csv"
-    _invoke("predict", str(run), str(root), str(root / "missing.jpg"), "--out", str(out),
-            "--workers", "2")
+    _invoke(
+        "predict",
+        str(run),
+        str(root),
+        str(root / "missing.jpg"),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    )
     rows = {Path(r["path"]).name: r for r in _rows(out)}
     assert set(rows) == set(exp) | {"missing.jpg"}
     for name, e in exp.items():
@@ -173,14 +189,21 @@ def test_predict_accounts_for_every_entry(corpus, corpus_run, tmp_path):
     assert "\n=" not in raw and ",=" not in raw
 
 
-def test_a_lower_pixel_limit_turns_a_large_sheet_into_an_error_row(corpus, corpus_run,
-                                                                   tmp_path):
+def test_a_lower_pixel_limit_turns_a_large_sheet_into_an_error_row(corpus, corpus_run, tmp_path):
     root, _ = corpus
     _, run = corpus_run
     out = tmp_path / "p.csv"
     try:
-        _invoke("--max-pixels", "50e6", "predict", str(run), str(root / "huge_legal.jpg"),
-                str(root / "good.jpg"), "--out", str(out))
+        _invoke(
+            "--max-pixels",
+            "50e6",
+            "predict",
+            str(run),
+            str(root / "huge_legal.jpg"),
+            str(root / "good.jpg"),
+            "--out",
+            str(out),
+        )
     finally:
         os.environ.pop("HERBSCAN_MAX_PIXELS", None)
     rows = _rows(out)
@@ -217,8 +240,7 @@ def test_evaluate_and_tiles_account_for_every_row(corpus, corpus_run, tmp_path):
     rows = _rows(data)
     n_train = sum(r["split"] == "train" for r in rows)
     skipped_train = _rows(Path(run) / "skipped.csv")
-    assert m["training"]["n_train"] + sum(r["split"] == "train" for r in skipped_train) == \
-        n_train
+    assert m["training"]["n_train"] + sum(r["split"] == "train" for r in skipped_train) == n_train
     out = tmp_path / "eval"
     _invoke("evaluate", str(run), "--split", "train", "--out", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -235,6 +257,7 @@ def test_evaluate_and_tiles_account_for_every_row(corpus, corpus_run, tmp_path):
 
 def test_transcribe_accounts_for_every_entry(corpus, tmp_path):
     import shutil
+
     if not shutil.which("tesseract"):
         pytest.skip("tesseract is not installed")
     root, exp = corpus

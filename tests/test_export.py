@@ -22,10 +22,18 @@ def test_export_agreement_and_onnx_backend(tiny_run, tiny_collection, tmp_path):
     assert info["int8"]["kept"] == (info["int8"]["agreement"] >= 0.99)
     assert json.loads((tiny_run / "onnx.json").read_text()) == info
     assert (tiny_run / "model.int8.onnx").exists() == info["int8"]["kept"]
-    a = screen(tiny_run, tiny_collection, tmp_path / "t", precision="fp32", progress=False,
-               report=False)
-    b = screen(tiny_run, tiny_collection, tmp_path / "o", precision="fp32", progress=False,
-               report=False, backend="onnx")
+    a = screen(
+        tiny_run, tiny_collection, tmp_path / "t", precision="fp32", progress=False, report=False
+    )
+    b = screen(
+        tiny_run,
+        tiny_collection,
+        tmp_path / "o",
+        precision="fp32",
+        progress=False,
+        report=False,
+        backend="onnx",
+    )
     assert a["flagged"] == b["flagged"]
     ta = sorted(pq.read_table(tmp_path / "t" / "shards").to_pylist(), key=lambda r: r["path"])
     tb = sorted(pq.read_table(tmp_path / "o" / "shards").to_pylist(), key=lambda r: r["path"])

@@ -58,9 +58,14 @@ def test_fetch_dwca_filters_caps_and_keeps_provenance(served, tmp_path):
         zf.writestr("meta.xml", GBIF_META)
         zf.writestr("occurrence.txt", "\n".join(occ) + "\n")
         zf.writestr("multimedia.txt", "\n".join(mm) + "\n")
-    path, problems = fetch_dwca(z, tmp_path / "data", label_col="family",
-                                filter="family in (Lycopodiaceae, Poaceae)", max_per_class=3,
-                                progress=False)
+    path, problems = fetch_dwca(
+        z,
+        tmp_path / "data",
+        label_col="family",
+        filter="family in (Lycopodiaceae, Poaceae)",
+        max_per_class=3,
+        progress=False,
+    )
     rows = _read(path)
     fams = [r["family"] for r in rows]
     assert fams.count("Lycopodiaceae") == 3 and fams.count("Poaceae") == 2
@@ -98,12 +103,17 @@ def test_fetch_smithsonian_mercury_from_a_fake_figshare(served, tmp_path):
     _tarball(root / "9355285", ["stained/00012345.jpg", "stained/00012346.jpg"])
     _tarball(root / "9355303", ["unstained/00099999.jpg"])
     size = (root / "9355303").stat().st_size
-    m = fetch_smithsonian_mercury(tmp_path / "merc", base_url=url,
-                                  sizes={"unstained": size}, progress=False)
+    m = fetch_smithsonian_mercury(
+        tmp_path / "merc", base_url=url, sizes={"unstained": size}, progress=False
+    )
     rows = _read(m)
     assert [(r["barcode"], r["stain"]) for r in rows] == [
-        ("00012345", "stained"), ("00012346", "stained"), ("00099999", "unstained")]
+        ("00012345", "stained"),
+        ("00012346", "stained"),
+        ("00099999", "unstained"),
+    ]
     assert all((tmp_path / "merc" / r["path"]).is_file() for r in rows)
     with pytest.raises(ManifestError, match="expected 5"):
-        fetch_smithsonian_mercury(tmp_path / "m2", base_url=url, sizes={"unstained": 5},
-                                  progress=False)
+        fetch_smithsonian_mercury(
+            tmp_path / "m2", base_url=url, sizes={"unstained": 5}, progress=False
+        )

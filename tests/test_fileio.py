@@ -4,7 +4,7 @@ from herbscan.fileio import neutralise, unneutralise, write_csv
 
 
 def test_formula_like_cells_are_neutralised_for_people_and_kept_raw_otherwise(tmp_path):
-    hostile = ["=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx", "＝1+1"]
+    hostile = ['=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx", "＝1+1"]
     plain = ["Smith, J.", "-149.52", "+3", "1e-5", "", "ALA V161227", "a=b"]
     rows = [{"v": v} for v in hostile + plain]
     people, raw = tmp_path / "people.csv", tmp_path / "raw.csv"

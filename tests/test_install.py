@@ -37,19 +37,35 @@ def fake(tmp_path):
         _tool(bin_, "uname", f'case "$1" in -m) echo {machine} ;; *) echo {system} ;; esac')
 
     def gpu(present: bool) -> None:
-        _tool(bin_, "nvidia-smi", "echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'" if present
-              else "echo 'NVIDIA-SMI has failed: no NVIDIA driver' >&2; exit 9")
+        _tool(
+            bin_,
+            "nvidia-smi",
+            "echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'"
+            if present
+            else "echo 'NVIDIA-SMI has failed: no NVIDIA driver' >&2; exit 9",
+        )
 
     platform("Linux")
     gpu(False)
     # pip's settings come only from what a test sets: no config files, no PIP_* variables
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "TORCH"}
-    env.update(PATH=f"{bin_}{os.pathsep}{os.environ['PATH']}", PIP_CONFIG_FILE=os.devnull,
-               PY=sys.executable, HOME=str(tmp_path / "home"))
+    env.update(
+        PATH=f"{bin_}{os.pathsep}{os.environ['PATH']}",
+        PIP_CONFIG_FILE=os.devnull,
+        PY=sys.executable,
+        HOME=str(tmp_path / "home"),
+    )
 
     def run(*args: str, cwd: Path = ROOT, **extra: str) -> str:
-        done = subprocess.run(["sh", str(SCRIPT), *args], check=False, cwd=cwd, env={**env, **extra},
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["sh", str(SCRIPT), *args],
+            check=False,
+            cwd=cwd,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -70,6 +86,7 @@ def test_cpu_constraint_is_the_cpu_build_of_the_pinned_torch():
     # PEP 440: the plain pin (pyproject, constraints.txt) accepts the +cpu build, and the +cpu pin
     # refuses PyPI's build, so an unreachable CPU index fails instead of downloading CUDA
     from packaging.specifiers import SpecifierSet
+
     assert SpecifierSet(f"=={pinned}").contains(cpu)
     assert not SpecifierSet(f"=={cpu}").contains(pinned)
 
@@ -99,11 +116,16 @@ def test_macos_and_windows_take_pypi_wheels(fake, system):
     assert "PyPI" in fake("--describe")
 
 
-@pytest.mark.parametrize("setting", ["extra-index-url = file:///opt/pypi/simple",
-                                     "index-url = https://mirror.example/simple",
-                                     "find-links = /opt/wheels",
-                                     "constraint = /etc/pip-constraints.txt",
-                                     "no-index = true"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "extra-index-url = file:///opt/pypi/simple",
+        "index-url = https://mirror.example/simple",
+        "find-links = /opt/wheels",
+        "constraint = /etc/pip-constraints.txt",
+        "no-index = true",
+    ],
+)
 def test_a_pip_config_that_names_an_index_decides(fake, setting):
     conf = fake.tmp / "pip.conf"
     conf.write_text(f"[global]\n{setting}\n")
@@ -113,8 +135,10 @@ def test_a_pip_config_that_names_an_index_decides(fake, setting):
     assert fake("--mode", PIP_CONFIG_FILE=str(conf)) == "pip"
 
 
-@pytest.mark.parametrize("var", ["PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL",
-                                 "PIP_CONSTRAINT", "PIP_NO_INDEX"])
+@pytest.mark.parametrize(
+    "var",
+    ["PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX"],
+)
 def test_pip_variables_that_name_an_index_decide(fake, var):
     assert fake("--mode", **{var: "/opt/wheels"}) == "pip"
 
@@ -146,17 +170,29 @@ def test_torch_overrides_the_choice(fake):
 
 
 def test_an_unknown_torch_value_is_refused(fake):
-    done = subprocess.run(["sh", str(SCRIPT)], check=False, cwd=ROOT,
-                          env={**fake.env, "TORCH": "rocm"}, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["sh", str(SCRIPT)],
+        check=False,
+        cwd=ROOT,
+        env={**fake.env, "TORCH": "rocm"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "TORCH must be auto, cpu, cuda or pip" in done.stderr
 
 
 def _make_n(tmp_path, *args: str, env: dict | None = None) -> str:
     """`make -n install` for a venv that does not exist yet, so every step is printed."""
-    done = subprocess.run(["make", "-n", "install", f"VENV={tmp_path / 'venv'}", *args],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        ["make", "-n", "install", f"VENV={tmp_path / 'venv'}", *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -187,13 +223,20 @@ def test_make_install_auto_follows_the_script(fake):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_refuses_an_unknown_torch(tmp_path):
-    done = subprocess.run(["make", "-n", "install", f"VENV={tmp_path / 'v'}", "TORCH=rocm"],
-                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["make", "-n", "install", f"VENV={tmp_path / 'v'}", "TORCH=rocm"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0 and "TORCH must be auto, cpu, cuda or pip" in done.stderr
 
 
 def test_dev_tools_are_pinned_exactly():
     import tomllib
+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     dev = extras["optional-dependencies"]["dev"]
     for tool in ("pytest", "ruff"):
@@ -203,12 +246,12 @@ def test_dev_tools_are_pinned_exactly():
 
 # the demo's last words
 
+
 def _result(tmp_path):
     run = tmp_path / "runs" / "demo" / "run"
     run.mkdir(parents=True)
     (run / "report.html").write_text("<html>synthetic</html>")
-    return {"accuracy": 0.9667, "n": 30, "report": run / "report.html", "run": run,
-            "seconds": 1.0}
+    return {"accuracy": 0.9667, "n": 30, "report": run / "report.html", "run": run, "seconds": 1.0}
 
 
 def _report_of(message: str) -> Path:
@@ -218,10 +261,14 @@ def _report_of(message: str) -> Path:
 
 def test_demo_message_links_the_report_and_says_what_next(tmp_path, monkeypatch):
     from herbscan.demo import demo_message
+
     monkeypatch.chdir(tmp_path)
     result = _result(tmp_path)
-    result = {**result, "report": Path("runs/demo/run/report.html"),
-              "run": Path("runs/demo/run")}  # relative, as `make demo` passes them
+    result = {
+        **result,
+        "report": Path("runs/demo/run/report.html"),
+        "run": Path("runs/demo/run"),
+    }  # relative, as `make demo` passes them
     message = demo_message(result, ".venv/bin/herbscan")
     report = _report_of(message)
     assert report.is_absolute() and report.is_file()
@@ -233,6 +280,7 @@ def test_demo_message_links_the_report_and_says_what_next(tmp_path, monkeypatch)
 
 def test_demo_message_with_spaces_in_the_path(tmp_path):
     from herbscan.demo import demo_message
+
     result = _result(tmp_path / "my sheets")
     assert _report_of(demo_message(result)).is_file()  # the space is %20 in the URL
     assert "source" not in demo_message(result, "herbscan")
@@ -240,6 +288,7 @@ def test_demo_message_with_spaces_in_the_path(tmp_path):
 
 def test_herbscan_command_is_the_path_unless_it_is_on_path(tmp_path, monkeypatch):
     from herbscan.demo import herbscan_command
+
     bin_ = tmp_path / ".venv" / "bin"
     bin_.mkdir(parents=True)
     _tool(bin_, "herbscan", "exit 0")
@@ -257,6 +306,7 @@ def test_cli_demo_ends_with_the_report_link(tmp_path, monkeypatch):
 
     import herbscan.demo
     from herbscan.cli import app
+
     result = _result(tmp_path)
     monkeypatch.setattr(herbscan.demo, "run_demo", lambda out, **kw: result)
     done = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "runs" / "demo")])

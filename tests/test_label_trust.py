@@ -28,12 +28,16 @@ def right(term: str, value: str, truth: str) -> bool:
     if not truth:
         return not value
     if term in ("country", "stateProvince"):
+
         def place(s):
             return re.sub(r"\s+territory$", "", " ".join(s.split()).casefold())
+
         return place(value) == place(truth)
     if term == "recordedBy":
+
         def people(s):
             return re.sub(r"[\W_\d]+", "", re.sub(r"(?i)&|\band\b|\bet\b", " ", s)).casefold()
+
         return people(value) == people(truth)
     return exact(term, value, truth)
 
@@ -65,15 +69,19 @@ def tesseract():
 SHEETS = ("images/351542.jpg", "images/353559.jpg", "images/351485.jpg")
 
 
-def test_wrong_values_on_imprint_and_barcode_sheets_go_to_review(shared_data, tesseract,
-                                                                 tmp_path):
+def test_wrong_values_on_imprint_and_barcode_sheets_go_to_review(shared_data, tesseract, tmp_path):
     from herbscan.labels.transcribe import transcribe
 
     folder = shared_data / "ala-lycopodiaceae"
     truth = {r["file"]: r for r in truth_rows() if r["file"] in SHEETS}
     out = tmp_path / "labels.csv"
-    transcribe([{"path": str(folder / f), "specimen_id": Path(f).stem} for f in SHEETS], out,
-               workers=2, catalog="stamp", progress=False)
+    transcribe(
+        [{"path": str(folder / f), "specimen_id": Path(f).stem} for f in SHEETS],
+        out,
+        workers=2,
+        catalog="stamp",
+        progress=False,
+    )
     with out.open(newline="", encoding="utf-8") as f:
         rows = {Path(r["file"]).name: r for r in csv.DictReader(f)}
     unchecked = []
@@ -86,8 +94,10 @@ def test_wrong_values_on_imprint_and_barcode_sheets_go_to_review(shared_data, te
             if wrong and (term not in review or conf[term] >= 0.6):
                 unchecked.append((file, term, row[term], conf[term]))
     assert unchecked == []
-    assert rows["351485.jpg"]["catalogNumber"] == "H1178981"      # the barcode, stamp unread
+    assert rows["351485.jpg"]["catalogNumber"] == "H1178981"  # the barcode, stamp unread
     assert "catalogNumber" in rows["351485.jpg"]["needsReview"].split("|")
-    assert (rows["353559.jpg"]["country"], rows["353559.jpg"]["stateProvince"]) == \
-        ("Canada", "Yukon Territory")
+    assert (rows["353559.jpg"]["country"], rows["353559.jpg"]["stateProvince"]) == (
+        "Canada",
+        "Yukon Territory",
+    )
     assert rows["351542.jpg"]["stateProvince"] == ""

@@ -25,8 +25,14 @@ def _specimen_manifest(tmp_path, n_per_class=(30, 20, 10), images_per_specimen=2
     for c, n in zip("ABC", n_per_class):
         for s in range(n):
             for k in range(images_per_specimen):
-                rows.append({"file": f"img/{c}{s}_{k}.jpg", "taxon": c, "barcode": f"{c}{s:04d}",
-                             "note": "x"})
+                rows.append(
+                    {
+                        "file": f"img/{c}{s}_{k}.jpg",
+                        "taxon": c,
+                        "barcode": f"{c}{s:04d}",
+                        "note": "x",
+                    }
+                )
     (tmp_path / "img").mkdir(exist_ok=True)
     for r in rows:
         (tmp_path / r["file"]).touch()  # split checks that images exist, not their content
@@ -41,13 +47,20 @@ def test_folder_source(tiny_collection):
 
 def test_split_grouped_stratified_deterministic(tmp_path):
     src = _specimen_manifest(tmp_path)
-    out, counts = split(src, tmp_path / "out" / "s.csv", label_col="taxon", group_col="barcode",
-                        path_col="file", seed=3)
+    out, counts = split(
+        src,
+        tmp_path / "out" / "s.csv",
+        label_col="taxon",
+        group_col="barcode",
+        path_col="file",
+        seed=3,
+    )
     rows = _read(out)
     assert len(rows) == 120
     # every input column is kept, herbscan's columns are added
-    assert {"file", "taxon", "barcode", "note", "split", "path", "label",
-            "specimen_id"} <= set(rows[0])
+    assert {"file", "taxon", "barcode", "note", "split", "path", "label", "specimen_id"} <= set(
+        rows[0]
+    )
     by_specimen = defaultdict(set)
     for r in rows:
         by_specimen[r["barcode"]].add(r["split"])
@@ -57,18 +70,19 @@ def test_split_grouped_stratified_deterministic(tmp_path):
     assert counts["C"] == {"train": 14, "validation": 4, "test": 2}
     # paths are rewritten relative to the output's folder and still point at the same file
     assert rows[0]["path"] == str((tmp_path / rows[0]["file"]).resolve().as_posix())
-    out2, _ = split(src, tmp_path / "s2.csv", label_col="taxon", group_col="barcode",
-                    path_col="file", seed=3)
+    out2, _ = split(
+        src, tmp_path / "s2.csv", label_col="taxon", group_col="barcode", path_col="file", seed=3
+    )
     assert [r["split"] for r in _read(out2)] == [r["split"] for r in rows]
-    out3, _ = split(src, tmp_path / "s3.csv", label_col="taxon", group_col="barcode",
-                    path_col="file", seed=4)
+    out3, _ = split(
+        src, tmp_path / "s3.csv", label_col="taxon", group_col="barcode", path_col="file", seed=4
+    )
     assert [r["split"] for r in _read(out3)] != [r["split"] for r in rows]
 
 
 def test_split_output_trains_without_column_flags(tmp_path):
     src = _specimen_manifest(tmp_path)
-    out, _ = split(src, tmp_path / "s.csv", label_col="taxon", group_col="barcode",
-                   path_col="file")
+    out, _ = split(src, tmp_path / "s.csv", label_col="taxon", group_col="barcode", path_col="file")
     m = read_source(out)
     assert m.label_col == "label" and m.path_col == "path" and m.group_col == "specimen_id"
     assert set(m.labels()) == {"A", "B", "C"}
@@ -87,8 +101,9 @@ def test_tsv_and_missing_columns(tmp_path):
 
 
 def test_empty_label_and_empty_class_folder(tmp_path, tiny_collection):
-    bad = _write_csv(tmp_path / "b.csv", [{"path": "a.jpg", "label": "x"},
-                                         {"path": "b.jpg", "label": ""}])
+    bad = _write_csv(
+        tmp_path / "b.csv", [{"path": "a.jpg", "label": "x"}, {"path": "b.jpg", "label": ""}]
+    )
     with pytest.raises(ManifestError, match="empty label 'label' on line\\(s\\) 3"):
         read_source(bad)
     (tiny_collection / "unknown").mkdir()
@@ -121,9 +136,19 @@ def test_duplicates_missing_files_semicolons_and_windows_paths(tmp_path):
     (tmp_path / "img").mkdir()
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
         (tmp_path / "img" / name).touch()
-    dup = _write_csv(tmp_path / "dup.csv", [
-        {"file": f"img/{n}.jpg", "label": lab, "barcode": b} for n, lab, b in
-        (("a", "x", "1"), ("b", "x", "2"), ("c", "y", "3"), ("d", "y", "4"), ("a", "x", "9"))])
+    dup = _write_csv(
+        tmp_path / "dup.csv",
+        [
+            {"file": f"img/{n}.jpg", "label": lab, "barcode": b}
+            for n, lab, b in (
+                ("a", "x", "1"),
+                ("b", "x", "2"),
+                ("c", "y", "3"),
+                ("d", "y", "4"),
+                ("a", "x", "9"),
+            )
+        ],
+    )
     with pytest.raises(ManifestError, match="listed more than once: .*a.jpg \\(lines 2 and 6"):
         split_manifest(read_source(dup, path_col="file", group_col="barcode"), ratios=(1, 0, 0))
     gone = _write_csv(tmp_path / "gone.csv", [{"file": "nowhere/a.jpg", "label": "x"}])
@@ -146,8 +171,10 @@ def test_read_inputs_takes_a_folder_a_list_or_one_image(tmp_path):
     assert rows == [{"path": str(tmp_path / "a.jpg"), "specimen_id": "a"}]
     listing = tmp_path / "list.txt"
     listing.write_text("# sheets\na.jpg\n\nb.png\n", encoding="utf-8")
-    assert [r["path"] for r in read_inputs(listing)[0]] == [str(tmp_path / "a.jpg"),
-                                                           str(tmp_path / "b.png")]
+    assert [r["path"] for r in read_inputs(listing)[0]] == [
+        str(tmp_path / "a.jpg"),
+        str(tmp_path / "b.png"),
+    ]
     listing.write_bytes("Herbier Genève/é.jpg\n".encode("latin-1"))
     with pytest.raises(ManifestError, match="list.txt: not UTF-8 text"):
         read_inputs(listing)
@@ -158,8 +185,10 @@ def test_read_inputs_takes_a_folder_a_list_or_one_image(tmp_path):
 def test_fetch_split_and_tiles_do_not_import_torch():
     import subprocess
     import sys
-    code = ("import sys, herbscan.fetch, herbscan.manifest, herbscan.tiles, herbscan.tileindex; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+
+    code = (
+        "import sys, herbscan.fetch, herbscan.manifest, herbscan.tiles, herbscan.tileindex; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -49,12 +49,14 @@ def test_perfect_predictions():
 
 
 def test_top_k_accuracy():
-    probs = np.array([
-        [0.1, 0.5, 0.3, 0.1],  # true 0: two classes above it
-        [0.2, 0.4, 0.3, 0.1],  # true 1: top
-        [0.4, 0.3, 0.2, 0.1],  # true 2: two above
-        [0.4, 0.3, 0.2, 0.1],  # true 3: three above
-    ])
+    probs = np.array(
+        [
+            [0.1, 0.5, 0.3, 0.1],  # true 0: two classes above it
+            [0.2, 0.4, 0.3, 0.1],  # true 1: top
+            [0.4, 0.3, 0.2, 0.1],  # true 2: two above
+            [0.4, 0.3, 0.2, 0.1],  # true 3: three above
+        ]
+    )
     y = [0, 1, 2, 3]
     assert [metrics.top_k_accuracy(y, probs, k) for k in (1, 2, 3, 4)] == [0.25, 0.25, 0.75, 1.0]
     with pytest.raises(ValueError, match="k must be"):
@@ -77,11 +79,28 @@ def _graded_sheets():
 def test_coverage_curve_exact_values():
     y, probs = _graded_sheets()
     curve = metrics.coverage_curve(y, probs)
-    assert [row["discarded"] for row in curve] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35,
-                                                   0.4, 0.45, 0.5]
+    assert [row["discarded"] for row in curve] == [
+        0.0,
+        0.05,
+        0.1,
+        0.15,
+        0.2,
+        0.25,
+        0.3,
+        0.35,
+        0.4,
+        0.45,
+        0.5,
+    ]
     assert [row["n"] for row in curve] == [20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10]
-    assert [row["accuracy"] for row in curve[:6]] == [17 / 20, 17 / 19, 17 / 18, 16 / 17,
-                                                      15 / 16, 1.0]
+    assert [row["accuracy"] for row in curve[:6]] == [
+        17 / 20,
+        17 / 19,
+        17 / 18,
+        16 / 17,
+        15 / 16,
+        1.0,
+    ]
     assert curve[0]["coverage"] == 1.0 and curve[-1]["coverage"] == 0.5
     assert curve[0]["threshold"] == pytest.approx(0.61)
 
@@ -115,8 +134,13 @@ def test_calibration_ece_on_a_constructed_case():
     assert (b6["low"], b6["high"], b6["count"], b6["accuracy"]) == (0.6, 0.7, 6, 0.5)
     assert b6["confidence"] == pytest.approx(0.65)
     assert (b9["count"], b9["accuracy"]) == (4, 0.75)
-    assert cal["bins"][0] == {"low": 0.0, "high": 0.1, "count": 0, "confidence": None,
-                              "accuracy": None}
+    assert cal["bins"][0] == {
+        "low": 0.0,
+        "high": 0.1,
+        "count": 0,
+        "confidence": None,
+        "accuracy": None,
+    }
 
 
 def test_log_loss():
@@ -158,14 +182,17 @@ def test_top_k_is_empty_for_two_classes():
     assert m["top_k_accuracy"] == {}
 
 
-@pytest.mark.parametrize("y, probs, classes, message", [
-    (np.array([], dtype=int), np.zeros((0, 2)), ["a", "b"], "empty"),
-    ([0, 1], [[2.0, -1.0], [0.0, 1.0]], ["a", "b"], "non-negative"),
-    ([0, 1], [[0.5, 0.6], [0.0, 1.0]], ["a", "b"], "sum to 1"),
-    ([0, 2], [[0.5, 0.5], [0.0, 1.0]], ["a", "b"], r"\[0, 1\]"),
-    ([0, 1], [[0.5, 0.5], [0.0, 1.0]], ["a"], "names"),
-    ([0.0, 1.0], [[0.5, 0.5], [0.0, 1.0]], ["a", "b"], "integer"),
-])
+@pytest.mark.parametrize(
+    "y, probs, classes, message",
+    [
+        (np.array([], dtype=int), np.zeros((0, 2)), ["a", "b"], "empty"),
+        ([0, 1], [[2.0, -1.0], [0.0, 1.0]], ["a", "b"], "non-negative"),
+        ([0, 1], [[0.5, 0.6], [0.0, 1.0]], ["a", "b"], "sum to 1"),
+        ([0, 2], [[0.5, 0.5], [0.0, 1.0]], ["a", "b"], r"\[0, 1\]"),
+        ([0, 1], [[0.5, 0.5], [0.0, 1.0]], ["a"], "names"),
+        ([0.0, 1.0], [[0.5, 0.5], [0.0, 1.0]], ["a", "b"], "integer"),
+    ],
+)
 def test_bad_input_raises_clear_value_error(y, probs, classes, message):
     with pytest.raises(ValueError, match=message):
         metrics.compute_metrics(y, probs, classes)

@@ -25,8 +25,10 @@ def test_smithsonian2017_matches_the_paper_layout():
     assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules()) == 2
     assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.modules()) == 2
     linears = [x for x in m.modules() if isinstance(x, torch.nn.Linear)]
-    assert [(lin.in_features, lin.out_features) for lin in linears] == [(40 * 61 * 61, 500),
-                                                                     (500, 2)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [
+        (40 * 61 * 61, 500),
+        (500, 2),
+    ]
     assert any(isinstance(x, torch.nn.Dropout) and x.p == 0.5 for x in m.modules())
 
 

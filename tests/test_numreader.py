@@ -12,7 +12,7 @@ def test_synthetic_numbers_are_repeatable_grey_bands():
     a = render_number("V 87317", np.random.default_rng(5))
     b = render_number("V 87317", np.random.default_rng(5))
     assert a.dtype == np.uint8 and a.shape[0] == HEIGHT and np.array_equal(a, b)
-    assert a.min() < 80 and np.median(a) > 180          # dark ink on light paper
+    assert a.min() < 80 and np.median(a) > 180  # dark ink on light paper
     texts = [random_number(np.random.default_rng(i)) for i in range(300)]
     assert all(3 <= sum(c.isdigit() for c in t) <= 7 for t in texts)
     assert any(t[0].isalpha() for t in texts) and any(t.isdigit() for t in texts)
@@ -30,7 +30,7 @@ def test_pool_is_the_same_in_one_process_or_two():
 def test_shipped_readers_read_fresh_synthetic_numbers(k):
     reader = default_readers()[k]
     assert reader.weights == WEIGHTS[k] and WEIGHTS[k].is_file()
-    images, texts = make_batch(200, np.random.default_rng(2024))   # not the training seeds
+    images, texts = make_batch(200, np.random.default_rng(2024))  # not the training seeds
     reads = reader.read(images)
     acc = np.mean([r.text == t for r, t in zip(reads, texts, strict=True)])
     assert acc >= 0.9, acc
@@ -38,7 +38,7 @@ def test_shipped_readers_read_fresh_synthetic_numbers(k):
     wrong = [r.conf for r, t in zip(reads, texts, strict=True) if r.text != t]
     assert all(0.0 <= c <= 1.0 for c in right + wrong)
     if wrong:
-        assert np.mean(right) > np.mean(wrong)               # confidence means something
+        assert np.mean(right) > np.mean(wrong)  # confidence means something
     assert reader.read([]) == []
 
 
@@ -50,8 +50,10 @@ def test_shipped_readers_are_different_models_trained_by_their_recipes():
     assert len(RECIPES) == len(WEIGHTS) == len(default_readers()) >= 2
     for reader, recipe in zip(default_readers(), RECIPES, strict=True):
         meta = reader._meta()
-        assert (int(meta["seed"]), float(meta["old_style"])) == (recipe["seed"],
-                                                                 recipe["old_style"])
+        assert (int(meta["seed"]), float(meta["old_style"])) == (
+            recipe["seed"],
+            recipe["old_style"],
+        )
     states = [reader.model_.state_dict() for reader in default_readers()]
     for a, b in combinations(states, 2):
         assert a.keys() == b.keys()
@@ -93,12 +95,12 @@ def test_decoding_keeps_series_letters_before_the_digits():
     # a worn 0 and 6 look most like C and G: inside the digits the runner-up digit is taken
     read = _decode(frames("V-1-C-5-7-G-7", second={4: "0", 10: "6"}))
     assert read.text == "V105767" and 0.25 < read.conf < 0.4
-    assert _decode(frames("CA-1-2-3-4")).text == "CA1234"      # a two-letter series stays
-    assert _decode(frames("1-1-2-2")).text == "1122"           # repeats need a blank between
+    assert _decode(frames("CA-1-2-3-4")).text == "CA1234"  # a two-letter series stays
+    assert _decode(frames("1-1-2-2")).text == "1122"  # repeats need a blank between
     # letters the reader is sure of where digits must be: words, not a number
     assert _decode(frames("ABC-1-2")).text == ""
     assert _decode(frames("B-O-T-A-N-I-C-A-L")).text == ""
-    assert _decode(frames("B-C-")).text == ""                  # letters alone: no number
+    assert _decode(frames("B-C-")).text == ""  # letters alone: no number
     assert _decode(frames("----")).text == ""
 
 
@@ -109,12 +111,12 @@ def test_old_style_figures_set_a_short_one_and_drop_the_descending_digits():
     seen = set()
     for seed in range(40):
         fonts, drops = _figure_styles("V149385", font, None, 64, np.random.default_rng(seed), 1.0)
-        assert fonts[0] is font and fonts[6] is font and fonts[5] is font   # V, 5 and 8 as set
+        assert fonts[0] is font and fonts[6] is font and fonts[5] is font  # V, 5 and 8 as set
         assert fonts[1].size < font.size and round(0.6 * 64) <= fonts[1].size <= round(0.8 * 64)
         assert drops[0] == drops[1] == drops[5] == 0.0 and 0.0 <= drops[2] <= 0.25
         seen.add(drops[2] > 0)
-    assert seen == {True, False}          # the short 1 alone, or full old-style figures
+    assert seen == {True, False}  # the short 1 alone, or full old-style figures
     rng = np.random.default_rng(0)
     fonts, drops = _figure_styles("V149385", font, None, 64, rng, 0.0)
     assert all(f is font for f in fonts) and not any(drops)
-    assert rng.random() == np.random.default_rng(0).random()   # off: no draw from the stream
+    assert rng.random() == np.random.default_rng(0).random()  # off: no draw from the stream

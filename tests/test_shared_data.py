@@ -12,11 +12,16 @@ from herbscan.manifest import split
 
 def test_ala_split_by_catalog_number(shared_data, tmp_path):
     src = shared_data / "ala-lycopodiaceae" / "manifest.csv"
-    out, counts = split(src, tmp_path / "ala.csv", label_col="genus",
-                        group_col="catalog_number", path_col="file")
+    out, counts = split(
+        src, tmp_path / "ala.csv", label_col="genus", group_col="catalog_number", path_col="file"
+    )
     assert sum(sum(c.values()) for c in counts.values()) == 158
     assert {g: sum(c.values()) for g, c in counts.items()} == {
-        "Diphasiastrum": 46, "Huperzia": 33, "Lycopodiella": 6, "Lycopodium": 73}
+        "Diphasiastrum": 46,
+        "Huperzia": 33,
+        "Lycopodiella": 6,
+        "Lycopodium": 73,
+    }
     assert all(c["test"] >= 1 and c["validation"] >= 1 for c in counts.values())
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -69,8 +69,7 @@ def test_stained_and_clean_sheet_of_one_seed_share_the_layout():
 def test_stained_sheets_have_more_dark_grey_pixels():
     seeds = range(5)
     clean = [_dark_grey(_sheet(s, stained=False, size=(384, 576))[0]) for s in seeds]
-    stained = [_dark_grey(_sheet(s, stained=True, severity=0.6, size=(384, 576))[0])
-               for s in seeds]
+    stained = [_dark_grey(_sheet(s, stained=True, severity=0.6, size=(384, 576))[0]) for s in seeds]
     assert all(st >= cl for st, cl in zip(stained, clean))
     assert np.mean(stained) > 1.5 * np.mean(clean) + 100
 
@@ -95,8 +94,14 @@ def test_confusers_appear_on_clean_and_stained_sheets():
 
 
 def test_make_collection_writes_manifest_and_images(tmp_path):
-    manifest = make_collection(tmp_path / "coll", n_specimens=12, stained_fraction=0.5,
-                               duplicate_fraction=0.25, size=TINY, seed=3)
+    manifest = make_collection(
+        tmp_path / "coll",
+        n_specimens=12,
+        stained_fraction=0.5,
+        duplicate_fraction=0.25,
+        size=TINY,
+        seed=3,
+    )
     assert manifest == tmp_path / "coll" / "manifest.csv"
     with open(manifest, newline="", encoding="utf-8") as f:
         assert next(csv.reader(f)) == list(MANIFEST_COLUMNS)
@@ -122,14 +127,19 @@ def test_make_collection_writes_manifest_and_images(tmp_path):
         assert {Path(r["path"]).stem for r in pair} == {cat, cat + "_b"}
         assert len({(r["label"], r["severity"]) for r in pair}) == 1
     assert sorted(p.name for p in manifest.parent.iterdir()) == [
-        "clean", "contaminated", "manifest.csv"]
+        "clean",
+        "contaminated",
+        "manifest.csv",
+    ]
 
 
 def test_duplicate_is_a_slightly_different_photograph(tmp_path):
     manifest = make_collection(tmp_path, n_specimens=4, duplicate_fraction=1.0, size=TINY, seed=5)
     row = _read_manifest(manifest)[0]
-    with Image.open(tmp_path / row["path"]) as a, \
-            Image.open(tmp_path / row["path"].replace(".jpg", "_b.jpg")) as b:
+    with (
+        Image.open(tmp_path / row["path"]) as a,
+        Image.open(tmp_path / row["path"].replace(".jpg", "_b.jpg")) as b,
+    ):
         diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).mean()
     assert 1.0 < diff < 60.0
 
@@ -148,37 +158,53 @@ def test_make_collection_is_deterministic(tmp_path):
 
 
 def test_stained_fraction_extremes(tmp_path):
-    rows = _read_manifest(make_collection(tmp_path / "all", n_specimens=3, stained_fraction=1.0,
-                                          duplicate_fraction=0.0, size=TINY))
+    rows = _read_manifest(
+        make_collection(
+            tmp_path / "all", n_specimens=3, stained_fraction=1.0, duplicate_fraction=0.0, size=TINY
+        )
+    )
     assert [r["label"] for r in rows] == ["contaminated"] * 3
-    rows = _read_manifest(make_collection(tmp_path / "none", n_specimens=3, stained_fraction=0.0,
-                                          duplicate_fraction=0.0, size=TINY))
+    rows = _read_manifest(
+        make_collection(
+            tmp_path / "none",
+            n_specimens=3,
+            stained_fraction=0.0,
+            duplicate_fraction=0.0,
+            size=TINY,
+        )
+    )
     assert [r["label"] for r in rows] == ["clean"] * 3
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"n_specimens": 0}, "n_specimens"),
-    ({"n_specimens": 2.5}, "n_specimens"),
-    ({"stained_fraction": 1.5}, "stained_fraction"),
-    ({"duplicate_fraction": -0.1}, "duplicate_fraction"),
-    ({"quality": 0}, "quality"),
-    ({"seed": -1}, "seed"),
-    ({"size": (10, 10)}, "size"),
-    ({"size": (192,)}, "size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"n_specimens": 0}, "n_specimens"),
+        ({"n_specimens": 2.5}, "n_specimens"),
+        ({"stained_fraction": 1.5}, "stained_fraction"),
+        ({"duplicate_fraction": -0.1}, "duplicate_fraction"),
+        ({"quality": 0}, "quality"),
+        ({"seed": -1}, "seed"),
+        ({"size": (10, 10)}, "size"),
+        ({"size": (192,)}, "size"),
+    ],
+)
 def test_make_collection_rejects_bad_parameters(tmp_path, kwargs, name):
     with pytest.raises(ParameterError, match=name):
         make_collection(tmp_path, **{"size": TINY, **kwargs})
     assert not (tmp_path / "manifest.csv").exists()
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"stained": True, "severity": 1.2}, "severity"),
-    ({"stained": True, "severity": -0.1}, "severity"),
-    ({"stained": False, "severity": 0.5}, "severity"),
-    ({"stained": True, "size": (768, 20)}, "size"),
-    ({"stained": True, "size": "big"}, "size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"stained": True, "severity": 1.2}, "severity"),
+        ({"stained": True, "severity": -0.1}, "severity"),
+        ({"stained": False, "severity": 0.5}, "severity"),
+        ({"stained": True, "size": (768, 20)}, "size"),
+        ({"stained": True, "size": "big"}, "size"),
+    ],
+)
 def test_make_sheet_rejects_bad_parameters(kwargs, name):
     with pytest.raises(ParameterError, match=name):
         make_sheet(np.random.default_rng(0), **kwargs)

@@ -71,6 +71,7 @@ def test_aggregation_rules():
 
 def test_iter_tiles_decodes_each_sheet_once_and_filters(tmp_path, monkeypatch):
     import herbscan.tiles as tiles_mod
+
     paths = []
     for i in range(2):
         a = np.full((256, 256, 3), 240, np.uint8)
@@ -91,8 +92,7 @@ def test_scaled_decode_and_heatmap(tmp_path):
     st = sheet_tiles(p, TileSpec(size=128, scale=0.5))
     assert st.sheet.shape == (750, 500, 3)
     scores = np.linspace(0, 1, len(st.coords))
-    png = heatmap_png(st.sheet, st.coords, 128, scores, np.ones(len(st.coords), bool),
-                      max_side=200)
+    png = heatmap_png(st.sheet, st.coords, 128, scores, np.ones(len(st.coords), bool), max_side=200)
     im = Image.open(__import__("io").BytesIO(png))
     assert im.format == "PNG" and max(im.size) == 200
     a = np.asarray(im).astype(int)

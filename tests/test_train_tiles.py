@@ -15,8 +15,16 @@ from herbscan.tileindex import tile_index
 from herbscan.tiles import TileSpec
 from herbscan.train import _tile_split, tile_sample_weights, train
 
-FAST = dict(mode="tiles", model="herbnet_small", tile_size=32, batch_size=16, lr=5e-3,
-            workers=1, progress=False, precision="fp32")
+FAST = dict(
+    mode="tiles",
+    model="herbnet_small",
+    tile_size=32,
+    batch_size=16,
+    lr=5e-3,
+    workers=1,
+    progress=False,
+    precision="fp32",
+)
 
 
 @pytest.fixture
@@ -35,8 +43,10 @@ def test_tiles_never_straddle_splits(split_csv, tmp_path):
     m = read_source(split_csv)
     classes = ["clean", "contaminated"]
     spec = TileSpec(32)
-    sets = {s: _tile_split(m, s, classes, spec, 0.0, {}, False, 1, [], False)
-            for s in ("train", "validation", "test")}
+    sets = {
+        s: _tile_split(m, s, classes, spec, 0.0, {}, False, 1, [], False)
+        for s in ("train", "validation", "test")
+    }
     paths = {s: set(ts.paths) for s, ts in sets.items()}
     assert not (paths["train"] & paths["validation"]) and not (paths["train"] & paths["test"])
     assert not (paths["validation"] & paths["test"])
@@ -57,10 +67,13 @@ def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
     run = train(split_csv, tmp_path / "run", epochs=3, patience=0, **FAST)
     cfg = json.loads((run / "run.json").read_text())
     prep, agg = cfg["preprocessing"], cfg["aggregation"]
-    assert prep["mode"] == "tiles" and prep["tile_size"] == 32 and prep["min_entropy_rule"] == "otsu"
+    assert (
+        prep["mode"] == "tiles" and prep["tile_size"] == 32 and prep["min_entropy_rule"] == "otsu"
+    )
     assert 0 < prep["train_tiles_kept"] < prep["train_tiles_total"]  # blank paper dropped
-    assert agg["rule"] in {"mean", "max", "topk", "vote"} and agg["positive_class"] == \
-        "contaminated"
+    assert (
+        agg["rule"] in {"mean", "max", "topk", "vote"} and agg["positive_class"] == "contaminated"
+    )
     assert len(agg["candidates"]) == 5
     m = evaluate(run, split="test", precision="fp32", progress=False)
     assert m["n"] == 6
@@ -71,8 +84,9 @@ def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
     (tmp_path / "other").mkdir()
     twin = tmp_path / "other" / imgs[0].name  # same file name in another folder
     twin.write_bytes(imgs[1].read_bytes())
-    preds, _ = predict(run, imgs + [twin], tmp_path / "p.csv", heatmaps=tmp_path / "hm",
-                       precision="fp32")
+    preds, _ = predict(
+        run, imgs + [twin], tmp_path / "p.csv", heatmaps=tmp_path / "hm", precision="fp32"
+    )
     assert all(p.probs is not None and p.tiles is not None for p in preds)
     made = sorted(f.name for f in (tmp_path / "hm").iterdir())
     assert len(made) == 3 and f"{imgs[0].name}.heatmap.png" in made
@@ -86,15 +100,24 @@ def test_explicit_threshold_and_tile_labels(split_csv, tmp_path):
     first = m.subset("train").paths()[0]
     (tmp_path / "tl.csv").write_text(f"sheet,x,y,label\n{first},0,0,contaminated\n")
     from herbscan.train import read_tile_labels
+
     labels = read_tile_labels(tmp_path / "tl.csv", ["clean", "contaminated"])
-    ts = _tile_split(m, "train", ["clean", "contaminated"], TileSpec(32), 0.0, labels, False, 1,
-                     [], False)
+    ts = _tile_split(
+        m, "train", ["clean", "contaminated"], TileSpec(32), 0.0, labels, False, 1, [], False
+    )
     i = ts.paths.index(str(first))
     own = ts.y[ts.sheet == i]
     sheet_label = ts.sheet_y[i]
     assert own[0] == 1 and (own[1:] == sheet_label).all()
-    run = train(split_csv, tmp_path / "r", epochs=1, min_entropy=0.5, aggregate="mean",
-                tile_labels=tmp_path / "tl.csv", **FAST)
+    run = train(
+        split_csv,
+        tmp_path / "r",
+        epochs=1,
+        min_entropy=0.5,
+        aggregate="mean",
+        tile_labels=tmp_path / "tl.csv",
+        **FAST,
+    )
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["preprocessing"]["min_entropy"] == 0.5
     assert cfg["preprocessing"]["min_entropy_rule"] == "fixed"
@@ -104,17 +127,19 @@ def test_explicit_threshold_and_tile_labels(split_csv, tmp_path):
 def test_tile_mode_with_three_classes(tmp_path):
     """Any labels work: three 'genera' told apart by the colour of their blobs."""
     from PIL import Image
+
     rng = np.random.default_rng(3)
     root = tmp_path / "genera"
     colours = {"Abies": (40, 90, 30), "Betula": (150, 60, 30), "Carex": (30, 60, 150)}
     for name, colour in colours.items():
         (root / name).mkdir(parents=True)
         for i in range(8):
-            a = np.full((96, 96, 3), 235, np.uint8) + rng.integers(0, 10, (96, 96, 1),
-                                                                     dtype=np.uint8)
+            a = np.full((96, 96, 3), 235, np.uint8) + rng.integers(
+                0, 10, (96, 96, 1), dtype=np.uint8
+            )
             for _ in range(3):
                 y, x = rng.integers(8, 80, 2)
-                a[y:y + 12, x:x + 12] = colour
+                a[y : y + 12, x : x + 12] = colour
             Image.fromarray(a).save(root / name / f"{name}{i}.png")
     data, _ = split(root, tmp_path / "s.csv", ratios=(0.5, 0.25, 0.25))
     run = train(data, tmp_path / "run", epochs=2, **FAST)

@@ -56,8 +56,9 @@ def test_sigterm_stops_the_job_and_its_workers(tmp_path):
                 sys.exit(3)
     """)
     (tmp_path / "job.py").write_text(script)
-    p = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE, text=True
+    )
     timer = threading.Timer(60, p.kill)  # a child that never starts must not hang the suite
     timer.start()
     pids = [int(x) for x in p.stdout.readline().split()]
@@ -85,8 +86,9 @@ def test_workers_and_resource_tracker_die_with_a_killed_parent(tmp_path):
                 time.sleep(120)
     """)
     (tmp_path / "job.py").write_text(script)
-    p = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE, text=True
+    )
     try:
         pids = [int(x) for x in p.stdout.readline().split()]
         workers, tracker = pids[:-1], pids[-1]

@@ -35,16 +35,18 @@ class Accel:
     precision: str  # resolved: fp32, bf16 or fp16
 
     @classmethod
-    def resolve(cls, device: str = "auto", precision: str = "auto",
-                threads: int | None = None) -> Accel:
+    def resolve(
+        cls, device: str = "auto", precision: str = "auto", threads: int | None = None
+    ) -> Accel:
         check_choice("precision", precision, PRECISIONS)
         kind = device.split(":")[0]
         check_choice("device", kind, DEVICES)
         if kind == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif kind == "cuda" and not torch.cuda.is_available():
-            raise ParameterError("device 'cuda' asked for but no CUDA GPU is visible; use "
-                                 "--device cpu or auto")
+            raise ParameterError(
+                "device 'cuda' asked for but no CUDA GPU is visible; use --device cpu or auto"
+            )
         dev = torch.device(device)
         if dev.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -76,21 +78,26 @@ class Accel:
         An NHWC buffer viewed as NCHW already is channels_last, so this is one conversion and
         one in-place scale-and-shift, with no layout copy.
         """
-        t = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        t = (
+            torch.from_numpy(np.ascontiguousarray(batch))
+            if isinstance(batch, np.ndarray)
+            else batch
+        )
         x = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32)
         std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         return x.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
 
     @torch.inference_mode()
-    def predict_proba(self, model: torch.nn.Module, arrays: np.ndarray, mean, std,
-                      batch_size: int = 64) -> np.ndarray:
+    def predict_proba(
+        self, model: torch.nn.Module, arrays: np.ndarray, mean, std, batch_size: int = 64
+    ) -> np.ndarray:
         """Class probabilities (n, K) for uint8 NHWC arrays, in eval mode."""
         was_training = model.training
         model.eval()
         out = []
         for i in range(0, len(arrays), batch_size):
-            x = self.to_input(arrays[i:i + batch_size], mean, std)
+            x = self.to_input(arrays[i : i + batch_size], mean, std)
             with self.autocast():
                 logits = model(x)
             out.append(torch.softmax(logits.float(), dim=1).cpu())

@@ -103,8 +103,12 @@ class TileCache:
                 pass  # unreadable entry: recompute
         st = sheet_tiles(path, self.spec)
         with atomic_path(e) as tmp, open(tmp, "wb") as f:
-            np.savez(f, sheet=st.sheet, coords=np.asarray(st.coords, np.int32).reshape(-1, 2),
-                     stats=st.stats)
+            np.savez(
+                f,
+                sheet=st.sheet,
+                coords=np.asarray(st.coords, np.int32).reshape(-1, 2),
+                stats=st.stats,
+            )
         return st
 
 
@@ -119,10 +123,17 @@ def _tile_job(args: tuple[str, TileSpec, TileCache | None, float | None, bool]):
         return None, failure(path, e)
 
 
-def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
-                     cache_dir: str | Path | None | bool = None, workers: int = 1,
-                     progress: bool = True, keep_above: float | None = None,
-                     thumbnails: bool = False, pool=None):
+def load_tile_sheets(
+    paths: Sequence[str | Path],
+    spec: TileSpec,
+    *,
+    cache_dir: str | Path | None | bool = None,
+    workers: int = 1,
+    progress: bool = True,
+    keep_above: float | None = None,
+    thumbnails: bool = False,
+    pool=None,
+):
     """Yield (index, SheetTiles or None, error) for each path, in order; bad files don't stop it.
 
     Sheets come from the tile cache when present, else are decoded by `workers` processes.
@@ -134,19 +145,24 @@ def load_tile_sheets(paths: Sequence[str | Path], spec: TileSpec, *,
     root = _cache_root(cache_dir)
     cache = TileCache(root, spec) if root else None
     jobs = [(str(p), spec, cache, keep_above, thumbnails) for p in paths]
-    yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1,
-                         pool=pool)
+    yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1, pool=pool)
 
 
-def _run_jobs(fn, jobs: list, workers: int, description: str, progress: bool,
-              chunk: int | None = None, pool=None):
+def _run_jobs(
+    fn,
+    jobs: list,
+    workers: int,
+    description: str,
+    progress: bool,
+    chunk: int | None = None,
+    pool=None,
+):
     """Yield (index, *fn(job)) in order, from `workers` spawned processes or in this one.
     `pool`: a running `worker_pool` to use (a long job keeps one for all its batches)."""
-    with Progress(len(jobs), description, unit="sheets",
-                  enabled=progress and len(jobs) > 8) as bar:
+    with Progress(len(jobs), description, unit="sheets", enabled=progress and len(jobs) > 8) as bar:
         if workers > 1 and len(jobs) > 2:
             chunk = chunk or max(1, min(16, len(jobs) // (workers * 8)))
-            with (nullcontext(pool) if pool is not None else worker_pool(workers)) as p:
+            with nullcontext(pool) if pool is not None else worker_pool(workers) as p:
                 for i, result in enumerate(p.map(fn, jobs, chunksize=chunk)):
                     bar.update(1)
                     yield (i, *result)
@@ -186,9 +202,16 @@ def _decode(args: tuple[str, int, str, SheetCache | None]) -> tuple[np.ndarray |
         return None, failure(path, e)
 
 
-def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
-                cache_dir: str | Path | None | bool = None, workers: int = 1,
-                progress: bool = True, pool=None):
+def iter_sheets(
+    paths: Sequence[str | Path],
+    size: int,
+    fit: str = "stretch",
+    *,
+    cache_dir: str | Path | None | bool = None,
+    workers: int = 1,
+    progress: bool = True,
+    pool=None,
+):
     """Yield (index, uint8 array or None, error) per path, in order, as sheets are ready.
 
     Workers keep decoding ahead while the caller uses what has arrived, so inference overlaps
@@ -199,9 +222,15 @@ def iter_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
     yield from _run_jobs(_decode, jobs, workers, "decoding sheets", progress, pool=pool)
 
 
-def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
-                cache_dir: str | Path | None | bool = None, workers: int = 1,
-                progress: bool = True) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+def load_sheets(
+    paths: Sequence[str | Path],
+    size: int,
+    fit: str = "stretch",
+    *,
+    cache_dir: str | Path | None | bool = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Preprocess many sheets into one (n_ok, size, size, 3) uint8 array.
 
     Returns (array, indices of `paths` that loaded, [(path, error)] for those that did not).
@@ -219,8 +248,9 @@ def load_sheets(paths: Sequence[str | Path], size: int, fit: str = "stretch", *,
             out[i], ok[i] = a, True
         else:
             todo.append(i)
-    for j, a, err in iter_sheets([paths[i] for i in todo], size, fit, cache_dir=cache_dir,
-                                 workers=workers, progress=progress):
+    for j, a, err in iter_sheets(
+        [paths[i] for i in todo], size, fit, cache_dir=cache_dir, workers=workers, progress=progress
+    ):
         if a is None:
             failures.append((str(paths[todo[j]]), err))
         else:

@@ -12,27 +12,42 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="herbscan: deep learning for digitized herbarium sheets.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="herbscan: deep learning for digitized herbarium sheets.",
+)
 _state = {"debug": False}
 
 Precision = Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 (GPU)")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 
 
-OutsidePaths = Annotated[bool, typer.Option(
-    help="Refuse image paths that are absolute or lead out of the manifest's folder (for "
-         "manifests from others).")]
+OutsidePaths = Annotated[
+    bool,
+    typer.Option(
+        help="Refuse image paths that are absolute or lead out of the manifest's folder (for "
+        "manifests from others)."
+    ),
+]
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-          max_pixels: Annotated[float | None, typer.Option(
-              help="Largest image to read, in pixels (default 300e6, or $HERBSCAN_MAX_PIXELS); "
-                   "larger files become error rows.")] = None):
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    max_pixels: Annotated[
+        float | None,
+        typer.Option(
+            help="Largest image to read, in pixels (default 300e6, or $HERBSCAN_MAX_PIXELS); "
+            "larger files become error rows."
+        ),
+    ] = None,
+):
     _state["debug"] = debug
     if max_pixels is not None:
         from herbscan.images import set_max_pixels
+
         set_max_pixels(int(max_pixels))
 
 
@@ -42,32 +57,47 @@ def _echo(msg: str) -> None:
 
 def _ratios(text: str) -> tuple[float, float, float]:
     from herbscan.errors import ParameterError
+
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise ParameterError(f"ratios must be three numbers like 0.7,0.2,0.1; got {text!r}") \
-            from None
+        raise ParameterError(
+            f"ratios must be three numbers like 0.7,0.2,0.1; got {text!r}"
+        ) from None
     if len(parts) != 3:
         raise ParameterError(f"ratios must be three numbers like 0.7,0.2,0.1; got {text!r}")
     return parts
 
 
 @app.command()
-def split(source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/TSV manifest.")],
-          out: Annotated[Path, typer.Option(help="Output CSV.")],
-          label_col: str | None = None, group_col: str | None = None,
-          path_col: str | None = None,
-          ratios: Annotated[str, typer.Option(help="train,validation,test")] = "0.7,0.2,0.1",
-          seed: int = 0,
-          rare: Annotated[str, typer.Option(help="Classes with <3 specimens: error | train | "
-                                            "drop")] = "error",
-          refuse_outside_paths: OutsidePaths = False):
+def split(
+    source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/TSV manifest.")],
+    out: Annotated[Path, typer.Option(help="Output CSV.")],
+    label_col: str | None = None,
+    group_col: str | None = None,
+    path_col: str | None = None,
+    ratios: Annotated[str, typer.Option(help="train,validation,test")] = "0.7,0.2,0.1",
+    seed: int = 0,
+    rare: Annotated[
+        str, typer.Option(help="Classes with <3 specimens: error | train | drop")
+    ] = "error",
+    refuse_outside_paths: OutsidePaths = False,
+):
     """Split by specimen into train/validation/test, stratified by label."""
     from herbscan.manifest import SPLITS
     from herbscan.manifest import split as do_split
-    path, counts = do_split(source, out, label_col=label_col, group_col=group_col,
-                            path_col=path_col, ratios=_ratios(ratios), seed=seed, rare=rare,
-                            refuse_outside_paths=refuse_outside_paths)
+
+    path, counts = do_split(
+        source,
+        out,
+        label_col=label_col,
+        group_col=group_col,
+        path_col=path_col,
+        ratios=_ratios(ratios),
+        seed=seed,
+        rare=rare,
+        refuse_outside_paths=refuse_outside_paths,
+    )
     width = max(len(c) for c in counts) + 2
     typer.echo(f"{'class':<{width}}" + "".join(f"{s:>12}" for s in SPLITS))
     for label, row in counts.items():
@@ -78,56 +108,109 @@ def split(source: Annotated[Path, typer.Argument(help="Class-folder tree or CSV/
 
 
 @app.command()
-def train(data: Annotated[Path, typer.Argument(help="Manifest with a split column.")],
-          out: Annotated[Path, typer.Option(help="Run folder to create.")],
-          model: Annotated[str, typer.Option(help="See `herbscan models`: herbnet, "
-                                             "efficientnet_lite0/1/2, smithsonian2017, …")]
-          = "herbnet",
-          mode: Annotated[str, typer.Option(help="full (whole sheet) | tiles")] = "full",
-          size: Annotated[int | None, typer.Option(
-              help="Input side in pixels (default: 320 for pretrained backbones, else 256).")]
-          = None,
-          fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
-          epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
-          precision: Precision = "auto", device: Device = "auto",
-          balance: Annotated[str, typer.Option(help="loss | sampler | none")] = "loss",
-          patience: Annotated[int, typer.Option(help="Epochs without improvement before "
-                                                "stopping (0: never).")] = 10,
-          seed: int = 0, workers: int = 2,
-          cache_dir: Annotated[Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or "
-                                                            "~/.cache/herbscan")] = None,
-          resume: bool = False, label_col: str | None = None, path_col: str | None = None,
-          tile_size: Annotated[int, typer.Option(help="Tiles mode: tile side in pixels.")] = 128,
-          stride: Annotated[int | None, typer.Option(help="Tiles mode: step between tiles "
-                                                     "(default: tile size).")] = None,
-          scale: Annotated[float, typer.Option(help="Tiles mode: working scale of the sheet "
-                                               "(e.g. 0.5).")] = 1.0,
-          min_entropy: Annotated[str, typer.Option(help="Tiles mode: drop tiles below this many "
-                                                   "bits; auto = Otsu cut.")] = "auto",
-          aggregate: Annotated[str, typer.Option(help="Tiles mode: auto | mean | max | topk | "
-                                                 "vote")] = "auto",
-          tile_labels: Annotated[Path | None, typer.Option(help="Tiles mode: CSV sheet,x,y,label "
-                                                           "overriding sheet labels.")] = None,
-          refuse_outside_paths: OutsidePaths = False,
-          pretrained: Annotated[bool | None, typer.Option(
-              "--pretrained/--no-pretrained",
-              help="Start from ImageNet weights (default: when the model has them "
-                   "installed).")] = None,
-          weights: Annotated[Path | None, typer.Option(
-              help="Start the backbone from this .safetensors file (e.g. an earlier run's "
-                   "model.safetensors).")] = None,
-          backbone_lr_scale: Annotated[float, typer.Option(
-              help="Learning rate of a started backbone, as a fraction of --lr.")] = 0.1):
+def train(
+    data: Annotated[Path, typer.Argument(help="Manifest with a split column.")],
+    out: Annotated[Path, typer.Option(help="Run folder to create.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="See `herbscan models`: herbnet, efficientnet_lite0/1/2, smithsonian2017, …"
+        ),
+    ] = "herbnet",
+    mode: Annotated[str, typer.Option(help="full (whole sheet) | tiles")] = "full",
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input side in pixels (default: 320 for pretrained backbones, else 256)."
+        ),
+    ] = None,
+    fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    precision: Precision = "auto",
+    device: Device = "auto",
+    balance: Annotated[str, typer.Option(help="loss | sampler | none")] = "loss",
+    patience: Annotated[
+        int, typer.Option(help="Epochs without improvement before stopping (0: never).")
+    ] = 10,
+    seed: int = 0,
+    workers: int = 2,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or ~/.cache/herbscan")
+    ] = None,
+    resume: bool = False,
+    label_col: str | None = None,
+    path_col: str | None = None,
+    tile_size: Annotated[int, typer.Option(help="Tiles mode: tile side in pixels.")] = 128,
+    stride: Annotated[
+        int | None, typer.Option(help="Tiles mode: step between tiles (default: tile size).")
+    ] = None,
+    scale: Annotated[
+        float, typer.Option(help="Tiles mode: working scale of the sheet (e.g. 0.5).")
+    ] = 1.0,
+    min_entropy: Annotated[
+        str, typer.Option(help="Tiles mode: drop tiles below this many bits; auto = Otsu cut.")
+    ] = "auto",
+    aggregate: Annotated[
+        str, typer.Option(help="Tiles mode: auto | mean | max | topk | vote")
+    ] = "auto",
+    tile_labels: Annotated[
+        Path | None, typer.Option(help="Tiles mode: CSV sheet,x,y,label overriding sheet labels.")
+    ] = None,
+    refuse_outside_paths: OutsidePaths = False,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--pretrained/--no-pretrained",
+            help="Start from ImageNet weights (default: when the model has them installed).",
+        ),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start the backbone from this .safetensors file (e.g. an earlier run's "
+            "model.safetensors)."
+        ),
+    ] = None,
+    backbone_lr_scale: Annotated[
+        float, typer.Option(help="Learning rate of a started backbone, as a fraction of --lr.")
+    ] = 0.1,
+):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
-    run = do_train(data, out, model=model, mode=mode, size=size, fit=fit, epochs=epochs,
-                   batch_size=batch_size, lr=lr, precision=precision, device=device,
-                   balance=balance, patience=patience, seed=seed, workers=workers,
-                   cache_dir=cache_dir, resume=resume, label_col=label_col, path_col=path_col,
-                   tile_size=tile_size, stride=stride, scale=scale, min_entropy=min_entropy,
-                   aggregate=aggregate, tile_labels=tile_labels,
-                   refuse_outside_paths=refuse_outside_paths, pretrained=pretrained,
-                   weights=weights, backbone_lr_scale=backbone_lr_scale)
+
+    run = do_train(
+        data,
+        out,
+        model=model,
+        mode=mode,
+        size=size,
+        fit=fit,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        precision=precision,
+        device=device,
+        balance=balance,
+        patience=patience,
+        seed=seed,
+        workers=workers,
+        cache_dir=cache_dir,
+        resume=resume,
+        label_col=label_col,
+        path_col=path_col,
+        tile_size=tile_size,
+        stride=stride,
+        scale=scale,
+        min_entropy=min_entropy,
+        aggregate=aggregate,
+        tile_labels=tile_labels,
+        refuse_outside_paths=refuse_outside_paths,
+        pretrained=pretrained,
+        weights=weights,
+        backbone_lr_scale=backbone_lr_scale,
+    )
     typer.echo(_train_summary(run))
 
 
@@ -135,6 +218,7 @@ def _train_summary(run: Path) -> str:
     """What `train` ends with: where the run is, its best epoch, and validation accuracy next to
     the majority-class baseline it has to beat."""
     import json
+
     cfg = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
     t = cfg["training"]
     val = (cfg.get("metrics") or {}).get("validation") or {}
@@ -142,8 +226,10 @@ def _train_summary(run: Path) -> str:
     if val.get("val_accuracy") is not None:
         line += f", validation accuracy {val['val_accuracy']:.3f}"
         if t.get("validation_majority") is not None:
-            line += (f" (always answering the most common class: "
-                     f"{t['validation_majority']:.3f}, n={t.get('n_validation')})")
+            line += (
+                f" (always answering the most common class: "
+                f"{t['validation_majority']:.3f}, n={t.get('n_validation')})"
+            )
     else:
         line += " (no validation sheets: the last epoch was kept)"
     return line
@@ -153,6 +239,7 @@ def _train_summary(run: Path) -> str:
 def models():
     """The registered models: parameters, input size, and pretrained weights (where from)."""
     from herbscan.models import list_models, model_info
+
     typer.echo(f"{'model':<20} {'parameters':>11} {'input':>6}  pretrained")
     for name in list_models():
         info = model_info(name)
@@ -167,50 +254,88 @@ def models():
 
 
 @app.command()
-def evaluate(run: Annotated[Path, typer.Argument(help="Run folder.")],
-             data: Annotated[Path | None, typer.Option(help="Labelled manifest (default: the "
-                                                          "run's own data).")] = None,
-             split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
-             out: Annotated[Path | None, typer.Option(help="Output folder (default: the "
-                                                         "run).")] = None,
-             label_col: str | None = None, path_col: str | None = None,
-             precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
-             workers: int = 1,
-             cache_dir: Annotated[Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or "
-                                                          "~/.cache/herbscan")] = None,
-             refuse_outside_paths: OutsidePaths = False):
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Labelled manifest (default: the run's own data).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train | validation | test")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the run).")] = None,
+    label_col: str | None = None,
+    path_col: str | None = None,
+    precision: Precision = "auto",
+    device: Device = "auto",
+    batch_size: int = 64,
+    workers: int = 1,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or ~/.cache/herbscan")
+    ] = None,
+    refuse_outside_paths: OutsidePaths = False,
+):
     """Metrics, predictions.csv and a self-contained report.html."""
     from herbscan.evaluate import evaluate as do_evaluate
-    m = do_evaluate(run, data=data, split=split, out=out, label_col=label_col,
-                    path_col=path_col, precision=precision, device=device,
-                    batch_size=batch_size, workers=workers, cache_dir=cache_dir,
-                    refuse_outside_paths=refuse_outside_paths)
+
+    m = do_evaluate(
+        run,
+        data=data,
+        split=split,
+        out=out,
+        label_col=label_col,
+        path_col=path_col,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        cache_dir=cache_dir,
+        refuse_outside_paths=refuse_outside_paths,
+    )
     where = out or run
-    typer.echo(f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
-               f"(skipped {m['n_skipped']})")
+    typer.echo(
+        f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
+        f"(skipped {m['n_skipped']})"
+    )
     if m.get("seen_in_training"):
-        typer.echo(f"warning: {m['seen_in_training']} of these sheets were among the run's "
-                   "training or validation sheets; these numbers are optimistic")
+        typer.echo(
+            f"warning: {m['seen_in_training']} of these sheets were among the run's "
+            "training or validation sheets; these numbers are optimistic"
+        )
     typer.echo(f"report: {Path(where) / 'report.html'}")
 
 
 @app.command()
-def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
-            images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-            out: Annotated[Path | None, typer.Option(help="CSV to write.")] = None,
-            precision: Precision = "auto", device: Device = "auto", batch_size: int = 64,
-            workers: int = 1,
-            heatmaps: Annotated[Path | None, typer.Option(help="Tile-mode runs: folder for one "
-                                                          "heatmap PNG per sheet.")] = None):
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    out: Annotated[Path | None, typer.Option(help="CSV to write.")] = None,
+    precision: Precision = "auto",
+    device: Device = "auto",
+    batch_size: int = 64,
+    workers: int = 1,
+    heatmaps: Annotated[
+        Path | None, typer.Option(help="Tile-mode runs: folder for one heatmap PNG per sheet.")
+    ] = None,
+):
     """Class probabilities for sheets."""
     from herbscan.predict import predict as do_predict
-    preds, classes = do_predict(run, images, out, precision=precision, device=device,
-                                batch_size=batch_size, workers=workers, heatmaps=heatmaps)
+
+    preds, classes = do_predict(
+        run,
+        images,
+        out,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        heatmaps=heatmaps,
+    )
     if out is None:
         typer.echo("path\tpredicted\t" + "\t".join(f"p_{c}" for c in classes) + "\terror")
         for p in preds:
-            probs = "\t".join(f"{v:.4f}" for v in p.probs) if p.probs is not None else \
-                "\t".join("" for _ in classes)
+            probs = (
+                "\t".join(f"{v:.4f}" for v in p.probs)
+                if p.probs is not None
+                else "\t".join("" for _ in classes)
+            )
             typer.echo(f"{p.path}\t{p.label}\t{probs}\t{p.error}")
     else:
         typer.echo(f"wrote {out}")
@@ -220,89 +345,154 @@ def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
 
 
 @app.command()
-def tiles(data: Annotated[Path, typer.Argument(help="Folder of class folders or manifest.")],
-          out: Annotated[Path, typer.Option(help="Folder for index.parquet, summary.json, "
-                                            "entropy.png.")],
-          tile_size: int = 128, stride: int | None = None, scale: float = 1.0,
-          label_col: str | None = None, path_col: str | None = None, workers: int = 1,
-          cache_dir: Path | None = None):
+def tiles(
+    data: Annotated[Path, typer.Argument(help="Folder of class folders or manifest.")],
+    out: Annotated[Path, typer.Option(help="Folder for index.parquet, summary.json, entropy.png.")],
+    tile_size: int = 128,
+    stride: int | None = None,
+    scale: float = 1.0,
+    label_col: str | None = None,
+    path_col: str | None = None,
+    workers: int = 1,
+    cache_dir: Path | None = None,
+):
     """Tile index with entropy per tile, and the entropy distribution per class."""
     from herbscan.tileindex import tile_index
-    s = tile_index(data, out, tile_size=tile_size, stride=stride, scale=scale,
-                   label_col=label_col, path_col=path_col, workers=workers,
-                   cache_dir=cache_dir or False)
+
+    s = tile_index(
+        data,
+        out,
+        tile_size=tile_size,
+        stride=stride,
+        scale=scale,
+        label_col=label_col,
+        path_col=path_col,
+        workers=workers,
+        cache_dir=cache_dir or False,
+    )
     tps, kps = s["tiles_per_sheet"] or {}, s["kept_per_sheet"] or {}
-    typer.echo(f"{s['sheets']} sheets ({s['failed']} failed), {s['tiles']} tiles; per sheet "
-               f"mean {tps.get('mean')} (min {tps.get('min')}, max {tps.get('max')})")
+    typer.echo(
+        f"{s['sheets']} sheets ({s['failed']} failed), {s['tiles']} tiles; per sheet "
+        f"mean {tps.get('mean')} (min {tps.get('min')}, max {tps.get('max')})"
+    )
     if s["auto_min_entropy"] is not None:
-        typer.echo(f"auto entropy threshold {s['auto_min_entropy']:.3f} bits keeps "
-                   f"{100 * s['kept_fraction']:.1f}% of tiles (per sheet mean {kps.get('mean')})")
+        typer.echo(
+            f"auto entropy threshold {s['auto_min_entropy']:.3f} bits keeps "
+            f"{100 * s['kept_fraction']:.1f}% of tiles (per sheet mean {kps.get('mean')})"
+        )
     typer.echo(f"wrote {Path(out) / 'index.parquet'}, summary.json, entropy.png")
 
 
 @app.command()
-def screen(run: Annotated[Path, typer.Argument(help="Run folder.")],
-           source: Annotated[Path, typer.Argument(help="Folder of images, text file of paths, "
-                                                  "or CSV/TSV manifest.")],
-           out: Annotated[Path, typer.Option(help="Folder for the result shards.")],
-           workers: int = 1, batch_size: int = 64,
-           threshold: Annotated[str, typer.Option(help="auto (the run's operating point) or a "
-                                                  "probability.")] = "auto",
-           resume: bool = False, shard_size: int = 256, path_col: str | None = None,
-           group_col: str | None = None, precision: Precision = "auto",
-           device: Device = "auto",
-           group_by: Annotated[str | None, typer.Option(help="Metadata columns for hot spots, "
-                                                        "comma-separated.")] = None,
-           dask: Annotated[str | None, typer.Option(help="Dask scheduler address, or local:N "
-                                                    "for a local cluster of N processes.")]
-           = None,
-           backend: Annotated[str, typer.Option(help="torch | onnx | onnx-int8 (after herbscan "
-                                                "export)")] = "torch",
-           refuse_outside_paths: OutsidePaths = False,
-           compare_col: Annotated[str | None, typer.Option(
-               help="Flag sheets whose predicted class disagrees with this manifest column "
-                    "(e.g. genus), by margin ≥ threshold (auto: 0.5).")] = None):
+def screen(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    source: Annotated[
+        Path, typer.Argument(help="Folder of images, text file of paths, or CSV/TSV manifest.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the result shards.")],
+    workers: int = 1,
+    batch_size: int = 64,
+    threshold: Annotated[
+        str, typer.Option(help="auto (the run's operating point) or a probability.")
+    ] = "auto",
+    resume: bool = False,
+    shard_size: int = 256,
+    path_col: str | None = None,
+    group_col: str | None = None,
+    precision: Precision = "auto",
+    device: Device = "auto",
+    group_by: Annotated[
+        str | None, typer.Option(help="Metadata columns for hot spots, comma-separated.")
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address, or local:N for a local cluster of N processes."),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="torch | onnx | onnx-int8 (after herbscan export)")
+    ] = "torch",
+    refuse_outside_paths: OutsidePaths = False,
+    compare_col: Annotated[
+        str | None,
+        typer.Option(
+            help="Flag sheets whose predicted class disagrees with this manifest column "
+            "(e.g. genus), by margin ≥ threshold (auto: 0.5)."
+        ),
+    ] = None,
+):
     """Screen a collection: resumable Parquet shards, flagged.csv and report.html."""
     from herbscan.screen import screen as do_screen
-    s = do_screen(run, source, out, workers=workers, batch_size=batch_size,
-                  threshold=threshold, resume=resume, shard_size=shard_size,
-                  path_col=path_col, group_col=group_col, precision=precision, device=device,
-                  group_by=_columns(group_by), dask=dask, backend=backend,
-                  refuse_outside_paths=refuse_outside_paths, compare_col=compare_col)
+
+    s = do_screen(
+        run,
+        source,
+        out,
+        workers=workers,
+        batch_size=batch_size,
+        threshold=threshold,
+        resume=resume,
+        shard_size=shard_size,
+        path_col=path_col,
+        group_col=group_col,
+        precision=precision,
+        device=device,
+        group_by=_columns(group_by),
+        dask=dask,
+        backend=backend,
+        refuse_outside_paths=refuse_outside_paths,
+        compare_col=compare_col,
+    )
     if compare_col:
         flags = f"{s['flagged']} flagged ({s['threshold_source']})"
     elif s["positive_class"] is None:
         flags = f"none flagged ({s['threshold_source']})"
     else:
-        flags = (f"{s['flagged']} flagged as {s['positive_class']} (threshold "
-                 f"{s['threshold']:.3g}, {s['threshold_source']})")
-    extra = "".join(f", {s[k]} {what}" for k, what in (
-        ("skipped", "folder entries skipped (skipped.csv)"),
-        ("outside_paths", "paths outside the source's folder"),
-        ("seen_in_training", "sheets the run was trained or validated on")) if s.get(k))
+        flags = (
+            f"{s['flagged']} flagged as {s['positive_class']} (threshold "
+            f"{s['threshold']:.3g}, {s['threshold_source']})"
+        )
+    extra = "".join(
+        f", {s[k]} {what}"
+        for k, what in (
+            ("skipped", "folder entries skipped (skipped.csv)"),
+            ("outside_paths", "paths outside the source's folder"),
+            ("seen_in_training", "sheets the run was trained or validated on"),
+        )
+        if s.get(k)
+    )
     typer.echo(f"screened {s['screened']} sheets: {flags}, {s['failed']} failed{extra}")
-    typer.echo(f"results: {Path(out) / 'results.csv'} (Parquet: {Path(out) / 'shards'}); "
-               f"flagged: {Path(out) / 'flagged.csv'}; report: {Path(out) / 'report.html'}")
+    typer.echo(
+        f"results: {Path(out) / 'results.csv'} (Parquet: {Path(out) / 'shards'}); "
+        f"flagged: {Path(out) / 'flagged.csv'}; report: {Path(out) / 'report.html'}"
+    )
 
 
 @app.command()
-def export(run: Annotated[Path, typer.Argument(help="Run folder.")],
-           onnx: Annotated[bool, typer.Option("--onnx", help="Write model.onnx.")] = False,
-           int8: Annotated[bool, typer.Option("--int8", help="Also a quantised "
-                                              "model.int8.onnx, kept only if it agrees.")]
-           = False,
-           min_agreement: float = 0.99):
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Write model.onnx.")] = False,
+    int8: Annotated[
+        bool,
+        typer.Option("--int8", help="Also a quantised model.int8.onnx, kept only if it agrees."),
+    ] = False,
+    min_agreement: float = 0.99,
+):
     """Export the model for onnxruntime; prints agreement with torch on validation."""
     from herbscan.errors import ParameterError
+
     if not onnx:
         raise ParameterError("choose an export format: --onnx")
     from herbscan.export import export_onnx
+
     info = export_onnx(run, int8=int8, min_agreement=min_agreement)
 
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
-    typer.echo(f"model.onnx: agreement with torch {pct(info['fp32']['agreement'])} on "
-               f"{info['n']} validation inputs")
+
+    typer.echo(
+        f"model.onnx: agreement with torch {pct(info['fp32']['agreement'])} on "
+        f"{info['n']} validation inputs"
+    )
     if "int8" in info:
         i8 = info["int8"]
         verdict = "kept" if i8["kept"] else f"NOT kept (below {pct(i8['min_agreement'])})"
@@ -310,83 +500,115 @@ def export(run: Annotated[Path, typer.Argument(help="Run folder.")],
 
 
 @app.command("screen-report")
-def screen_report(folder: Annotated[Path, typer.Argument(help="Folder written by screen.")],
-                  group_by: Annotated[str | None, typer.Option(
-                      help="Metadata columns for hot spots, comma-separated.")] = None):
+def screen_report(
+    folder: Annotated[Path, typer.Argument(help="Folder written by screen.")],
+    group_by: Annotated[
+        str | None, typer.Option(help="Metadata columns for hot spots, comma-separated.")
+    ] = None,
+):
     """Rewrite a screen's report.html, e.g. grouped by other columns."""
     from herbscan.screen import screen_report as do_report
+
     typer.echo(f"report: {do_report(folder, group_by=_columns(group_by))}")
 
 
 @app.command()
-def transcribe(source: Annotated[Path, typer.Argument(help="Folder of images, text file of "
-                                                      "paths, or CSV/TSV manifest.")],
-               out: Annotated[Path, typer.Option(help="CSV to write (a .json copy goes beside "
-                                                 "it).")],
-               names: Annotated[Path | None, typer.Option(help="Checklist CSV with a "
-                                                          "scientificName column (optional "
-                                                          "acceptedNameUsage, family).")] = None,
-               lang: Annotated[str, typer.Option(help="Tesseract languages, e.g. eng+lat.")]
-               = "eng",
-               layout: Annotated[str, typer.Option(help="sheet (find the labels) | label (each "
-                                                   "image is one label) | line (one text "
-                                                   "line).")] = "sheet",
-               workers: int = 1,
-               crops: Annotated[Path | None, typer.Option(help="Folder for the label crops.")]
-               = None,
-               resume: bool = False, path_col: str | None = None,
-               min_name_score: Annotated[float, typer.Option(help="Checklist similarity "
-                                                             "(0-100) needed to snap a name.")]
-               = 80.0,
-               catalog: Annotated[str, typer.Option(help="Where this collection's catalogue "
-                                                    "numbers are: auto | stamp (stamped on the "
-                                                    "sheet) | label (printed accession) | "
-                                                    "barcode.")] = "auto"):
+def transcribe(
+    source: Annotated[
+        Path, typer.Argument(help="Folder of images, text file of paths, or CSV/TSV manifest.")
+    ],
+    out: Annotated[Path, typer.Option(help="CSV to write (a .json copy goes beside it).")],
+    names: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checklist CSV with a scientificName column (optional acceptedNameUsage, family)."
+        ),
+    ] = None,
+    lang: Annotated[str, typer.Option(help="Tesseract languages, e.g. eng+lat.")] = "eng",
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="sheet (find the labels) | label (each image is one label) | line (one text line)."
+        ),
+    ] = "sheet",
+    workers: int = 1,
+    crops: Annotated[Path | None, typer.Option(help="Folder for the label crops.")] = None,
+    resume: bool = False,
+    path_col: str | None = None,
+    min_name_score: Annotated[
+        float, typer.Option(help="Checklist similarity (0-100) needed to snap a name.")
+    ] = 80.0,
+    catalog: Annotated[
+        str,
+        typer.Option(
+            help="Where this collection's catalogue "
+            "numbers are: auto | stamp (stamped on the "
+            "sheet) | label (printed accession) | "
+            "barcode."
+        ),
+    ] = "auto",
+):
     """Transcribe labels into Darwin Core record drafts: barcodes, OCR, parsed fields."""
     from herbscan.errors import ParameterError
     from herbscan.labels import transcribe as do_transcribe
     from herbscan.manifest import read_inputs
+
     if source.resolve() in (out.resolve(), out.with_suffix(".json").resolve()):
         raise ParameterError(f"--out {out} would overwrite the SOURCE; write elsewhere")
     rows = read_inputs(source, path_col=path_col).rows
-    s = do_transcribe(rows, out, names=names, lang=lang, layout=layout, workers=workers,
-                      crops=crops, resume=resume, min_name_score=min_name_score,
-                      catalog=catalog)
+    s = do_transcribe(
+        rows,
+        out,
+        names=names,
+        lang=lang,
+        layout=layout,
+        workers=workers,
+        crops=crops,
+        resume=resume,
+        min_name_score=min_name_score,
+        catalog=catalog,
+    )
     per = f", {s['seconds_per_sheet']} s per sheet per worker" if s["seconds_per_sheet"] else ""
     unit = "sheets" if layout == "sheet" else "images"
-    typer.echo(f"transcribed {s['sheets']} {unit} ({s['errors']} failed): barcode on "
-               f"{s['with_barcode']}, name on {s['with_name']}, date on {s['with_date']}, "
-               f"{s['needs_review']} with fields to review{per}")
+    typer.echo(
+        f"transcribed {s['sheets']} {unit} ({s['errors']} failed): barcode on "
+        f"{s['with_barcode']}, name on {s['with_name']}, date on {s['with_date']}, "
+        f"{s['needs_review']} with fields to review{per}"
+    )
     typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")
 
 
 @app.command("transcribe-eval")
-def transcribe_eval(labels: Annotated[Path, typer.Argument(help="CSV from herbscan transcribe.")],
-                    truth: Annotated[Path, typer.Argument(help="Ground-truth CSV.")],
-                    key: Annotated[str, typer.Option(help="Join on: file | catalogNumber | "
-                                                     "specimen_id.")] = "file",
-                    fields: Annotated[str | None, typer.Option(help="Terms to score, "
-                                                               "comma-separated (default: all "
-                                                               "found).")] = None,
-                    map: Annotated[list[str] | None, typer.Option(
-                        "--map", help="TRUTH_COLUMN=TERM, repeatable.")] = None,
-                    out: Annotated[Path | None, typer.Option(help="Also write the scores as "
-                                                             "JSON.")] = None):
+def transcribe_eval(
+    labels: Annotated[Path, typer.Argument(help="CSV from herbscan transcribe.")],
+    truth: Annotated[Path, typer.Argument(help="Ground-truth CSV.")],
+    key: Annotated[str, typer.Option(help="Join on: file | catalogNumber | specimen_id.")] = "file",
+    fields: Annotated[
+        str | None, typer.Option(help="Terms to score, comma-separated (default: all found).")
+    ] = None,
+    map: Annotated[
+        list[str] | None, typer.Option("--map", help="TRUTH_COLUMN=TERM, repeatable.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the scores as JSON.")] = None,
+):
     """Score a transcription: per-field exact and fuzzy accuracy and character error rate."""
     import json
 
     from herbscan.errors import ParameterError
     from herbscan.fileio import atomic_write
     from herbscan.labels.scoring import evaluate_transcription, format_table
+
     mapping = {}
     for m in map or []:
         if "=" not in m:
-            raise ParameterError(f"--map {m!r}: write TRUTH_COLUMN=TERM, e.g. gt_taxon="
-                                 "scientificName")
+            raise ParameterError(
+                f"--map {m!r}: write TRUTH_COLUMN=TERM, e.g. gt_taxon=scientificName"
+            )
         c, t = m.split("=", 1)
         mapping[c.strip()] = t.strip()
-    result = evaluate_transcription(labels, truth, key=key, fields=_columns(fields),
-                                    mapping=mapping)
+    result = evaluate_transcription(
+        labels, truth, key=key, fields=_columns(fields), mapping=mapping
+    )
     typer.echo(format_table(result))
     if out:
         atomic_write(out, json.dumps(result, indent=1))
@@ -396,28 +618,38 @@ def _columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-fetch_app = typer.Typer(help="Download labelled images from portal exports.",
-                        no_args_is_help=True)
+fetch_app = typer.Typer(help="Download labelled images from portal exports.", no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
 
 
 @fetch_app.command("dwca")
-def fetch_dwca(archive: Annotated[Path, typer.Argument(help="Darwin Core archive (.zip).")],
-               out: Annotated[Path, typer.Option(help="Output folder.")],
-               label_col: str | None = None,
-               filter: Annotated[str | None, typer.Option(
-                   help='e.g. "family in (Lycopodiaceae,Selaginellaceae)"')] = None,
-               max_per_class: int | None = None,
-               all_images: Annotated[bool, typer.Option(help="Every image of a specimen, not "
-                                                        "only the first.")] = False,
-               size: Annotated[int | None, typer.Option(help="IIIF: fit images into size².")]
-               = None,
-               workers: int = 4):
+def fetch_dwca(
+    archive: Annotated[Path, typer.Argument(help="Darwin Core archive (.zip).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    label_col: str | None = None,
+    filter: Annotated[
+        str | None, typer.Option(help='e.g. "family in (Lycopodiaceae,Selaginellaceae)"')
+    ] = None,
+    max_per_class: int | None = None,
+    all_images: Annotated[
+        bool, typer.Option(help="Every image of a specimen, not only the first.")
+    ] = False,
+    size: Annotated[int | None, typer.Option(help="IIIF: fit images into size².")] = None,
+    workers: int = 4,
+):
     """Images and Darwin Core terms from a GBIF/Symbiota/iDigBio archive."""
     from herbscan.fetch import fetch_dwca as do_fetch
-    path, problems = do_fetch(archive, out, label_col=label_col, filter=filter,
-                              max_per_class=max_per_class, all_images=all_images, size=size,
-                              workers=workers)
+
+    path, problems = do_fetch(
+        archive,
+        out,
+        label_col=label_col,
+        filter=filter,
+        max_per_class=max_per_class,
+        all_images=all_images,
+        size=size,
+        workers=workers,
+    )
     for p in problems[:10]:
         _echo(f"warning: {p}")
     if len(problems) > 10:
@@ -426,11 +658,16 @@ def fetch_dwca(archive: Annotated[Path, typer.Argument(help="Darwin Core archive
 
 
 @fetch_app.command("urls")
-def fetch_urls(manifest: Annotated[Path, typer.Argument(help="CSV with an image URL column.")],
-               out: Annotated[Path, typer.Option(help="Output folder.")],
-               url_col: str = "accessURI", size: int | None = None, workers: int = 4):
+def fetch_urls(
+    manifest: Annotated[Path, typer.Argument(help="CSV with an image URL column.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    url_col: str = "accessURI",
+    size: int | None = None,
+    workers: int = 4,
+):
     """Images listed by URL in a CSV; every other column is carried."""
     from herbscan.fetch import fetch_urls as do_fetch
+
     typer.echo(f"manifest: {do_fetch(manifest, out, url_col=url_col, size=size, workers=workers)}")
 
 
@@ -438,15 +675,22 @@ def fetch_urls(manifest: Annotated[Path, typer.Argument(help="CSV with an image 
 def fetch_mercury(out: Annotated[Path, typer.Option(help="Output folder.")]):
     """The Smithsonian mercury-stained / unstained sheets (about 1 GB)."""
     from herbscan.fetch import fetch_smithsonian_mercury
+
     typer.echo(f"manifest: {fetch_smithsonian_mercury(out)}")
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and run.")]
-         = Path("runs/demo"),
-         specimens: int = 300, epochs: int = 20, seed: int = 0):
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the synthetic data and run.")] = Path(
+        "runs/demo"
+    ),
+    specimens: int = 300,
+    epochs: int = 20,
+    seed: int = 0,
+):
     """Generate a synthetic herbarium, split, train, evaluate; print the report and what next."""
     from herbscan.demo import demo_message, herbscan_command, run_demo
+
     result = run_demo(out, specimens=specimens, epochs=epochs, seed=seed)
     typer.echo(demo_message(result, herbscan_command()))
 
@@ -456,6 +700,7 @@ def main() -> None:
 
     from herbscan.errors import HerbscanError
     from herbscan.workers import stop_on_signals, stopped_by
+
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         with stop_on_signals():
@@ -464,8 +709,10 @@ def main() -> None:
         signum = stopped_by()  # Ctrl-C, or SIGTERM from a scheduler or `kill`
         if signum is None:
             raise
-        _echo("stopped; the work finished so far is kept: run the same command with --resume "
-              "to go on (where the command has it)")
+        _echo(
+            "stopped; the work finished so far is kept: run the same command with --resume "
+            "to go on (where the command has it)"
+        )
         sys.exit(128 + signum)
     except HerbscanError as e:
         if _state["debug"]:

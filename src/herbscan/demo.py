@@ -20,8 +20,15 @@ from herbscan.synth import make_collection
 from herbscan.train import train
 
 
-def run_demo(out: str | Path = "runs/demo", *, specimens: int = 300, epochs: int = 20,
-             seed: int = 0, model: str = "herbnet", progress: bool = True) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo",
+    *,
+    specimens: int = 300,
+    epochs: int = 20,
+    seed: int = 0,
+    model: str = "herbnet",
+    progress: bool = True,
+) -> dict:
     """Generate `specimens` synthetic sheets under `out`, train `model`, evaluate on test.
 
     Returns {"accuracy", "n", "report", "run", "seconds"}. A second call reuses the generated
@@ -38,11 +45,24 @@ def run_demo(out: str | Path = "runs/demo", *, specimens: int = 300, epochs: int
     run = out / "run"
     if run.exists():
         shutil.rmtree(run)
-    train(data, run, model=model, epochs=epochs, seed=seed, cache_dir=out / "cache",
-          patience=0, progress=progress)
+    train(
+        data,
+        run,
+        model=model,
+        epochs=epochs,
+        seed=seed,
+        cache_dir=out / "cache",
+        patience=0,
+        progress=progress,
+    )
     metrics = evaluate(run, split="test", cache_dir=out / "cache", progress=progress)
-    return {"accuracy": metrics["accuracy"], "n": metrics["n"], "report": run / "report.html",
-            "run": run, "seconds": time.monotonic() - t0}
+    return {
+        "accuracy": metrics["accuracy"],
+        "n": metrics["n"],
+        "report": run / "report.html",
+        "run": run,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def herbscan_command(argv0: str | None = None) -> str:
@@ -69,15 +89,20 @@ def demo_message(result: dict, command: str = "herbscan") -> str:
     browser opens it from anywhere) and the commands to type next; `command` is how herbscan is
     called here (see herbscan_command)."""
     report = Path(result["report"]).resolve().as_uri()
-    steps = [(f"{command} evaluate {shlex.quote(str(result['run']))}",
-              "evaluate the demo model again"),
-             (f"{command} split MY_SHEETS/ --out data.csv",
-              "your own sheets: a folder with one subfolder per class"),
-             (f"{command} train data.csv --out runs/r1", "then evaluate runs/r1; see the README")]
+    steps = [
+        (f"{command} evaluate {shlex.quote(str(result['run']))}", "evaluate the demo model again"),
+        (
+            f"{command} split MY_SHEETS/ --out data.csv",
+            "your own sheets: a folder with one subfolder per class",
+        ),
+        (f"{command} train data.csv --out runs/r1", "then evaluate runs/r1; see the README"),
+    ]
     width = max(len(c) for c, _ in steps)
-    lines = [f"demo test accuracy {result['accuracy']:.3f} (synthetic data, n={result['n']})",
-             f"report: {report}",
-             "next:"]
+    lines = [
+        f"demo test accuracy {result['accuracy']:.3f} (synthetic data, n={result['n']})",
+        f"report: {report}",
+        "next:",
+    ]
     lines += [f"  {c:<{width}}  # {why}" for c, why in steps]
     if command != "herbscan":
         activate = shlex.quote(str(Path(command).parent / "activate"))

@@ -84,20 +84,22 @@ def iiif_sized(url: str, size: int | None) -> str:
     if m:
         return f"{m.group(1)}/full/!{size},{size}/{m.group(2)}/{m.group(3)}.{m.group(4)}"
     if url.endswith("/info.json"):
-        return f"{url[:-len('/info.json')]}/full/!{size},{size}/0/default.jpg"
+        return f"{url[: -len('/info.json')]}/full/!{size},{size}/0/default.jpg"
     return url
 
 
-def _fetch_once(url: str, dest: Path, timeout: float, max_bytes: int,
-                content_types: tuple[str, ...] | None) -> None:
+def _fetch_once(
+    url: str, dest: Path, timeout: float, max_bytes: int, content_types: tuple[str, ...] | None
+) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     part = dest.with_name(dest.name + ".part")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             ctype = resp.headers.get("Content-Type", "")
             if content_types and not ctype.startswith(content_types):
-                raise _Fail(f"content type {ctype or 'missing'!r}, expected "
-                            f"{' or '.join(content_types)}")
+                raise _Fail(
+                    f"content type {ctype or 'missing'!r}, expected {' or '.join(content_types)}"
+                )
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             if expected is not None and expected > max_bytes:
@@ -118,18 +120,32 @@ def _fetch_once(url: str, dest: Path, timeout: float, max_bytes: int,
             ra = e.headers.get("Retry-After", "") if e.headers else ""
             raise _Retry(f"HTTP {e.code}", float(ra) if ra.isdigit() else None) from None
         raise _Fail(f"HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError,
-            http.client.IncompleteRead, http.client.RemoteDisconnected) as e:
+    except (
+        urllib.error.URLError,
+        TimeoutError,
+        ConnectionError,
+        http.client.IncompleteRead,
+        http.client.RemoteDisconnected,
+    ) as e:
         raise _Retry(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
     finally:
         part.unlink(missing_ok=True)
 
 
-def download_all(items: list[tuple[str, str]], out: str | Path, *, workers: int = 4,
-                 per_host_rate: float = 4.0, retries: int = 4, backoff: float = 1.0,
-                 max_wait: float = 60.0, timeout: float = 30.0, max_bytes: int = 500 << 20,
-                 content_types: tuple[str, ...] | None = ("image/",),
-                 progress: bool = True) -> list[Result]:
+def download_all(
+    items: list[tuple[str, str]],
+    out: str | Path,
+    *,
+    workers: int = 4,
+    per_host_rate: float = 4.0,
+    retries: int = 4,
+    backoff: float = 1.0,
+    max_wait: float = 60.0,
+    timeout: float = 30.0,
+    max_bytes: int = 500 << 20,
+    content_types: tuple[str, ...] | None = ("image/",),
+    progress: bool = True,
+) -> list[Result]:
     """Download (url, relative path) pairs under `out`; returns one Result per item, in order."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,23 +168,28 @@ def download_all(items: list[tuple[str, str]], out: str | Path, *, workers: int 
                 return Result(url, dest, False, error=str(e), attempts=attempt)
             except _Retry as e:
                 if attempt > retries:
-                    return Result(url, dest, False, error=f"{e} (after {attempt} tries)",
-                                  attempts=attempt)
-                time.sleep(min(max_wait, e.wait if e.wait is not None
-                               else backoff * 2 ** (attempt - 1)))
+                    return Result(
+                        url, dest, False, error=f"{e} (after {attempt} tries)", attempts=attempt
+                    )
+                time.sleep(
+                    min(max_wait, e.wait if e.wait is not None else backoff * 2 ** (attempt - 1))
+                )
         raise AssertionError("unreachable")
 
     results: list[Result] = []
-    with Progress(len(items), "downloading", unit="files", enabled=progress) as bar, \
-            ThreadPoolExecutor(max(1, workers)) as pool:
+    with (
+        Progress(len(items), "downloading", unit="files", enabled=progress) as bar,
+        ThreadPoolExecutor(max(1, workers)) as pool,
+    ):
         for r in pool.map(one, items):
             results.append(r)
             bar.update(1, failed=sum(not x.ok for x in results))
     return results
 
 
-def safe_extract(archive: str | Path, out: str | Path, *, max_files: int = 100_000,
-                 max_bytes: int = 20 << 30) -> list[Path]:
+def safe_extract(
+    archive: str | Path, out: str | Path, *, max_files: int = 100_000, max_bytes: int = 20 << 30
+) -> list[Path]:
     """Extract the regular files of a tarball under `out`, refusing anything unsafe.
 
     Absolute paths, `..`, links, devices and FIFOs are refused, as are archives past the file
@@ -179,26 +200,32 @@ def safe_extract(archive: str | Path, out: str | Path, *, max_files: int = 100_0
     try:
         tf = tarfile.open(archive)
     except (OSError, tarfile.TarError) as e:
-        raise ManifestError(f"{archive}: not a readable tar archive ({e}); download it again") \
-            from None
+        raise ManifestError(
+            f"{archive}: not a readable tar archive ({e}); download it again"
+        ) from None
     with tf:
         members = tf.getmembers()
         if len(members) > max_files:
-            raise ManifestError(f"{archive}: {len(members):,} members is over the limit of "
-                                f"{max_files:,}; refused")
+            raise ManifestError(
+                f"{archive}: {len(members):,} members is over the limit of {max_files:,}; refused"
+            )
         for m in members:
             if m.isdir():
                 continue
             if not m.isfile():
-                raise ManifestError(f"{archive}: member {m.name!r} is a link or special file; "
-                                    "refused (only regular files are extracted)")
+                raise ManifestError(
+                    f"{archive}: member {m.name!r} is a link or special file; "
+                    "refused (only regular files are extracted)"
+                )
             if Path(m.name).is_absolute() or ".." in Path(m.name).parts:
-                raise ManifestError(f"{archive}: member {m.name!r} points outside the "
-                                    "extraction folder; refused")
+                raise ManifestError(
+                    f"{archive}: member {m.name!r} points outside the extraction folder; refused"
+                )
             total += m.size
             if total > max_bytes:
-                raise ManifestError(f"{archive}: more than {max_bytes:,} bytes when extracted; "
-                                    "refused")
+                raise ManifestError(
+                    f"{archive}: more than {max_bytes:,} bytes when extracted; refused"
+                )
         for m in members:
             if not m.isfile():
                 continue

@@ -62,21 +62,26 @@ def _table(el, tag_id: str) -> Table:
             fields[int(f.get("index"))] = term
         elif f.get("default") is not None:
             defaults[term] = f.get("default")
-    return Table(location=location, row_type=_term(el.get("rowType", "")),
-                 id_index=int(id_el.get("index")) if id_el is not None else None,
-                 fields=fields, defaults=defaults,
-                 delimiter=_unescape(el.get("fieldsTerminatedBy"), ","),
-                 quote=_unescape(el.get("fieldsEnclosedBy"), '"'),
-                 encoding=el.get("encoding", "utf-8") or "utf-8",
-                 header_lines=int(el.get("ignoreHeaderLines", "0") or 0))
+    return Table(
+        location=location,
+        row_type=_term(el.get("rowType", "")),
+        id_index=int(id_el.get("index")) if id_el is not None else None,
+        fields=fields,
+        defaults=defaults,
+        delimiter=_unescape(el.get("fieldsTerminatedBy"), ","),
+        quote=_unescape(el.get("fieldsEnclosedBy"), '"'),
+        encoding=el.get("encoding", "utf-8") or "utf-8",
+        header_lines=int(el.get("ignoreHeaderLines", "0") or 0),
+    )
 
 
 def _read_rows(z: zipfile.ZipFile, t: Table, problems: list[str]) -> None:
     try:
         raw = z.read(t.location)
     except KeyError:
-        raise ManifestError(f"meta.xml names {t.location!r}, which is not in the archive; "
-                            "re-export it") from None
+        raise ManifestError(
+            f"meta.xml names {t.location!r}, which is not in the archive; re-export it"
+        ) from None
     text = raw.decode(t.encoding.lower().replace("utf8", "utf-8"), errors="replace")
     kw = {"delimiter": t.delimiter}
     if t.quote:
@@ -89,8 +94,10 @@ def _read_rows(z: zipfile.ZipFile, t: Table, problems: list[str]) -> None:
         if line_no <= t.header_lines or not any(c.strip() for c in cells):
             continue
         if len(cells) < width:
-            problems.append(f"{t.location} line {line_no}: {len(cells)} fields, expected at "
-                            f"least {width}; skipped")
+            problems.append(
+                f"{t.location} line {line_no}: {len(cells)} fields, expected at "
+                f"least {width}; skipped"
+            )
             continue
         row = dict(t.defaults)
         row.update({term: cells[i].strip() for i, term in t.fields.items()})
@@ -109,14 +116,17 @@ def read_dwca(path: str | Path, *, one_per_specimen: bool = False) -> tuple[list
     try:
         z = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as e:
-        raise ManifestError(f"{path}: not a readable zip ({e}); download the archive again") \
-            from None
+        raise ManifestError(
+            f"{path}: not a readable zip ({e}); download the archive again"
+        ) from None
     with z:
         try:
             meta = ElementTree.fromstring(z.read("meta.xml"))
         except KeyError:
-            raise ManifestError(f"{path}: no meta.xml, so not a Darwin Core archive; export "
-                                "a DwC-A (GBIF 'Darwin Core Archive' download)") from None
+            raise ManifestError(
+                f"{path}: no meta.xml, so not a Darwin Core archive; export "
+                "a DwC-A (GBIF 'Darwin Core Archive' download)"
+            ) from None
         except ElementTree.ParseError as e:
             raise ManifestError(f"{path}: meta.xml is not valid XML ({e})") from None
         core_el = meta.find("{*}core")
@@ -125,13 +135,18 @@ def read_dwca(path: str | Path, *, one_per_specimen: bool = False) -> tuple[list
         problems: list[str] = []
         core = _table(core_el, "id")
         _read_rows(z, core, problems)
-        media = [_table(el, "coreid") for el in meta.findall("{*}extension")
-                 if _term(el.get("rowType", "")).lower() in MEDIA_ROW_TYPES]
+        media = [
+            _table(el, "coreid")
+            for el in meta.findall("{*}extension")
+            if _term(el.get("rowType", "")).lower() in MEDIA_ROW_TYPES
+        ]
         for t in media:
             _read_rows(z, t, problems)
     if not media:
-        raise ManifestError(f"{path}: the archive has no multimedia extension, so no image "
-                            "URLs; export it with images/multimedia included")
+        raise ManifestError(
+            f"{path}: the archive has no multimedia extension, so no image "
+            "URLs; export it with images/multimedia included"
+        )
     occurrences = {r["_id"]: r for r in core.rows if r.get("_id")}
     out, seen = [], set()
     for t in media:
@@ -139,12 +154,15 @@ def read_dwca(path: str | Path, *, one_per_specimen: bool = False) -> tuple[list
             occ = occurrences.get(m.get("_id", ""))
             url = next((m[k] for k in URL_TERMS if m.get(k)), "")
             if occ is None:
-                problems.append(f"{t.location}: media {url or '(no url)'} refers to unknown "
-                                f"occurrence {m.get('_id')!r}; skipped")
+                problems.append(
+                    f"{t.location}: media {url or '(no url)'} refers to unknown "
+                    f"occurrence {m.get('_id')!r}; skipped"
+                )
                 continue
             if not url:
-                problems.append(f"{t.location}: a media row of occurrence {m['_id']!r} has no "
-                                "URL; skipped")
+                problems.append(
+                    f"{t.location}: a media row of occurrence {m['_id']!r} has no URL; skipped"
+                )
                 continue
             if one_per_specimen and m["_id"] in seen:
                 continue

@@ -79,8 +79,15 @@ class SameConv2d(nn.Conv2d):
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0,
-                         groups=groups, bias=False)
+        super().__init__(
+            cin,
+            cout,
+            kernel,
+            stride,
+            padding=kernel // 2 if stride == 1 else 0,
+            groups=groups,
+            bias=False,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride[0] > 1:
@@ -102,8 +109,9 @@ class MBConv(nn.Module):
     (stochastic depth: 1 - TF's survival probability).
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
-                 drop_path: float = 0.0):
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int, expand: int, drop_path: float = 0.0
+    ):
         super().__init__()
         mid = cin * expand
         if expand != 1:
@@ -142,8 +150,13 @@ class EfficientNetLite(nn.Module):
 
     HEAD_PREFIX = "_fc."
 
-    def __init__(self, spec: LiteSpec, num_classes: int = 1000, dropout: float | None = None,
-                 drop_path: float = 0.2):
+    def __init__(
+        self,
+        spec: LiteSpec,
+        num_classes: int = 1000,
+        dropout: float | None = None,
+        drop_path: float = 0.2,
+    ):
         super().__init__()
         self.spec = spec
         self.num_features = HEAD

@@ -37,8 +37,14 @@ def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
         raise ParameterError(f"{name} must be one of {shown}; got {value!r}")
 
 
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
-                *, low_open: bool = False) -> None:
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> None:
     """Raise the uniform parameter error when `value` is outside [low, high]."""
     bad = (low is not None and (value <= low if low_open else value < low)) or (
         high is not None and value > high

@@ -32,8 +32,9 @@ def _require():
         import onnxruntime  # noqa: F401
         from onnxruntime.quantization import quantize_dynamic  # noqa: F401
     except ImportError:
-        raise ParameterError("onnx export needs onnxruntime: pip install 'herbscan[onnx]'") \
-            from None
+        raise ParameterError(
+            "onnx export needs onnxruntime: pip install 'herbscan[onnx]'"
+        ) from None
 
 
 class OnnxModel:
@@ -42,6 +43,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int | None = None):
         _require()
         import onnxruntime as ort
+
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -53,7 +55,7 @@ class OnnxModel:
         s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
         out = []
         for i in range(0, len(arrays), batch_size):
-            x = arrays[i:i + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+            x = arrays[i : i + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
             logits = self.session.run(None, {"x": ((x - m) / s).astype(np.float32)})[0]
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
             out.append(e / e.sum(axis=1, keepdims=True))
@@ -64,22 +66,30 @@ def _validation_inputs(run: Run, limit: int) -> np.ndarray:
     """Model inputs from the run's validation split: sheets, or the kept tiles of sheets."""
     data = run.config.get("training", {}).get("data")
     if not data or not Path(data).exists():
-        raise RunError(f"{run.folder}: the manifest it was trained on is gone, so agreement "
-                       "cannot be measured; restore it")
+        raise RunError(
+            f"{run.folder}: the manifest it was trained on is gone, so agreement "
+            "cannot be measured; restore it"
+        )
     m = read_source(data, label_col=run.config.get("label_column")).subset("validation")
     prep = run.preprocessing
     paths = m.paths()[:limit]
     if prep.get("mode") == "tiles":
         spec = TileSpec(prep["tile_size"], prep["stride"], prep["scale"])
-        tiles = [kt.tiles for _, kt, _ in load_tile_sheets(
-            paths, spec, cache_dir=None, progress=False, keep_above=prep["min_entropy"]) if kt]
+        tiles = [
+            kt.tiles
+            for _, kt, _ in load_tile_sheets(
+                paths, spec, cache_dir=None, progress=False, keep_above=prep["min_entropy"]
+            )
+            if kt
+        ]
         return np.concatenate(tiles) if tiles else np.zeros((0,) * 4, np.uint8)
     arrays, _, _ = load_sheets(paths, prep["size"], prep["fit"], cache_dir=None, progress=False)
     return arrays
 
 
-def export_onnx(run: str | Path, *, int8: bool = False, min_agreement: float = 0.99,
-                limit: int = 512) -> dict:
+def export_onnx(
+    run: str | Path, *, int8: bool = False, min_agreement: float = 0.99, limit: int = 512
+) -> dict:
     """Write model.onnx (and model.int8.onnx when it agrees well enough); return onnx.json."""
     _require()
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -93,9 +103,16 @@ def export_onnx(run: str | Path, *, int8: bool = False, min_agreement: float = 0
     with warnings.catch_warnings():
         # the TorchScript exporter needs only `onnx`; the newer one also needs onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(net, (x,), str(raw), input_names=["x"], output_names=["logits"],
-                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            net,
+            (x,),
+            str(raw),
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
     try:
         with atomic_path(r.folder / ONNX) as tmp:
             quant_pre_process(str(raw), str(tmp))
@@ -104,8 +121,12 @@ def export_onnx(run: str | Path, *, int8: bool = False, min_agreement: float = 0
 
     inputs = _validation_inputs(r, limit)
     from herbscan.accel import Accel
-    ref = Accel.resolve("cpu", "fp32").predict_proba(net, inputs, prep["mean"], prep["std"]) \
-        .argmax(1) if len(inputs) else np.zeros(0)
+
+    ref = (
+        Accel.resolve("cpu", "fp32").predict_proba(net, inputs, prep["mean"], prep["std"]).argmax(1)
+        if len(inputs)
+        else np.zeros(0)
+    )
 
     def agreement(path: Path) -> float | None:
         if not len(inputs):
@@ -113,16 +134,23 @@ def export_onnx(run: str | Path, *, int8: bool = False, min_agreement: float = 0
         got = OnnxModel(path).predict_proba(inputs, prep["mean"], prep["std"]).argmax(1)
         return float((got == ref).mean())
 
-    report = {"n": len(inputs), "fp32": {"file": ONNX, "agreement": agreement(
-        r.folder / ONNX)}}
+    report = {"n": len(inputs), "fp32": {"file": ONNX, "agreement": agreement(r.folder / ONNX)}}
     if int8:
         with atomic_path(r.folder / ONNX_INT8) as tmp:
-            quantize_dynamic(str(r.folder / ONNX), str(tmp), weight_type=QuantType.QUInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+            quantize_dynamic(
+                str(r.folder / ONNX),
+                str(tmp),
+                weight_type=QuantType.QUInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
         a = agreement(r.folder / ONNX_INT8)
         kept = a is not None and a >= min_agreement
-        report["int8"] = {"file": ONNX_INT8 if kept else None, "agreement": a,
-                          "min_agreement": min_agreement, "kept": kept}
+        report["int8"] = {
+            "file": ONNX_INT8 if kept else None,
+            "agreement": a,
+            "min_agreement": min_agreement,
+            "kept": kept,
+        }
         if not kept:
             (r.folder / ONNX_INT8).unlink(missing_ok=True)
     write_json(r.folder / ONNX_JSON, report)
@@ -133,11 +161,14 @@ def onnx_model(run: Run, int8: bool = False, threads: int | None = None) -> Onnx
     """The exported model of a run, refusing an int8 file that was not kept."""
     info_path = run.folder / ONNX_JSON
     if not info_path.is_file():
-        raise RunError(f"{run.folder}: no ONNX export; run `herbscan export {run.folder} "
-                       "--onnx` first")
+        raise RunError(
+            f"{run.folder}: no ONNX export; run `herbscan export {run.folder} --onnx` first"
+        )
     info = json.loads(info_path.read_text())
     entry = info.get("int8" if int8 else "fp32") or {}
     if not entry.get("file"):
-        raise RunError(f"{run.folder}: no usable {'int8' if int8 else 'fp32'} ONNX model "
-                       f"(agreement {entry.get('agreement')}); use --backend onnx")
+        raise RunError(
+            f"{run.folder}: no usable {'int8' if int8 else 'fp32'} ONNX model "
+            f"(agreement {entry.get('agreement')}); use --backend onnx"
+        )
     return OnnxModel(run.folder / entry["file"], threads=threads)

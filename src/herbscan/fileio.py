@@ -60,8 +60,7 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 def neutralise(value: object) -> object:
     """A cell value that a spreadsheet cannot execute: a text starting like a formula gets a
     leading `'`; numbers and other values are returned as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and \
-            not _NUMBER.fullmatch(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
 
@@ -73,8 +72,9 @@ def unneutralise(value: str) -> str:
     return value
 
 
-def write_csv(path: str | Path, rows: Iterable[dict], fieldnames: list[str], *,
-              for_people: bool = True) -> Path:
+def write_csv(
+    path: str | Path, rows: Iterable[dict], fieldnames: list[str], *, for_people: bool = True
+) -> Path:
     """CSV with a header row, UTF-8, written atomically; keys outside `fieldnames` are ignored.
     `for_people` neutralises formula-like cells (see the module docstring)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -34,11 +34,30 @@ MAX_PIXELS = 300_000_000
 MAX_PIXELS_ENV = "HERBSCAN_MAX_PIXELS"
 
 # Raster formats a sheet may come in; a suffix counts when the installed Pillow can open it.
-_SHEET_FORMATS = {"JPEG", "PNG", "TIFF", "WEBP", "BMP", "DIB", "JPEG2000", "GIF", "PPM", "MPO",
-                  "TGA", "QOI", "AVIF", "HEIF"}
+_SHEET_FORMATS = {
+    "JPEG",
+    "PNG",
+    "TIFF",
+    "WEBP",
+    "BMP",
+    "DIB",
+    "JPEG2000",
+    "GIF",
+    "PPM",
+    "MPO",
+    "TGA",
+    "QOI",
+    "AVIF",
+    "HEIF",
+}
 Image.init()
-IMAGE_SUFFIXES = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
-                              if fmt in _SHEET_FORMATS and fmt in Image.OPEN))
+IMAGE_SUFFIXES = tuple(
+    sorted(
+        ext
+        for ext, fmt in Image.registered_extensions().items()
+        if fmt in _SHEET_FORMATS and fmt in Image.OPEN
+    )
+)
 FITS = ("stretch", "pad")
 
 # EXIF orientations 5–8 swap width and height.
@@ -55,8 +74,9 @@ def max_pixels() -> int:
     try:
         return int(float(value)) if value else MAX_PIXELS
     except ValueError:
-        raise ParameterError(f"{MAX_PIXELS_ENV} must be a number of pixels; got {value!r}") \
-            from None
+        raise ParameterError(
+            f"{MAX_PIXELS_ENV} must be a number of pixels; got {value!r}"
+        ) from None
 
 
 def set_max_pixels(limit: int | None) -> None:
@@ -70,18 +90,26 @@ def set_max_pixels(limit: int | None) -> None:
 
 def _missing(path: Path) -> ImageError:
     if path.is_symlink():
-        return ImageError(f"{path}: a broken symbolic link (its target {os.readlink(path)} does "
-                          "not exist); fix or remove the link")
+        return ImageError(
+            f"{path}: a broken symbolic link (its target {os.readlink(path)} does "
+            "not exist); fix or remove the link"
+        )
     if path.is_dir():
-        return ImageError(f"{path}: is a folder, not an image; give the images inside it or "
-                          "the folder itself as the source")
-    return ImageError(f"{path}: no such file; check the path (relative paths in a manifest are "
-                      "resolved against the manifest's folder)")
+        return ImageError(
+            f"{path}: is a folder, not an image; give the images inside it or "
+            "the folder itself as the source"
+        )
+    return ImageError(
+        f"{path}: no such file; check the path (relative paths in a manifest are "
+        "resolved against the manifest's folder)"
+    )
 
 
 def _too_large(path: Path, w: int, h: int, limit: int) -> ImageError:
-    return ImageError(f"{path}: {w}×{h} = {w * h:,} pixels exceeds the limit of {limit:,}; if the "
-                      f"file is a real sheet, raise it with --max-pixels (or {MAX_PIXELS_ENV})")
+    return ImageError(
+        f"{path}: {w}×{h} = {w * h:,} pixels exceeds the limit of {limit:,}; if the "
+        f"file is a real sheet, raise it with --max-pixels (or {MAX_PIXELS_ENV})"
+    )
 
 
 def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image.Image:
@@ -118,8 +146,11 @@ def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image
         raise
     except MemoryError:
         im.close()
-        raise _fail(path, f"not enough memory to decode {w}×{h} pixels; lower --max-pixels to "
-                    "skip such sheets, or use a machine with more memory") from None
+        raise _fail(
+            path,
+            f"not enough memory to decode {w}×{h} pixels; lower --max-pixels to "
+            "skip such sheets, or use a machine with more memory",
+        ) from None
     except Exception as e:  # noqa: BLE001 - truncated data raises OSError, odd files others
         im.close()
         raise _fail(path, f"cannot decode ({type(e).__name__}: {e})") from None
@@ -171,8 +202,12 @@ def fit_square(im: Image.Image, size: int, fit: str = "stretch") -> Image.Image:
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     small = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
     border = np.asarray(small)
-    colour = tuple(int(c) for c in np.median(
-        np.concatenate([border[0], border[-1], border[:, 0], border[:, -1]]), axis=0))
+    colour = tuple(
+        int(c)
+        for c in np.median(
+            np.concatenate([border[0], border[-1], border[:, 0], border[:, -1]]), axis=0
+        )
+    )
     canvas = Image.new("RGB", (size, size), colour)
     canvas.paste(small, ((size - nw) // 2, (size - nh) // 2))
     return canvas

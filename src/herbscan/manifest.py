@@ -88,13 +88,26 @@ class Manifest:
             return self
         check_choice("split", split, SPLITS)
         rows = [r for r in self.rows if r.get(OUT_SPLIT) == split]
-        return Manifest(rows, self.columns, self.root, self.path_col, self.label_col,
-                        self.group_col, self.source)
+        return Manifest(
+            rows,
+            self.columns,
+            self.root,
+            self.path_col,
+            self.label_col,
+            self.group_col,
+            self.source,
+        )
 
 
-def read_source(source: str | Path, *, label_col: str | None = None, path_col: str | None = None,
-                group_col: str | None = None, require_label: bool = True,
-                refuse_outside_paths: bool = False) -> Manifest:
+def read_source(
+    source: str | Path,
+    *,
+    label_col: str | None = None,
+    path_col: str | None = None,
+    group_col: str | None = None,
+    require_label: bool = True,
+    refuse_outside_paths: bool = False,
+) -> Manifest:
     """Read a class-folder tree or a CSV/TSV manifest into a Manifest.
 
     Absolute paths and paths leading out of the manifest's folder are followed (see
@@ -105,10 +118,17 @@ def read_source(source: str | Path, *, label_col: str | None = None, path_col: s
     if source.is_dir():
         return _read_folder(source)
     if not source.is_file():
-        raise ManifestError(f"{source}: no such file or folder; give a folder with one subfolder "
-                            "per class or a CSV/TSV manifest")
-    m = _read_table(source, label_col=label_col, path_col=path_col, group_col=group_col,
-                    require_label=require_label)
+        raise ManifestError(
+            f"{source}: no such file or folder; give a folder with one subfolder "
+            "per class or a CSV/TSV manifest"
+        )
+    m = _read_table(
+        source,
+        label_col=label_col,
+        path_col=path_col,
+        group_col=group_col,
+        require_label=require_label,
+    )
     check_outside(m.outside_paths(), source, refuse_outside_paths)
     return m
 
@@ -123,17 +143,25 @@ def _read_folder(folder: Path) -> Manifest:
             rel = f.relative_to(folder).as_posix()
             rows.append({OUT_PATH: rel, OUT_LABEL: cls.name, OUT_GROUP: rel})
     if skipped:
-        warnings.warn(f"{folder}: {len(skipped)} entries are not images herbscan reads and are "
-                      f"left out (first: {skipped[0][0]}: {skipped[0][1]})", stacklevel=3)
+        warnings.warn(
+            f"{folder}: {len(skipped)} entries are not images herbscan reads and are "
+            f"left out (first: {skipped[0][0]}: {skipped[0][1]})",
+            stacklevel=3,
+        )
     if not rows:
-        raise ManifestError(f"{folder}: no images found in class subfolders (expected e.g. "
-                            f"{folder}/clean/*.jpg and {folder}/contaminated/*.jpg)")
+        raise ManifestError(
+            f"{folder}: no images found in class subfolders (expected e.g. "
+            f"{folder}/clean/*.jpg and {folder}/contaminated/*.jpg)"
+        )
     empty = [c.name for c in classes if not any(r[OUT_LABEL] == c.name for r in rows)]
     if empty:
-        raise ManifestError(f"{folder}: class folder(s) {', '.join(empty)} hold no images; add "
-                            "images or remove the folder")
-    return Manifest(rows, [OUT_PATH, OUT_LABEL, OUT_GROUP], folder, OUT_PATH, OUT_LABEL,
-                    OUT_GROUP, str(folder))
+        raise ManifestError(
+            f"{folder}: class folder(s) {', '.join(empty)} hold no images; add "
+            "images or remove the folder"
+        )
+    return Manifest(
+        rows, [OUT_PATH, OUT_LABEL, OUT_GROUP], folder, OUT_PATH, OUT_LABEL, OUT_GROUP, str(folder)
+    )
 
 
 def _dialect(path: Path, head: str) -> str:
@@ -145,19 +173,28 @@ def _dialect(path: Path, head: str) -> str:
     return ","
 
 
-def _pick(name: str | None, candidates: tuple[str, ...], columns: list[str], source: Path,
-          flag: str, required: bool) -> str | None:
+def _pick(
+    name: str | None,
+    candidates: tuple[str, ...],
+    columns: list[str],
+    source: Path,
+    flag: str,
+    required: bool,
+) -> str | None:
     if name is not None:
         if name not in columns:
-            raise ManifestError(f"{source}: no column {name!r} (columns: {', '.join(columns)}); "
-                                f"fix {flag}")
+            raise ManifestError(
+                f"{source}: no column {name!r} (columns: {', '.join(columns)}); fix {flag}"
+            )
         return name
     for c in candidates:
         if c in columns:
             return c
     if required:
-        raise ManifestError(f"{source}: none of the columns {', '.join(columns)} is a known "
-                            f"{flag[2:].replace('-col', '')} column; pass {flag}")
+        raise ManifestError(
+            f"{source}: none of the columns {', '.join(columns)} is a known "
+            f"{flag[2:].replace('-col', '')} column; pass {flag}"
+        )
     return None
 
 
@@ -184,8 +221,9 @@ def _read_table(path: Path, *, label_col, path_col, group_col, require_label) ->
     if lcol:
         bad = [i + 2 for i, r in enumerate(rows) if not (r.get(lcol) or "").strip()]
         if bad:
-            raise ManifestError(f"{path}: empty label {lcol!r} on line(s) {_few(bad)}; fill or "
-                                "delete them")
+            raise ManifestError(
+                f"{path}: empty label {lcol!r} on line(s) {_few(bad)}; fill or delete them"
+            )
     for r in rows:  # DictReader gives None for missing trailing cells
         for c in columns:
             if r.get(c) is None:
@@ -201,8 +239,13 @@ def outside_paths(paths: list[str], root: Path) -> list[str]:
     out = []
     for raw in paths:
         text = raw.strip().replace("\\", "/")
-        if Path(text).is_absolute() or text[1:3] == ":/" or not os.path.normpath(os.path.join(root, text)).startswith(
-                os.path.join(os.path.normpath(root), "")):
+        if (
+            Path(text).is_absolute()
+            or text[1:3] == ":/"
+            or not os.path.normpath(os.path.join(root, text)).startswith(
+                os.path.join(os.path.normpath(root), "")
+            )
+        ):
             out.append(raw)
     return out
 
@@ -210,9 +253,11 @@ def outside_paths(paths: list[str], root: Path) -> list[str]:
 def check_outside(paths: list[str], source: str | Path, refuse: bool) -> list[str]:
     """The outside paths of a source; with `refuse`, an error naming them instead."""
     if refuse and paths:
-        raise ManifestError(f"{source}: {len(paths)} image path(s) are absolute or lead out of "
-                            f"its folder (first: {paths[0]}); with --refuse-outside-paths every "
-                            "path must be relative and stay inside the manifest's folder")
+        raise ManifestError(
+            f"{source}: {len(paths)} image path(s) are absolute or lead out of "
+            f"its folder (first: {paths[0]}); with --refuse-outside-paths every "
+            "path must be relative and stay inside the manifest's folder"
+        )
     return paths
 
 
@@ -221,8 +266,13 @@ def _few(items: list, n: int = 5) -> str:
     return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
-                   seed: int = 0, rare: str = "error") -> Manifest:
+def split_manifest(
+    manifest: Manifest,
+    *,
+    ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    seed: int = 0,
+    rare: str = "error",
+) -> Manifest:
     """Assign each specimen to train/validation/test, stratified by label, deterministic by seed.
 
     Returns a new Manifest whose rows carry `split`; with `rare` as in the module docstring.
@@ -243,9 +293,11 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
         votes[manifest.specimen(r)][manifest.label(r)] += 1
     mixed = [s for s, c in votes.items() if len(c) > 1]
     if mixed:
-        warnings.warn(f"{len(mixed)} specimen(s) have images with different labels (e.g. "
-                      f"{mixed[0]!r}); each specimen is stratified under its most common label",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(mixed)} specimen(s) have images with different labels (e.g. "
+            f"{mixed[0]!r}); each specimen is stratified under its most common label",
+            stacklevel=2,
+        )
     for s, c in votes.items():
         specimen_label[s] = min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
@@ -261,11 +313,15 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
         n = len(specimens)
         need = sum(1 for r in ratios if r > 0)
         if n < need:
-            msg = (f"class {label!r} has {n} specimen(s), fewer than the {need} needed to appear "
-                   "in every split")
+            msg = (
+                f"class {label!r} has {n} specimen(s), fewer than the {need} needed to appear "
+                "in every split"
+            )
             if rare == "error":
-                raise ManifestError(f"{manifest.source}: {msg}; add specimens, remove the class, "
-                                    "or pass --rare train (keep it in train only) or --rare drop")
+                raise ManifestError(
+                    f"{manifest.source}: {msg}; add specimens, remove the class, "
+                    "or pass --rare train (keep it in train only) or --rare drop"
+                )
             if rare == "drop":
                 warnings.warn(f"{msg}; dropped", stacklevel=2)
                 dropped.add(label)
@@ -278,7 +334,7 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
         counts = _allocate(n, ratios)
         start = 0
         for name, k in zip(SPLITS, counts):
-            for s in order[start:start + k]:
+            for s in order[start : start + k]:
                 assignment[s] = name
             start += k
 
@@ -290,8 +346,15 @@ def split_manifest(manifest: Manifest, *, ratios: tuple[float, float, float] = (
         out[OUT_SPLIT] = assignment[manifest.specimen(r)]
         rows.append(out)
     columns = list(manifest.columns) + [c for c in (OUT_SPLIT,) if c not in manifest.columns]
-    return Manifest(rows, columns, manifest.root, manifest.path_col, manifest.label_col,
-                    manifest.group_col, manifest.source)
+    return Manifest(
+        rows,
+        columns,
+        manifest.root,
+        manifest.path_col,
+        manifest.label_col,
+        manifest.group_col,
+        manifest.source,
+    )
 
 
 def _check_paths(m: Manifest) -> None:
@@ -305,16 +368,23 @@ def _check_paths(m: Manifest) -> None:
             dups.append(f"{p} (lines {seen[rp][0] + 2} and {i + 2})")
         seen.setdefault(rp, (i, p))
     if dups:
-        raise ManifestError(f"{m.source}: the same image is listed more than once: "
-                            f"{_few(dups, 3)}; remove the duplicate rows")
+        raise ManifestError(
+            f"{m.source}: the same image is listed more than once: "
+            f"{_few(dups, 3)}; remove the duplicate rows"
+        )
     missing = [str(p) for _, p in seen.values() if not p.is_file()]  # as written, not resolved
     if missing and len(missing) == len(seen):
-        raise ManifestError(f"{m.source}: none of the {len(seen)} image paths exists (first: "
-                            f"{missing[0]}); check --path-col and that paths are relative to the "
-                            "manifest's folder")
+        raise ManifestError(
+            f"{m.source}: none of the {len(seen)} image paths exists (first: "
+            f"{missing[0]}); check --path-col and that paths are relative to the "
+            "manifest's folder"
+        )
     if missing:
-        warnings.warn(f"{m.source}: {len(missing)} of {len(seen)} images do not exist (e.g. "
-                      f"{missing[0]}); they will be skipped when training", stacklevel=3)
+        warnings.warn(
+            f"{m.source}: {len(missing)} of {len(seen)} images do not exist (e.g. "
+            f"{missing[0]}); they will be skipped when training",
+            stacklevel=3,
+        )
 
 
 def _allocate(n: int, ratios: tuple[float, ...]) -> list[int]:
@@ -352,13 +422,17 @@ def write_manifest(manifest: Manifest, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent.resolve()
-    chosen = {OUT_PATH: (manifest.path_col, "--path-col"),
-              OUT_LABEL: (manifest.label_col, "--label-col"),
-              OUT_GROUP: (manifest.group_col, "--group-col")}
+    chosen = {
+        OUT_PATH: (manifest.path_col, "--path-col"),
+        OUT_LABEL: (manifest.label_col, "--label-col"),
+        OUT_GROUP: (manifest.group_col, "--group-col"),
+    }
     for col, (src, flag) in chosen.items():
         if col in manifest.columns and src not in (None, col):
-            raise ManifestError(f"{manifest.source}: column {col!r} would be overwritten by the "
-                                f"{flag} column {src!r}; rename {col!r} in the manifest")
+            raise ManifestError(
+                f"{manifest.source}: column {col!r} would be overwritten by the "
+                f"{flag} column {src!r}; rename {col!r} in the manifest"
+            )
     columns = list(manifest.columns)
     for col in (OUT_PATH, OUT_LABEL, OUT_GROUP, OUT_SPLIT):
         if col not in columns and (col != OUT_LABEL or manifest.label_col):
@@ -386,14 +460,26 @@ def _relative(path: Path, base: Path) -> str:
     return (path.relative_to(base) if path.is_relative_to(base) else path).as_posix()
 
 
-def split(source: str | Path, out: str | Path, *, label_col: str | None = None,
-          group_col: str | None = None, path_col: str | None = None,
-          ratios: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0,
-          rare: str = "error", refuse_outside_paths: bool = False
-          ) -> tuple[Path, dict[str, dict[str, int]]]:
+def split(
+    source: str | Path,
+    out: str | Path,
+    *,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    path_col: str | None = None,
+    ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
+    seed: int = 0,
+    rare: str = "error",
+    refuse_outside_paths: bool = False,
+) -> tuple[Path, dict[str, dict[str, int]]]:
     """Read a source, split it by specimen and write the split manifest; returns (path, counts)."""
-    m = read_source(source, label_col=label_col, group_col=group_col, path_col=path_col,
-                    refuse_outside_paths=refuse_outside_paths)
+    m = read_source(
+        source,
+        label_col=label_col,
+        group_col=group_col,
+        path_col=path_col,
+        refuse_outside_paths=refuse_outside_paths,
+    )
     s = split_manifest(m, ratios=ratios, seed=seed, rare=rare)
     return write_manifest(s, out), split_counts(s)
 
@@ -408,40 +494,64 @@ class Inputs(NamedTuple):
     outside: list[str]
 
 
-def read_inputs(source: str | Path, *, path_col: str | None = None,
-                group_col: str | None = None, refuse_outside_paths: bool = False) -> Inputs:
+def read_inputs(
+    source: str | Path,
+    *,
+    path_col: str | None = None,
+    group_col: str | None = None,
+    refuse_outside_paths: bool = False,
+) -> Inputs:
     """The sheets of a folder, a list of paths, a manifest or one image, every entry counted."""
     source = Path(source)
     if source.is_dir():
         found = scan_folder(source)
         if not found.images:
-            why = f" ({len(found.skipped)} entries, none readable: first {found.skipped[0][0]}: " \
-                  f"{found.skipped[0][1]})" if found.skipped else ""
+            why = (
+                f" ({len(found.skipped)} entries, none readable: first {found.skipped[0][0]}: "
+                f"{found.skipped[0][1]})"
+                if found.skipped
+                else ""
+            )
             raise ManifestError(f"{source}: no images in this folder or below it{why}")
-        return Inputs([{"path": str(f), "specimen_id": f.stem} for f in found.images], [],
-                      [(str(p), why) for p, why in found.skipped], [])
+        return Inputs(
+            [{"path": str(f), "specimen_id": f.stem} for f in found.images],
+            [],
+            [(str(p), why) for p, why in found.skipped],
+            [],
+        )
     if not source.is_file():
-        raise ManifestError(f"{source}: no such file or folder; give a folder of images, a text "
-                            "file of paths or a CSV/TSV manifest")
+        raise ManifestError(
+            f"{source}: no such file or folder; give a folder of images, a text "
+            "file of paths or a CSV/TSV manifest"
+        )
     if is_image_file(source):  # one sheet
         return Inputs([{"path": str(source), "specimen_id": source.stem}], [], [], [])
     if source.suffix.lower() in (".txt", ".lst"):
         try:
             text = source.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
-            raise ManifestError(f"{source}: not UTF-8 text; save the list of paths as UTF-8")\
-                from None
+            raise ManifestError(
+                f"{source}: not UTF-8 text; save the list of paths as UTF-8"
+            ) from None
         lines = [ln.strip() for ln in text.splitlines()]
         lines = [ln for ln in lines if ln and not ln.startswith("#")]
-        outside = check_outside(outside_paths(lines, source.parent.resolve()), source,
-                                refuse_outside_paths)
+        outside = check_outside(
+            outside_paths(lines, source.parent.resolve()), source, refuse_outside_paths
+        )
         paths = [Path(ln) if Path(ln).is_absolute() else source.parent / ln for ln in lines]
         return Inputs([{"path": str(p), "specimen_id": p.stem} for p in paths], [], [], outside)
-    m = read_source(source, path_col=path_col, group_col=group_col, require_label=False,
-                    refuse_outside_paths=refuse_outside_paths)
+    m = read_source(
+        source,
+        path_col=path_col,
+        group_col=group_col,
+        require_label=False,
+        refuse_outside_paths=refuse_outside_paths,
+    )
     extra = [c for c in m.columns if c not in ("path", "specimen_id")]
-    rows = [{"path": str(m.path(r)), "specimen_id": m.specimen(r),
-             **{c: r.get(c, "") for c in extra}} for r in m.rows]
+    rows = [
+        {"path": str(m.path(r)), "specimen_id": m.specimen(r), **{c: r.get(c, "") for c in extra}}
+        for r in m.rows
+    ]
     return Inputs(rows, extra, [], m.outside_paths())
 
 
@@ -458,5 +568,8 @@ def seen_in_training(data: str | Path | None, rows: list[dict]) -> list[str] | N
     used = [r for r in m.rows if r.get(OUT_SPLIT) in ("train", "validation")]
     paths = {str(m.path(r).resolve()) for r in used}
     specimens = {m.specimen(r) for r in used} if m.group_col else set()
-    return [r["path"] for r in rows if str(Path(r["path"]).resolve()) in paths
-            or r.get("specimen_id") in specimens]
+    return [
+        r["path"]
+        for r in rows
+        if str(Path(r["path"]).resolve()) in paths or r.get("specimen_id") in specimens
+    ]

@@ -141,13 +141,15 @@ def coverage_curve(y_true, probs, discard: Sequence[float] = DEFAULT_DISCARD) ->
         if not 0.0 <= f < 1.0:
             raise ValueError(f"discard fractions must be in [0, 1); got {f!r}")
         kept = n - math.floor(f * n + 1e-9)
-        curve.append({
-            "discarded": f,
-            "coverage": 1.0 - f,
-            "n": kept,
-            "threshold": float(conf[kept - 1]),
-            "accuracy": float(correct[:kept].mean()),
-        })
+        curve.append(
+            {
+                "discarded": f,
+                "coverage": 1.0 - f,
+                "n": kept,
+                "threshold": float(conf[kept - 1]),
+                "accuracy": float(correct[:kept].mean()),
+            }
+        )
     return curve
 
 
@@ -170,8 +172,13 @@ def calibration(y_true, probs, n_bins: int = 10) -> dict:
     for i in range(n_bins):
         member = index == i
         count = int(member.sum())
-        row = {"low": float(edges[i]), "high": float(edges[i + 1]), "count": count,
-               "confidence": None, "accuracy": None}
+        row = {
+            "low": float(edges[i]),
+            "high": float(edges[i + 1]),
+            "count": count,
+            "confidence": None,
+            "accuracy": None,
+        }
         if count:
             row["confidence"] = float(conf[member].mean())
             row["accuracy"] = float(correct[member].mean())

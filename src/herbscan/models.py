@@ -35,12 +35,14 @@ def list_models() -> list[str]:
 
 def pretrained_models() -> list[str]:
     """Models whose factory can load ImageNet weights (`pretrained=True`)."""
-    return sorted(n for n, fn in _REGISTRY.items()
-                  if "pretrained" in inspect.signature(fn).parameters)
+    return sorted(
+        n for n, fn in _REGISTRY.items() if "pretrained" in inspect.signature(fn).parameters
+    )
 
 
-def create_model(name: str, num_classes: int, input_size: int = 256, pretrained: bool = False,
-                 **kwargs) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, input_size: int = 256, pretrained: bool = False, **kwargs
+) -> nn.Module:
     """Build a registered model for `num_classes` outputs (logits) on input_size² RGB.
 
     `pretrained=True` loads ImageNet weights into the backbone (the classifier for
@@ -66,10 +68,16 @@ def model_info(name: str, num_classes: int = 2) -> dict:
     size = lite.input_size if lite else 256
     with torch.device("meta"):  # counts parameters without allocating or initialising memory
         model = _REGISTRY[name](num_classes=num_classes, input_size=size)
-    info = {"name": name, "parameters": sum(p.numel() for p in model.parameters()),
-            "input_size": size, "feature_width": getattr(model, "num_features", None),
-            "pretrained": name in pretrained_models(), "weights": None, "mean": None,
-            "std": None}
+    info = {
+        "name": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input_size": size,
+        "feature_width": getattr(model, "num_features", None),
+        "pretrained": name in pretrained_models(),
+        "weights": None,
+        "mean": None,
+        "std": None,
+    }
     if info["pretrained"]:
         from herbscan.pretrained import weights_source  # lazy: this module imports torch only
 
@@ -88,16 +96,26 @@ class Smithsonian2017(nn.Module):
     def __init__(self, num_classes: int, input_size: int = 256, dropout: float = 0.5):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 10, 5), nn.BatchNorm2d(10), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(10, 40, 5), nn.BatchNorm2d(40), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(3, 10, 5),
+            nn.BatchNorm2d(10),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(10, 40, 5),
+            nn.BatchNorm2d(40),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         side = ((input_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ParameterError(f"input_size must be at least 16 for smithsonian2017; got "
-                                 f"{input_size}")
+            raise ParameterError(
+                f"input_size must be at least 16 for smithsonian2017; got {input_size}"
+            )
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Flatten(), nn.Linear(40 * side * side, 500),
-            nn.ReLU(inplace=True), nn.Linear(500, num_classes),
+            nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(40 * side * side, 500),
+            nn.ReLU(inplace=True),
+            nn.Linear(500, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,15 +128,18 @@ class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.skip = nn.Identity()
         if stride != 1 or cin != cout:
             self.skip = nn.Sequential(
                 nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
-                nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                nn.Conv2d(cin, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
             )
         self.act = nn.ReLU(inplace=True)
 
@@ -133,16 +154,24 @@ class HerbNet(nn.Module):
     when most of the sheet is clean paper.
     """
 
-    def __init__(self, num_classes: int, input_size: int = 256,
-                 widths: tuple[int, ...] = (32, 64, 128, 256), depths: tuple[int, ...] = (1, 1, 2, 1),
-                 dropout: float = 0.2):
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int = 256,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        depths: tuple[int, ...] = (1, 1, 2, 1),
+        dropout: float = 0.2,
+    ):
         super().__init__()
         del input_size  # fully convolutional: any input size works
         w0 = widths[0]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, w0 // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(w0 // 2),
+            nn.Conv2d(3, w0 // 2, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(w0 // 2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(w0 // 2, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True),
+            nn.Conv2d(w0 // 2, w0, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
         )
         blocks, cin = [], w0
         for i, (w, d) in enumerate(zip(widths, depths)):
@@ -193,24 +222,27 @@ def _lite(name: str, num_classes: int, pretrained: bool, **kw) -> nn.Module:
 
 
 @register_model
-def efficientnet_lite0(num_classes: int, input_size: int = 224, pretrained: bool = False,
-                       **kw) -> nn.Module:
+def efficientnet_lite0(
+    num_classes: int, input_size: int = 224, pretrained: bool = False, **kw
+) -> nn.Module:
     """EfficientNet-Lite0: 3.4 M backbone parameters, native 224², any input size works."""
     del input_size  # fully convolutional
     return _lite("efficientnet_lite0", num_classes, pretrained, **kw)
 
 
 @register_model
-def efficientnet_lite1(num_classes: int, input_size: int = 240, pretrained: bool = False,
-                       **kw) -> nn.Module:
+def efficientnet_lite1(
+    num_classes: int, input_size: int = 240, pretrained: bool = False, **kw
+) -> nn.Module:
     """EfficientNet-Lite1: 4.1 M backbone parameters, native 240²."""
     del input_size
     return _lite("efficientnet_lite1", num_classes, pretrained, **kw)
 
 
 @register_model
-def efficientnet_lite2(num_classes: int, input_size: int = 260, pretrained: bool = False,
-                       **kw) -> nn.Module:
+def efficientnet_lite2(
+    num_classes: int, input_size: int = 260, pretrained: bool = False, **kw
+) -> nn.Module:
     """EfficientNet-Lite2: 4.8 M backbone parameters, native 260²."""
     del input_size
     return _lite("efficientnet_lite2", num_classes, pretrained, **kw)

@@ -33,9 +33,9 @@ class TileScores:
     """Where a sheet's tiles were and what the model made of them (tile-mode runs)."""
 
     coords: list[tuple[int, int]]
-    kept: np.ndarray      # bool per window: passed the entropy filter
-    scores: np.ndarray    # P(positive class) per window (or of the predicted class); NaN if dropped
-    entropy: np.ndarray   # bits per window
+    kept: np.ndarray  # bool per window: passed the entropy filter
+    scores: np.ndarray  # P(positive class) per window (or of the predicted class); NaN if dropped
+    entropy: np.ndarray  # bits per window
 
 
 @dataclass
@@ -51,9 +51,18 @@ class Prediction:
 class Predictor:
     """Class probabilities for sheets, by the preprocessing and model recorded in a Run."""
 
-    def __init__(self, run: Run | str | Path, *, device: str = "auto", precision: str = "auto",
-                 batch_size: int = 64, workers: int = 1, cache_dir=False,
-                 threads: int | None = None, backend: str = "torch"):
+    def __init__(
+        self,
+        run: Run | str | Path,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+        workers: int = 1,
+        cache_dir=False,
+        threads: int | None = None,
+        backend: str = "torch",
+    ):
         check_range("batch_size", batch_size, 1)
         check_range("workers", workers, 1)
         self.run = run if isinstance(run, Run) else load_run(run)
@@ -67,6 +76,7 @@ class Predictor:
             self.model = self.accel.prepare(self.run.build_model())
         else:
             from herbscan.export import onnx_model
+
             self.model = onnx_model(self.run, int8=backend == "onnx-int8", threads=threads)
         self.batch_size, self.workers, self.cache_dir = batch_size, workers, cache_dir
         self._pool = None
@@ -88,8 +98,9 @@ class Predictor:
     def _proba(self, arrays: np.ndarray) -> np.ndarray:
         prep = self.run.preprocessing
         if self.backend == "torch":
-            return self.accel.predict_proba(self.model, arrays, prep["mean"], prep["std"],
-                                            self.batch_size)
+            return self.accel.predict_proba(
+                self.model, arrays, prep["mean"], prep["std"], self.batch_size
+            )
         return self.model.predict_proba(arrays, prep["mean"], prep["std"], self.batch_size)
 
     @property
@@ -100,8 +111,9 @@ class Predictor:
     def mode(self) -> str:
         return self.run.preprocessing.get("mode", "full")
 
-    def predict(self, paths: Sequence[str | Path], progress: bool = True,
-                heatmaps: bool = False) -> list[Prediction]:
+    def predict(
+        self, paths: Sequence[str | Path], progress: bool = True, heatmaps: bool = False
+    ) -> list[Prediction]:
         """Probabilities per sheet; in tile mode, with tile scores (and heatmap PNGs if asked)."""
         if self.mode == "tiles":
             return self._predict_tiles(paths, progress, heatmaps)
@@ -115,8 +127,15 @@ class Predictor:
                 results[i] = Prediction(str(paths[i]), pr, self.classes[int(pr.argmax())])
             batch.clear()
 
-        for i, a, err in iter_sheets(paths, prep["size"], prep["fit"], cache_dir=self.cache_dir,
-                                     workers=self.workers, progress=progress, pool=self._pool):
+        for i, a, err in iter_sheets(
+            paths,
+            prep["size"],
+            prep["fit"],
+            cache_dir=self.cache_dir,
+            workers=self.workers,
+            progress=progress,
+            pool=self._pool,
+        ):
             if a is None:
                 results[i] = Prediction(str(paths[i]), None, "", err)
                 continue
@@ -146,10 +165,16 @@ class Predictor:
 
     def kept_tiles(self, paths, progress: bool = False, thumbnails: bool = True):
         """(index, KeptTiles or None, error) per sheet, by the run's tiling and threshold."""
-        return load_tile_sheets(paths, self.tile_spec, cache_dir=self.cache_dir,
-                                workers=self.workers, progress=progress,
-                                keep_above=self.run.preprocessing["min_entropy"],
-                                thumbnails=thumbnails, pool=self._pool)
+        return load_tile_sheets(
+            paths,
+            self.tile_spec,
+            cache_dir=self.cache_dir,
+            workers=self.workers,
+            progress=progress,
+            keep_above=self.run.preprocessing["min_entropy"],
+            thumbnails=thumbnails,
+            pool=self._pool,
+        )
 
     def predict_kept(self, kt: KeptTiles) -> Prediction:
         """Aggregate the kept tiles of one sheet into a sheet prediction."""
@@ -167,14 +192,16 @@ class Predictor:
             label = classes[column]
         scores = np.full(len(kt.coords), np.nan, np.float32)
         scores[kt.kept] = tile_probs[:, column]
-        return Prediction(kt.path, probs, label,
-                          tiles=TileScores(kt.coords, kt.kept, scores, kt.entropy))
+        return Prediction(
+            kt.path, probs, label, tiles=TileScores(kt.coords, kt.kept, scores, kt.entropy)
+        )
 
     def heatmap(self, kt: KeptTiles, pred: Prediction) -> bytes:
         """PNG of the sheet thumbnail with each kept tile tinted by its score."""
         t = pred.tiles
-        return heatmap_png(kt.thumbnail, t.coords, self.tile_spec.size, t.scores, t.kept,
-                           sheet_shape=kt.shape)
+        return heatmap_png(
+            kt.thumbnail, t.coords, self.tile_spec.size, t.scores, t.kept, sheet_shape=kt.shape
+        )
 
 
 def expand_images(items: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -198,10 +225,17 @@ def expand_images(items: Sequence[str | Path]) -> tuple[list[Path], list[tuple[P
     return out, skipped
 
 
-def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | None = None, *,
-            device: str = "auto", precision: str = "auto", batch_size: int = 64,
-            workers: int = 1, heatmaps: str | Path | None = None
-            ) -> tuple[list[Prediction], list[str]]:
+def predict(
+    run: str | Path,
+    images: Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 64,
+    workers: int = 1,
+    heatmaps: str | Path | None = None,
+) -> tuple[list[Prediction], list[str]]:
     """Predict image files (or folders of them); write a CSV when `out` is given.
 
     Returns (predictions, classes). CSV columns: path, predicted, confidence, p_<class>…, error.
@@ -210,8 +244,9 @@ def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | Non
     """
     if out is not None and Path(out).is_dir():
         raise ParameterError(f"{out}: is a folder; --out needs a CSV file name")
-    predictor = Predictor(run, device=device, precision=precision, batch_size=batch_size,
-                          workers=workers)
+    predictor = Predictor(
+        run, device=device, precision=precision, batch_size=batch_size, workers=workers
+    )
     if heatmaps is not None and predictor.mode != "tiles":
         raise ParameterError(f"{run}: heatmaps need a tile-mode run (train with --mode tiles)")
     paths, skipped = expand_images(images)
@@ -233,9 +268,14 @@ def predict(run: str | Path, images: Sequence[str | Path], out: str | Path | Non
         rows = prediction_rows(preds, predictor.classes)
         for row, p in zip(rows, preds):
             row["heatmap"] = names.get(id(p), "")
-        write_csv(Path(out), rows,
-                  ["path", "predicted", "confidence"] + [f"p_{c}" for c in predictor.classes]
-                  + ["error"] + (["heatmap"] if heatmaps is not None else []))
+        write_csv(
+            Path(out),
+            rows,
+            ["path", "predicted", "confidence"]
+            + [f"p_{c}" for c in predictor.classes]
+            + ["error"]
+            + (["heatmap"] if heatmaps is not None else []),
+        )
     return preds, predictor.classes
 
 

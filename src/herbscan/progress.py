@@ -13,8 +13,15 @@ class Progress:
     cluster job log) it prints one plain line every `every` seconds and one at the end.
     """
 
-    def __init__(self, total: int | None, description: str, *, unit: str = "it",
-                 enabled: bool = True, every: float = 10.0):
+    def __init__(
+        self,
+        total: int | None,
+        description: str,
+        *,
+        unit: str = "it",
+        enabled: bool = True,
+        every: float = 10.0,
+    ):
         self.total, self.description, self.unit = total, description, unit
         self.enabled, self.every = enabled, every
         self.done = 0
@@ -30,10 +37,18 @@ class Progress:
                 TimeRemainingColumn,
             )
             from rich.progress import Progress as RichProgress
+
             self._bar = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), TextColumn("{task.fields[extra]}"), transient=False)
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[extra]}"),
+                transient=False,
+            )
             self._bar.start()
             self._task = self._bar.add_task(description, total=total, rate="", extra="")
 
@@ -42,8 +57,9 @@ class Progress:
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def _extra(self) -> str:
-        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in self.fields.items())
+        return " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.fields.items()
+        )
 
     def update(self, n: int = 1, **fields: object) -> None:
         self.done += n
@@ -51,8 +67,9 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, rate=f"{self.rate():.1f} {self.unit}/s",
-                             extra=self._extra())
+            self._bar.update(
+                self._task, advance=n, rate=f"{self.rate():.1f} {self.unit}/s", extra=self._extra()
+            )
         elif time.monotonic() - self._last >= self.every:
             self._log()
 
@@ -63,8 +80,12 @@ class Progress:
         eta = ""
         if self.total and rate > 0:
             eta = f" ETA {max(0.0, (self.total - self.done) / rate):.0f}s"
-        print(f"{self.description}: {self.done}{total} {self.unit} ({rate:.1f}/s){eta} "
-              f"{self._extra()}".rstrip(), file=sys.stderr, flush=True)
+        print(
+            f"{self.description}: {self.done}{total} {self.unit} ({rate:.1f}/s){eta} "
+            f"{self._extra()}".rstrip(),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if not self.enabled:

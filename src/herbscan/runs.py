@@ -27,8 +27,9 @@ RUN_JSON, WEIGHTS, HISTORY, SKIPPED = "run.json", "model.safetensors", "history.
 FORMAT = "herbscan-run/1"
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> Path:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
     """safetensors file written atomically; tensors are made contiguous CPU copies."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -81,14 +82,20 @@ class Run:
     def build_model(self) -> torch.nn.Module:
         """The architecture from run.json with the best weights loaded, in eval mode."""
         arch = self.config["architecture"]
-        model = create_model(arch["name"], num_classes=len(self.classes),
-                             input_size=self.preprocessing["size"], **arch.get("kwargs", {}))
+        model = create_model(
+            arch["name"],
+            num_classes=len(self.classes),
+            input_size=self.preprocessing["size"],
+            **arch.get("kwargs", {}),
+        )
         state = load_tensors(self.folder / WEIGHTS)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise RunError(f"{self.folder / WEIGHTS}: weights do not match {arch['name']} "
-                           f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); "
-                           "the run folder is inconsistent, retrain it")
+            raise RunError(
+                f"{self.folder / WEIGHTS}: weights do not match {arch['name']} "
+                f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); "
+                "the run folder is inconsistent, retrain it"
+            )
         return model.eval()
 
 
@@ -97,19 +104,26 @@ def load_run(folder: str | Path) -> Run:
     folder = Path(folder)
     cfg_path = folder / RUN_JSON
     if not folder.is_dir():
-        raise RunError(f"{folder}: no such run folder; train one with `herbscan train DATA --out "
-                       f"{folder}`")
+        raise RunError(
+            f"{folder}: no such run folder; train one with `herbscan train DATA --out {folder}`"
+        )
     if not cfg_path.is_file():
-        raise RunError(f"{folder}: not a herbscan run (no {RUN_JSON}); give the folder that "
-                       "`herbscan train --out` wrote")
+        raise RunError(
+            f"{folder}: not a herbscan run (no {RUN_JSON}); give the folder that "
+            "`herbscan train --out` wrote"
+        )
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{cfg_path}: not valid JSON ({e}); restore or retrain the run") from None
     if config.get("format") != FORMAT:
-        raise RunError(f"{cfg_path}: format {config.get('format')!r} is not {FORMAT!r}; retrain "
-                       "with this herbscan version")
+        raise RunError(
+            f"{cfg_path}: format {config.get('format')!r} is not {FORMAT!r}; retrain "
+            "with this herbscan version"
+        )
     if not (folder / WEIGHTS).is_file():
-        raise RunError(f"{folder}: no {WEIGHTS} (training did not finish an epoch?); resume with "
-                       f"`herbscan train ... --out {folder} --resume`")
+        raise RunError(
+            f"{folder}: no {WEIGHTS} (training did not finish an epoch?); resume with "
+            f"`herbscan train ... --out {folder} --resume`"
+        )
     return Run(folder, config)

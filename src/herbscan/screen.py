@@ -40,31 +40,59 @@ INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged
 SKIPPED, RESULTS = "skipped.csv", "results.csv"
 REPORT = "report.html"
 # Darwin Core terms (and storage words) worth grouping by when present and not asked otherwise
-DEFAULT_GROUPS = ("family", "genus", "recordedBy", "year", "country", "stateProvince",
-                  "institutionCode", "collectionCode", "cabinet", "storageLocation")
+DEFAULT_GROUPS = (
+    "family",
+    "genus",
+    "recordedBy",
+    "year",
+    "country",
+    "stateProvince",
+    "institutionCode",
+    "collectionCode",
+    "cabinet",
+    "storageLocation",
+)
 
 
 DEFAULT_MARGIN = 0.5
 """`compare_col` screens flag a sheet when P(predicted) − P(recorded class) reaches this."""
 
 
-def _threshold(run, threshold: str | float, compare_col: str | None = None
-               ) -> tuple[str | None, float | None, str]:
+def _threshold(
+    run, threshold: str | float, compare_col: str | None = None
+) -> tuple[str | None, float | None, str]:
     """(positive class, probability threshold, where it came from)."""
     op = run.config.get("operating_point") or {}
     pos = op.get("positive_class") or positive_class(run.classes)
     if compare_col is not None:
         margin = DEFAULT_MARGIN if threshold == "auto" else _probability(threshold)
-        return None, margin, (f"disagreement with the collection's {compare_col!r}: "
-                              f"P(predicted) − P({compare_col}) ≥ {margin:g}")
+        return (
+            None,
+            margin,
+            (
+                f"disagreement with the collection's {compare_col!r}: "
+                f"P(predicted) − P({compare_col}) ≥ {margin:g}"
+            ),
+        )
     if pos is None:
-        return None, None, ("more than two classes and no --compare-col: nothing is flagged "
-                            "(compare with a column of the manifest, e.g. --compare-col genus)")
+        return (
+            None,
+            None,
+            (
+                "more than two classes and no --compare-col: nothing is flagged "
+                "(compare with a column of the manifest, e.g. --compare-col genus)"
+            ),
+        )
     if threshold == "auto":
         if op.get("threshold") is not None:
-            return pos, float(op["threshold"]), (
-                f"the run's validation operating point: precision {_pct(op.get('precision'))}, "
-                f"recall {_pct(op.get('recall'))} on {op.get('n')} validation sheets")
+            return (
+                pos,
+                float(op["threshold"]),
+                (
+                    f"the run's validation operating point: precision {_pct(op.get('precision'))}, "
+                    f"recall {_pct(op.get('recall'))} on {op.get('n')} validation sheets"
+                ),
+            )
         return pos, 0.5, "0.5 (the run records no operating point)"
     return pos, _probability(threshold), "given"
 
@@ -73,8 +101,9 @@ def _probability(threshold: str | float) -> float:
     try:
         t = float(threshold)
     except ValueError:
-        raise ParameterError(f"threshold must be 'auto' or a probability; got {threshold!r}") \
-            from None
+        raise ParameterError(
+            f"threshold must be 'auto' or a probability; got {threshold!r}"
+        ) from None
     check_range("threshold", t, 0.0, 1.0)
     return t
 
@@ -83,13 +112,28 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int = 1,
-           batch_size: int = 64, threshold: str | float = "auto", resume: bool = False,
-           shard_size: int = 256, path_col: str | None = None, group_col: str | None = None,
-           device: str = "auto", precision: str = "auto", progress: bool = True,
-           group_by: Sequence[str] | None = None, report: bool = True,
-           dask: str | None = None, backend: str = "torch",
-           refuse_outside_paths: bool = False, compare_col: str | None = None) -> dict:
+def screen(
+    run: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    batch_size: int = 64,
+    threshold: str | float = "auto",
+    resume: bool = False,
+    shard_size: int = 256,
+    path_col: str | None = None,
+    group_col: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: bool = True,
+    group_by: Sequence[str] | None = None,
+    report: bool = True,
+    dask: str | None = None,
+    backend: str = "torch",
+    refuse_outside_paths: bool = False,
+    compare_col: str | None = None,
+) -> dict:
     """Predict every sheet of `source` with `run`, in resumable Parquet shards under `out`.
 
     Returns the summary also written to `out/screen.json`; flagged sheets (P(positive) ≥
@@ -116,37 +160,62 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     if state_path.exists():
         state = json.loads(state_path.read_text())
         if not resume:
-            raise RunError(f"{out}: already holds a screen; pass --resume to finish it or "
-                           "choose another --out")
+            raise RunError(
+                f"{out}: already holds a screen; pass --resume to finish it or choose another --out"
+            )
         if state["model_id"] != model_id:
-            raise RunError(f"{out}: was screened with model {state['model_id']}, not "
-                           f"{model_id}; use the same run or another --out")
+            raise RunError(
+                f"{out}: was screened with model {state['model_id']}, not "
+                f"{model_id}; use the same run or another --out"
+            )
         if state.get("compare_col") != compare_col:
-            raise RunError(f"{out}: was screened with compare_col {state.get('compare_col')!r}, "
-                           f"not {compare_col!r}; resume with the same --compare-col or choose "
-                           "another --out")
+            raise RunError(
+                f"{out}: was screened with compare_col {state.get('compare_col')!r}, "
+                f"not {compare_col!r}; resume with the same --compare-col or choose "
+                "another --out"
+            )
         if state.get("threshold", thr) != thr:
-            raise RunError(f"{out}: was screened with threshold {state['threshold']}, not "
-                           f"{thr}; resume with the same --threshold or choose another --out")
+            raise RunError(
+                f"{out}: was screened with threshold {state['threshold']}, not "
+                f"{thr}; resume with the same --threshold or choose another --out"
+            )
         with open(out / INPUTS, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         extra = state["metadata_columns"]
     else:
-        inputs = read_inputs(source, path_col=path_col, group_col=group_col,
-                             refuse_outside_paths=refuse_outside_paths)
+        inputs = read_inputs(
+            source,
+            path_col=path_col,
+            group_col=group_col,
+            refuse_outside_paths=refuse_outside_paths,
+        )
         rows, extra = inputs.rows, inputs.extra
         if compare_col is not None and compare_col not in extra:
-            raise ParameterError(f"compare_col {compare_col!r} is not a column of {source} "
-                                 f"(columns: {', '.join(extra) or 'none; give a manifest'})")
-        write_csv(out / SKIPPED, [{"path": p, "reason": why} for p, why in inputs.skipped],
-                  ["path", "reason"])
+            raise ParameterError(
+                f"compare_col {compare_col!r} is not a column of {source} "
+                f"(columns: {', '.join(extra) or 'none; give a manifest'})"
+            )
+        write_csv(
+            out / SKIPPED,
+            [{"path": p, "reason": why} for p, why in inputs.skipped],
+            ["path", "reason"],
+        )
         write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra, for_people=False)
-        state = {"source": str(Path(source).resolve()), "run": str(r.folder.resolve()),
-                 "model_id": model_id, "n_inputs": len(rows), "shard_size": shard_size,
-                 "metadata_columns": extra, "threshold": thr, "skipped": len(inputs.skipped),
-                 "outside_paths": len(inputs.outside), "outside_examples": inputs.outside[:10],
-                 "compare_col": compare_col, "group_by": list(group_by) if group_by else None,
-                 **_seen_in_training(r, rows)}
+        state = {
+            "source": str(Path(source).resolve()),
+            "run": str(r.folder.resolve()),
+            "model_id": model_id,
+            "n_inputs": len(rows),
+            "shard_size": shard_size,
+            "metadata_columns": extra,
+            "threshold": thr,
+            "skipped": len(inputs.skipped),
+            "outside_paths": len(inputs.outside),
+            "outside_examples": inputs.outside[:10],
+            "compare_col": compare_col,
+            "group_by": list(group_by) if group_by else None,
+            **_seen_in_training(r, rows),
+        }
         write_json(state_path, state)
     shard_size = state["shard_size"]
     classes = r.classes
@@ -156,37 +225,74 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
     todo = [k for k in range(n_shards) if not (shard_dir / f"part-{k:06d}.parquet").exists()]
 
     total = sum(min(shard_size, len(rows) - k * shard_size) for k in todo)
-    job = {"run": str(r.folder), "classes": classes, "extra": extra, "pos": pos, "thr": thr,
-           "model_id": model_id, "batch_size": batch_size, "precision": precision,
-           "device": device, "backend": backend, "compare": compare_col}
+    job = {
+        "run": str(r.folder),
+        "classes": classes,
+        "extra": extra,
+        "pos": pos,
+        "thr": thr,
+        "model_id": model_id,
+        "batch_size": batch_size,
+        "precision": precision,
+        "device": device,
+        "backend": backend,
+        "compare": compare_col,
+    }
     with Progress(total, "screening", unit="sheets", enabled=progress) as bar:
         if dask:
             _run_dask(dask, job, rows, todo, shard_size, shard_dir, bar)
         else:
-            predictor = Predictor(r, device=device, precision=precision,
-                                  batch_size=batch_size, workers=workers, backend=backend)
+            predictor = Predictor(
+                r,
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
+                workers=workers,
+                backend=backend,
+            )
             with predictor.pool():  # one pool of decoding workers for the whole job
                 for k in todo:
-                    part = rows[k * shard_size:(k + 1) * shard_size]
-                    _write_shard(shard_dir, k, part, predictor.predict(
-                        [p["path"] for p in part], progress=False), job)
+                    part = rows[k * shard_size : (k + 1) * shard_size]
+                    _write_shard(
+                        shard_dir,
+                        k,
+                        part,
+                        predictor.predict([p["path"] for p in part], progress=False),
+                        job,
+                    )
                     bar.update(len(part))
 
     # column-wise, so a screen of millions of sheets is summarised without a dict per row
     import pyarrow.compute as pc
+
     table = pq.read_table(shard_dir)
     flagged_t = table.filter(pc.field("flagged"))
     flagged = sorted(flagged_t.to_pylist(), key=lambda x: -x["score"])
-    people = ["path", "specimen_id"] + extra + ["score", "predicted"] + (
-        ["recorded"] if compare_col else []) + [f"p_{c}" for c in classes]
+    people = (
+        ["path", "specimen_id"]
+        + extra
+        + ["score", "predicted"]
+        + (["recorded"] if compare_col else [])
+        + [f"p_{c}" for c in classes]
+    )
     write_csv(out / FLAGGED, (_rounded(x) for x in flagged), people)
-    write_csv(out / RESULTS, (_rounded(x) for x in table.to_pylist()),
-              people + ["flagged", "error", "model_id"])
-    summary = dict(state, screened=table.num_rows,
-                   failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
-                   flagged=len(flagged), positive_class=pos, threshold=thr,
-                   threshold_source=thr_source, classes=classes, shards=n_shards,
-                   complete=True)
+    write_csv(
+        out / RESULTS,
+        (_rounded(x) for x in table.to_pylist()),
+        people + ["flagged", "error", "model_id"],
+    )
+    summary = dict(
+        state,
+        screened=table.num_rows,
+        failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
+        flagged=len(flagged),
+        positive_class=pos,
+        threshold=thr,
+        threshold_source=thr_source,
+        classes=classes,
+        shards=n_shards,
+        complete=True,
+    )
     write_json(state_path, summary)
     if report:
         screen_report(out, group_by=group_by)
@@ -196,13 +302,15 @@ def screen(run: str | Path, source: str | Path, out: str | Path, *, workers: int
 def _results(out: Path):
     """(summary, pyarrow Table of all shards) of a finished screen."""
     import pyarrow.parquet as pq
+
     state_path = out / STATE
     if not state_path.is_file():
         raise RunError(f"{out}: not a screen folder (no {STATE}); run `herbscan screen` first")
     summary = json.loads(state_path.read_text())
     if not summary.get("complete"):
-        raise RunError(f"{out}: the screen is unfinished; finish it with `herbscan screen ... "
-                       "--resume`")
+        raise RunError(
+            f"{out}: the screen is unfinished; finish it with `herbscan screen ... --resume`"
+        )
     return summary, pq.read_table(out / SHARDS)
 
 
@@ -219,19 +327,22 @@ def hotspots(results: list[dict], columns: Sequence[str]) -> list[dict]:
         rows = []
         for value, (n, k) in groups.items():
             low, high = wilson_interval(k, n)
-            rows.append({"value": value, "n": n, "flagged": k, "rate": k / n, "low": low,
-                         "high": high})
+            rows.append(
+                {"value": value, "n": n, "flagged": k, "rate": k / n, "low": low, "high": high}
+            )
         rows.sort(key=lambda x: (-x["low"], -x["n"], x["value"]))
         out.append({"column": col, "rows": rows})
     return out
 
 
-def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
-                  max_gallery: int = 48) -> Path:
+def screen_report(
+    out: str | Path, *, group_by: Sequence[str] | None = None, max_gallery: int = 48
+) -> Path:
     """Write `out/report.html` for a finished screen; `group_by` names metadata columns."""
     import pyarrow.compute as pc
 
     from herbscan.report.screen import write_screen_report
+
     out = Path(out)
     summary, table = _results(out)
     meta = summary.get("metadata_columns", [])
@@ -239,40 +350,61 @@ def screen_report(out: str | Path, *, group_by: Sequence[str] | None = None,
         group_by = summary.get("group_by") or [c for c in DEFAULT_GROUPS if c in meta]
     unknown = [c for c in group_by if c not in meta]
     if unknown:
-        raise ParameterError(f"group_by column(s) {', '.join(unknown)} are not in the screened "
-                             f"manifest (columns: {', '.join(meta) or 'none'})")
+        raise ParameterError(
+            f"group_by column(s) {', '.join(unknown)} are not in the screened "
+            f"manifest (columns: {', '.join(meta) or 'none'})"
+        )
     ok = table.filter(pc.equal(table["error"], ""))
     scores = [v for v in ok["score"].to_pylist() if v == v]  # NaN when no positive class
-    top = sorted(table.filter(pc.field("flagged")).to_pylist(),
-                 key=lambda r: -r["score"])[:max_gallery]
+    top = sorted(table.filter(pc.field("flagged")).to_pylist(), key=lambda r: -r["score"])[
+        :max_gallery
+    ]
     pictures = _pictures(summary, [r["path"] for r in top])
-    flagged = [{"path": r["path"], "specimen_id": r["specimen_id"], "score": r["score"],
-                "thumbnail": pictures.get(r["path"], b""),
-                "extra": ({"predicted": r["predicted"]} if summary.get("compare_col") else {})
-                | {c: str(r.get(c, "")) for c in meta if r.get(c, "") not in ("", None)}}
-               for r in top]
+    flagged = [
+        {
+            "path": r["path"],
+            "specimen_id": r["specimen_id"],
+            "score": r["score"],
+            "thumbnail": pictures.get(r["path"], b""),
+            "extra": ({"predicted": r["predicted"]} if summary.get("compare_col") else {})
+            | {c: str(r.get(c, "")) for c in meta if r.get(c, "") not in ("", None)},
+        }
+        for r in top
+    ]
     notes = []
     if "synthetic" in table.column_names and "true" in {
-            str(v).lower() for v in pc.unique(table["synthetic"]).to_pylist()}:
-        notes.append("This collection is synthetic (herbscan's demo): the flags show the "
-                     "pipeline works, not how a real collection is stained.")
+        str(v).lower() for v in pc.unique(table["synthetic"]).to_pylist()
+    }:
+        notes.append(
+            "This collection is synthetic (herbscan's demo): the flags show the "
+            "pipeline works, not how a real collection is stained."
+        )
     if summary.get("seen_in_training"):
-        notes.append(f"{summary['seen_in_training']:,} of the {summary['screened']:,} sheets "
-                     "were among the run's own training or validation sheets (same file or "
-                     f"specimen id, e.g. {', '.join(summary.get('seen_examples', [])[:2])}): "
-                     "their scores are optimistic and say nothing about new sheets.")
+        notes.append(
+            f"{summary['seen_in_training']:,} of the {summary['screened']:,} sheets "
+            "were among the run's own training or validation sheets (same file or "
+            f"specimen id, e.g. {', '.join(summary.get('seen_examples', [])[:2])}): "
+            "their scores are optimistic and say nothing about new sheets."
+        )
     if summary.get("positive_class") is None and not summary.get("compare_col"):
         group_by = []  # nothing can be flagged, so there are no hot spots to rank
     if summary.get("outside_paths"):
-        notes.append(f"{summary['outside_paths']:,} image paths of the source are absolute or "
-                     "lead out of its folder (first: "
-                     f"{', '.join(summary.get('outside_examples', [])[:3])}); this report "
-                     "embeds thumbnails of those files. Screen with --refuse-outside-paths to "
-                     "refuse such paths in manifests from others.")
-    return write_screen_report(out / REPORT, title=f"herbscan screen — {out.name}",
-                               summary=summary, scores=scores, flagged=flagged,
-                               hotspots=hotspots(ok.select(list(group_by) + ["flagged"])
-                                                 .to_pylist(), group_by), notes=notes)
+        notes.append(
+            f"{summary['outside_paths']:,} image paths of the source are absolute or "
+            "lead out of its folder (first: "
+            f"{', '.join(summary.get('outside_examples', [])[:3])}); this report "
+            "embeds thumbnails of those files. Screen with --refuse-outside-paths to "
+            "refuse such paths in manifests from others."
+        )
+    return write_screen_report(
+        out / REPORT,
+        title=f"herbscan screen — {out.name}",
+        summary=summary,
+        scores=scores,
+        flagged=flagged,
+        hotspots=hotspots(ok.select(list(group_by) + ["flagged"]).to_pylist(), group_by),
+        notes=notes,
+    )
 
 
 def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
@@ -293,8 +425,17 @@ def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
 def _write_shard(shard_dir: Path, k: int, part: list[dict], preds, job: dict) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    table = _shard_table(part, preds, job["classes"], job["extra"], job["pos"], job["thr"],
-                         job["model_id"], job.get("compare"))
+
+    table = _shard_table(
+        part,
+        preds,
+        job["classes"],
+        job["extra"],
+        job["pos"],
+        job["thr"],
+        job["model_id"],
+        job.get("compare"),
+    )
     with atomic_path(shard_dir / f"part-{k:06d}.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(table), str(tmp))
     return len(part)
@@ -305,40 +446,64 @@ _WORKER_PREDICTORS: dict[str, Predictor] = {}
 
 def _dask_shard(job: dict, k: int, part: list[dict], shard_dir: str) -> int:
     """One shard on a Dask worker: the model is loaded once per worker process and reused."""
-    key = json.dumps([job["run"], job["precision"], job["device"], job["batch_size"],
-                      job["backend"]])
+    key = json.dumps(
+        [job["run"], job["precision"], job["device"], job["batch_size"], job["backend"]]
+    )
     if key not in _WORKER_PREDICTORS:
-        _WORKER_PREDICTORS[key] = Predictor(job["run"], device=job["device"],
-                                            precision=job["precision"],
-                                            batch_size=job["batch_size"], threads=1,
-                                            backend=job["backend"])
+        _WORKER_PREDICTORS[key] = Predictor(
+            job["run"],
+            device=job["device"],
+            precision=job["precision"],
+            batch_size=job["batch_size"],
+            threads=1,
+            backend=job["backend"],
+        )
     preds = _WORKER_PREDICTORS[key].predict([p["path"] for p in part], progress=False)
     return _write_shard(Path(shard_dir), k, part, preds, job)
 
 
-def _run_dask(address: str, job: dict, rows: list[dict], todo: list[int], shard_size: int,
-              shard_dir: Path, bar: Progress) -> None:
+def _run_dask(
+    address: str,
+    job: dict,
+    rows: list[dict],
+    todo: list[int],
+    shard_size: int,
+    shard_dir: Path,
+    bar: Progress,
+) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
-        raise ParameterError("dask is not installed; pip install 'herbscan[dask]' (or drop "
-                             "--dask to use the local engine)") from None
+        raise ParameterError(
+            "dask is not installed; pip install 'herbscan[dask]' (or drop "
+            "--dask to use the local engine)"
+        ) from None
     cluster = None
     if address.startswith("local:"):
         try:
             n = int(address.split(":", 1)[1])
         except ValueError:
-            raise ParameterError(f"dask must be 'local:N' or a scheduler address; got "
-                                 f"{address!r}") from None
+            raise ParameterError(
+                f"dask must be 'local:N' or a scheduler address; got {address!r}"
+            ) from None
         check_range("dask local workers", n, 1)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         address = cluster.scheduler_address
     try:
         with Client(address) as client:
-            futures = [client.submit(_dask_shard, job, k, rows[k * shard_size:(k + 1) *
-                                                                 shard_size],
-                                     str(shard_dir), pure=False) for k in todo]
+            futures = [
+                client.submit(
+                    _dask_shard,
+                    job,
+                    k,
+                    rows[k * shard_size : (k + 1) * shard_size],
+                    str(shard_dir),
+                    pure=False,
+                )
+                for k in todo
+            ]
             for fut in as_completed(futures):
                 bar.update(fut.result())
     finally:
@@ -346,16 +511,26 @@ def _run_dask(address: str, job: dict, rows: list[dict], todo: list[int], shard_
             cluster.close()
 
 
-def _shard_table(part: list[dict], preds, classes: list[str], extra: list[str],
-                 pos: str | None, thr: float | None, model_id: str,
-                 compare: str | None = None) -> list[dict]:
+def _shard_table(
+    part: list[dict],
+    preds,
+    classes: list[str],
+    extra: list[str],
+    pos: str | None,
+    thr: float | None,
+    model_id: str,
+    compare: str | None = None,
+) -> list[dict]:
     """One row per sheet. `score` is P(positive class) for a two-class run, the margin
     P(predicted) − P(recorded) when comparing with a column, else P(predicted)."""
     pi = classes.index(pos) if pos is not None else None
     table = []
     for row, p in zip(part, preds):
-        rec = {"path": row["path"], "specimen_id": row["specimen_id"],
-               **{c: row.get(c, "") for c in extra}}
+        rec = {
+            "path": row["path"],
+            "specimen_id": row["specimen_id"],
+            **{c: row.get(c, "") for c in extra},
+        }
         ok = p.probs is not None
         probs = p.probs if ok else np.full(len(classes), np.nan)
         rec.update({f"p_{c}": float(v) for c, v in zip(classes, probs)})
@@ -373,19 +548,24 @@ def _shard_table(part: list[dict], preds, classes: list[str], extra: list[str],
             flagged = ok and score >= thr
         else:
             score = float(probs.max())
-        rec.update(predicted=p.label, score=score, flagged=bool(flagged), error=p.error,
-                   model_id=model_id)
+        rec.update(
+            predicted=p.label, score=score, flagged=bool(flagged), error=p.error, model_id=model_id
+        )
         table.append(rec)
     return table
 
 
 def _rounded(row: dict) -> dict:
     """Scores and probabilities to 4 decimals, for CSV files people read."""
-    return {k: (("" if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v)
-            for k, v in row.items()}
+    return {
+        k: (("" if math.isnan(v) else round(v, 4)) if isinstance(v, float) else v)
+        for k, v in row.items()
+    }
 
 
 def _seen_in_training(run, rows: list[dict]) -> dict:
     seen = seen_in_training(run.config.get("training", {}).get("data"), rows)
-    return {"seen_in_training": None if seen is None else len(seen),
-            "seen_examples": (seen or [])[:5]}
+    return {
+        "seen_in_training": None if seen is None else len(seen),
+        "seen_examples": (seen or [])[:5],
+    }

@@ -28,15 +28,52 @@ _BASE_SIZE = (768, 1152)
 _LOW = 8  # soft fields (blotches, halos, smudges) are drawn at 1/_LOW resolution
 
 _CHECKER = (
-    (115, 82, 68), (194, 150, 130), (98, 122, 157), (87, 108, 67), (133, 128, 177),
-    (103, 189, 170), (214, 126, 44), (80, 91, 166), (193, 90, 99), (94, 60, 108),
-    (157, 188, 64), (224, 163, 46), (56, 61, 150), (70, 148, 73), (175, 54, 60),
-    (231, 199, 31), (187, 86, 149), (8, 133, 161),
+    (115, 82, 68),
+    (194, 150, 130),
+    (98, 122, 157),
+    (87, 108, 67),
+    (133, 128, 177),
+    (103, 189, 170),
+    (214, 126, 44),
+    (80, 91, 166),
+    (193, 90, 99),
+    (94, 60, 108),
+    (157, 188, 64),
+    (224, 163, 46),
+    (56, 61, 150),
+    (70, 148, 73),
+    (175, 54, 60),
+    (231, 199, 31),
+    (187, 86, 149),
+    (8, 133, 161),
 )
-_PAPER_TINTS = ((244, 239, 224), (247, 246, 240), (240, 232, 205), (236, 230, 214),
-                (242, 236, 216))
-_SYLLABLES = ("la", "ri", "mo", "ca", "ten", "phy", "lo", "ser", "an", "tho", "cor", "vi",
-              "bra", "dro", "sel", "gi", "nel", "pa", "ste", "ru", "mi", "qua", "tor", "ly")
+_PAPER_TINTS = ((244, 239, 224), (247, 246, 240), (240, 232, 205), (236, 230, 214), (242, 236, 216))
+_SYLLABLES = (
+    "la",
+    "ri",
+    "mo",
+    "ca",
+    "ten",
+    "phy",
+    "lo",
+    "ser",
+    "an",
+    "tho",
+    "cor",
+    "vi",
+    "bra",
+    "dro",
+    "sel",
+    "gi",
+    "nel",
+    "pa",
+    "ste",
+    "ru",
+    "mi",
+    "qua",
+    "tor",
+    "ly",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,16 +100,20 @@ def _blend(img: Image.Image, mask: Image.Image, colour) -> Image.Image:
     return Image.composite(Image.new("RGB", img.size, colour), img, mask)
 
 
-def _blend_box(img: Image.Image, mask: Image.Image, colour, box: tuple[int, int, int, int]
-               ) -> None:
+def _blend_box(img: Image.Image, mask: Image.Image, colour, box: tuple[int, int, int, int]) -> None:
     """Blend `colour` into `img` inside `box`, weighted by `mask` (same size as the box)."""
     region = img.crop(box)
     solid = Image.new("RGB", region.size, colour)
     img.paste(Image.composite(solid, region, mask), box[:2])
 
 
-def _soft_blobs(img: Image.Image, blobs: list[tuple[float, float, float, float, float]],
-                colour, blur: float, rings: bool = False) -> None:
+def _soft_blobs(
+    img: Image.Image,
+    blobs: list[tuple[float, float, float, float, float]],
+    colour,
+    blur: float,
+    rings: bool = False,
+) -> None:
     """Blend soft ellipses (cx, cy, rx, ry, opacity) of one colour into `img`."""
     if not blobs:
         return
@@ -93,8 +134,7 @@ def _soft_blobs(img: Image.Image, blobs: list[tuple[float, float, float, float, 
         rx, ry = max(rx / _LOW, 0.6), max(ry / _LOW, 0.6)
         val = int(255 * min(op, 1.0))
         if rings:
-            d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), outline=val,
-                      width=max(1, int(rx / 5)))
+            d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), outline=val, width=max(1, int(rx / 5)))
         else:
             d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=val)
     small = small.filter(ImageFilter.GaussianBlur(blur))
@@ -131,10 +171,10 @@ def _paper(rng: np.random.Generator, w: int, h: int) -> Image.Image:
 def _leaf_polygons(bases: np.ndarray, q: float, p: float, serrate: float) -> np.ndarray:
     """Leaf outlines for rows (x, y, angle, length, width) as an (n, 2m, 2) array."""
     t = np.linspace(0.0, 1.0, 9)
-    prof = np.sin(np.pi * t ** q) ** p
+    prof = np.sin(np.pi * t**q) ** p
     if serrate:
         prof = prof * (1.0 - serrate * (np.arange(t.size) % 2))
-    x, y, a, length, width = (bases[:, i:i + 1] for i in range(5))
+    x, y, a, length, width = (bases[:, i : i + 1] for i in range(5))
     u = np.concatenate([t, t[::-1]])[None, :] * length
     v = np.concatenate([prof, -prof[::-1]])[None, :] * width
     ca, sa = np.cos(a), np.sin(a)
@@ -147,8 +187,12 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
     draw = ImageDraw.Draw(layer)
     style = ("herb", "fern", "club")[rng.choice(3, p=(0.45, 0.3, 0.25))]
     dark = rng.random() < 0.15
-    leaf_base = np.array((70, 62, 40) if dark else (
-        (108, 112, 62), (122, 120, 72), (96, 104, 58), (128, 110, 70))[rng.integers(4)], float)
+    leaf_base = np.array(
+        (70, 62, 40)
+        if dark
+        else ((108, 112, 62), (122, 120, 72), (96, 104, 58), (128, 110, 70))[rng.integers(4)],
+        float,
+    )
     stem_col = _jitter(rng, (112, 88, 58) if not dark else (80, 64, 44), 10)
     q, p = rng.uniform(0.6, 1.6), rng.uniform(0.5, 1.2)
     serrate = rng.uniform(0.1, 0.3) if rng.random() < 0.25 else 0.0
@@ -161,8 +205,9 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         x0 = w * (rng.uniform(0.25, 0.65) if n_plants == 1 else rng.uniform(0.2, 0.4) + 0.3 * j)
         y0 = h * rng.uniform(0.78, 0.93)
         length = h * rng.uniform(0.4, 0.68) / (1.0 if n_plants == 1 else 1.25)
-        stack.append((x0, y0, -math.pi / 2 + rng.normal(0, 0.2), length,
-                      rng.uniform(2.5, 5.0) * k, 0))
+        stack.append(
+            (x0, y0, -math.pi / 2 + rng.normal(0, 0.2), length, rng.uniform(2.5, 5.0) * k, 0)
+        )
         if rng.random() < 0.45:
             _roots(rng, draw, x0, y0, k, stem_col)
     max_depth = int(rng.integers(2, 4))
@@ -174,8 +219,12 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         step = length / nseg
         xs = x + np.concatenate([[0.0], np.cumsum(np.cos(angs) * step)])
         ys = y + np.concatenate([[0.0], np.cumsum(np.sin(angs) * step)])
-        draw.line(list(zip(xs.tolist(), ys.tolist())), fill=stem_col + (255,),
-                  width=max(1, round(width)), joint="curve")
+        draw.line(
+            list(zip(xs.tolist(), ys.tolist())),
+            fill=stem_col + (255,),
+            width=max(1, round(width)),
+            joint="curve",
+        )
         seg_ang = np.concatenate([angs, angs[-1:]])
         stems.append(np.stack([xs, ys, seg_ang], axis=1))
         if depth < max_depth and length > 25 * k:
@@ -183,11 +232,22 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
             for t in np.sort(rng.uniform(0.2, 0.9, n_child)):
                 i = int(t * nseg)
                 side = 1 if rng.random() < 0.5 else -1
-                stack.append((xs[i], ys[i], angs[min(i, nseg - 1)] + side * rng.uniform(0.35, 0.9),
-                              length * rng.uniform(0.4, 0.7), max(1.0, width * 0.65), depth + 1))
+                stack.append(
+                    (
+                        xs[i],
+                        ys[i],
+                        angs[min(i, nseg - 1)] + side * rng.uniform(0.35, 0.9),
+                        length * rng.uniform(0.4, 0.7),
+                        max(1.0, width * 0.65),
+                        depth + 1,
+                    )
+                )
         # foliage along this branch
-        spacing = {"herb": rng.uniform(14, 28), "fern": rng.uniform(5, 9),
-                   "club": rng.uniform(2.5, 4.0)}[style] * k
+        spacing = {
+            "herb": rng.uniform(14, 28),
+            "fern": rng.uniform(5, 9),
+            "club": rng.uniform(2.5, 4.0),
+        }[style] * k
         n_f = int(length / spacing)
         if n_f < 1 or (style == "herb" and depth == 0 and rng.random() < 0.5):
             continue
@@ -199,8 +259,9 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
             ln = rng.uniform(8, 18, n_f) * k * taper
             needles.append(np.stack([xs[idx], ys[idx], fa, ln], axis=1))
             other = seg_ang[idx] - sides * rng.uniform(0.5, 1.1, n_f)
-            needles.append(np.stack([xs[idx], ys[idx], other, ln * rng.uniform(0.7, 1.0, n_f)],
-                                    axis=1))
+            needles.append(
+                np.stack([xs[idx], ys[idx], other, ln * rng.uniform(0.7, 1.0, n_f)], axis=1)
+            )
         else:
             ln = leaf_len * rng.uniform(0.75, 1.25, n_f) * taper
             rows = np.stack([xs[idx], ys[idx], fa, ln, ln * leaf_aspect], axis=1)
@@ -218,8 +279,16 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         for poly, c, r in zip(polys.tolist(), cols, rows.tolist()):
             draw.polygon([tuple(pt) for pt in poly], fill=tuple(c) + (255,))
             if style == "herb" and r[3] > 14 * k:
-                draw.line((r[0], r[1], r[0] + 0.85 * r[3] * math.cos(r[2]),
-                           r[1] + 0.85 * r[3] * math.sin(r[2])), fill=vein, width=1)
+                draw.line(
+                    (
+                        r[0],
+                        r[1],
+                        r[0] + 0.85 * r[3] * math.cos(r[2]),
+                        r[1] + 0.85 * r[3] * math.sin(r[2]),
+                    ),
+                    fill=vein,
+                    width=1,
+                )
     if needles:
         nd = np.concatenate(needles)
         ends_x = nd[:, 0] + nd[:, 3] * np.cos(nd[:, 2])
@@ -227,8 +296,9 @@ def _plant(rng: np.random.Generator, w: int, h: int, k: float):
         shade = rng.normal(1.0, 0.08, (len(nd), 1)) + rng.normal(0, 0.03, (len(nd), 3))
         cols = np.clip(leaf_base * shade, 0, 255).astype(int).tolist()
         nw = max(1, round(2 * k))
-        for x, y, ex, ey, c in zip(nd[:, 0].tolist(), nd[:, 1].tolist(), ends_x.tolist(),
-                                   ends_y.tolist(), cols):
+        for x, y, ex, ey, c in zip(
+            nd[:, 0].tolist(), nd[:, 1].tolist(), ends_x.tolist(), ends_y.tolist(), cols
+        ):
             draw.line((x, y, ex, ey), fill=tuple(c) + (255,), width=nw)
     stems = np.concatenate(stems)
     inside = (stems[:, 0] >= 0) & (stems[:, 0] < w) & (stems[:, 1] >= 0) & (stems[:, 1] < h)
@@ -258,8 +328,10 @@ def _tape(rng, img: Image.Image, stems: np.ndarray, k: float) -> None:
         a += math.pi / 2 + rng.normal(0, 0.25)
         half_l, half_w = rng.uniform(14, 34) * k, rng.uniform(3.5, 6) * k
         ca, sa = math.cos(a), math.sin(a)
-        pts = [(x + sx * half_l * ca - sy * half_w * sa, y + sx * half_l * sa + sy * half_w * ca)
-               for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+        pts = [
+            (x + sx * half_l * ca - sy * half_w * sa, y + sx * half_l * sa + sy * half_w * ca)
+            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
         draw.polygon(pts, fill=colour)
 
 
@@ -268,8 +340,9 @@ def _word(rng, n_syl: tuple[int, int]) -> str:
 
 
 def _label_lines(rng) -> list[str]:
-    genus = _word(rng, (2, 4)).capitalize() + ("ia", "um", "us", "ella", "opsis", "a")[
-        rng.integers(6)]
+    genus = (
+        _word(rng, (2, 4)).capitalize() + ("ia", "um", "us", "ella", "opsis", "a")[rng.integers(6)]
+    )
     epithet = _word(rng, (1, 3)) + ("ensis", "a", "um", "ii", "ata", "ifolia")[rng.integers(6)]
     author = _word(rng, (1, 3)).capitalize()[:6] + "."
     place = _word(rng, (2, 4)).capitalize()
@@ -278,19 +351,30 @@ def _label_lines(rng) -> list[str]:
     initials = chr(65 + rng.integers(26)) + ". " + chr(65 + rng.integers(26)) + "."
     collector = f"{initials} {_word(rng, (2, 3)).capitalize()}"
     habitat = ("Moist woods", "Dry slope", "Sandy shore", "Meadow")[rng.integers(4)]
-    header = ("HERBARIUM OF THE UNIVERSITY OF " + place.upper(), "PLANTS OF " + place.upper(),
-              "FLORA OF " + place.upper() + " COUNTY")[rng.integers(3)]
-    return [header, f"{genus} {epithet} {author}",
-            f"Near {_word(rng, (2, 3)).capitalize()} River, {place} Co.",
-            f"Alt. {rng.integers(5, 300) * 10} m.   {habitat}",
-            f"Coll. {collector}   No. {rng.integers(10, 9999)}", date]
+    header = (
+        "HERBARIUM OF THE UNIVERSITY OF " + place.upper(),
+        "PLANTS OF " + place.upper(),
+        "FLORA OF " + place.upper() + " COUNTY",
+    )[rng.integers(3)]
+    return [
+        header,
+        f"{genus} {epithet} {author}",
+        f"Near {_word(rng, (2, 3)).capitalize()} River, {place} Co.",
+        f"Alt. {rng.integers(5, 300) * 10} m.   {habitat}",
+        f"Coll. {collector}   No. {rng.integers(10, 9999)}",
+        date,
+    ]
 
 
 def _label(rng, img: Image.Image, box: tuple[int, int, int, int], k: float) -> None:
     x0, y0, x1, y1 = box
     draw = ImageDraw.Draw(img)
-    draw.rectangle(box, fill=_jitter(rng, (250, 249, 243), 3),
-                   outline=(90, 90, 90) if rng.random() < 0.5 else None, width=max(1, round(k)))
+    draw.rectangle(
+        box,
+        fill=_jitter(rng, (250, 249, 243), 3),
+        outline=(90, 90, 90) if rng.random() < 0.5 else None,
+        width=max(1, round(k)),
+    )
     lines = _label_lines(rng)
     size = max(4, round((y1 - y0) / (len(lines) + 1.5)))
     widest = max(_font(size).getlength(line) for line in lines)
@@ -301,8 +385,11 @@ def _label(rng, img: Image.Image, box: tuple[int, int, int, int], k: float) -> N
         draw.text((x0 + size * 0.6, y), line, fill=ink, font=_font(fsize - (i == 0)))
         y += size
     if (x1 - x0) > 40 * k:
-        draw.line((x0 + 6 * k, y0 + size * 1.6, x1 - 6 * k, y0 + size * 1.6), fill=ink,
-                  width=max(1, round(k)))
+        draw.line(
+            (x0 + 6 * k, y0 + size * 1.6, x1 - 6 * k, y0 + size * 1.6),
+            fill=ink,
+            width=max(1, round(k)),
+        )
 
 
 def _barcode(rng, k: float) -> Image.Image:
@@ -317,14 +404,16 @@ def _barcode(rng, k: float) -> Image.Image:
     bar_h, quiet, text_h = 34, 8, 14
     bw, bh = pattern.size + 2 * quiet, bar_h + text_h + 2 * quiet
     arr = np.full((bh, bw), 252, dtype=np.uint8)
-    arr[quiet:quiet + bar_h, quiet:quiet + pattern.size] = np.where(pattern, 15, 252)[None, :]
+    arr[quiet : quiet + bar_h, quiet : quiet + pattern.size] = np.where(pattern, 15, 252)[None, :]
     code = Image.fromarray(arr).convert("RGB")
-    ImageDraw.Draw(code).text((bw / 2, quiet + bar_h + 1), number, fill=(20, 20, 20),
-                              font=_font(text_h - 2), anchor="mt")
+    ImageDraw.Draw(code).text(
+        (bw / 2, quiet + bar_h + 1), number, fill=(20, 20, 20), font=_font(text_h - 2), anchor="mt"
+    )
     scale = 1.3 * k
     if abs(scale - 1.0) > 0.05:
-        code = code.resize((max(8, round(bw * scale)), max(4, round(bh * scale))),
-                           Image.Resampling.BILINEAR)
+        code = code.resize(
+            (max(8, round(bw * scale)), max(4, round(bh * scale))), Image.Resampling.BILINEAR
+        )
     return code
 
 
@@ -366,8 +455,15 @@ def _confusers(rng, img: Image.Image, k: float) -> list[str]:
             cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h
             for _ in range(int(rng.integers(1, 4))):
                 r = rng.uniform(15, 60) * k
-                blobs.append((cx + rng.normal(0, r), cy + rng.normal(0, r), r,
-                              r * rng.uniform(0.5, 1.2), rng.uniform(0.1, 0.3)))
+                blobs.append(
+                    (
+                        cx + rng.normal(0, r),
+                        cy + rng.normal(0, r),
+                        r,
+                        r * rng.uniform(0.5, 1.2),
+                        rng.uniform(0.1, 0.3),
+                    )
+                )
         _soft_blobs(img, blobs, _jitter(rng, (120, 96, 64), 10), blur=1.5)
     if rng.random() < 0.3:
         names.append("foxing")
@@ -377,8 +473,9 @@ def _confusers(rng, img: Image.Image, k: float) -> list[str]:
             xs, ys = cx + rng.normal(0, 25 * k, n), cy + rng.normal(0, 25 * k, n)
             rs = rng.uniform(1.5, 5.0, n) * k
             fills = [_jitter(rng, (172, 126, 84), 10) for _ in range(n)]
-            _dots(draw, xs, ys, rs * 1.5, [tuple(int(c + (255 - c) * 0.6) for c in f)
-                                            for f in fills])
+            _dots(
+                draw, xs, ys, rs * 1.5, [tuple(int(c + (255 - c) * 0.6) for c in f) for f in fills]
+            )
             _dots(draw, xs, ys, rs * 0.8, fills)
     if rng.random() < 0.25:
         names.append("ink")
@@ -389,8 +486,11 @@ def _confusers(rng, img: Image.Image, k: float) -> list[str]:
         if rng.random() < 0.5:
             x, y, a = xs[0], ys[0], rng.uniform(0, math.pi)
             ln = rng.uniform(10, 40) * k
-            draw.line((x, y, x + ln * math.cos(a), y + ln * math.sin(a)), fill=colour,
-                      width=max(1, round(2 * k)))
+            draw.line(
+                (x, y, x + ln * math.cos(a), y + ln * math.sin(a)),
+                fill=colour,
+                width=max(1, round(2 * k)),
+            )
     if rng.random() < 0.35:
         names.append("pencil")
         grey = _jitter(rng, (118, 118, 122), 8)
@@ -402,8 +502,11 @@ def _confusers(rng, img: Image.Image, k: float) -> list[str]:
             ys = y + np.sin(t * rng.uniform(1.2, 2.2)) * rng.uniform(3, 7) * k
             draw.line(list(zip(xs.tolist(), ys.tolist())), fill=grey, width=max(1, round(k)))
             if rng.random() < 0.5:
-                draw.line((x, y + 10 * k, xs[-1], y + 10 * k + rng.normal(0, 2)), fill=grey,
-                          width=max(1, round(k)))
+                draw.line(
+                    (x, y + 10 * k, xs[-1], y + 10 * k + rng.normal(0, 2)),
+                    fill=grey,
+                    width=max(1, round(k)),
+                )
     if rng.random() < 0.4:
         names.append("dust")
         n = int(rng.integers(8, 50))
@@ -413,13 +516,19 @@ def _confusers(rng, img: Image.Image, k: float) -> list[str]:
     if rng.random() < 0.12:
         names.append("tideline")
         cx, cy, r = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h, rng.uniform(40, 120) * k
-        _soft_blobs(img, [(cx, cy, r, r * rng.uniform(0.6, 1.0), rng.uniform(0.15, 0.3))],
-                    _jitter(rng, (190, 160, 95), 10), blur=1.0, rings=True)
+        _soft_blobs(
+            img,
+            [(cx, cy, r, r * rng.uniform(0.6, 1.0), rng.uniform(0.15, 0.3))],
+            _jitter(rng, (190, 160, 95), 10),
+            blur=1.0,
+            rings=True,
+        )
     return names
 
 
-def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s: float,
-           k: float) -> Image.Image:
+def _stain(
+    rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s: float, k: float
+) -> Image.Image:
     """Mercury staining of severity `s`: speckle clusters, grey halos and blotches, greyed plant."""
     w, h = img.size
     n_clusters = 1 + round((0.25 + s) * rng.uniform(2.5, 6.5))
@@ -438,8 +547,15 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
     d = ImageDraw.Draw(field)
     for (cx, cy), r in zip(centres, radii):
         rr = r * rng.uniform(1.3, 2.2) / _LOW
-        d.ellipse((cx / _LOW - rr, cy / _LOW - rr * rng.uniform(0.6, 1.4), cx / _LOW + rr,
-                   cy / _LOW + rr), fill=int(255 * rng.uniform(0.6, 1.0)))
+        d.ellipse(
+            (
+                cx / _LOW - rr,
+                cy / _LOW - rr * rng.uniform(0.6, 1.4),
+                cx / _LOW + rr,
+                cy / _LOW + rr,
+            ),
+            fill=int(255 * rng.uniform(0.6, 1.0)),
+        )
     field_a = np.asarray(field.filter(ImageFilter.GaussianBlur(2.5)), dtype=np.float32) / 255
 
     plant_small = plant_alpha.resize((sw, sh), Image.Resampling.BOX)
@@ -453,12 +569,18 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
     if rng.random() < 0.4 * s + 0.1:  # grey tide rings, as in old wet-stained sheets
         cx, cy = centres[0]
         r = rng.uniform(40, 110) * k
-        _soft_blobs(img, [(cx, cy, r, r * rng.uniform(0.6, 1.0), 0.2 + 0.3 * s)],
-                    _jitter(rng, (100, 98, 94), 5), blur=1.0, rings=True)
+        _soft_blobs(
+            img,
+            [(cx, cy, r, r * rng.uniform(0.6, 1.0), 0.2 + 0.3 * s)],
+            _jitter(rng, (100, 98, 94), 5),
+            blur=1.0,
+            rings=True,
+        )
 
     # plant tissue inside the stained area turns grey
-    full_field = _soft_mask((w, h), Image.fromarray(
-        (field_a * 255 * (0.25 + 0.45 * s)).astype(np.uint8)))
+    full_field = _soft_mask(
+        (w, h), Image.fromarray((field_a * 255 * (0.25 + 0.45 * s)).astype(np.uint8))
+    )
     img = _blend(img, ImageChops.multiply(full_field, plant_alpha), (78, 76, 72))
 
     # the speckles: many small grey-black dots clustered around points and along stems
@@ -469,14 +591,15 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
         n = int((60 + 280 * s) * rng.uniform(0.6, 1.0))
         if len(stems) and rng.random() < 0.4:  # strung along a stretch of stem
             i0 = int(rng.integers(len(stems)))
-            seg = stems[i0:i0 + max(2, int(r / (5 * k)))]
+            seg = stems[i0 : i0 + max(2, int(r / (5 * k)))]
             j = rng.integers(0, len(seg), n)
             xs = seg[j, 0] + rng.normal(0, 0.25 * r, n)
             ys = seg[j, 1] + rng.normal(0, 0.25 * r, n)
         else:
             n_sub = int(rng.integers(1, 5))
-            sub = np.stack([cx + rng.normal(0, 0.4 * r, n_sub),
-                            cy + rng.normal(0, 0.4 * r, n_sub)], axis=1)
+            sub = np.stack(
+                [cx + rng.normal(0, 0.4 * r, n_sub), cy + rng.normal(0, 0.4 * r, n_sub)], axis=1
+            )
             j = rng.integers(0, n_sub, n)
             spread = rng.uniform(0.2, 0.45) * r
             xs, ys = sub[j, 0] + rng.normal(0, spread, n), sub[j, 1] + rng.normal(0, spread, n)
@@ -488,8 +611,13 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
     n_scatter = int(s * rng.uniform(50, 300))  # loose speckles elsewhere on a badly stained sheet
     if n_scatter:
         xs, ys = rng.uniform(0, w, n_scatter), rng.uniform(0, h, n_scatter)
-        _dots(sd, xs, ys, np.minimum(1.2 + rng.exponential(0.6, n_scatter), 4) * k,
-              [int(v) for v in rng.uniform(0.5, 1.0, n_scatter) * 255 * darkness])
+        _dots(
+            sd,
+            xs,
+            ys,
+            np.minimum(1.2 + rng.exponential(0.6, n_scatter), 4) * k,
+            [int(v) for v in rng.uniform(0.5, 1.0, n_scatter) * 255 * darkness],
+        )
     return _blend(img, speck, _jitter(rng, (38, 37, 36), 4))
 
 
@@ -498,8 +626,11 @@ def _stain(rng, img: Image.Image, plant_alpha: Image.Image, stems: np.ndarray, s
 
 
 def _check_size(size) -> tuple[int, int]:
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(v, (int, np.integer)) for v in size)):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, (int, np.integer)) for v in size)
+    ):
         raise ParameterError(f"size must be a (width, height) pair of integers; got {size!r}")
     check_range("size[0] (width)", int(size[0]), 64, 8192)
     check_range("size[1] (height)", int(size[1]), 64, 8192)
@@ -510,8 +641,13 @@ def _draw_severity(rng: np.random.Generator) -> float:
     return float(rng.uniform(0.05, 0.3) if rng.random() < 0.15 else rng.uniform(0.3, 1.0))
 
 
-def make_sheet(rng: np.random.Generator, *, stained: bool, severity: float | None = None,
-               size: tuple[int, int] = _BASE_SIZE) -> tuple[Image.Image, dict]:
+def make_sheet(
+    rng: np.random.Generator,
+    *,
+    stained: bool,
+    severity: float | None = None,
+    size: tuple[int, int] = _BASE_SIZE,
+) -> tuple[Image.Image, dict]:
     """One synthetic sheet (RGB, size=(width, height)) and a dict describing it:
     {"stained": bool, "severity": float (0.0 when clean), "confusers": list[str]}"""
     if not isinstance(rng, np.random.Generator):
@@ -534,8 +670,9 @@ def make_sheet(rng: np.random.Generator, *, stained: bool, severity: float | Non
     edge = ("right", "left", "top", "bottom")[r_layout.choice(4, p=(0.55, 0.15, 0.15, 0.15))]
     thick = max(8, round(44 * k))
     inner = [0, 0, w, h]
-    inner[{"right": 2, "left": 0, "top": 1, "bottom": 3}[edge]] += thick if edge in (
-        "left", "top") else -thick
+    inner[{"right": 2, "left": 0, "top": 1, "bottom": 3}[edge]] += (
+        thick if edge in ("left", "top") else -thick
+    )
     margin = 14 * k
     lw = int((inner[2] - inner[0]) * r_layout.uniform(0.34, 0.45))
     lh = int(h * r_layout.uniform(0.1, 0.14))
@@ -579,14 +716,25 @@ def _rephotograph(rng: np.random.Generator, img: Image.Image) -> Image.Image:
     with Image.open(buf) as again:
         again = again.convert("RGB")
     shift = (float(rng.uniform(-0.02, 0.02) * w), float(rng.uniform(-0.02, 0.02) * h))
-    again = again.rotate(float(rng.uniform(-2.0, 2.0)), resample=Image.Resampling.BILINEAR,
-                         translate=shift, fillcolor=(88, 88, 90))
+    again = again.rotate(
+        float(rng.uniform(-2.0, 2.0)),
+        resample=Image.Resampling.BILINEAR,
+        translate=shift,
+        fillcolor=(88, 88, 90),
+    )
     return ImageEnhance.Brightness(again).enhance(float(rng.uniform(0.9, 1.1)))
 
 
-def make_collection(out_dir: str | Path, *, n_specimens: int = 300, stained_fraction: float = 0.5,
-                    duplicate_fraction: float = 0.1, size: tuple[int, int] = _BASE_SIZE,
-                    seed: int = 0, quality: int = 90) -> Path:
+def make_collection(
+    out_dir: str | Path,
+    *,
+    n_specimens: int = 300,
+    stained_fraction: float = 0.5,
+    duplicate_fraction: float = 0.1,
+    size: tuple[int, int] = _BASE_SIZE,
+    seed: int = 0,
+    quality: int = 90,
+) -> Path:
     """Write a synthetic collection and return the path of its manifest.csv."""
     for name, value in (("n_specimens", n_specimens), ("seed", seed), ("quality", quality)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -58,8 +58,11 @@ def origins(length: int, size: int, stride: int) -> list[int]:
 
 def windows(width: int, height: int, spec: TileSpec) -> list[tuple[int, int]]:
     """All (x, y) window origins of a width×height sheet, row by row."""
-    return [(x, y) for y in origins(height, spec.size, spec.stride)
-            for x in origins(width, spec.size, spec.stride)]
+    return [
+        (x, y)
+        for y in origins(height, spec.size, spec.stride)
+        for x in origins(width, spec.size, spec.stride)
+    ]
 
 
 def load_scaled(path: str | Path, scale: float) -> np.ndarray:
@@ -70,8 +73,9 @@ def load_scaled(path: str | Path, scale: float) -> np.ndarray:
     target = (max(1, round(w * scale)), max(1, round(h * scale)))
     im = open_rgb(path, min_size=(min(target), min(target)))
     # orientation may have swapped the axes; keep the decoded aspect
-    tw, th = ((target[0], target[1]) if (im.width >= im.height) == (w >= h)
-              else (target[1], target[0]))
+    tw, th = (
+        (target[0], target[1]) if (im.width >= im.height) == (w >= h) else (target[1], target[0])
+    )
     if im.size != (tw, th):
         im = im.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(im)
@@ -93,7 +97,7 @@ def cut(sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int) -> np.n
     """Tiles (n, size, size, 3) at the given origins (a copy of just those tiles)."""
     out = np.empty((len(coords), size, size, 3), np.uint8)
     for i, (x, y) in enumerate(coords):
-        out[i] = sheet[y:y + size, x:x + size]
+        out[i] = sheet[y : y + size, x : x + size]
     return out
 
 
@@ -109,8 +113,9 @@ def entropy(grey_tile: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def tile_stats(sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
-               entropy_only: bool = False) -> np.ndarray:
+def tile_stats(
+    sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int, entropy_only: bool = False
+) -> np.ndarray:
     """Per tile: entropy (bits), grey mean, grey std and fraction of paper-coloured pixels.
 
     Entropy, mean and std come from each tile's 256-bin grey histogram. Paper pixels are bright
@@ -122,7 +127,7 @@ def tile_stats(sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
     out = np.full((n, len(STAT_NAMES)), np.nan, np.float32)
     hist = np.empty((n, 256), np.float64)
     for i, (x, y) in enumerate(coords):
-        hist[i] = np.bincount(g[y:y + size, x:x + size].ravel(), minlength=256)
+        hist[i] = np.bincount(g[y : y + size, x : x + size].ravel(), minlength=256)
     hist /= size * size
     logp = np.log2(hist, out=np.zeros_like(hist), where=hist > 0)
     out[:, 0] = -(hist * logp).sum(axis=1)
@@ -138,7 +143,7 @@ def tile_stats(sheet: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
     paper = (g >= 170) & (spread <= 40)
     del spread
     for i, (x, y) in enumerate(coords):
-        out[i, 3] = paper[y:y + size, x:x + size].mean()
+        out[i, 3] = paper[y : y + size, x : x + size].mean()
     return out
 
 
@@ -160,12 +165,12 @@ def sheet_tiles(path: str | Path, spec: TileSpec, entropy_only: bool = False) ->
     """Decode a sheet once at the working scale and compute its windows and statistics."""
     sheet = pad_to_tile(load_scaled(path, spec.scale), spec.size)
     coords = windows(sheet.shape[1], sheet.shape[0], spec)
-    return SheetTiles(str(path), sheet, coords,
-                      tile_stats(sheet, coords, spec.size, entropy_only))
+    return SheetTiles(str(path), sheet, coords, tile_stats(sheet, coords, spec.size, entropy_only))
 
 
-def iter_tiles(paths: Sequence[str | Path], spec: TileSpec, min_entropy: float | None = None
-               ) -> Iterator[tuple[int, SheetTiles, int, np.ndarray]]:
+def iter_tiles(
+    paths: Sequence[str | Path], spec: TileSpec, min_entropy: float | None = None
+) -> Iterator[tuple[int, SheetTiles, int, np.ndarray]]:
     """Yield (sheet index, SheetTiles, window index, tile view) for every kept window.
 
     Each sheet is decoded once and dropped before the next, so memory stays at one sheet.
@@ -175,7 +180,7 @@ def iter_tiles(paths: Sequence[str | Path], spec: TileSpec, min_entropy: float |
         for j, (x, y) in enumerate(st.coords):
             if min_entropy is not None and st.stats[j, 0] < min_entropy:
                 continue
-            yield i, st, j, st.sheet[y:y + spec.size, x:x + spec.size]
+            yield i, st, j, st.sheet[y : y + spec.size, x : x + spec.size]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128, lo: float = 0.0, hi: float = 8.0) -> float:
@@ -233,17 +238,16 @@ class KeptTiles:
     path: str
     shape: tuple[int, int]  # (height, width) of the sheet at the working scale
     coords: list[tuple[int, int]]
-    entropy: np.ndarray     # bits per window
-    kept: np.ndarray        # bool per window
-    tiles: np.ndarray       # (n_kept, T, T, 3) uint8
-    thumbnail: np.ndarray   # uint8 (h, w, 3), longest side THUMB_SIDE at most; empty if not asked
+    entropy: np.ndarray  # bits per window
+    kept: np.ndarray  # bool per window
+    tiles: np.ndarray  # (n_kept, T, T, 3) uint8
+    thumbnail: np.ndarray  # uint8 (h, w, 3), longest side THUMB_SIDE at most; empty if not asked
 
 
 THUMB_SIDE = 480
 
 
-def keep_tiles(st: SheetTiles, size: int, min_entropy: float, thumbnail: bool = True
-               ) -> KeptTiles:
+def keep_tiles(st: SheetTiles, size: int, min_entropy: float, thumbnail: bool = True) -> KeptTiles:
     """Tiles at or above `min_entropy` bits; a sheet with none keeps its most textured tile."""
     kept = st.entropy >= min_entropy
     if not kept.any():
@@ -252,15 +256,31 @@ def keep_tiles(st: SheetTiles, size: int, min_entropy: float, thumbnail: bool = 
     thumb = np.zeros((0, 0, 3), np.uint8)
     if thumbnail:
         f = min(1.0, THUMB_SIDE / max(h, w))
-        thumb = np.asarray(Image.fromarray(st.sheet).resize(
-            (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BILINEAR))
-    return KeptTiles(st.path, (h, w), st.coords, st.entropy, kept,
-                     cut(st.sheet, [c for c, k in zip(st.coords, kept) if k], size), thumb)
+        thumb = np.asarray(
+            Image.fromarray(st.sheet).resize(
+                (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BILINEAR
+            )
+        )
+    return KeptTiles(
+        st.path,
+        (h, w),
+        st.coords,
+        st.entropy,
+        kept,
+        cut(st.sheet, [c for c, k in zip(st.coords, kept) if k], size),
+        thumb,
+    )
 
 
-def heatmap_png(image: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
-                scores: np.ndarray, kept: np.ndarray, sheet_shape: tuple[int, int] | None = None,
-                max_side: int = THUMB_SIDE) -> bytes:
+def heatmap_png(
+    image: np.ndarray,
+    coords: Sequence[tuple[int, int]],
+    size: int,
+    scores: np.ndarray,
+    kept: np.ndarray,
+    sheet_shape: tuple[int, int] | None = None,
+    max_side: int = THUMB_SIDE,
+) -> bytes:
     """A PNG of the sheet with each kept tile tinted by its score (blue 0 → red 1).
 
     `image` is the sheet or a thumbnail of it; `coords` are in pixels of the sheet whose
@@ -269,8 +289,9 @@ def heatmap_png(image: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
     h, w = image.shape[:2]
     _, sw = sheet_shape or (h, w)
     f = min(1.0, max_side / max(h, w))
-    small = Image.fromarray(image).resize((max(1, round(w * f)), max(1, round(h * f))),
-                                          Image.Resampling.BILINEAR)
+    small = Image.fromarray(image).resize(
+        (max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BILINEAR
+    )
     f *= w / sw  # sheet pixels → output pixels
     base = np.asarray(small, dtype=np.float32)
     heat = np.zeros(base.shape[:2], np.float32)
@@ -278,8 +299,7 @@ def heatmap_png(image: np.ndarray, coords: Sequence[tuple[int, int]], size: int,
     for (x, y), s, keep in zip(coords, scores, kept):
         if not keep or not np.isfinite(s):
             continue
-        y0, y1, x0, x1 = (round(y * f), round((y + size) * f), round(x * f),
-                          round((x + size) * f))
+        y0, y1, x0, x1 = (round(y * f), round((y + size) * f), round(x * f), round((x + size) * f))
         heat[y0:y1, x0:x1] = np.maximum(heat[y0:y1, x0:x1], s)
         mask[y0:y1, x0:x1] = True
     alpha = (0.15 + 0.6 * heat)[..., None] * mask[..., None]

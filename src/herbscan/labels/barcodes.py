@@ -49,8 +49,13 @@ def read_barcodes(image: Image.Image, *, scales: tuple[float, ...] = SCALES) -> 
     for scale in scales:
         if grey.width * grey.height * scale * scale > MAX_PIXELS_SCANNED:
             break
-        im = grey if scale == 1 else grey.resize(
-            (round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BICUBIC)
+        im = (
+            grey
+            if scale == 1
+            else grey.resize(
+                (round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BICUBIC
+            )
+        )
         found = zxingcpp.read_barcodes(im, formats=formats)
         if found:
             return _unique([_barcode(b, scale) for b in found])
@@ -63,8 +68,11 @@ def _barcode(b, scale: float) -> Barcode:
     ys = [p.top_left.y, p.top_right.y, p.bottom_right.y, p.bottom_left.y]
     x0, y0 = min(xs) / scale, min(ys) / scale
     x1, y1 = max(xs) / scale, max(ys) / scale
-    return Barcode(value=b.text, format=b.format.name,
-                   box=(round(x0), round(y0), max(1, round(x1 - x0)), max(1, round(y1 - y0))))
+    return Barcode(
+        value=b.text,
+        format=b.format.name,
+        box=(round(x0), round(y0), max(1, round(x1 - x0)), max(1, round(y1 - y0))),
+    )
 
 
 def _unique(codes: list[Barcode]) -> list[Barcode]:

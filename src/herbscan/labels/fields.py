@@ -24,70 +24,244 @@ UNLISTED = 0.45
 words of the label read as a name, "Herbario universitatis", or a taxon new to the list)."""
 
 MONTHS = {
-    "jan": 1, "january": 1, "janvier": 1, "januar": 1, "enero": 1, "ianuarius": 1,
-    "feb": 2, "february": 2, "fevrier": 2, "februar": 2, "febrero": 2,
-    "mar": 3, "march": 3, "mars": 3, "marz": 3, "marzo": 3,
-    "apr": 4, "april": 4, "avril": 4, "abril": 4, "aprilis": 4,
-    "may": 5, "mai": 5, "mayo": 5, "maius": 5,
-    "jun": 6, "june": 6, "juin": 6, "juni": 6, "junio": 6, "iunius": 6,
-    "jul": 7, "july": 7, "juillet": 7, "juli": 7, "julio": 7, "iulius": 7,
-    "aug": 8, "august": 8, "aout": 8, "agosto": 8, "augustus": 8,
-    "sep": 9, "sept": 9, "september": 9, "septembre": 9, "septiembre": 9,
-    "oct": 10, "october": 10, "octobre": 10, "oktober": 10, "octubre": 10,
-    "nov": 11, "november": 11, "novembre": 11, "noviembre": 11,
-    "dec": 12, "december": 12, "decembre": 12, "dezember": 12, "diciembre": 12,
+    "jan": 1,
+    "january": 1,
+    "janvier": 1,
+    "januar": 1,
+    "enero": 1,
+    "ianuarius": 1,
+    "feb": 2,
+    "february": 2,
+    "fevrier": 2,
+    "februar": 2,
+    "febrero": 2,
+    "mar": 3,
+    "march": 3,
+    "mars": 3,
+    "marz": 3,
+    "marzo": 3,
+    "apr": 4,
+    "april": 4,
+    "avril": 4,
+    "abril": 4,
+    "aprilis": 4,
+    "may": 5,
+    "mai": 5,
+    "mayo": 5,
+    "maius": 5,
+    "jun": 6,
+    "june": 6,
+    "juin": 6,
+    "juni": 6,
+    "junio": 6,
+    "iunius": 6,
+    "jul": 7,
+    "july": 7,
+    "juillet": 7,
+    "juli": 7,
+    "julio": 7,
+    "iulius": 7,
+    "aug": 8,
+    "august": 8,
+    "aout": 8,
+    "agosto": 8,
+    "augustus": 8,
+    "sep": 9,
+    "sept": 9,
+    "september": 9,
+    "septembre": 9,
+    "septiembre": 9,
+    "oct": 10,
+    "october": 10,
+    "octobre": 10,
+    "oktober": 10,
+    "octubre": 10,
+    "nov": 11,
+    "november": 11,
+    "novembre": 11,
+    "noviembre": 11,
+    "dec": 12,
+    "december": 12,
+    "decembre": 12,
+    "dezember": 12,
+    "diciembre": 12,
 }
-ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9,
-         "x": 10, "xi": 11, "xii": 12}
+ROMAN = {
+    "i": 1,
+    "ii": 2,
+    "iii": 3,
+    "iv": 4,
+    "v": 5,
+    "vi": 6,
+    "vii": 7,
+    "viii": 8,
+    "ix": 9,
+    "x": 10,
+    "xi": 11,
+    "xii": 12,
+}
 COUNTRIES = {
-    "usa": "United States", "u.s.a.": "United States", "u.s.a": "United States",
-    "united states": "United States", "united states of america": "United States",
-    "canada": "Canada", "mexico": "Mexico", "greenland": "Greenland", "norway": "Norway",
-    "sweden": "Sweden", "finland": "Finland", "russia": "Russia", "ussr": "Russia",
-    "u.s.s.r.": "Russia", "iceland": "Iceland", "denmark": "Denmark", "germany": "Germany",
-    "france": "France", "spain": "Spain", "italy": "Italy", "japan": "Japan", "china": "China",
-    "brazil": "Brazil", "argentina": "Argentina", "chile": "Chile", "peru": "Peru",
-    "ecuador": "Ecuador", "colombia": "Colombia", "venezuela": "Venezuela",
-    "australia": "Australia", "new zealand": "New Zealand", "india": "India",
-    "south africa": "South Africa", "england": "United Kingdom", "scotland": "United Kingdom",
-    "great britain": "United Kingdom", "united kingdom": "United Kingdom", "ireland": "Ireland",
-    "switzerland": "Switzerland", "austria": "Austria", "poland": "Poland",
-    "costa rica": "Costa Rica", "panama": "Panama", "guatemala": "Guatemala", "cuba": "Cuba",
-    "puerto rico": "Puerto Rico", "philippines": "Philippines", "indonesia": "Indonesia",
-    "madagascar": "Madagascar", "kenya": "Kenya", "mongolia": "Mongolia",
+    "usa": "United States",
+    "u.s.a.": "United States",
+    "u.s.a": "United States",
+    "united states": "United States",
+    "united states of america": "United States",
+    "canada": "Canada",
+    "mexico": "Mexico",
+    "greenland": "Greenland",
+    "norway": "Norway",
+    "sweden": "Sweden",
+    "finland": "Finland",
+    "russia": "Russia",
+    "ussr": "Russia",
+    "u.s.s.r.": "Russia",
+    "iceland": "Iceland",
+    "denmark": "Denmark",
+    "germany": "Germany",
+    "france": "France",
+    "spain": "Spain",
+    "italy": "Italy",
+    "japan": "Japan",
+    "china": "China",
+    "brazil": "Brazil",
+    "argentina": "Argentina",
+    "chile": "Chile",
+    "peru": "Peru",
+    "ecuador": "Ecuador",
+    "colombia": "Colombia",
+    "venezuela": "Venezuela",
+    "australia": "Australia",
+    "new zealand": "New Zealand",
+    "india": "India",
+    "south africa": "South Africa",
+    "england": "United Kingdom",
+    "scotland": "United Kingdom",
+    "great britain": "United Kingdom",
+    "united kingdom": "United Kingdom",
+    "ireland": "Ireland",
+    "switzerland": "Switzerland",
+    "austria": "Austria",
+    "poland": "Poland",
+    "costa rica": "Costa Rica",
+    "panama": "Panama",
+    "guatemala": "Guatemala",
+    "cuba": "Cuba",
+    "puerto rico": "Puerto Rico",
+    "philippines": "Philippines",
+    "indonesia": "Indonesia",
+    "madagascar": "Madagascar",
+    "kenya": "Kenya",
+    "mongolia": "Mongolia",
 }
 STATES = [
-    "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut",
-    "Delaware", "Florida", "Georgia", "Hawaii", "Idaho", "Illinois", "Indiana", "Iowa",
-    "Kansas", "Kentucky", "Louisiana", "Maine", "Maryland", "Massachusetts", "Michigan",
-    "Minnesota", "Mississippi", "Missouri", "Montana", "Nebraska", "Nevada", "New Hampshire",
-    "New Jersey", "New Mexico", "New York", "North Carolina", "North Dakota", "Ohio",
-    "Oklahoma", "Oregon", "Pennsylvania", "Rhode Island", "South Carolina", "South Dakota",
-    "Tennessee", "Texas", "Utah", "Vermont", "Virginia", "Washington", "West Virginia",
-    "Wisconsin", "Wyoming", "Alberta", "British Columbia", "Manitoba", "New Brunswick",
-    "Newfoundland", "Nova Scotia", "Ontario", "Quebec", "Saskatchewan", "Yukon",
-    "Yukon Territory", "Northwest Territories", "Nunavut",
+    "Alabama",
+    "Alaska",
+    "Arizona",
+    "Arkansas",
+    "California",
+    "Colorado",
+    "Connecticut",
+    "Delaware",
+    "Florida",
+    "Georgia",
+    "Hawaii",
+    "Idaho",
+    "Illinois",
+    "Indiana",
+    "Iowa",
+    "Kansas",
+    "Kentucky",
+    "Louisiana",
+    "Maine",
+    "Maryland",
+    "Massachusetts",
+    "Michigan",
+    "Minnesota",
+    "Mississippi",
+    "Missouri",
+    "Montana",
+    "Nebraska",
+    "Nevada",
+    "New Hampshire",
+    "New Jersey",
+    "New Mexico",
+    "New York",
+    "North Carolina",
+    "North Dakota",
+    "Ohio",
+    "Oklahoma",
+    "Oregon",
+    "Pennsylvania",
+    "Rhode Island",
+    "South Carolina",
+    "South Dakota",
+    "Tennessee",
+    "Texas",
+    "Utah",
+    "Vermont",
+    "Virginia",
+    "Washington",
+    "West Virginia",
+    "Wisconsin",
+    "Wyoming",
+    "Alberta",
+    "British Columbia",
+    "Manitoba",
+    "New Brunswick",
+    "Newfoundland",
+    "Nova Scotia",
+    "Ontario",
+    "Quebec",
+    "Saskatchewan",
+    "Yukon",
+    "Yukon Territory",
+    "Northwest Territories",
+    "Nunavut",
 ]
-STATE_COUNTRY = {s: ("Canada" if s in {"Alberta", "British Columbia", "Manitoba",
-                                        "New Brunswick", "Newfoundland", "Nova Scotia",
-                                        "Ontario", "Quebec", "Saskatchewan", "Yukon",
-                                        "Yukon Territory", "Northwest Territories", "Nunavut"}
-                     else "United States") for s in STATES}
+STATE_COUNTRY = {
+    s: (
+        "Canada"
+        if s
+        in {
+            "Alberta",
+            "British Columbia",
+            "Manitoba",
+            "New Brunswick",
+            "Newfoundland",
+            "Nova Scotia",
+            "Ontario",
+            "Quebec",
+            "Saskatchewan",
+            "Yukon",
+            "Yukon Territory",
+            "Northwest Territories",
+            "Nunavut",
+        }
+        else "United States"
+    )
+    for s in STATES
+}
 HABITAT_WORDS = re.compile(
     r"\b(on|in|under|among)\s+(rock|rocks|bark|soil|sand|moss|trunk|log|logs|wood|leaves|"
     r"twigs|tree|trees|boulders?|ledges?|cliffs?)\b|\b(forest|woods|woodland|meadow|bog|fen|"
     r"swamp|marsh|tundra|heath|slope|scrub|thicket|prairie|grassland|outcrops?|hammock|"
     r"muskeg|shore|bank|clearing|substrate|host tree|bark|trunk|sandstone|granit\w*|"
-    r"limestone|shaded|moist|dry|wet)\b", re.IGNORECASE)
+    r"limestone|shaded|moist|dry|wet)\b",
+    re.IGNORECASE,
+)
 LOCALITY_WORDS = re.compile(
     r"\b(near|vicinity|km|mi\.?|miles?|north|south|east|west|[NSEW]{1,3} of|park|county|co\.|"
     r"island|lake|river|creek|mountains?|mts?\.|trail|road|hwy|highway|canyon|valley|bay|"
     r"quad\.?|district|dist\.|reserve|forest reserve|campground|summit|peninsula|fjord|"
-    r"parish|township|T\d+[NS]|R\d+[EW]|sect\.?)\b", re.IGNORECASE)
+    r"parish|township|T\d+[NS]|R\d+[EW]|sect\.?)\b",
+    re.IGNORECASE,
+)
 BOILERPLATE = re.compile(
     r"herbarium|university|museum|institut|botanical (garden|inventory)|plants of|flora of|"
     r"lichens of|cubic|decimeter|kilogram|collection|determined|det\.|expedition|agreement|"
-    r"copyright|ecosystems", re.IGNORECASE)
+    r"copyright|ecosystems",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -104,11 +278,17 @@ def _ocr_conf(text: str, word_conf: dict[str, float]) -> float:
     return sum(confs) / len(confs) / 100.0 if confs else 1.0
 
 
-def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
-                checklist: Checklist | None = None, barcodes: list[str] | None = None,
-                stamps: list[tuple[str, float]] | None = None,
-                name_readings: list[str] | None = None, min_name_score: float = 80.0,
-                catalog: str = "auto") -> tuple[dict[str, Field], list[str]]:
+def parse_label(
+    text: str,
+    *,
+    word_conf: dict[str, float] | None = None,
+    checklist: Checklist | None = None,
+    barcodes: list[str] | None = None,
+    stamps: list[tuple[str, float]] | None = None,
+    name_readings: list[str] | None = None,
+    min_name_score: float = 80.0,
+    catalog: str = "auto",
+) -> tuple[dict[str, Field], list[str]]:
     """Darwin Core fields from label text: ({term: Field}, terms to review).
 
     `barcodes` are decoded barcode values; `stamps` are (number, confidence 0–1) read inside
@@ -126,8 +306,11 @@ def parse_label(text: str, *, word_conf: dict[str, float] | None = None,
             _set_checklist_name(fields, checklist, *hit, word_conf, text)
     if "scientificName" not in fields:
         _name_fields(lines, text, word_conf, checklist, min_name_score, fields)
-    family = re.search(r"\b([A-Z][a-z]+aceae|[A-Z]+ACEAE|Compositae|Gramineae|Leguminosae|"
-                       r"Cruciferae|Umbelliferae|Labiatae|Palmae|Guttiferae)\b", text)
+    family = re.search(
+        r"\b([A-Z][a-z]+aceae|[A-Z]+ACEAE|Compositae|Gramineae|Leguminosae|"
+        r"Cruciferae|Umbelliferae|Labiatae|Palmae|Guttiferae)\b",
+        text,
+    )
     if family and "family" not in fields:
         fam = family.group(1).capitalize()
         fields["family"] = Field(fam, 0.9 * _ocr_conf(family.group(1), word_conf))
@@ -164,8 +347,9 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
             return
         hit = checklist.scan("\n".join(ln for ln in lines if not BOILERPLATE.search(ln)))
         if hit is not None:
-            _set_checklist_name(fields, checklist, hit[0], 0.9 * hit[1], word_conf, hit[2],
-                                qualifier_in(hit[2]))
+            _set_checklist_name(
+                fields, checklist, hit[0], 0.9 * hit[1], word_conf, hit[2], qualifier_in(hit[2])
+            )
             return
     if guesses:
         g = guesses[0]
@@ -175,8 +359,9 @@ def _name_fields(lines, text, word_conf, checklist, min_score, fields) -> None:
         _set_name(fields, g, g.full, conf, word_conf, g.line)
 
 
-def _set_checklist_name(fields, checklist, name: str, score: float, word_conf, line: str,
-                        qualifier: str = "") -> None:
+def _set_checklist_name(
+    fields, checklist, name: str, score: float, word_conf, line: str, qualifier: str = ""
+) -> None:
     g = split_name(name)
     g.qualifier = qualifier
     _set_name(fields, g, name, score / 100.0, word_conf, line)
@@ -190,8 +375,9 @@ def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str
     # the line the name was read from, as the label has it: a checklist may have replaced an
     # old combination or an OCR slip, and the curator checks one against the other
     # (its confidence is the OCR's alone, so that it stays when the name is dropped)
-    fields["verbatimIdentification"] = Field(" ".join(line.split()),
-                                             min(_ocr_conf(line, word_conf), 0.95))
+    fields["verbatimIdentification"] = Field(
+        " ".join(line.split()), min(_ocr_conf(line, word_conf), 0.95)
+    )
     fields["genus"] = Field(g.genus, conf)
     fields["specificEpithet"] = Field(g.epithet, conf)
     if g.rank and g.infra:
@@ -208,12 +394,23 @@ def _set_name(fields, g: NameGuess, full: str, conf: float, word_conf, line: str
 _MONTH_RE = "|".join(sorted(MONTHS, key=len, reverse=True))
 _DATE_PATTERNS = [
     # 8 Jul 2007, 26. July 1932, 16 January 1989, 24 Jane 3975 (OCR) is refused by the year check
-    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?[\s.\-/]*({_MONTH_RE})\.?,?[\s.\-/]*"
-                rf"(\d{{4}})\b", re.IGNORECASE), "dmy_word", 0.95),
+    (
+        re.compile(
+            rf"\b(\d{{1,2}})(?:st|nd|rd|th)?[\s.\-/]*({_MONTH_RE})\.?,?[\s.\-/]*"
+            rf"(\d{{4}})\b",
+            re.IGNORECASE,
+        ),
+        "dmy_word",
+        0.95,
+    ),
     # Aug. 25, 1951; March 14 1997; June 10, 1965
-    (re.compile(rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b",
-                re.IGNORECASE),
-     "mdy_word", 0.95),
+    (
+        re.compile(
+            rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.IGNORECASE
+        ),
+        "mdy_word",
+        0.95,
+    ),
     # 12.VII.1965, 12 vii 1965
     (re.compile(r"\b(\d{1,2})[\s.\-/]+([ivxIVX]{1,4})[\s.\-/]+(\d{4})\b"), "roman", 0.9),
     # 1983-08-31
@@ -229,7 +426,9 @@ _DATE_PATTERNS = [
 
 _DETERMINATION = re.compile(
     r"(?<!et )(?<!& )\b(?:det(?:ermined\b|\.)|conf(?:irmed\b|\.)|verified\b|annotated\b|"
-    r"identified\s+by\b)", re.IGNORECASE)
+    r"identified\s+by\b)",
+    re.IGNORECASE,
+)
 """Where a determination (or a confirmation) begins on a line: the date after it is
 the determination's, not the collection's ("DETERMINED BY JOSEPH M. BEITEL JULY 1980",
 "5 juin 1968 Det. C.H."). "Leg. et det." names the collector."""
@@ -239,7 +438,7 @@ def _date_fields(lines, word_conf, fields) -> None:
     for ln in lines:
         det = _DETERMINATION.search(ln)
         if det:
-            ln = ln[:det.start()]
+            ln = ln[: det.start()]
         for rx, kind, certainty in _DATE_PATTERNS:
             m = rx.search(ln)
             if not m:
@@ -283,12 +482,18 @@ def _iso_date(kind: str, g: tuple) -> str | None:
     return f"{y:04d}-{mo:02d}-{d:02d}"
 
 
-_DEG = r"(\d{1,3}(?:\.\d+)?)\s*[°º˚o*]\s*(?:(\d{1,2}(?:\.\d+)?)\s*['’′`]\s*)?(?:(\d{1,2}(?:\.\d+)?)\s*[\"”″]\s*)?"
+_DEG = (
+    r"(\d{1,3}(?:\.\d+)?)\s*[°º˚o*]\s*"  # degrees
+    r"(?:(\d{1,2}(?:\.\d+)?)\s*['’′`]\s*)?"  # minutes
+    r"(?:(\d{1,2}(?:\.\d+)?)\s*[\"”″]\s*)?"  # seconds
+)
 _COORD = re.compile(rf"{_DEG}\s*([NS])\.?[\s,;]+(?:long?\.?\s*)?{_DEG}\s*([EW])", re.IGNORECASE)
-_COORD_DEC = re.compile(r"(-?\d{1,2}\.\d{2,})\s*°?\s*([NS])[\s,;]+(-?\d{1,3}\.\d{2,})\s*°?\s*([EW])",
-                        re.IGNORECASE)
-_COORD_LAT_LONG = re.compile(rf"lat\.?\s*{_DEG}\s*([NS])\.?[\s,;]+long?\.?\s*{_DEG}\s*([EW])",
-                             re.IGNORECASE)
+_COORD_DEC = re.compile(
+    r"(-?\d{1,2}\.\d{2,})\s*°?\s*([NS])[\s,;]+(-?\d{1,3}\.\d{2,})\s*°?\s*([EW])", re.IGNORECASE
+)
+_COORD_LAT_LONG = re.compile(
+    rf"lat\.?\s*{_DEG}\s*([NS])\.?[\s,;]+long?\.?\s*{_DEG}\s*([EW])", re.IGNORECASE
+)
 
 
 def _coordinate_fields(text, word_conf, fields) -> None:
@@ -326,9 +531,14 @@ def _dms(d, m, s, hemi) -> float | None:
 
 _ELEV = re.compile(
     r"(?:(?:elev(?:ation)?|alt(?:itude)?|ca)\.?[:\s]*)?(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)\s*"
-    r"(m\.s\.m\.?|m\b\.?|meters|metres|ft\b\.?|feet)", re.IGNORECASE)
-_ELEV_WORD = re.compile(r"\b(?:elev(?:ation)?|alt(?:itude)?)\.?[:\s]*(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)"
-                        r"(?:\s*(m|ft|feet|meters)\b\.?)?", re.IGNORECASE)
+    r"(m\.s\.m\.?|m\b\.?|meters|metres|ft\b\.?|feet)",
+    re.IGNORECASE,
+)
+_ELEV_WORD = re.compile(
+    r"\b(?:elev(?:ation)?|alt(?:itude)?)\.?[:\s]*(\d[\d,.]*(?:\s*[-–]\s*\d[\d,.]*)?)"
+    r"(?:\s*(m|ft|feet|meters)\b\.?)?",
+    re.IGNORECASE,
+)
 
 
 def _elevation_field(text, word_conf, fields) -> None:
@@ -337,7 +547,7 @@ def _elevation_field(text, word_conf, fields) -> None:
     certainty = 0.9
     if not m:
         for cand in _ELEV.finditer(flat):
-            before = flat[max(0, cand.start() - 3):cand.start()]
+            before = flat[max(0, cand.start() - 3) : cand.start()]
             if "°" in before or re.search(r"\bkm|\bmi", cand.group(0)):
                 continue
             m, certainty = cand, 0.75
@@ -357,14 +567,21 @@ _COLLECTOR = re.compile(
     r"(?:[,;]?\s*(?:no\.?|#|n°)?\s*(?P<num>\d[\w\-/]*(?:,\d{3}(?!\d))*))?"
     # what follows: the line's end, a comma, a day ("… 512 16 July") or a word ("… 512 July"),
     # each after the whole number (a number cut short must not pass for one and a day)
-    r"\s*(?:$|[,;]|(?<=\s)\d{1,2}\s|(?<=\d)\s+(?=[A-Za-z]))", re.IGNORECASE)
+    r"\s*(?:$|[,;]|(?<=\s)\d{1,2}\s|(?<=\d)\s+(?=[A-Za-z]))",
+    re.IGNORECASE,
+)
 _PERSON_NUM = re.compile(
     r"^(?P<who>(?:[A-Z]\.\s?){1,3}[A-Z][a-zà-ÿ\-']+(?:[,\s]+(?:&|and|et)\s+(?:[A-Z]\.\s?){1,3}"
-    r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)", re.IGNORECASE)
+    r"[A-Z][a-zà-ÿ\-']+)*)[,\s]+(?:no\.?|#)?\s*(?P<num>\d[\w\-/]*)",
+    re.IGNORECASE,
+)
 
 
-_NEXT_FIELD = re.compile(r"(?:\s+(?:date|det|no|number|leg|coll|elev|alt|loc|locality|"
-                         r"habitat)\b\.?)+$", re.IGNORECASE)
+_NEXT_FIELD = re.compile(
+    r"(?:\s+(?:date|det|no|number|leg|coll|elev|alt|loc|locality|"
+    r"habitat)\b\.?)+$",
+    re.IGNORECASE,
+)
 """A label's next field name read onto the end of a collector's name."""
 _YEAR_NEXT = re.compile(r"\s*,?\s*\d{4}\b")
 _MONTH_NEXT = re.compile(rf"\s*\.?\s*(?:{_MONTH_RE})\b\.?,?\s*\d{{4}}\b", re.IGNORECASE)
@@ -376,7 +593,7 @@ def _collector_fields(lines, word_conf, fields) -> None:
         if m:
             who, num = " ".join(m.group("who").split()).strip(" .,"), m.group("num")
             if num and len(num) <= 2:  # a day rather than a number?
-                after = ln[m.end("num"):]
+                after = ln[m.end("num") :]
                 *name, last = who.split()
                 if name and last.lower().strip(".") in MONTHS and _YEAR_NEXT.match(after):
                     who, num = " ".join(name), None  # "Calder June 8, 1953"
@@ -400,7 +617,9 @@ def _collector_fields(lines, word_conf, fields) -> None:
 
 _ACCESSION = re.compile(
     r"\b(?:accession|acc\.?|catalog(?:ue)?|cat\.?|herb(?:arium)?\.?|specimen|sheet)\s*"
-    r"(?:no\.?|number|#|n°)?[:\s]*(?P<num>[A-Z]{0,4}[\s\-]?\d[\d\s\-]{2,9}\d)\b", re.IGNORECASE)
+    r"(?:no\.?|number|#|n°)?[:\s]*(?P<num>[A-Z]{0,4}[\s\-]?\d[\d\s\-]{2,9}\d)\b",
+    re.IGNORECASE,
+)
 _STAMP_NUMBER = re.compile(r"^[^\w]*(?P<num>[A-Z]?\s?\d{4,7})[^\w]*$")
 
 
@@ -413,7 +632,7 @@ stayed at ≤ 3 of 18."""
 
 
 def _after_herbarium_code(flat: str) -> re.Match | None:
-    """"ALA V116314": a number after a herbarium code that the text also prints in parentheses
+    """ "ALA V116314": a number after a herbarium code that the text also prints in parentheses
     ("University of Alaska Herbarium (ALA)"), as Index Herbariorum codes go."""
     for code in dict.fromkeys(re.findall(r"\(([A-Z]{2,8})\)", flat)):
         m = re.search(rf"\b{code}\s*[:#\-]?\s*(?P<num>[A-Z]?\s?\d{{3,8}})\b", flat)
@@ -467,8 +686,11 @@ def _catalog_field(text, word_conf, barcodes, stamps, fields, source="auto") -> 
     if same:  # the barcode's printed text read in its label's frame: the checked decode wins
         stamped = (same, 0.99)
     m = _accession(text) or _ACCESSION.search(flat) or _after_herbarium_code(flat)
-    printed = (re.sub(r"[\s\-]", "", m.group("num")).upper(),
-               0.9 * _ocr_conf(m.group("num"), word_conf)) if m else None
+    printed = (
+        (re.sub(r"[\s\-]", "", m.group("num")).upper(), 0.9 * _ocr_conf(m.group("num"), word_conf))
+        if m
+        else None
+    )
     barcode = (barcodes[0], 0.99) if barcodes else None
 
     def stamp_at(least):
@@ -546,11 +768,13 @@ def _place_fields(text, word_conf, fields) -> None:
     if found:
         _set_places(found, word_conf, fields)
     flat = " ".join(place_lines)
-    county = re.search(r"\b([A-Z][A-Za-z.\-]+(?:\s[A-Z][A-Za-z.\-]+)?)\s+(?:Co\.|County|COUNTY)",
-                       flat)
+    county = re.search(
+        r"\b([A-Z][A-Za-z.\-]+(?:\s[A-Z][A-Za-z.\-]+)?)\s+(?:Co\.|County|COUNTY)", flat
+    )
     if county:
-        fields["county"] = Field(county.group(1).title(), 0.75 * _ocr_conf(county.group(0),
-                                                                           word_conf))
+        fields["county"] = Field(
+            county.group(1).title(), 0.75 * _ocr_conf(county.group(0), word_conf)
+        )
     loc, hab = [], []
     for ln in (" ".join(ln.split()) for ln in text.splitlines()):
         if not ln or BOILERPLATE.search(ln) or _is_name_line(ln, fields):
@@ -569,17 +793,20 @@ def _place_fields(text, word_conf, fields) -> None:
 
 
 IMPRINT = re.compile(
-    r"(?i:\bmade[\s_.\-]*in\b"                               # MADE IN GERMANY, MADE_IN U.S.A.
-    r"|\b(?:inc|ltd|corp|gmbh|llc)\b\.?|&\s*co\b|\bcompany\b"   # a firm
+    r"(?i:\bmade[\s_.\-]*in\b"  # MADE IN GERMANY, MADE_IN U.S.A.
+    r"|\b(?:inc|ltd|corp|gmbh|llc)\b\.?|&\s*co\b|\bcompany\b"  # a firm
     r"|\bsuppl(?:y|ies)\b|\bbiolog(?:y|ical)\b|\bmanufactur\w*|\bmfg\b|\bprint(?:er|ers|ing)\b"
     r"|\blabels\b|\b(?:tel|phone|fax)\b\.?:?\s*[(+\d])"
     r"|\b\d{1,5}\s+(?:[A-Z][\w.'’]*\s+){1,3}(?:Street|STREET|Avenue|AVENUE|Ave\.|Boulevard|Blvd\.)"
-    r"|,\s*[A-Z]{2}\.?\s+\d{5}(?:-\d{4})?\b")                 # ", AK 99775"
+    r"|,\s*[A-Z]{2}\.?\s+\d{5}(?:-\d{4})?\b"
+)  # ", AK 99775"
 """A line printed by whoever made the label, ruler or colour chart rather than about the
 specimen: "MADE IN GERMANY", "General Biological Supply House, Inc., Chicago 20, Illinois",
 "McCourt Labels, Bradford, Pa.", a street address or a zip code."""
-SCALE = re.compile(r"(?i:\b(?:cubic|(?:deci|centi|milli)met(?:er|re)s?|kilograms?|inch(?:es)?|"
-                   r"kodak|colou?r (?:chart|control|separation)|gr[ae]y ?scale)\b)")
+SCALE = re.compile(
+    r"(?i:\b(?:cubic|(?:deci|centi|milli)met(?:er|re)s?|kilograms?|inch(?:es)?|"
+    r"kodak|colou?r (?:chart|control|separation)|gr[ae]y ?scale)\b)"
+)
 """The text of a ruler or colour chart ("ONE CUBIC DECIMETER OF WATER WEIGHTS ONE KILOGRAM")."""
 INSTITUTION = re.compile(r"(?i:\b(?:department|dept|ministry|bureau|academ\w*)\b|botanic garden)")
 """Words of an institution's name beyond `BOILERPLATE`'s ("Department of Agriculture, Ottawa,
@@ -625,8 +852,7 @@ def _alternation(names) -> str:
 
 
 _STATE_RX = re.compile(rf"(?<![A-Za-z])(?:{_alternation(STATES)})(?![A-Za-z])", re.IGNORECASE)
-_COUNTRY_RX = re.compile(rf"(?<![A-Za-z])(?:{_alternation(COUNTRIES)})(?![A-Za-z])",
-                         re.IGNORECASE)
+_COUNTRY_RX = re.compile(rf"(?<![A-Za-z])(?:{_alternation(COUNTRIES)})(?![A-Za-z])", re.IGNORECASE)
 _STATE_NAMES = {s.lower(): s for s in STATES}
 
 
@@ -643,11 +869,14 @@ def _part_of_a_name(line: str, m: re.Match) -> bool:
     a capitalised word that is not itself a place ("Alaska Highway", "ALASKA HIGHWAY", "Alaska
     Natural Heritage Program", "Washington Co."), while "ALASKA, U.S.A." and "Yukon Territory."
     state the place, as does a heading ("Maine Flora")."""
-    if line[:m.start()].endswith("-") or re.match(r"-\w", line[m.end():]):
+    if line[: m.start()].endswith("-") or re.match(r"-\w", line[m.end() :]):
         return True
-    nxt = re.match(r" ([A-Z][\w.'’]*)", line[m.end():])
-    return bool(nxt) and not (_COUNTRY_RX.match(nxt.group(1)) or _STATE_RX.match(nxt.group(1))
-                              or _HEADING_WORD.fullmatch(nxt.group(1)))
+    nxt = re.match(r" ([A-Z][\w.'’]*)", line[m.end() :])
+    return bool(nxt) and not (
+        _COUNTRY_RX.match(nxt.group(1))
+        or _STATE_RX.match(nxt.group(1))
+        or _HEADING_WORD.fullmatch(nxt.group(1))
+    )
 
 
 @dataclass
@@ -667,14 +896,28 @@ def _places(lines: list[str]) -> list[_Place]:
     for i, ln in enumerate(lines):
         states = [m for m in _STATE_RX.finditer(ln) if not _part_of_a_name(ln, m)]
         spans = [m.span() for m in _STATE_RX.finditer(ln)]
-        here = [_Place(i, _STATE_NAMES[m.group(0).lower()],
-                       STATE_COUNTRY[_STATE_NAMES[m.group(0).lower()]], True, m.group(0))
-                for m in states]
+        here = [
+            _Place(
+                i,
+                _STATE_NAMES[m.group(0).lower()],
+                STATE_COUNTRY[_STATE_NAMES[m.group(0).lower()]],
+                True,
+                m.group(0),
+            )
+            for m in states
+        ]
         for m in _COUNTRY_RX.finditer(ln):
             inside = any(a <= m.start() and m.end() <= b for a, b in spans)  # "New Mexico"
             if not inside and not _part_of_a_name(ln, m):
-                here.append(_Place(i, COUNTRIES[m.group(0).lower()],
-                                   COUNTRIES[m.group(0).lower()], False, m.group(0)))
+                here.append(
+                    _Place(
+                        i,
+                        COUNTRIES[m.group(0).lower()],
+                        COUNTRIES[m.group(0).lower()],
+                        False,
+                        m.group(0),
+                    )
+                )
         for p in here:
             p.paired = any(q.is_state != p.is_state and q.country == p.country for q in here)
         found += here

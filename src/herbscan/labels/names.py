@@ -47,37 +47,207 @@ similarity as confidence, so those below 80 are still sent for review."""
 QUALIFIERS = ("cf", "aff")
 """Words of an uncertain identification written between genus and epithet."""
 _QUALIFIER = "|".join(QUALIFIERS)
-RANKS = {"var.": "variety", "var": "variety", "subsp.": "subspecies", "ssp.": "subspecies",
-         "subsp": "subspecies", "ssp": "subspecies", "f.": "form", "forma": "form"}
+RANKS = {
+    "var.": "variety",
+    "var": "variety",
+    "subsp.": "subspecies",
+    "ssp.": "subspecies",
+    "subsp": "subspecies",
+    "ssp": "subspecies",
+    "f.": "form",
+    "forma": "form",
+}
 LATIN_END = re.compile(
     r"(a|ae|um|us|is|ii|i|es|e|on|ium|ia|ensis|oides|ata|atum|atus|ella|ina|ans|ens|ix|ax|ex|x|"
-    r"or|er|os|as|ys|yx|ops|o|us|um)$")
+    r"or|er|os|as|ys|yx|ops|o|us|um)$"
+)
 NOT_GENUS = {
-    "university", "museum", "herbarium", "national", "botanical", "state", "county", "plants",
-    "flora", "collection", "collected", "collector", "determined", "expedition", "institute",
-    "department", "college", "society", "garden", "gardens", "arboretum", "park", "forest",
-    "road", "river", "lake", "island", "mountain", "mountains", "north", "south", "east", "west",
-    "near", "along", "about", "growing", "common", "elevation", "alt", "date", "field",
-    "inventory", "refuge", "wildlife", "technical", "family", "name", "location", "locality",
-    "habitat", "notes", "det", "leg", "coll", "one", "the", "with", "and", "from", "quad",
-    "environmental", "agreement", "activity", "ecosystems", "taiga", "tundra", "canada",
-    "alaska", "america", "united", "states", "province", "district", "region",
-    "territory", "ontario", "florida", "georgia", "carolina", "virginia", "california",
-    "arizona", "colorado", "texas", "hawaii", "nevada", "montana", "oregon", "washington",
-    "new", "old", "upper", "lower", "vicinity", "ca", "mi", "km", "sea", "water", "cubic",
-    "decimeter", "kilogram", "liter", "measures", "weights", "of", "on", "in", "at", "to",
-    "lichens", "mosses", "fungi", "plantae", "cryptogamae", "exsiccatae", "ex", "herb",
-    "forma", "varietas", "var", "subsp", "ssp", "subspecies", "variety",
+    "university",
+    "museum",
+    "herbarium",
+    "national",
+    "botanical",
+    "state",
+    "county",
+    "plants",
+    "flora",
+    "collection",
+    "collected",
+    "collector",
+    "determined",
+    "expedition",
+    "institute",
+    "department",
+    "college",
+    "society",
+    "garden",
+    "gardens",
+    "arboretum",
+    "park",
+    "forest",
+    "road",
+    "river",
+    "lake",
+    "island",
+    "mountain",
+    "mountains",
+    "north",
+    "south",
+    "east",
+    "west",
+    "near",
+    "along",
+    "about",
+    "growing",
+    "common",
+    "elevation",
+    "alt",
+    "date",
+    "field",
+    "inventory",
+    "refuge",
+    "wildlife",
+    "technical",
+    "family",
+    "name",
+    "location",
+    "locality",
+    "habitat",
+    "notes",
+    "det",
+    "leg",
+    "coll",
+    "one",
+    "the",
+    "with",
+    "and",
+    "from",
+    "quad",
+    "environmental",
+    "agreement",
+    "activity",
+    "ecosystems",
+    "taiga",
+    "tundra",
+    "canada",
+    "alaska",
+    "america",
+    "united",
+    "states",
+    "province",
+    "district",
+    "region",
+    "territory",
+    "ontario",
+    "florida",
+    "georgia",
+    "carolina",
+    "virginia",
+    "california",
+    "arizona",
+    "colorado",
+    "texas",
+    "hawaii",
+    "nevada",
+    "montana",
+    "oregon",
+    "washington",
+    "new",
+    "old",
+    "upper",
+    "lower",
+    "vicinity",
+    "ca",
+    "mi",
+    "km",
+    "sea",
+    "water",
+    "cubic",
+    "decimeter",
+    "kilogram",
+    "liter",
+    "measures",
+    "weights",
+    "of",
+    "on",
+    "in",
+    "at",
+    "to",
+    "lichens",
+    "mosses",
+    "fungi",
+    "plantae",
+    "cryptogamae",
+    "exsiccatae",
+    "ex",
+    "herb",
+    "forma",
+    "varietas",
+    "var",
+    "subsp",
+    "ssp",
+    "subspecies",
+    "variety",
     # English prepositions, which begin a habitat's phrase ("Above timberline") as a genus
     # begins a name
-    "above", "below", "beneath", "between", "beyond", "across", "around", "behind", "beside",
-    "among", "under", "over", "into", "onto", "upon", "within", "without", "through",
-    "toward", "towards", "opposite", "inside", "outside",
+    "above",
+    "below",
+    "beneath",
+    "between",
+    "beyond",
+    "across",
+    "around",
+    "behind",
+    "beside",
+    "among",
+    "under",
+    "over",
+    "into",
+    "onto",
+    "upon",
+    "within",
+    "without",
+    "through",
+    "toward",
+    "towards",
+    "opposite",
+    "inside",
+    "outside",
 }
-NOT_EPITHET = {"of", "and", "the", "for", "from", "with", "near", "university", "museum",
-               "herbarium", "county", "state", "park", "in", "on", "at", "by", "to", "sp", "spp",
-               "north", "south", "east", "west", "river", "lake", "island", "collection",
-               "canada", "america", "alaska"}
+NOT_EPITHET = {
+    "of",
+    "and",
+    "the",
+    "for",
+    "from",
+    "with",
+    "near",
+    "university",
+    "museum",
+    "herbarium",
+    "county",
+    "state",
+    "park",
+    "in",
+    "on",
+    "at",
+    "by",
+    "to",
+    "sp",
+    "spp",
+    "north",
+    "south",
+    "east",
+    "west",
+    "river",
+    "lake",
+    "island",
+    "collection",
+    "canada",
+    "america",
+    "alaska",
+}
+
 
 @dataclass
 class NameGuess:
@@ -125,11 +295,14 @@ def _author(rest: str) -> tuple[str, str, str]:
     toks = rest.split()
     # authorship before the rank: "Lycopodium clavatum L. subsp. monostachyon (Hook.) Selander"
     for i, t in enumerate(toks):
-        if t.lower() in RANKS and i + 1 < len(toks) and re.fullmatch(r"[a-zA-Z\-]{3,}",
-                                                                        toks[i + 1]):
+        if (
+            t.lower() in RANKS
+            and i + 1 < len(toks)
+            and re.fullmatch(r"[a-zA-Z\-]{3,}", toks[i + 1])
+        ):
             rank, infra = RANKS[t.lower()], toks[i + 1].lower()
             author_before = " ".join(toks[:i])
-            author_after = " ".join(toks[i + 2:])
+            author_after = " ".join(toks[i + 2 :])
             author = _clean_author(author_after) or _clean_author(author_before)
             return rank, infra, author
     return rank, infra, _clean_author(rest)
@@ -139,8 +312,14 @@ def _clean_author(text: str) -> str:
     """Keep the leading run of tokens that look like an authorship: (L.) Holub, Michx., & Mart."""
     out = []
     for t in text.split():
-        if re.fullmatch(r"\(?[A-Z][A-Za-zÀ-ÿ'\-]*\.?\)?,?|&|ex|et|\(?[A-Z]\.\)?|\(?[A-Z][a-zà-ÿ]*\.\)?"
-                        r"[A-Z]?[a-z]*\.?\)?", t) and len(out) < 6:
+        if (
+            re.fullmatch(
+                r"\(?[A-Z][A-Za-zÀ-ÿ'\-]*\.?\)?,?|&|ex|et|\(?[A-Z]\.\)?|\(?[A-Z][a-zà-ÿ]*\.\)?"
+                r"[A-Z]?[a-z]*\.?\)?",
+                t,
+            )
+            and len(out) < 6
+        ):
             letters = t.strip("(),")
             if t.isupper() and "." not in t and (len(letters) == 3 or (out and len(t) > 3)):
                 break  # the next field, or a code of three capitals ("LYC", "(VLA)")
@@ -156,7 +335,8 @@ def _clean_author(text: str) -> str:
 
 
 _ABBREVIATION = re.compile(
-    r"\(?(?!(?i:mt|mts|st|co|ft|pt|is|rd|hwy|twp|dist)\.)[A-Z][A-Za-zà-ÿ]{0,8}\.")
+    r"\(?(?!(?i:mt|mts|st|co|ft|pt|is|rd|hwy|twp|dist)\.)[A-Z][A-Za-zà-ÿ]{0,8}\."
+)
 """An author's name abbreviated, as a binomial's authorship begins ("L.", "(L.)", "Michx."),
 and not a place's ("Mt.", "St.", "Co.")."""
 
@@ -171,7 +351,7 @@ def looks_like_author(author: str) -> bool:
 
 
 def qualifier_in(line: str) -> str:
-    """"cf." or "aff." when the line has one (Darwin Core identificationQualifier), else ""."""
+    """ "cf." or "aff." when the line has one (Darwin Core identificationQualifier), else ""."""
     m = re.search(rf"\b({_QUALIFIER})\.", line, re.IGNORECASE)
     return f"{m.group(1).lower()}." if m else ""
 
@@ -190,9 +370,12 @@ def find_names(text: str) -> list[NameGuess]:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for k, ln in enumerate(lines):
         clean = re.sub(r"^[\W\d_]*(?:\d+\.?\s+)?", "", ln)  # "334. Lycopodium …", "= Lyco…"
-        for m in re.finditer(r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,}|^[a-z][a-zà-ÿ]{4,})\s+"
-                             rf"(?:((?i:{_QUALIFIER}))\.?\s+)?"
-                             r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b", clean):
+        for m in re.finditer(
+            r"(?<![A-Za-z])([A-Z][a-zà-ÿ]{2,}|[A-Z]{3,}|^[a-z][a-zà-ÿ]{4,})\s+"
+            rf"(?:((?i:{_QUALIFIER}))\.?\s+)?"
+            r"([a-zà-ÿ\-]{3,}|[A-Z\-]{3,})\b",
+            clean,
+        ):
             g, e = _latin_m(m.group(1)), _latin_m(m.group(3))
             if g.lower() in NOT_GENUS or e.lower() in NOT_EPITHET:
                 continue
@@ -200,7 +383,7 @@ def find_names(text: str) -> list[NameGuess]:
                 continue
             if not (LATIN_END.search(g.lower()) and LATIN_END.search(e.lower())):
                 continue
-            rank, infra, author = _author(clean[m.end():])
+            rank, infra, author = _author(clean[m.end() :])
             lower = g[0].islower()  # a capital read as small ("lycopodium"), at a line's start
             if lower and not (e.islower() and _ABBREVIATION.match(author)):
                 continue
@@ -211,26 +394,57 @@ def find_names(text: str) -> list[NameGuess]:
             score -= 0.3 if g.lower().endswith("aceae") else 0.0
             if lower:  # the genus's first letter was misread, so its case is a guess: review it
                 score = min(score, 0.55)
-            guesses.append(NameGuess(genus=_norm_case(g, True), epithet=_norm_case(e, False),
-                                     rank=rank, infra=infra, author=author, line=ln,
-                                     score=min(score, 1.0),
-                                     qualifier=f"{m.group(2).lower()}." if m.group(2) else ""))
+            guesses.append(
+                NameGuess(
+                    genus=_norm_case(g, True),
+                    epithet=_norm_case(e, False),
+                    rank=rank,
+                    infra=infra,
+                    author=author,
+                    line=ln,
+                    score=min(score, 1.0),
+                    qualifier=f"{m.group(2).lower()}." if m.group(2) else "",
+                )
+            )
     guesses.sort(key=lambda g: -g.score)
     return guesses
 
 
-TRANSCRIPTION_COLUMNS = {"needsreview", "fieldconfidence", "ocrconfidence", "labelboxes",
-                         "verbatimidentification"}
+TRANSCRIPTION_COLUMNS = {
+    "needsreview",
+    "fieldconfidence",
+    "ocrconfidence",
+    "labelboxes",
+    "verbatimidentification",
+}
 """Columns of a transcription (herbscan's own labels.csv, or names as read off labels), which a
 checklist must not be: its names are what OCR read, junk included ("Above tinberline")."""
 _LISTED_NAME = re.compile(
     r"(?:× ?)?(?P<genus>[A-Z][a-zà-ÿ]+(?:-[a-zà-ÿ]+)?|[A-Z]{2,}(?:-[A-Z]+)?)"
     r"(?: (?:× ?)?(?P<epithet>[a-zà-ÿ]+(?:-[a-zà-ÿ]+)*|[A-Z]+(?:-[A-Z]+)*)(?![\w.]))?"
-    r"(?P<rest> .*)?")
+    r"(?P<rest> .*)?"
+)
 
 
-_PARTICLES = {"de", "van", "von", "du", "la", "le", "in", "ex", "et", "da", "dos", "der", "den",
-              "ter", "zu", "forma", "sensu"}
+_PARTICLES = {
+    "de",
+    "van",
+    "von",
+    "du",
+    "la",
+    "le",
+    "in",
+    "ex",
+    "et",
+    "da",
+    "dos",
+    "der",
+    "den",
+    "ter",
+    "zu",
+    "forma",
+    "sensu",
+}
 """Lower-case words that may begin what follows a name: an author's particle ("de Candolle"),
 "ex", "in", "forma", "sensu"."""
 
@@ -250,12 +464,18 @@ def looks_like_a_name(name: str) -> bool:
         return False
     if len(genus) < 3 or genus.lower() in NOT_GENUS:
         return False
-    if epithet and (epithet.lower() in NOT_EPITHET or not re.search(r"[aeiouyà-ÿ]", epithet,
-                                                                      re.IGNORECASE)):
+    if epithet and (
+        epithet.lower() in NOT_EPITHET or not re.search(r"[aeiouyà-ÿ]", epithet, re.IGNORECASE)
+    ):
         return epithet.lower() in ("sp", "spp")
     rest = (m.group("rest") or "").split()
-    if rest and not (rest[0][0] in "([×&" or rest[0][0].isupper() or rest[0].endswith(".")
-                     or rest[0].lower() in RANKS or rest[0] in _PARTICLES):
+    if rest and not (
+        rest[0][0] in "([×&"
+        or rest[0][0].isupper()
+        or rest[0].endswith(".")
+        or rest[0].lower() in RANKS
+        or rest[0] in _PARTICLES
+    ):
         return False  # "Leygcopool wm fee": words, not a rank or an authorship
     return not re.search(r"\d", " ".join(re.sub(r"\b1[5-9]\d\d\b", "", t) for t in rest))
 
@@ -282,13 +502,16 @@ class Checklist:
         """A checklist from a UTF-8 CSV (see the class), or one line saying what to fix."""
         path = Path(path)
         if not path.is_file():
-            raise ManifestError(f"{path}: no such checklist; give a CSV with a scientificName "
-                                "column (optional: acceptedNameUsage, family)")
+            raise ManifestError(
+                f"{path}: no such checklist; give a CSV with a scientificName "
+                "column (optional: acceptedNameUsage, family)"
+            )
         try:
             return cls._read(path)
         except UnicodeDecodeError:
-            raise ManifestError(f"{path}: not UTF-8 text; save the checklist as UTF-8 CSV") \
-                from None
+            raise ManifestError(
+                f"{path}: not UTF-8 text; save the checklist as UTF-8 CSV"
+            ) from None
         except csv.Error as e:
             raise ManifestError(f"{path}: malformed CSV ({e}); fix the checklist") from None
 
@@ -302,12 +525,15 @@ class Checklist:
                 raise ManifestError(
                     f"{path}: this is a transcription (it has {', '.join(own)}), not a "
                     "checklist: names read off labels would be taken as right; give the "
-                    "collection's list of accepted names (a scientificName column)")
+                    "collection's list of accepted names (a scientificName column)"
+                )
             col = cols.get("scientificname") or cols.get("name") or cols.get("taxon")
             if not col:
-                raise ManifestError(f"{path}: no scientificName column (found "
-                                    f"{', '.join(reader.fieldnames or [])}); rename the column "
-                                    "holding the names to scientificName")
+                raise ManifestError(
+                    f"{path}: no scientificName column (found "
+                    f"{', '.join(reader.fieldnames or [])}); rename the column "
+                    "holding the names to scientificName"
+                )
             acc_col = cols.get("acceptednameusage") or cols.get("acceptedname")
             fam_col = cols.get("family")
             names, accepted, families, skipped = [], {}, {}, []
@@ -324,13 +550,16 @@ class Checklist:
                 if fam_col and (r.get(fam_col) or "").strip():
                     families[n] = r[fam_col].strip()
         if skipped:
-            warnings.warn(f"{path}: {len(skipped)} entries are not shaped like scientific names "
-                          f"and were skipped (e.g. {skipped[0]!r}); a name is a capitalised "
-                          "genus, optionally a lower-case epithet, rank and authorship",
-                          stacklevel=3)
+            warnings.warn(
+                f"{path}: {len(skipped)} entries are not shaped like scientific names "
+                f"and were skipped (e.g. {skipped[0]!r}); a name is a capitalised "
+                "genus, optionally a lower-case epithet, rank and authorship",
+                stacklevel=3,
+            )
         if not names:
-            raise ManifestError(f"{path}: the checklist has no names; fill its scientificName "
-                                "column")
+            raise ManifestError(
+                f"{path}: the checklist has no names; fill its scientificName column"
+            )
         return cls(sorted(set(names)), accepted, families)
 
     def snap(self, guess: NameGuess, min_score: float = 80.0) -> tuple[str, float] | None:
@@ -362,8 +591,11 @@ class Checklist:
         """Of the listed names sharing name `i`'s binomial, the one at the label's rank (its
         subspecies or variety when listed, under either rank word), else the species; and
         whether the label's rank and infraspecific name were found."""
-        same = [(n, p) for n, p, k in zip(self.names, self._parts, self._keys, strict=True)
-                if k == self._keys[i]]
+        same = [
+            (n, p)
+            for n, p, k in zip(self.names, self._parts, self._keys, strict=True)
+            if k == self._keys[i]
+        ]
         infra = guess.infra.lower()
         if infra:
             listed = [(n, p) for n, p in same if p.infra.lower() == infra]
@@ -384,13 +616,19 @@ class Checklist:
             return None
         for other, g in zip(self.names, self._parts):
             m = re.match(r"\(([^)]+)\)", g.author)
-            if (g.epithet.lower() == own.epithet.lower() and g.genus != own.genus
-                    and not g.rank and m and _first_author(m.group(1)) == author):
+            if (
+                g.epithet.lower() == own.epithet.lower()
+                and g.genus != own.genus
+                and not g.rank
+                and m
+                and _first_author(m.group(1)) == author
+            ):
                 return self.accepted.get(other, other)
         return None
 
-    def snap_line(self, readings: list[str],
-                  min_score: float = LINE_MIN_SCORE) -> tuple[str, float] | None:
+    def snap_line(
+        self, readings: list[str], min_score: float = LINE_MIN_SCORE
+    ) -> tuple[str, float] | None:
         """(checklist name, similarity 0–100) for a line known to hold one name (a name cut from a
         label), given one or more OCR readings of it; None below `min_score`.
 
@@ -424,8 +662,9 @@ class Checklist:
         keys = list(self._by_key)
         best = None
         for line in text.splitlines():
-            words = [w for w in re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line)
-                     if w.lower() not in QUALIFIERS]
+            words = [
+                w for w in re.findall(r"[A-Za-zÀ-ÿ\-]{2,}", line) if w.lower() not in QUALIFIERS
+            ]
             for pair in pairwise(words):
                 cand = " ".join(pair).lower()
                 hit = process.extractOne(cand, keys, scorer=fuzz.ratio, score_cutoff=min_score)
@@ -465,8 +704,12 @@ class Checklist:
             if g == genus or e_score < 85:
                 continue
             m = re.search(r"\(([^)]+)\)", name)
-            if (author and m and _first_author(m.group(1)) == author
-                    and (by_author is None or 0.9 * e_score > by_author[1])):
+            if (
+                author
+                and m
+                and _first_author(m.group(1)) == author
+                and (by_author is None or 0.9 * e_score > by_author[1])
+            ):
                 by_author = (self.accepted.get(name, name), 0.9 * e_score)
             by_epithet.setdefault(key, (name, e_score))
         if by_author is not None:
@@ -474,10 +717,12 @@ class Checklist:
         if len(by_epithet) != 1 or genus not in self._genera:
             return None
         name, e_score = next(iter(by_epithet.values()))
-        families = {self.families.get(n) for n, k in zip(self.names, self._keys)
-                    if k.partition(" ")[0] == genus}
-        if self.families.get(name) and None not in families and \
-                self.families[name] not in families:
+        families = {
+            self.families.get(n)
+            for n, k in zip(self.names, self._keys)
+            if k.partition(" ")[0] == genus
+        }
+        if self.families.get(name) and None not in families and self.families[name] not in families:
             return None
         return self.accepted.get(name, name), 0.85 * e_score
 
@@ -518,5 +763,4 @@ def split_name(name: str) -> NameGuess:
     genus = toks[0] if toks else ""
     epithet = toks[1] if len(toks) > 1 else ""
     rank, infra, author = _author(" ".join(toks[2:]))
-    return NameGuess(genus=genus, epithet=epithet, rank=rank, infra=infra, author=author,
-                     line=name)
+    return NameGuess(genus=genus, epithet=epithet, rank=rank, infra=infra, author=author, line=name)

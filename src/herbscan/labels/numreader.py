@@ -22,11 +22,16 @@ import numpy as np
 from herbscan.errors import HerbscanError
 from herbscan.labels.numsynth import ALPHABET, HEIGHT, OLD_STYLE, make_batch, normalise
 
-WEIGHTS = tuple(Path(__file__).with_name("weights") / f"number_reader{suffix}.safetensors"
-                for suffix in ("", "_2", "_3"))
+WEIGHTS = tuple(
+    Path(__file__).with_name("weights") / f"number_reader{suffix}.safetensors"
+    for suffix in ("", "_2", "_3")
+)
 """The shipped readers' weights."""
-RECIPES = ({"seed": 0, "old_style": 0.0}, {"seed": 0, "old_style": OLD_STYLE},
-           {"seed": 1, "old_style": OLD_STYLE})
+RECIPES = (
+    {"seed": 0, "old_style": 0.0},
+    {"seed": 0, "old_style": OLD_STYLE},
+    {"seed": 1, "old_style": OLD_STYLE},
+)
 """How each of `WEIGHTS` is trained (`train` keywords): on lining figures only, or with
 old-style figures too, and from other random draws, so that they err on different bands."""
 HIDDEN = 96
@@ -46,22 +51,27 @@ def _build(hidden: int = HIDDEN):
     from torch import nn
 
     def block(cin, cout, pool):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True), nn.MaxPool2d(pool)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(pool),
+        ]
 
     class NumberNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(*block(1, 32, 2), *block(32, 64, 2),
-                                          *block(64, 96, (2, 1)), *block(96, 128, (4, 1)))
+            self.features = nn.Sequential(
+                *block(1, 32, 2), *block(32, 64, 2), *block(64, 96, (2, 1)), *block(96, 128, (4, 1))
+            )
             self.rnn = nn.GRU(128, hidden, batch_first=True, bidirectional=True)
             self.head = nn.Linear(2 * hidden, len(ALPHABET) + 1)  # 0 is the CTC blank
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            f = self.features(x)                    # N, C, 1, W/4
-            f = f.squeeze(2).transpose(1, 2)        # N, T, C
+            f = self.features(x)  # N, C, 1, W/4
+            f = f.squeeze(2).transpose(1, 2)  # N, T, C
             out, _ = self.rnn(f)
-            return self.head(out)                   # N, T, classes
+            return self.head(out)  # N, T, classes
 
     return NumberNet()
 
@@ -73,7 +83,7 @@ def _to_tensor(images: list[np.ndarray]):
     width += -width % 4
     batch = np.full((len(images), 1, HEIGHT, width), 1.0, dtype=np.float32)
     for i, im in enumerate(images):
-        batch[i, 0, :, :im.shape[1]] = im / 255.0
+        batch[i, 0, :, : im.shape[1]] = im / 255.0
     return torch.from_numpy(1.0 - batch)  # ink positive, padding zero
 
 
@@ -153,8 +163,10 @@ class NumberReader:
         from safetensors.torch import load_file
 
         if not self.weights.is_file():
-            raise HerbscanError(f"{self.weights}: number reader weights not found; reinstall "
-                                "herbscan or rebuild them with scripts/train_number_reader.py")
+            raise HerbscanError(
+                f"{self.weights}: number reader weights not found; reinstall "
+                "herbscan or rebuild them with scripts/train_number_reader.py"
+            )
         model = _build(**json.loads(self._meta().get("config", "{}")))
         model.load_state_dict(load_file(str(self.weights)))
         return model.eval()
@@ -195,8 +207,12 @@ def _pool_part(args: tuple[int, int, float]) -> tuple[list[np.ndarray], list[str
     return make_batch(n, np.random.default_rng(seed), old_style=old_style)
 
 
-def synthetic_pool(n: int, seed: int, workers: int = 1, old_style: float = OLD_STYLE,
-                   ) -> tuple[list[np.ndarray], list[str]]:
+def synthetic_pool(
+    n: int,
+    seed: int,
+    workers: int = 1,
+    old_style: float = OLD_STYLE,
+) -> tuple[list[np.ndarray], list[str]]:
     """`n` synthetic numbers made in `workers` processes (the same images for any `workers`)."""
     from herbscan.workers import worker_pool
 
@@ -209,9 +225,18 @@ def synthetic_pool(n: int, seed: int, workers: int = 1, old_style: float = OLD_S
     return [im for d in done for im in d[0]], [t for d in done for t in d[1]]
 
 
-def train(out: Path | str, *, samples: int = 60_000, steps: int = 4000,
-          batch: int = 48, seed: int = 0, old_style: float = OLD_STYLE, lr: float = 3e-3,
-          workers: int = 1, log_every: int = 250) -> dict:
+def train(
+    out: Path | str,
+    *,
+    samples: int = 60_000,
+    steps: int = 4000,
+    batch: int = 48,
+    seed: int = 0,
+    old_style: float = OLD_STYLE,
+    lr: float = 3e-3,
+    workers: int = 1,
+    log_every: int = 250,
+) -> dict:
     """Train the reader on synthetic numbers and save it (safetensors, atomically).
 
     A pool of `samples` numbers (a share `old_style` in old-style figures) is made first and
@@ -236,32 +261,49 @@ def train(out: Path | str, *, samples: int = 60_000, steps: int = 4000,
     model.train()
     for step in range(1, steps + 1):
         start = int(rng.integers(0, max(1, len(order) - batch)))
-        pick = order[start:start + batch]  # neighbours in width: little padding
+        pick = order[start : start + batch]  # neighbours in width: little padding
         x = _to_tensor([images[i] for i in pick])
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(x)
         logp = logits.float().log_softmax(-1).transpose(0, 1)  # T, N, C
         targets = torch.tensor([index[c] for i in pick for c in texts[i]])
-        loss = ctc(logp, targets, torch.full((len(pick),), logp.shape[0], dtype=torch.long),
-                   torch.tensor([len(texts[i]) for i in pick]))
+        loss = ctc(
+            logp,
+            targets,
+            torch.full((len(pick),), logp.shape[0], dtype=torch.long),
+            torch.tensor([len(texts[i]) for i in pick]),
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
         if log_every and step % log_every == 0:
-            print(f"step {step}/{steps} loss {loss.item():.3f} "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"step {step}/{steps} loss {loss.item():.3f} {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
     model.eval()
     acc = synthetic_accuracy(model, seed + 1, old_style=old_style)
     out = Path(out)
-    meta = {"config": json.dumps({"hidden": HIDDEN}), "samples": str(samples),
-            "steps": str(steps), "seed": str(seed), "old_style": str(old_style),
-            "synthetic_accuracy": f"{acc:.4f}"}
+    meta = {
+        "config": json.dumps({"hidden": HIDDEN}),
+        "samples": str(samples),
+        "steps": str(steps),
+        "seed": str(seed),
+        "old_style": str(old_style),
+        "synthetic_accuracy": f"{acc:.4f}",
+    }
     with atomic_path(out) as tmp:
         # half precision halves the file; the reader computes in float32 after loading
-        save_file({k: (v.half() if v.is_floating_point() else v).contiguous()
-                   for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+        save_file(
+            {
+                k: (v.half() if v.is_floating_point() else v).contiguous()
+                for k, v in model.state_dict().items()
+            },
+            str(tmp),
+            metadata=meta,
+        )
     return {"synthetic_accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)}
 
 

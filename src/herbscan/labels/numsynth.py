@@ -27,8 +27,13 @@ heights above and below); each synthetic image varies it by ±20%, as the other 
 ALPHABET = string.digits + string.ascii_uppercase
 """Characters the reader can emit (a blank is added for CTC)."""
 
-_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts",
-              "/System/Library/Fonts", "C:/Windows/Fonts")
+_FONT_DIRS = (
+    "/usr/share/fonts",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+    "/System/Library/Fonts",
+    "C:/Windows/Fonts",
+)
 
 
 @functools.cache
@@ -39,8 +44,9 @@ def system_fonts() -> tuple[str, ...]:
     for d in _FONT_DIRS:
         for ext in ("ttf", "otf", "TTF"):
             found += glob.glob(os.path.join(d, "**", f"*.{ext}"), recursive=True)
-    return tuple(sorted(f for f in found if not any(s in os.path.basename(f).lower()
-                                                     for s in _NOT_TEXT)))
+    return tuple(
+        sorted(f for f in found if not any(s in os.path.basename(f).lower() for s in _NOT_TEXT))
+    )
 
 
 _SLANTED = re.compile(r"italic|oblique|ita\b|ita\.", re.IGNORECASE)
@@ -80,20 +86,27 @@ OLD_STYLE = 0.2
 short 1 (and sometimes 0 and 2) at x-height and 3, 4, 5, 7, 9 dropped below the line."""
 
 
-def _figure_styles(text: str, font, path: str | None, size: int, rng: np.random.Generator,
-                   old_style: float) -> tuple[list, list[float]]:
+def _figure_styles(
+    text: str, font, path: str | None, size: int, rng: np.random.Generator, old_style: float
+) -> tuple[list, list[float]]:
     """The font of each character and how far it sits below the line, in digit heights."""
     if not old_style or rng.random() >= old_style:  # draws nothing when off
         return [font] * len(text), [0.0] * len(text)
     short = _font(path, max(8, round(size * rng.uniform(0.6, 0.8))))
     small = "1" if rng.random() < 0.5 else "012"
     drop = rng.uniform(0.0, 0.25) if small == "012" else 0.0
-    return ([short if c in small else font for c in text],
-            [drop if c in "34579" else 0.0 for c in text])
+    return (
+        [short if c in small else font for c in text],
+        [drop if c in "34579" else 0.0 for c in text],
+    )
 
 
-def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | None = None,
-                  old_style: float = OLD_STYLE) -> np.ndarray:
+def render_number(
+    text: str,
+    rng: np.random.Generator,
+    fonts: tuple[str, ...] | None = None,
+    old_style: float = OLD_STYLE,
+) -> np.ndarray:
     """One damaged stamped number, grey uint8, `HEIGHT` px tall (width follows the text), in
     old-style figures with probability `old_style`."""
     fonts = system_fonts() if fonts is None else fonts
@@ -124,8 +137,7 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
         level = int(255 * rng.uniform(0.75, 1.0))  # numbering-machine wheels ink unevenly
         jitter = rng.normal(0, 0.025)
         if old_style:  # figures that may differ in size are set on one baseline
-            draw.text((x, baseline + (drop + jitter) * digit_h), c, font=f, fill=level,
-                      anchor="ls")
+            draw.text((x, baseline + (drop + jitter) * digit_h), c, font=f, fill=level, anchor="ls")
         else:
             draw.text((x, top0 + jitter * digit_h), c, font=font, fill=level)
         x += cw + spacing
@@ -137,7 +149,7 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
         x0 = 0 if rng.random() < 0.5 else int(rng.uniform(0, margin))
         # printed with the stamp's own ink, or by the stamp before a paler numbering machine
         target = a if rng.random() < 0.6 else rule
-        target[y:y + t, x0:w - int(rng.uniform(0, margin))] = rng.uniform(0.6, 1.0)
+        target[y : y + t, x0 : w - int(rng.uniform(0, margin))] = rng.uniform(0.6, 1.0)
     if rng.random() < 0.3:  # the stamp's lettering or outline cut at the top or bottom edge
         edge = Image.new("L", (w, canvas_h), 0)
         d = ImageDraw.Draw(edge)
@@ -145,28 +157,44 @@ def render_number(text: str, rng: np.random.Generator, fonts: tuple[str, ...] | 
             cx = rng.uniform(0, w)
             cy = rng.choice([rng.uniform(-0.1, 0.05), rng.uniform(0.95, 1.1)])
             r = rng.uniform(0.05, 0.2) * canvas_h
-            d.ellipse((cx - r, cy * canvas_h - r, cx + r, cy * canvas_h + r),
-                      fill=int(rng.uniform(120, 255)))
+            d.ellipse(
+                (cx - r, cy * canvas_h - r, cx + r, cy * canvas_h + r),
+                fill=int(rng.uniform(120, 255)),
+            )
         a = np.maximum(a, np.asarray(edge, dtype=np.float32) / 255.0)
     if rng.random() < 0.25:  # the outline crossing the band's end
         edge = Image.new("L", (w, canvas_h), 0)
         end = rng.choice([rng.uniform(-0.5, 0.3), w / digit_h - rng.uniform(-0.5, 0.3)])
         cx, r = end * digit_h, rng.uniform(2.0, 5.0) * canvas_h
         side = -1 if end * digit_h < w / 2 else 1
-        ImageDraw.Draw(edge).ellipse((cx - side * r - r, canvas_h / 2 - r, cx - side * r + r,
-                                      canvas_h / 2 + r), outline=255,
-                                     width=max(1, int(digit_h * rng.uniform(0.03, 0.1))))
+        ImageDraw.Draw(edge).ellipse(
+            (cx - side * r - r, canvas_h / 2 - r, cx - side * r + r, canvas_h / 2 + r),
+            outline=255,
+            width=max(1, int(digit_h * rng.uniform(0.03, 0.1))),
+        )
         a = np.maximum(a, np.asarray(edge, dtype=np.float32) / 255.0)
     img = Image.fromarray((a * 255).astype(np.uint8))
     if rng.random() < 0.5:  # ink bled into the paper, or starved: blur, then cut at a level
-        soft = np.asarray(img.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 3.0))),
-                          dtype=np.float32) / 255.0
-        img = Image.fromarray((np.clip((soft - rng.uniform(0.2, 0.5)) * 6.0, 0, 1) * 255)
-                              .astype(np.uint8))
+        soft = (
+            np.asarray(
+                img.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 3.0))), dtype=np.float32
+            )
+            / 255.0
+        )
+        img = Image.fromarray(
+            (np.clip((soft - rng.uniform(0.2, 0.5)) * 6.0, 0, 1) * 255).astype(np.uint8)
+        )
     a = np.asarray(img, dtype=np.float32) / 255.0
     # speckled, broken ink: a blurred noise field eats into the strokes
-    grain = np.asarray(Image.fromarray((rng.random(a.shape) * 255).astype(np.uint8)).filter(
-        ImageFilter.GaussianBlur(rng.uniform(0.8, 2.5))), dtype=np.float32) / 255.0
+    grain = (
+        np.asarray(
+            Image.fromarray((rng.random(a.shape) * 255).astype(np.uint8)).filter(
+                ImageFilter.GaussianBlur(rng.uniform(0.8, 2.5))
+            ),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
     a = a * np.clip(1.0 - rng.uniform(0, 1.6) * np.clip(grain - 0.5, 0, None) * 2.0, 0, 1)
     ink_level = rng.uniform(0.25, 1.0)  # pale blue stamp pad … fresh black ink
     paper = rng.uniform(200, 255)
@@ -187,9 +215,15 @@ def normalise(grey: np.ndarray) -> np.ndarray:
     return np.clip((g - lo) / max(hi - lo, 8.0) * 255.0, 0, 255).astype(np.uint8)
 
 
-def make_batch(n: int, rng: np.random.Generator, fonts: tuple[str, ...] | None = None,
-               old_style: float = OLD_STYLE) -> tuple[list[np.ndarray], list[str]]:
+def make_batch(
+    n: int,
+    rng: np.random.Generator,
+    fonts: tuple[str, ...] | None = None,
+    old_style: float = OLD_STYLE,
+) -> tuple[list[np.ndarray], list[str]]:
     """`n` images and their texts (spaces dropped: the reader emits the characters only)."""
     texts = [random_number(rng) for _ in range(n)]
-    return ([render_number(t, rng, fonts, old_style) for t in texts],
-            [t.replace(" ", "") for t in texts])
+    return (
+        [render_number(t, rng, fonts, old_style) for t in texts],
+        [t.replace(" ", "") for t in texts],
+    )

@@ -34,7 +34,8 @@ LINE_HEIGHT = 40
 INSTALL_HINT = (
     "install Tesseract OCR: Debian/Ubuntu `sudo apt install tesseract-ocr tesseract-ocr-eng "
     "tesseract-ocr-lat`, macOS `brew install tesseract tesseract-lang`, conda `conda install "
-    "-c conda-forge tesseract`; or point HERBSCAN_TESSERACT at the tesseract program")
+    "-c conda-forge tesseract`; or point HERBSCAN_TESSERACT at the tesseract program"
+)
 
 
 class OcrError(HerbscanError):
@@ -73,8 +74,12 @@ class OcrResult:
 
 def words_box(words: list[Word]) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) around the words' boxes."""
-    return (min(w.box[0] for w in words), min(w.box[1] for w in words),
-            max(w.box[0] + w.box[2] for w in words), max(w.box[1] + w.box[3] for w in words))
+    return (
+        min(w.box[0] for w in words),
+        min(w.box[1] for w in words),
+        max(w.box[0] + w.box[2] for w in words),
+        max(w.box[1] + w.box[3] for w in words),
+    )
 
 
 def find_tesseract() -> str:
@@ -89,8 +94,9 @@ def find_tesseract() -> str:
 def languages(exe: str | None = None) -> frozenset[str]:
     """The language packs tesseract has installed."""
     exe = exe or find_tesseract()
-    out = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, env=_env(),
-                         check=False)
+    out = subprocess.run(
+        [exe, "--list-langs"], capture_output=True, text=True, env=_env(), check=False
+    )
     return frozenset(ln.strip() for ln in out.stdout.splitlines()[1:] if ln.strip())
 
 
@@ -100,17 +106,20 @@ def check_languages(lang: str) -> None:
     missing = [x for x in lang.split("+") if x not in have]
     if missing:
         pkgs = " ".join(f"tesseract-ocr-{x}" for x in missing)
-        raise OcrError(f"tesseract has no language pack {', '.join(missing)} (installed: "
-                       f"{', '.join(sorted(have)) or 'none'}); install it, e.g. `sudo apt "
-                       f"install {pkgs}`, or choose --lang from the installed ones")
+        raise OcrError(
+            f"tesseract has no language pack {', '.join(missing)} (installed: "
+            f"{', '.join(sorted(have)) or 'none'}); install it, e.g. `sudo apt "
+            f"install {pkgs}`, or choose --lang from the installed ones"
+        )
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
 
-def tesseract(image: Image.Image, *, lang: str = "eng", psm: int = 6, dpi: int = 300,
-              timeout: float = 120.0) -> OcrResult:
+def tesseract(
+    image: Image.Image, *, lang: str = "eng", psm: int = 6, dpi: int = 300, timeout: float = 120.0
+) -> OcrResult:
     """OCR an image with tesseract and return its words with confidences.
 
     The image goes in through stdin as PNG and the TSV comes back through stdout, so no temporary
@@ -121,8 +130,9 @@ def tesseract(image: Image.Image, *, lang: str = "eng", psm: int = 6, dpi: int =
     image.save(buf, "PNG", compress_level=1)
     cmd = [exe, "stdin", "stdout", "-l", lang, "--psm", str(psm), "--dpi", str(dpi), "tsv"]
     try:
-        proc = subprocess.run(cmd, input=buf.getvalue(), capture_output=True, env=_env(),
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, input=buf.getvalue(), capture_output=True, env=_env(), timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise OcrError(f"tesseract took more than {timeout:.0f} s on one image") from None
     if proc.returncode != 0:
@@ -141,10 +151,14 @@ def parse_tsv(tsv: str) -> OcrResult:
         text = (r.get("text") or "").strip()
         if not text:
             continue
-        words.append(Word(
-            text=text, conf=max(0.0, float(r["conf"])),
-            box=(int(r["left"]), int(r["top"]), int(r["width"]), int(r["height"])),
-            line=(int(r["block_num"]), int(r["par_num"]), int(r["line_num"]))))
+        words.append(
+            Word(
+                text=text,
+                conf=max(0.0, float(r["conf"])),
+                box=(int(r["left"]), int(r["top"]), int(r["width"]), int(r["height"])),
+                line=(int(r["block_num"]), int(r["par_num"]), int(r["line_num"])),
+            )
+        )
     return OcrResult(words)
 
 
@@ -184,9 +198,16 @@ def line_height(grey: np.ndarray) -> float | None:
     return float(np.median(runs)) if runs else None
 
 
-def prepare_text_image(im: Image.Image, *, target: int = LINE_HEIGHT, max_scale: float = 4.0,
-                       min_scale: float = 0.25, margin: int = 16, binarise: bool = False,
-                       text_height: float | None = None) -> tuple[Image.Image, float]:
+def prepare_text_image(
+    im: Image.Image,
+    *,
+    target: int = LINE_HEIGHT,
+    max_scale: float = 4.0,
+    min_scale: float = 0.25,
+    margin: int = 16,
+    binarise: bool = False,
+    text_height: float | None = None,
+) -> tuple[Image.Image, float]:
     """Grey, rescaled and padded crop for tesseract, and the scale that was applied.
 
     `text_height`: the line height expected from words already read on the crop's area. It
@@ -198,8 +219,10 @@ def prepare_text_image(im: Image.Image, *, target: int = LINE_HEIGHT, max_scale:
         h = text_height
     scale = 1.0 if h is None else min(max(target / h, min_scale), max_scale)
     if abs(scale - 1.0) > 0.1:
-        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
-                           Image.Resampling.LANCZOS)
+        grey = grey.resize(
+            (max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
+            Image.Resampling.LANCZOS,
+        )
     else:
         scale = 1.0
     if binarise:

@@ -69,8 +69,9 @@ class SheetReading:
         return conf
 
 
-def read_label(crop: Image.Image, *, lang: str = "eng", psm: int = 4,
-               text_height: float | None = None) -> OcrResult:
+def read_label(
+    crop: Image.Image, *, lang: str = "eng", psm: int = 4, text_height: float | None = None
+) -> OcrResult:
     """OCR one upright label crop after scaling its text (`text_height` px when known) to the
     height tesseract reads best."""
     prepared, _ = prepare_text_image(crop, text_height=text_height)
@@ -106,8 +107,9 @@ def confirm_numbers(image: Image.Image, ocr: OcrResult) -> OcrResult:
     groups = [g for t in tries for g in t]
     crops = [np.asarray(grey.crop(_box(g, image))) for g in groups]
     texts = [[r.text for r in reader.read(crops)] for reader in default_readers()]
-    read_of = {id(g): t[0] if len(set(t)) == 1 else ""
-               for g, t in zip(groups, zip(*texts), strict=True)}
+    read_of = {
+        id(g): t[0] if len(set(t)) == 1 else "" for g, t in zip(groups, zip(*texts), strict=True)
+    }
     for t in tries:
         group = next((g for g in t if read_of[id(g)] == "".join(w.text for w in g)), [])
         for w in group:
@@ -119,8 +121,12 @@ def _box(words: list, image: Image.Image) -> tuple[int, int, int, int]:
     """The words' box with a little paper around, inside the image."""
     x0, y0, x1, y1 = words_box(words)
     pad = (y1 - y0) // 4
-    return (max(0, x0 - 2 * pad), max(0, y0 - pad), min(image.width, x1 + 2 * pad),
-            min(image.height, y1 + pad))
+    return (
+        max(0, x0 - 2 * pad),
+        max(0, y0 - pad),
+        min(image.width, x1 + 2 * pad),
+        min(image.height, y1 + pad),
+    )
 
 
 LINE_READS = ((40, 7), (40, 13), (30, 7), (60, 7), (30, 13), (60, 13))
@@ -151,9 +157,16 @@ def read_line(crop: Image.Image, *, lang: str = "eng") -> OcrResult:
     return line_readings(crop, lang=lang)[0]
 
 
-def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet",
-               barcodes: bool = True, stamps: bool = True,
-               crops_dir: Path | None = None, crop_name: str | None = None) -> SheetReading:
+def read_sheet(
+    path: str | Path,
+    *,
+    lang: str = "eng",
+    layout_mode: str = "sheet",
+    barcodes: bool = True,
+    stamps: bool = True,
+    crops_dir: Path | None = None,
+    crop_name: str | None = None,
+) -> SheetReading:
     """Decode the barcodes, read numbered stamps, find the labels, and OCR each label at full
     resolution.
 
@@ -178,16 +191,18 @@ def read_sheet(path: str | Path, *, lang: str = "eng", layout_mode: str = "sheet
         if stamps:
             reading.stamps = read_stamps(sheet)
         lay = layout(sheet, lang=lang)
-        regions = find_labels(lay.result, sheet.size, scale=lay.scale, rotation=lay.rotation,
-                              image=lay.image)[:MAX_LABELS]
+        regions = find_labels(
+            lay.result, sheet.size, scale=lay.scale, rotation=lay.rotation, image=lay.image
+        )[:MAX_LABELS]
     for k, region in enumerate(regions):
         crop = crop_label(sheet, region)
         ocr = read_label(crop, lang=lang, text_height=region.text_height)
         if ocr.mean_conf < 50 and min(crop.size) >= 64:
             turn = osd_rotation(crop)
             if turn:
-                turned = read_label(crop.rotate(turn, expand=True), lang=lang,
-                                    text_height=region.text_height)
+                turned = read_label(
+                    crop.rotate(turn, expand=True), lang=lang, text_height=region.text_height
+                )
                 if turned.mean_conf > ocr.mean_conf:
                     region.rotation = (region.rotation + turn) % 360
                     crop, ocr = crop.rotate(turn, expand=True), turned

@@ -71,9 +71,14 @@ def osd_rotation(image: Image.Image) -> int:
 
     buf = io.BytesIO()
     image.convert("L").save(buf, "PNG", compress_level=1)
-    proc = subprocess.run([find_tesseract(), "stdin", "stdout", "--psm", "0"],
-                          input=buf.getvalue(), capture_output=True, env=_env(), timeout=60,
-                          check=False)
+    proc = subprocess.run(
+        [find_tesseract(), "stdin", "stdout", "--psm", "0"],
+        input=buf.getvalue(),
+        capture_output=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
     m = re.search(rb"Rotate:\s*(\d+)", proc.stdout)
     conf = re.search(rb"Orientation confidence:\s*([\d.]+)", proc.stdout)
     if not m or not conf or float(conf.group(1)) < 1.5:
@@ -88,8 +93,11 @@ def working_image(sheet: Image.Image, side: int = WORK_SIDE) -> tuple[Image.Imag
     grey = sheet.convert("L")
     if abs(scale - 1.0) > 0.02:
         size = (round(sheet.width * scale), round(sheet.height * scale))
-        grey = (grey.resize(size, Image.Resampling.LANCZOS) if scale > 1.0 else
-                grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        grey = (
+            grey.resize(size, Image.Resampling.LANCZOS)
+            if scale > 1.0
+            else grey.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        )
     else:
         scale = 1.0
     return grey, scale
@@ -127,9 +135,15 @@ def _reads_upright(result: OcrResult) -> bool:
     return len(good) >= MIN_WORDS and tall <= 0.3 * len(good)
 
 
-def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float = 1.0,
-                rotation: int = 0, pad: float = 0.6,
-                image: Image.Image | None = None) -> list[Region]:
+def find_labels(
+    result: OcrResult,
+    image_size: tuple[int, int],
+    *,
+    scale: float = 1.0,
+    rotation: int = 0,
+    pad: float = 0.6,
+    image: Image.Image | None = None,
+) -> list[Region]:
     """Cluster the confident lines of a layout pass into label boxes in sheet pixels.
 
     `image_size` is the full-resolution sheet's (w, h); `scale` and `rotation` are how the layout
@@ -156,8 +170,16 @@ def find_labels(result: OcrResult, image_size: tuple[int, int], *, scale: float 
         y1 = max(b[3] for b in c) + pad * h
         box = _to_sheet((x0, y0, x1, y1), scale, rotation, image_size)
         conf = float(np.mean([w.conf for w in ws]))
-        regions.append(Region(box=box, words=len(ws), conf=round(conf, 1), rotation=rotation,
-                              angle=round(skew_angle(c), 2), text_height=round(h / scale, 1)))
+        regions.append(
+            Region(
+                box=box,
+                words=len(ws),
+                conf=round(conf, 1),
+                rotation=rotation,
+                angle=round(skew_angle(c), 2),
+                text_height=round(h / scale, 1),
+            )
+        )
     regions.sort(key=lambda r: (-r.words, r.box[1]))
     return regions
 
@@ -205,20 +227,32 @@ def _stack(clusters: list[list[list]], image: Image.Image | None) -> list[list[l
     grey = np.asarray(image.convert("L"), dtype=np.int16)
 
     def extent(c):
-        return (min(b[0] for b in c), min(b[1] for b in c), max(b[2] for b in c),
-                max(b[3] for b in c), float(np.median([b[4] for b in c])))
+        return (
+            min(b[0] for b in c),
+            min(b[1] for b in c),
+            max(b[2] for b in c),
+            max(b[3] for b in c),
+            float(np.median([b[4] for b in c])),
+        )
 
     def joinable(c1, c2) -> bool:
-        a, b = sorted((extent(c1), extent(c2)), key=lambda e: e[1])   # a above b
+        a, b = sorted((extent(c1), extent(c2)), key=lambda e: e[1])  # a above b
         x0, x1 = max(a[0], b[0]), min(a[2], b[2])
         h = max(a[4], b[4])
         if x1 - x0 < 0.33 * min(a[2] - a[0], b[2] - b[0]) or b[1] - a[3] > STACK_REACH * h:
             return False
-        return _longest_blank(grey[int(a[3]):int(b[1]), int(x0):int(x1)]) <= BLANK_BAND * h
+        return _longest_blank(grey[int(a[3]) : int(b[1]), int(x0) : int(x1)]) <= BLANK_BAND * h
 
     while True:
-        pair = next(((i, j) for i in range(len(clusters)) for j in range(i + 1, len(clusters))
-                     if joinable(clusters[i], clusters[j])), None)
+        pair = next(
+            (
+                (i, j)
+                for i in range(len(clusters))
+                for j in range(i + 1, len(clusters))
+                if joinable(clusters[i], clusters[j])
+            ),
+            None,
+        )
         if pair is None:
             return clusters
         i, j = pair
@@ -265,7 +299,7 @@ def _to_sheet(box, scale: float, rotation: int, size: tuple[int, int]) -> tuple[
     w, h = size
     x0, y0, x1, y1 = (v / scale for v in box)
     # undo a counter-clockwise rotation by `rotation` degrees of a w×h image
-    if rotation == 90:   # rotated image is h×w; (x, y) there came from (w - y, x)
+    if rotation == 90:  # rotated image is h×w; (x, y) there came from (w - y, x)
         x0, y0, x1, y1 = w - y1, x0, w - y0, x1
     elif rotation == 180:
         x0, y0, x1, y1 = w - x1, h - y1, w - x0, h - y0
@@ -284,6 +318,10 @@ def crop_label(sheet: Image.Image, region: Region) -> Image.Image:
         crop = crop.rotate(region.rotation, expand=True)
     if abs(region.angle) >= 0.3:
         fill = (255,) * len(crop.getbands())
-        crop = crop.rotate(region.angle, resample=Image.Resampling.BICUBIC, expand=True,
-                           fillcolor=fill if len(fill) > 1 else 255)
+        crop = crop.rotate(
+            region.angle,
+            resample=Image.Resampling.BICUBIC,
+            expand=True,
+            fillcolor=fill if len(fill) > 1 else 255,
+        )
     return crop

@@ -28,19 +28,30 @@ CATALOG_TERMS = ("catalogNumber", "otherCatalogNumbers")
 KEYS = ("file", "catalogNumber", "specimen_id")
 """Columns a transcription can be joined to its truth on."""
 ALIASES = {
-    "scientific_name": "scientificName", "gt_taxon": "scientificName", "taxon": "scientificName",
-    "catalog_number": "catalogNumber", "gt_date": "eventDate", "date": "eventDate",
-    "gt_locality": "locality", "gt_coordinates": "verbatimCoordinates",
-    "gt_elevation": "verbatimElevation", "gt_substrate": "habitat", "gt_text": "verbatimLabel",
-    "recorded_by": "recordedBy", "collector": "recordedBy", "family": "family",
+    "scientific_name": "scientificName",
+    "gt_taxon": "scientificName",
+    "taxon": "scientificName",
+    "catalog_number": "catalogNumber",
+    "gt_date": "eventDate",
+    "date": "eventDate",
+    "gt_locality": "locality",
+    "gt_coordinates": "verbatimCoordinates",
+    "gt_elevation": "verbatimElevation",
+    "gt_substrate": "habitat",
+    "gt_text": "verbatimLabel",
+    "recorded_by": "recordedBy",
+    "collector": "recordedBy",
+    "family": "family",
 }
 
 
 def _read(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"{path}: no such file; give the CSV written by `herbscan "
-                            "transcribe` and a ground-truth CSV")
+        raise ManifestError(
+            f"{path}: no such file; give the CSV written by `herbscan "
+            "transcribe` and a ground-truth CSV"
+        )
     with path.open(newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f))
 
@@ -121,9 +132,14 @@ def _key_value(row: dict, key: str) -> str:
     return _catalog(v) if key == "catalogNumber" else v
 
 
-def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = "file",
-                           fields: list[str] | None = None,
-                           mapping: dict[str, str] | None = None) -> dict:
+def evaluate_transcription(
+    labels: str | Path,
+    truth: str | Path,
+    *,
+    key: str = "file",
+    fields: list[str] | None = None,
+    mapping: dict[str, str] | None = None,
+) -> dict:
     """Scores per term: n, exact, fuzzy, CER; plus the rows that could not be joined."""
     check_choice("key", key, KEYS)
     pred_rows, truth_rows = _read(labels), _read(truth)
@@ -133,8 +149,10 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
         raise ManifestError(f"{labels}: no rows; give the CSV written by `herbscan transcribe`")
     pcols = list(pred_rows[0])
     if key not in pcols:
-        raise ManifestError(f"{labels}: no {key!r} column; give the CSV written by `herbscan "
-                            "transcribe` first and the ground truth second")
+        raise ManifestError(
+            f"{labels}: no {key!r} column; give the CSV written by `herbscan "
+            "transcribe` first and the ground truth second"
+        )
     tcols = list(truth_rows[0])
     if key not in tcols:
         alias = {"catalogNumber": "catalog_number"}.get(key)
@@ -142,8 +160,10 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
             for r in truth_rows:
                 r[key] = r[alias]
         else:
-            raise ManifestError(f"{truth}: no key column {key!r} (columns: {', '.join(tcols)}); "
-                                "choose --key file, catalogNumber or specimen_id")
+            raise ManifestError(
+                f"{truth}: no key column {key!r} (columns: {', '.join(tcols)}); "
+                "choose --key file, catalogNumber or specimen_id"
+            )
     columns: dict[str, str] = {}  # term -> truth column
     for c in tcols:
         term = c if c in pcols and c not in ("file", "specimen_id") else ALIASES.get(c)
@@ -151,22 +171,28 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
             columns[term] = c
     for c, term in (mapping or {}).items():
         if c not in tcols:
-            raise ManifestError(f"{truth}: no column {c!r} to map to {term} (columns: "
-                                f"{', '.join(tcols)})")
+            raise ManifestError(
+                f"{truth}: no column {c!r} to map to {term} (columns: {', '.join(tcols)})"
+            )
         if term not in pcols:
-            raise ManifestError(f"--map {c}={term}: {labels} has no column {term!r}; map to one "
-                                "of its Darwin Core terms, e.g. scientificName, eventDate")
+            raise ManifestError(
+                f"--map {c}={term}: {labels} has no column {term!r}; map to one "
+                "of its Darwin Core terms, e.g. scientificName, eventDate"
+            )
         columns[term] = c
     if fields:
         unknown = [f for f in fields if f not in columns]
         if unknown:
-            raise ManifestError(f"{truth}: no column for {', '.join(unknown)}; map one with "
-                                "--map TRUTH_COLUMN=TERM")
+            raise ManifestError(
+                f"{truth}: no column for {', '.join(unknown)}; map one with --map TRUTH_COLUMN=TERM"
+            )
         columns = {f: columns[f] for f in fields}
     if not columns:
-        raise ManifestError(f"{truth}: none of its columns ({', '.join(tcols)}) is a term of "
-                            f"{labels} or a known alias; map them with --map TRUTH_COLUMN=TERM "
-                            "(and give the transcription first, the truth second)")
+        raise ManifestError(
+            f"{truth}: none of its columns ({', '.join(tcols)}) is a term of "
+            f"{labels} or a known alias; map them with --map TRUTH_COLUMN=TERM "
+            "(and give the transcription first, the truth second)"
+        )
 
     index: dict[str, dict] = {}
     for r in pred_rows:
@@ -200,9 +226,13 @@ def evaluate_transcription(labels: str | Path, truth: str | Path, *, key: str = 
                 compare, truth_v = _catalog(compare), _catalog(truth_v)
             e, c = cer(compare, truth_v)
             edits, chars = edits + e, chars + c
-        scores[term] = {"truth_column": col, "n": n,
-                        "exact": ex / n if n else None, "fuzzy": fz / n if n else None,
-                        "cer": edits / chars if chars else None}
+        scores[term] = {
+            "truth_column": col,
+            "n": n,
+            "exact": ex / n if n else None,
+            "fuzzy": fz / n if n else None,
+            "cer": edits / chars if chars else None,
+        }
     return {"joined": len(joined), "missing": missing, "fields": scores}
 
 
@@ -210,10 +240,15 @@ def format_table(result: dict) -> str:
     """The scores as a fixed-width table for the terminal."""
     lines = [f"{'field':<22} {'truth column':<18} {'n':>4} {'exact':>7} {'fuzzy':>7} {'CER':>7}"]
     for term, s in result["fields"].items():
+
         def pct(v):
             return "—" if v is None else f"{100 * v:.1f}%"
-        lines.append(f"{term:<22} {s['truth_column'][:18]:<18} {s['n']:>4} {pct(s['exact']):>7} "
-                     f"{pct(s['fuzzy']):>7} {pct(s['cer']):>7}")
-    lines.append(f"joined {result['joined']} rows; {len(result['missing'])} truth rows had no "
-                 "transcription")
+
+        lines.append(
+            f"{term:<22} {s['truth_column'][:18]:<18} {s['n']:>4} {pct(s['exact']):>7} "
+            f"{pct(s['fuzzy']):>7} {pct(s['cer']):>7}"
+        )
+    lines.append(
+        f"joined {result['joined']} rows; {len(result['missing'])} truth rows had no transcription"
+    )
     return "\n".join(lines)

@@ -62,8 +62,9 @@ def find_stamps(sheet: Image.Image, *, side: int = FIND_SIDE) -> list[tuple[int,
     scale = min(1.0, side / max(sheet.size))
     small = sheet
     if scale < 1.0:
-        small = sheet.resize((round(sheet.width * scale), round(sheet.height * scale)),
-                             Image.Resampling.BILINEAR)
+        small = sheet.resize(
+            (round(sheet.width * scale), round(sheet.height * scale)), Image.Resampling.BILINEAR
+        )
     a = _darkest(small)
     ink = (ndi.maximum_filter(a, size=15) - a) > INK
     boxes: list[tuple[int, int, int, int]] = []
@@ -89,9 +90,9 @@ def _outlines(ink: np.ndarray, width: int) -> list[tuple[int, int, int, int]]:
         comp = labels[sl] == i
         if comp.mean() > 0.2:  # a blot or a plant, not an outline
             continue
-        if comp[h // 4:h - h // 4, w // 4:w - w // 4].mean() > 0.02:  # not hollow
+        if comp[h // 4 : h - h // 4, w // 4 : w - w // 4].mean() > 0.02:  # not hollow
             continue
-        bands = (comp[:h // 5], comp[-(h // 5):], comp[:, :w // 5], comp[:, -(w // 5):])
+        bands = (comp[: h // 5], comp[-(h // 5) :], comp[:, : w // 5], comp[:, -(w // 5) :])
         if not all(b.any() for b in bands):  # an arc or a bracket, not a closed loop
             continue
         boxes.append((sl[1].start, sl[0].start, w, h))
@@ -205,8 +206,12 @@ def _extends(pale: tuple, line: tuple) -> bool:
     (a0, a1, b0, b1), _ = pale
     (c0, c1, d0, d1), _ = line
     overlap = min(a1, c1) - max(a0, c0)
-    return (b0 <= d0 and b1 >= d1 and overlap >= 0.5 * (c1 - c0)
-            and MIN_GROWTH * (d1 - d0) <= b1 - b0 <= MAX_GROWTH * (d1 - d0))
+    return (
+        b0 <= d0
+        and b1 >= d1
+        and overlap >= 0.5 * (c1 - c0)
+        and MIN_GROWTH * (d1 - d0) <= b1 - b0 <= MAX_GROWTH * (d1 - d0)
+    )
 
 
 def _line(flat: np.ndarray, ink: np.ndarray) -> tuple | None:
@@ -215,9 +220,10 @@ def _line(flat: np.ndarray, ink: np.ndarray) -> tuple | None:
     rules = ndi.binary_dilation(_rules(ink, max(10, int(0.15 * w))), structure=np.ones((3, 1)))
     chars = ink & ~rules
     yy, xx = np.mgrid[0:h, 0:w]
-    core = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2 < CORE ** 2
-    labels, _ = ndi.label(ndi.binary_closing(chars, structure=np.ones((3, 3))),
-                          structure=np.ones((3, 3)))
+    core = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2 < CORE**2
+    labels, _ = ndi.label(
+        ndi.binary_closing(chars, structure=np.ones((3, 3))), structure=np.ones((3, 3))
+    )
     comps, inner = [], []  # (y0, y1, x0, x1, ink pixels); those with their centre in the core
     for i, sl in enumerate(ndi.find_objects(labels), 1):
         ch, cw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
@@ -234,8 +240,9 @@ def _line(flat: np.ndarray, ink: np.ndarray) -> tuple | None:
     for c in sorted(inner, key=lambda c: c[0] + c[1]):
         for ln in lines:
             mid = np.median([(d[0] + d[1]) / 2 for d in ln])
-            if abs((c[0] + c[1]) / 2 - mid) < 0.4 * max(np.median([d[1] - d[0] for d in ln]),
-                                                       c[1] - c[0]):
+            if abs((c[0] + c[1]) / 2 - mid) < 0.4 * max(
+                np.median([d[1] - d[0] for d in ln]), c[1] - c[0]
+            ):
                 ln.append(c)
                 break
         else:
@@ -253,8 +260,13 @@ def _line(flat: np.ndarray, ink: np.ndarray) -> tuple | None:
             level = min(c[1], y1) - max(c[0], y0) >= 0.7 * (c[1] - c[0])
             near = c[3] >= x0 - size and c[2] <= x1 + size
             inside = _radius(c, w, h) < EDGE
-            if level and near and inside and 0.6 * size <= c[1] - c[0] <= 1.4 * size and \
-                    (c[2] < x0 or c[3] > x1):
+            if (
+                level
+                and near
+                and inside
+                and 0.6 * size <= c[1] - c[0] <= 1.4 * size
+                and (c[2] < x0 or c[3] > x1)
+            ):
                 x0, x1, grown = min(x0, c[2]), max(x1, c[3]), True
     x0, x1 = max(0, x0 - int(size)), min(w, x1 + int(size))
     return (y0, y1, x0, x1), chars
@@ -307,8 +319,7 @@ def _tesseract_numbers(bands: list[np.ndarray]) -> list[str]:
         if band.shape[1] > 15 * band.shape[0]:  # longer than any number: not worth the time
             continue
         img = Image.fromarray(band)
-        img = img.resize((max(1, round(img.width * 40 / img.height)), 40),
-                         Image.Resampling.BICUBIC)
+        img = img.resize((max(1, round(img.width * 40 / img.height)), 40), Image.Resampling.BICUBIC)
         img = ImageOps.expand(img, border=16, fill=255)
         for psm in (7, 8):
             text = "".join(w.text for w in tesseract(img, psm=psm).words)

@@ -32,36 +32,80 @@ from herbscan.progress import Progress
 from herbscan.workers import worker_pool
 
 DWC_COLUMNS = (
-    "catalogNumber", "otherCatalogNumbers", "scientificName", "scientificNameAuthorship",
-    "genus", "specificEpithet", "taxonRank", "infraspecificEpithet", "identificationQualifier",
-    "verbatimIdentification", "family", "recordedBy", "recordNumber", "eventDate",
-    "verbatimEventDate", "country", "stateProvince", "county", "locality", "habitat",
-    "verbatimElevation", "decimalLatitude", "decimalLongitude", "verbatimCoordinates",
+    "catalogNumber",
+    "otherCatalogNumbers",
+    "scientificName",
+    "scientificNameAuthorship",
+    "genus",
+    "specificEpithet",
+    "taxonRank",
+    "infraspecificEpithet",
+    "identificationQualifier",
+    "verbatimIdentification",
+    "family",
+    "recordedBy",
+    "recordNumber",
+    "eventDate",
+    "verbatimEventDate",
+    "country",
+    "stateProvince",
+    "county",
+    "locality",
+    "habitat",
+    "verbatimElevation",
+    "decimalLatitude",
+    "decimalLongitude",
+    "verbatimCoordinates",
     "verbatimLabel",
 )
-EXTRA_COLUMNS = ("barcodes", "stamps", "labelBoxes", "needsReview", "fieldConfidence", "ocrConfidence",
-                 "seconds", "error")
+EXTRA_COLUMNS = (
+    "barcodes",
+    "stamps",
+    "labelBoxes",
+    "needsReview",
+    "fieldConfidence",
+    "ocrConfidence",
+    "seconds",
+    "error",
+)
 COLUMNS = ("file", "specimen_id", *DWC_COLUMNS, *EXTRA_COLUMNS)
 NUMBER_COLUMNS = ("decimalLatitude", "decimalLongitude", "ocrConfidence", "seconds")
 """Numbers in the JSON copy (null when empty); the CSV writes them as text, as CSV does."""
 
 
-def transcribe_sheet(path: str, *, lang: str = "eng", layout: str = "sheet",
-                     checklist: Checklist | None = None, crops_dir: str | None = None,
-                     crop_name: str | None = None, min_name_score: float = 80.0,
-                     catalog: str = "auto") -> dict:
+def transcribe_sheet(
+    path: str,
+    *,
+    lang: str = "eng",
+    layout: str = "sheet",
+    checklist: Checklist | None = None,
+    crops_dir: str | None = None,
+    crop_name: str | None = None,
+    min_name_score: float = 80.0,
+    catalog: str = "auto",
+) -> dict:
     """One sheet → one record (dict with every column of `COLUMNS` but file/specimen_id)."""
     start = time.perf_counter()
-    reading = read_sheet(path, lang=lang, layout_mode=layout,
-                         crops_dir=Path(crops_dir) if crops_dir else None, crop_name=crop_name)
+    reading = read_sheet(
+        path,
+        lang=lang,
+        layout_mode=layout,
+        crops_dir=Path(crops_dir) if crops_dir else None,
+        crop_name=crop_name,
+    )
     word_conf = reading.word_confidences()
     text = reading.text
     others = [a for lt in reading.labels for a in lt.alternatives]
-    fields, review = parse_label(text, word_conf=word_conf, checklist=checklist,
-                                 barcodes=[b.value for b in reading.barcodes],
-                                 stamps=[(s.number, s.conf) for s in reading.stamps],
-                                 name_readings=[text, *others] if layout == "line" else None,
-                                 min_name_score=min_name_score, catalog=catalog)
+    fields, review = parse_label(
+        text,
+        word_conf=word_conf,
+        checklist=checklist,
+        barcodes=[b.value for b in reading.barcodes],
+        stamps=[(s.number, s.conf) for s in reading.stamps],
+        name_readings=[text, *others] if layout == "line" else None,
+        min_name_score=min_name_score,
+        catalog=catalog,
+    )
     row = {c: "" for c in DWC_COLUMNS + EXTRA_COLUMNS}
     row.update({k: f.value for k, f in fields.items() if k in row})
     row["verbatimLabel"] = text
@@ -87,11 +131,20 @@ def _job(args: tuple) -> dict:
         return {"error": f"{path}: {type(e).__name__}: {e}"}
 
 
-def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = None,
-               lang: str = "eng", layout: str = "sheet", workers: int = 1,
-               crops: str | Path | None = None, resume: bool = False,
-               min_name_score: float = 80.0, catalog: str = "auto",
-               progress: bool = True) -> dict:
+def transcribe(
+    rows: list[dict],
+    out: str | Path,
+    *,
+    names: str | Path | None = None,
+    lang: str = "eng",
+    layout: str = "sheet",
+    workers: int = 1,
+    crops: str | Path | None = None,
+    resume: bool = False,
+    min_name_score: float = 80.0,
+    catalog: str = "auto",
+    progress: bool = True,
+) -> dict:
     """Transcribe every row {path, specimen_id} into `out` (.csv) and `out` with .json.
 
     `catalog`: where the collection's catalogue numbers are (`fields.CATALOG_SOURCES`).
@@ -107,25 +160,42 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
         raise ParameterError(f"--out {out}: give a .csv path (a .json copy is written beside it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs = {out.resolve(), out.with_suffix(".json").resolve()}
-    clash = next((p for p in [*(r["path"] for r in rows), *([names] if names else [])]
-                  if Path(p).resolve() in inputs), None)
+    clash = next(
+        (
+            p
+            for p in [*(r["path"] for r in rows), *([names] if names else [])]
+            if Path(p).resolve() in inputs
+        ),
+        None,
+    )
     if clash is not None:
         raise ParameterError(f"--out {out} would overwrite the input {clash}; write elsewhere")
     checklist = Checklist.read(names) if names else None
     find_tesseract()
     check_languages(lang)
     journal = out.with_name(out.name + ".partial.jsonl")
-    options = {"lang": lang, "layout": layout, "catalog": catalog,
-               "min_name_score": min_name_score,
-               "names": str(Path(names).resolve()) if names else None}
+    options = {
+        "lang": lang,
+        "layout": layout,
+        "catalog": catalog,
+        "min_name_score": min_name_score,
+        "names": str(Path(names).resolve()) if names else None,
+    }
     done = _journalled(journal, options, resume)
     todo = [r for r in rows if str(r["path"]) not in done]
-    kwargs = {"lang": lang, "layout": layout, "checklist": checklist,
-              "crops_dir": str(crops) if crops else None, "min_name_score": min_name_score,
-              "catalog": catalog}
+    kwargs = {
+        "lang": lang,
+        "layout": layout,
+        "checklist": checklist,
+        "crops_dir": str(crops) if crops else None,
+        "min_name_score": min_name_score,
+        "catalog": catalog,
+    }
     fresh = not journal.exists()
-    with journal.open("a", encoding="utf-8") as jf, \
-            Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar:
+    with (
+        journal.open("a", encoding="utf-8") as jf,
+        Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar,
+    ):
         if fresh:
             jf.write(json.dumps({"options": options}) + "\n")
             jf.flush()
@@ -141,8 +211,9 @@ def transcribe(rows: list[dict], out: str | Path, *, names: str | Path | None = 
             bar.update(1)
 
         names_of = _crop_names(rows) if crops else {}
-        jobs = [(str(r["path"]), {**kwargs, "crop_name": names_of.get(str(r["path"]))})
-                for r in todo]
+        jobs = [
+            (str(r["path"]), {**kwargs, "crop_name": names_of.get(str(r["path"]))}) for r in todo
+        ]
         if workers == 1 or len(todo) <= 1:
             for r, job in zip(todo, jobs, strict=True):
                 record(r, _job(job))
@@ -172,6 +243,7 @@ def distrust_barcodes(records: list[dict]) -> int:
     Their confidence drops to `fields.BARCODE_STANDIN`. A collection whose barcode is its
     catalogue number keeps its barcodes confident. Records are changed in place; returns how
     many were sent for review."""
+
     def barcodes_of(r):
         return [b["value"] for b in json.loads(r.get("barcodes") or "[]")]
 
@@ -179,8 +251,13 @@ def distrust_barcodes(records: list[dict]) -> int:
         return json.loads(r.get("fieldConfidence") or "{}").get("catalogNumber", 0.0)
 
     ok = [r for r in records if not r.get("error") and barcodes_of(r)]
-    differ = sum(1 for r in ok if r.get("catalogNumber") and confidence(r) >= REVIEW
-                 and r["catalogNumber"] not in barcodes_of(r))
+    differ = sum(
+        1
+        for r in ok
+        if r.get("catalogNumber")
+        and confidence(r) >= REVIEW
+        and r["catalogNumber"] not in barcodes_of(r)
+    )
     if differ < max(MIN_DISAGREE, len(ok) / 2):
         return 0
     sent = 0
@@ -190,8 +267,9 @@ def distrust_barcodes(records: list[dict]) -> int:
             conf["catalogNumber"] = BARCODE_STANDIN
             r["fieldConfidence"] = json.dumps(conf)
             review = [t for t in (r.get("needsReview") or "").split("|") if t]
-            r["needsReview"] = "|".join([*review, "catalogNumber"] if "catalogNumber" not in
-                                        review else review)
+            r["needsReview"] = "|".join(
+                [*review, "catalogNumber"] if "catalogNumber" not in review else review
+            )
             sent += 1
     return sent
 
@@ -200,12 +278,16 @@ def _crop_names(rows: list[dict]) -> dict[str, str]:
     """A file-name stem per sheet for its label crops: the specimen id (or the image's name),
     with a short hash of the path where two sheets would share it (same names in two folders),
     so that no crop overwrites another."""
-    stems = {str(r["path"]): re.sub(r"[^\w.\-]+", "_", str(r.get("specimen_id") or
-                                                           Path(r["path"]).stem)) or "sheet"
-             for r in rows}
+    stems = {
+        str(r["path"]): re.sub(r"[^\w.\-]+", "_", str(r.get("specimen_id") or Path(r["path"]).stem))
+        or "sheet"
+        for r in rows
+    }
     count = Counter(stems.values())
-    return {p: s if count[s] == 1 else f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
-            for p, s in stems.items()}
+    return {
+        p: s if count[s] == 1 else f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
+        for p, s in stems.items()
+    }
 
 
 def _journalled(journal: Path, options: dict, resume: bool) -> dict[str, dict]:
@@ -214,8 +296,10 @@ def _journalled(journal: Path, options: dict, resume: bool) -> dict[str, dict]:
     if not journal.exists():
         return {}
     if not resume:
-        raise ParameterError(f"{journal} holds an unfinished job; add --resume to go on "
-                             "with it, or delete it to start again")
+        raise ParameterError(
+            f"{journal} holds an unfinished job; add --resume to go on "
+            "with it, or delete it to start again"
+        )
     done: dict[str, dict] = {}
     for line in journal.read_text(encoding="utf-8").splitlines():
         try:
@@ -226,8 +310,10 @@ def _journalled(journal: Path, options: dict, resume: bool) -> dict[str, dict]:
             changed = [k for k in options if rec["options"].get(k) != options[k]]
             if changed:
                 was = ", ".join(f"{k}={rec['options'].get(k)!r}" for k in changed)
-                raise ParameterError(f"{journal} was started with {was}; resume with the same "
-                                     "options, or delete it to start again with new ones")
+                raise ParameterError(
+                    f"{journal} was started with {was}; resume with the same "
+                    "options, or delete it to start again with new ones"
+                )
         elif rec.get("error"):
             done.pop(rec["file"], None)
         else:

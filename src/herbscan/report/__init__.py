@@ -68,8 +68,9 @@ def _majority(metrics: dict, classes: list[str]) -> tuple[str, float]:
     return classes[i], support[i] / max(sum(support), 1)
 
 
-def _hazard(metrics: dict, predictions: Sequence[dict], classes: list[str],
-            hazard: Mapping | None) -> dict | None:
+def _hazard(
+    metrics: dict, predictions: Sequence[dict], classes: list[str], hazard: Mapping | None
+) -> dict | None:
     """What a collection manager acts on, for a class to find (e.g. contaminated): sheets of it
     missed, its recall, and how many sheets a person must check at the operating point."""
     if not hazard or hazard.get("positive") not in classes or not predictions:
@@ -84,35 +85,55 @@ def _hazard(metrics: dict, predictions: Sequence[dict], classes: list[str],
     missed = int((actual & ~flagged).sum())
     checked = int(flagged.sum())
     from herbscan.metrics import wilson_interval
+
     low, high = wilson_interval(n_pos - missed, n_pos)
     return {
-        "positive": pos, "threshold": None if thr is None else f"{thr:.3f}",
+        "positive": pos,
+        "threshold": None if thr is None else f"{thr:.3f}",
         "source": hazard.get("source") or "",
-        "cards": [dict({"alert": False, "detail": None}, **c) for c in [
-            {"label": f"{pos} sheets missed", "value": f"{missed:,} of {n_pos:,}",
-             "alert": missed > 0},
-            {"label": f"recall of {pos}", "value": _pct(1 - missed / n_pos) if n_pos else "—",
-             "detail": f"95% interval {_pct(low)}–{_pct(high)}" if n_pos else None},
-            {"label": "sheets to check by hand", "value": f"{checked:,} of {n:,}",
-             "detail": f"{_pct(checked / n)} of the sheets"},
-            {"label": f"flagged sheets that are {pos}",
-             "value": _pct((checked - int((flagged & ~actual).sum())) / checked)
-             if checked else "—"},
-        ]],
+        "cards": [
+            dict({"alert": False, "detail": None}, **c)
+            for c in [
+                {
+                    "label": f"{pos} sheets missed",
+                    "value": f"{missed:,} of {n_pos:,}",
+                    "alert": missed > 0,
+                },
+                {
+                    "label": f"recall of {pos}",
+                    "value": _pct(1 - missed / n_pos) if n_pos else "—",
+                    "detail": f"95% interval {_pct(low)}–{_pct(high)}" if n_pos else None,
+                },
+                {
+                    "label": "sheets to check by hand",
+                    "value": f"{checked:,} of {n:,}",
+                    "detail": f"{_pct(checked / n)} of the sheets",
+                },
+                {
+                    "label": f"flagged sheets that are {pos}",
+                    "value": _pct((checked - int((flagged & ~actual).sum())) / checked)
+                    if checked
+                    else "—",
+                },
+            ]
+        ],
     }
 
 
 def _small_test(metrics: dict, classes: list[str]) -> str | None:
     from herbscan.metrics import wilson_interval
+
     n = metrics["n"]
     smallest = min(sum(row) for row in metrics["confusion_matrix"])
     if n >= SMALL_TEST and smallest >= 10:
         return None
     low, high = wilson_interval(round(metrics["accuracy"] * n), n)
-    return (f"Only {n} sheets were evaluated (the smallest class has {smallest}): the 95% "
-            f"interval on the accuracy runs from {_pct(low)} to {_pct(high)}. That is too few "
-            "to trust the numbers below or to tell two models apart; evaluate on more sheets "
-            "(e.g. `herbscan evaluate RUN --data other.csv`).")
+    return (
+        f"Only {n} sheets were evaluated (the smallest class has {smallest}): the 95% "
+        f"interval on the accuracy runs from {_pct(low)} to {_pct(high)}. That is too few "
+        "to trust the numbers below or to tell two models apart; evaluate on more sheets "
+        "(e.g. `herbscan evaluate RUN --data other.csv`)."
+    )
 
 
 def _headline(metrics: dict, classes: list[str]) -> list[dict]:
@@ -124,8 +145,10 @@ def _headline(metrics: dict, classes: list[str]) -> list[dict]:
         {"label": "Balanced accuracy", "value": _pct(metrics["balanced_accuracy"])},
         {"label": "Macro-F1", "value": f"{metrics['macro_f1']:.3f}"},
     ]
-    cards += [{"label": f"Top-{k} accuracy", "value": _pct(v)}
-              for k, v in metrics.get("top_k_accuracy", {}).items()]
+    cards += [
+        {"label": f"Top-{k} accuracy", "value": _pct(v)}
+        for k, v in metrics.get("top_k_accuracy", {}).items()
+    ]
     cards += [
         {"label": "ECE", "value": f"{metrics['calibration']['ece']:.3f}"},
         {"label": "Log loss", "value": f"{metrics['log_loss']:.3f}"},
@@ -138,14 +161,16 @@ def _per_class(metrics: dict, classes: list[str]) -> list[dict]:
     rows = []
     for i, name in enumerate(classes):
         acc = metrics["per_class_accuracy"].get(name)
-        rows.append({
-            "name": name,
-            "support": sum(cm[i]),
-            "correct": cm[i][i],
-            "predicted": sum(row[i] for row in cm),
-            "accuracy": _pct(acc),
-            "bar": 0.0 if acc is None else round(100 * acc, 1),
-        })
+        rows.append(
+            {
+                "name": name,
+                "support": sum(cm[i]),
+                "correct": cm[i][i],
+                "predicted": sum(row[i] for row in cm),
+                "accuracy": _pct(acc),
+                "bar": 0.0 if acc is None else round(100 * acc, 1),
+            }
+        )
     return rows
 
 
@@ -160,20 +185,30 @@ def _confusion(metrics: dict, classes: list[str]) -> dict:
             cells = []
             for j, count in enumerate(row):
                 alpha = count / total if total else 0.0
-                cells.append({
-                    "count": count,
-                    "title": f"true {classes[i]}, predicted {classes[j]}: {count}",
-                    "rgb": _DIAGONAL_RGB if i == j else _ERROR_RGB,
-                    "alpha": f"{0.08 + 0.8 * alpha:.2f}" if count else "0",
-                    "dark": alpha > 0.5,
-                })
+                cells.append(
+                    {
+                        "count": count,
+                        "title": f"true {classes[i]}, predicted {classes[j]}: {count}",
+                        "rgb": _DIAGONAL_RGB if i == j else _ERROR_RGB,
+                        "alpha": f"{0.08 + 0.8 * alpha:.2f}" if count else "0",
+                        "dark": alpha > 0.5,
+                    }
+                )
             table.append({"index": i + 1, "name": classes[i], "total": total, "cells": cells})
-    pairs = sorted(((cm[i][j], i, j) for i in range(k) for j in range(k)
-                    if i != j and cm[i][j]), key=lambda t: (-t[0], t[1], t[2]))
-    top = [{"true": classes[i], "pred": classes[j], "count": c,
-            "share": _pct(c / sum(cm[i]))} for c, i, j in pairs[:TOP_CONFUSIONS]]
-    return {"table": table, "names_in_header": k <= 6, "top": top if k > 2 else [],
-            "limit": MAX_CONFUSION_TABLE}
+    pairs = sorted(
+        ((cm[i][j], i, j) for i in range(k) for j in range(k) if i != j and cm[i][j]),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    top = [
+        {"true": classes[i], "pred": classes[j], "count": c, "share": _pct(c / sum(cm[i]))}
+        for c, i, j in pairs[:TOP_CONFUSIONS]
+    ]
+    return {
+        "table": table,
+        "names_in_header": k <= 6,
+        "top": top if k > 2 else [],
+        "limit": MAX_CONFUSION_TABLE,
+    }
 
 
 def _arrays(predictions: Sequence[dict], classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -183,11 +218,15 @@ def _arrays(predictions: Sequence[dict], classes: list[str]) -> tuple[np.ndarray
     probs = np.empty((len(predictions), len(classes)), dtype=np.float64)
     for row_number, p in enumerate(predictions):
         if p["true"] not in index:
-            raise ValueError(f"prediction for {p['path']!r} has true class {p['true']!r}, "
-                             f"which is not one of the report's classes {classes}")
+            raise ValueError(
+                f"prediction for {p['path']!r} has true class {p['true']!r}, "
+                f"which is not one of the report's classes {classes}"
+            )
         if len(p["probs"]) != len(classes):
-            raise ValueError(f"prediction for {p['path']!r} has {len(p['probs'])} "
-                             f"probabilities; expected one per class ({len(classes)})")
+            raise ValueError(
+                f"prediction for {p['path']!r} has {len(p['probs'])} "
+                f"probabilities; expected one per class ({len(classes)})"
+            )
         y_true[row_number] = index[p["true"]]
         probs[row_number] = p["probs"]
     return y_true, probs
@@ -213,17 +252,27 @@ def _gallery(gallery: Sequence[dict], classes: list[str]) -> list[dict]:
         probs = sorted(zip(classes, sheet["probs"]), key=lambda t: -t[1])
         if len(classes) > GALLERY_TOP_PROBS:
             # the most probable classes, and always the true one
-            probs = [t for i, t in enumerate(probs)
-                     if i < GALLERY_TOP_PROBS or t[0] == sheet["true"]]
-        items.append({
-            "path": str(sheet["path"]),
-            "true": sheet["true"],
-            "pred": sheet["pred"],
-            "thumbnail": figures.image_data_uri(sheet.get("thumbnail")),
-            "href": _file_uri(sheet["path"]),
-            "probs": [{"name": name, "value": f"{p:.3f}", "true": name == sheet["true"],
-                       "pred": name == sheet["pred"]} for name, p in probs],
-        })
+            probs = [
+                t for i, t in enumerate(probs) if i < GALLERY_TOP_PROBS or t[0] == sheet["true"]
+            ]
+        items.append(
+            {
+                "path": str(sheet["path"]),
+                "true": sheet["true"],
+                "pred": sheet["pred"],
+                "thumbnail": figures.image_data_uri(sheet.get("thumbnail")),
+                "href": _file_uri(sheet["path"]),
+                "probs": [
+                    {
+                        "name": name,
+                        "value": f"{p:.3f}",
+                        "true": name == sheet["true"],
+                        "pred": name == sheet["pred"],
+                    }
+                    for name, p in probs
+                ],
+            }
+        )
     return items
 
 
@@ -257,18 +306,21 @@ def _entropy(entropy: Mapping | None) -> dict | None:
     if len(shown) > MAX_ENTROPY_CLASSES:
         largest = sorted(range(len(shown)), key=lambda i: -shown[i][1].size)
         shown = [shown[i] for i in sorted(largest[:MAX_ENTROPY_CLASSES])]
-        note = (f"The figure shows the {MAX_ENTROPY_CLASSES} classes with the most tiles, "
-                f"of {len(classes)}.")
+        note = (
+            f"The figure shows the {MAX_ENTROPY_CLASSES} classes with the most tiles, "
+            f"of {len(classes)}."
+        )
     rows = []
     for name, bits in classes:
-        below = (None if threshold is None or not bits.size
-                 else float(np.mean(bits < threshold)))
-        rows.append({
-            "name": name,
-            "n": f"{bits.size:,}",
-            "median": f"{np.median(bits):.2f}" if bits.size else "—",
-            "below": "—" if below is None else _pct(below),
-        })
+        below = None if threshold is None or not bits.size else float(np.mean(bits < threshold))
+        rows.append(
+            {
+                "name": name,
+                "n": f"{bits.size:,}",
+                "median": f"{np.median(bits):.2f}" if bits.size else "—",
+                "below": "—" if below is None else _pct(below),
+            }
+        )
     kept = _finite_float(entropy.get("kept_fraction"))
     total = entropy.get("tiles_total")
     return {
@@ -311,20 +363,31 @@ def _aggregation(aggregation: Mapping | None) -> dict | None:
     p = "P(positive class)" if positive is None else f"P({positive})"
     key = rule.lower().replace("-", "").replace("_", "")
     template = _RULES.get(key)
-    description = (template.format(p=p, k=k if k is not None else "k",
-                                   c="the positive class" if positive is None else positive)
-                   if template else None)
-    candidates = sorted(aggregation.get("candidates") or (),
-                        key=lambda c: -float(c["balanced_accuracy"]))
-    rows = [{
-        "rule": str(c["rule"]),
-        "k": "—" if c.get("k") is None else str(c["k"]),
-        "threshold": "—" if _finite_float(c.get("threshold")) is None
-                     else f"{float(c['threshold']):.3f}",
-        "balanced_accuracy": _pct(float(c["balanced_accuracy"])),
-        "accuracy": _pct(float(c["accuracy"])),
-        "chosen": _same_rule(c, aggregation),
-    } for c in candidates]
+    description = (
+        template.format(
+            p=p,
+            k=k if k is not None else "k",
+            c="the positive class" if positive is None else positive,
+        )
+        if template
+        else None
+    )
+    candidates = sorted(
+        aggregation.get("candidates") or (), key=lambda c: -float(c["balanced_accuracy"])
+    )
+    rows = [
+        {
+            "rule": str(c["rule"]),
+            "k": "—" if c.get("k") is None else str(c["k"]),
+            "threshold": "—"
+            if _finite_float(c.get("threshold")) is None
+            else f"{float(c['threshold']):.3f}",
+            "balanced_accuracy": _pct(float(c["balanced_accuracy"])),
+            "accuracy": _pct(float(c["accuracy"])),
+            "chosen": _same_rule(c, aggregation),
+        }
+        for c in candidates
+    ]
     return {
         "rule": _rule_name(rule, k),
         "description": description,
@@ -340,15 +403,17 @@ def _heatmaps(heatmaps: Sequence[dict] | None) -> list[dict] | None:
     items = []
     for sheet in heatmaps:
         score = _finite_float(sheet.get("score"))
-        items.append({
-            "path": str(sheet["path"]),
-            "true": str(sheet["true"]),
-            "pred": str(sheet["pred"]),
-            "correct": str(sheet["true"]) == str(sheet["pred"]),
-            "score": "—" if score is None else f"{score:.3f}",
-            "image": figures.image_data_uri(sheet.get("png")),
-            "caption": str(sheet.get("caption") or ""),
-        })
+        items.append(
+            {
+                "path": str(sheet["path"]),
+                "true": str(sheet["true"]),
+                "pred": str(sheet["pred"]),
+                "correct": str(sheet["true"]) == str(sheet["pred"]),
+                "score": "—" if score is None else f"{score:.3f}",
+                "image": figures.image_data_uri(sheet.get("png")),
+                "caption": str(sheet.get("caption") or ""),
+            }
+        )
     return items
 
 
@@ -371,13 +436,22 @@ def _history_table(history: Sequence[dict]) -> dict:
     return {"columns": columns, "rows": rows}
 
 
-def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
-                 predictions: Sequence[dict], classes: list[str],
-                 gallery: Sequence[dict] = (), history: Sequence[dict] | None = None,
-                 notes: Sequence[str] = (), info: Mapping | None = None,
-                 entropy: Mapping | None = None, aggregation: Mapping | None = None,
-                 heatmaps: Sequence[dict] | None = None,
-                 hazard: Mapping | None = None) -> Path:
+def write_report(
+    path: str | os.PathLike,
+    *,
+    title: str,
+    metrics: dict,
+    predictions: Sequence[dict],
+    classes: list[str],
+    gallery: Sequence[dict] = (),
+    history: Sequence[dict] | None = None,
+    notes: Sequence[str] = (),
+    info: Mapping | None = None,
+    entropy: Mapping | None = None,
+    aggregation: Mapping | None = None,
+    heatmaps: Sequence[dict] | None = None,
+    hazard: Mapping | None = None,
+) -> Path:
     """Write the evaluation report as one self-contained HTML file and return its path.
 
     `metrics` is the `compute_metrics` dict; `predictions` one dict per sheet with keys path,
@@ -401,8 +475,9 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
     """
     classes = [str(c) for c in classes]
     if list(metrics["classes"]) != classes:
-        raise ValueError(f"metrics are for classes {metrics['classes']}, "
-                         f"but the report was given {classes}")
+        raise ValueError(
+            f"metrics are for classes {metrics['classes']}, but the report was given {classes}"
+        )
     history = list(history or [])
     n_wrong = sum(1 for p in predictions if p["true"] != p["pred"])
     html = _env.get_template("report.html.j2").render(
@@ -418,9 +493,15 @@ def write_report(path: str | os.PathLike, *, title: str, metrics: dict,
         n_predictions=len(predictions),
         n_wrong=n_wrong,
         gallery=_gallery(gallery, classes),
-        coverage=[{"discarded": _pct(r["discarded"]), "n": r["n"],
-                   "threshold": f"{r['threshold']:.3f}" if "threshold" in r else "—",
-                   "accuracy": _pct(r["accuracy"])} for r in metrics["coverage"]],
+        coverage=[
+            {
+                "discarded": _pct(r["discarded"]),
+                "n": r["n"],
+                "threshold": f"{r['threshold']:.3f}" if "threshold" in r else "—",
+                "accuracy": _pct(r["accuracy"]),
+            }
+            for r in metrics["coverage"]
+        ],
         coverage_uri=figures.coverage_figure(metrics["coverage"]),
         ece=f"{metrics['calibration']['ece']:.3f}",
         calibration_uri=figures.reliability_figure(metrics["calibration"]),

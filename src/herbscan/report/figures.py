@@ -53,8 +53,9 @@ def _data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
-                           shown: Sequence[int]) -> str:
+def probability_histograms(
+    probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str], shown: Sequence[int]
+) -> str:
     """Distribution of predicted class probabilities, split by true class.
 
     Two classes: one panel per true class, each a histogram of P(first class) — the figure the
@@ -84,10 +85,20 @@ def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Seque
     # patches take seconds on a grid of twenty panels.
     fig = Figure(figsize=(2.2 * cols + 0.5, 1.6 * rows + 0.7), dpi=DPI)
     fig.set_facecolor("white")
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True,
-                        gridspec_kw={"hspace": 0.45, "wspace": 0.12}).ravel()
-    fig.subplots_adjust(left=0.75 / fig.get_figwidth(), right=0.98,
-                        top=1 - 0.3 / fig.get_figheight(), bottom=0.65 / fig.get_figheight())
+    axes = fig.subplots(
+        rows,
+        cols,
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        gridspec_kw={"hspace": 0.45, "wspace": 0.12},
+    ).ravel()
+    fig.subplots_adjust(
+        left=0.75 / fig.get_figwidth(),
+        right=0.98,
+        top=1 - 0.3 / fig.get_figheight(),
+        bottom=0.65 / fig.get_figheight(),
+    )
     for ax, c in zip(axes, shown):
         own = y_true == c
         for is_own in (False, True):
@@ -98,8 +109,9 @@ def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Seque
                 if is_own:
                     ax.stairs(fraction, HIST_BINS, baseline=low, color=TRUE_COLOR, linewidth=1.4)
                 else:
-                    ax.stairs(fraction, HIST_BINS, baseline=low, fill=True, color=OTHER_COLOR,
-                              alpha=0.6)
+                    ax.stairs(
+                        fraction, HIST_BINS, baseline=low, fill=True, color=OTHER_COLOR, alpha=0.6
+                    )
         ax.set_title(f"P({_label(classes[c])})  n={int(own.sum())}", fontsize=8)
         _style(ax)
     for i, ax in enumerate(axes):
@@ -110,12 +122,18 @@ def probability_histograms(probs: np.ndarray, y_true: np.ndarray, classes: Seque
     ax.set_xlim(0, 1)
     ax.set_yscale("log")
     ax.set_ylim(low, 1.5)
-    ax.yaxis.set_major_locator(FixedLocator(
-        [10.0 ** e for e in range(math.floor(math.log10(low)) + 1, 1)]))
+    ax.yaxis.set_major_locator(
+        FixedLocator([10.0**e for e in range(math.floor(math.log10(low)) + 1, 1)])
+    )
     ax.yaxis.set_minor_locator(NullLocator())
-    fig.legend([Patch(color=OTHER_COLOR, alpha=0.6), Line2D([], [], color=TRUE_COLOR)],
-               ["true class = other", "true class = this"],
-               loc="lower center", ncols=2, fontsize=8, frameon=False)
+    fig.legend(
+        [Patch(color=OTHER_COLOR, alpha=0.6), Line2D([], [], color=TRUE_COLOR)],
+        ["true class = other", "true class = this"],
+        loc="lower center",
+        ncols=2,
+        fontsize=8,
+        frameon=False,
+    )
     fig.supylabel("fraction of group (log scale)", fontsize=8, x=0.1 / fig.get_figwidth())
     return _data_uri(fig)
 
@@ -128,8 +146,14 @@ def coverage_figure(curve: Sequence[dict]) -> str:
     ax = fig.subplots()
     ax.plot(discarded, acc, marker="o", markersize=4, color=TRUE_COLOR)
     for i in {0, len(curve) - 1}:
-        ax.annotate(f"{acc[i]:.1f}%", (discarded[i], acc[i]), textcoords="offset points",
-                    xytext=(0, 7), ha="center", fontsize=8)
+        ax.annotate(
+            f"{acc[i]:.1f}%",
+            (discarded[i], acc[i]),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=8,
+        )
     low = min(acc)
     ax.set_ylim(max(0.0, low - 0.15 * (100 - low) - 1), 100.5)
     ax.set_xlabel("least confident sheets set aside (%)", fontsize=8)
@@ -146,18 +170,35 @@ def reliability_figure(calib: dict) -> str:
     centers = [(b["low"] + b["high"]) / 2 for b in full]
     fig = _new_figure(4.6, 4.0)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    top.plot([0, 1], [0, 1], linestyle="--", color=OTHER_COLOR, linewidth=1,
-             label="perfect calibration")
-    top.bar(centers, [b["accuracy"] for b in full], width=width * 0.9, color=TRUE_COLOR,
-            alpha=0.8, label="accuracy")
-    top.scatter([b["confidence"] for b in full], [b["confidence"] for b in full], s=14,
-                color=SECOND_COLOR, zorder=3, label="mean confidence")
+    top.plot(
+        [0, 1], [0, 1], linestyle="--", color=OTHER_COLOR, linewidth=1, label="perfect calibration"
+    )
+    top.bar(
+        centers,
+        [b["accuracy"] for b in full],
+        width=width * 0.9,
+        color=TRUE_COLOR,
+        alpha=0.8,
+        label="accuracy",
+    )
+    top.scatter(
+        [b["confidence"] for b in full],
+        [b["confidence"] for b in full],
+        s=14,
+        color=SECOND_COLOR,
+        zorder=3,
+        label="mean confidence",
+    )
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy", fontsize=8)
     top.set_title(f"ECE = {calib['ece']:.3f}", fontsize=9)
     top.legend(fontsize=7, frameon=False, loc="upper left")
-    bottom.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["count"] for b in bins],
-               width=width * 0.9, color=OTHER_COLOR)
+    bottom.bar(
+        [(b["low"] + b["high"]) / 2 for b in bins],
+        [b["count"] for b in bins],
+        width=width * 0.9,
+        color=OTHER_COLOR,
+    )
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence (highest class probability)", fontsize=8)
     bottom.set_ylabel("sheets", fontsize=8)
@@ -167,26 +208,39 @@ def reliability_figure(calib: dict) -> str:
 
 
 def _series(history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
-    points = [(row["epoch"], row[key]) for row in history
-              if row.get(key) is not None and row.get("epoch") is not None
-              and math.isfinite(float(row[key]))]
+    points = [
+        (row["epoch"], row[key])
+        for row in history
+        if row.get(key) is not None
+        and row.get("epoch") is not None
+        and math.isfinite(float(row[key]))
+    ]
     return [float(e) for e, _ in points], [float(v) for _, v in points]
 
 
 def training_figure(history: Sequence[dict]) -> str | None:
     """Loss and accuracy per epoch, train vs validation; None when nothing can be plotted."""
     panels = (("loss", "loss", 1), ("accuracy", "accuracy (%)", 100))
-    if not any(_series(history, f"{split}_{key}")[0]
-               for key, _, _ in panels for split in ("train", "val")):
+    if not any(
+        _series(history, f"{split}_{key}")[0] for key, _, _ in panels for split in ("train", "val")
+    ):
         return None
     fig = _new_figure(7.5, 2.8)
     for ax, (key, title, scale) in zip(fig.subplots(1, 2), panels):
-        for split, color, name in (("train", TRUE_COLOR, "train"),
-                                   ("val", SECOND_COLOR, "validation")):
+        for split, color, name in (
+            ("train", TRUE_COLOR, "train"),
+            ("val", SECOND_COLOR, "validation"),
+        ):
             epochs, values = _series(history, f"{split}_{key}")
             if epochs:
-                ax.plot(epochs, [scale * v for v in values], marker="o", markersize=3,
-                        color=color, label=name)
+                ax.plot(
+                    epochs,
+                    [scale * v for v in values],
+                    marker="o",
+                    markersize=3,
+                    color=color,
+                    label=name,
+                )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -198,14 +252,23 @@ def training_figure(history: Sequence[dict]) -> str | None:
 
 ENTROPY_MAX_BITS = 8.0
 ENTROPY_BINS = np.linspace(0.0, ENTROPY_MAX_BITS, 65)  # 1/8-bit bins
-CLASS_COLORS = (TRUE_COLOR, SECOND_COLOR, "#16a34a", "#9333ea", "#0891b2", "#db2777",
-                "#ca8a04", "#4b5563", "#65a30d", "#7c2d12")
+CLASS_COLORS = (
+    TRUE_COLOR,
+    SECOND_COLOR,
+    "#16a34a",
+    "#9333ea",
+    "#0891b2",
+    "#db2777",
+    "#ca8a04",
+    "#4b5563",
+    "#65a30d",
+    "#7c2d12",
+)
 THRESHOLD_COLOR = "#111827"
 DROPPED_COLOR = "#f3f4f6"
 
 
-def entropy_histograms(by_class: Sequence[tuple[str, np.ndarray]],
-                       threshold: float | None) -> str:
+def entropy_histograms(by_class: Sequence[tuple[str, np.ndarray]], threshold: float | None) -> str:
     """Distribution of tile entropy (bits, 0–8) per class of labelled tiles, overlaid.
 
     Each class is one step line normalised to density, so a class with a few hundred tiles
@@ -216,8 +279,13 @@ def entropy_histograms(by_class: Sequence[tuple[str, np.ndarray]],
     ax = fig.subplots()
     for i, (name, values) in enumerate(by_class):
         density, _ = np.histogram(values, bins=ENTROPY_BINS, density=True)
-        ax.stairs(density, ENTROPY_BINS, color=CLASS_COLORS[i % len(CLASS_COLORS)],
-                  linewidth=1.5, label=f"{_label(name)} (n={values.size:,})")
+        ax.stairs(
+            density,
+            ENTROPY_BINS,
+            color=CLASS_COLORS[i % len(CLASS_COLORS)],
+            linewidth=1.5,
+            label=f"{_label(name)} (n={values.size:,})",
+        )
     ax.set_xlim(0.0, ENTROPY_MAX_BITS)
     ax.set_ylim(bottom=0.0)
     if threshold is not None:
@@ -227,14 +295,28 @@ def entropy_histograms(by_class: Sequence[tuple[str, np.ndarray]],
         # the data and no place is reliably free
         shown = min(max(threshold, 0.0), ENTROPY_MAX_BITS)
         left = shown <= ENTROPY_MAX_BITS / 2
-        ax.annotate(f"threshold {threshold:.2f} bits (tiles below are dropped as blank paper)",
-                    xy=(shown, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                    textcoords="offset points", ha="left" if left else "right", va="bottom",
-                    fontsize=7.5, color=THRESHOLD_COLOR)
+        ax.annotate(
+            f"threshold {threshold:.2f} bits (tiles below are dropped as blank paper)",
+            xy=(shown, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="left" if left else "right",
+            va="bottom",
+            fontsize=7.5,
+            color=THRESHOLD_COLOR,
+        )
     ax.set_xlabel("tile entropy (bits)", fontsize=8)
     ax.set_ylabel("density", fontsize=8)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              title="true class", title_fontsize=7, alignment="left")
+    ax.legend(
+        fontsize=7,
+        frameon=False,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="true class",
+        title_fontsize=7,
+        alignment="left",
+    )
     _style(ax)
     return _data_uri(fig)
 
@@ -246,8 +328,7 @@ SKEW_RATIO = 100  # tallest / lowest non-empty bin above which the score histogr
 HOTSPOT_BAR_COLOR = "#f59e0b"
 
 
-def score_histogram(scores: np.ndarray, threshold: float | None,
-                    positive_class: str | None) -> str:
+def score_histogram(scores: np.ndarray, threshold: float | None, positive_class: str | None) -> str:
     """Distribution of the screening score P(positive class) over every scored sheet.
 
     The threshold is a dashed vertical line over a shaded "flagged" region to its right. When
@@ -260,17 +341,30 @@ def score_histogram(scores: np.ndarray, threshold: float | None,
     fig = _new_figure(7.5, 2.9)
     ax = fig.subplots()
     baseline = 0.7 if log else 0.0
-    ax.stairs(np.maximum(counts, baseline), SCORE_BINS, baseline=baseline, fill=True,
-              color=TRUE_COLOR, alpha=0.85)
+    ax.stairs(
+        np.maximum(counts, baseline),
+        SCORE_BINS,
+        baseline=baseline,
+        fill=True,
+        color=TRUE_COLOR,
+        alpha=0.85,
+    )
     if threshold is not None:
         shown = min(max(threshold, 0.0), 1.0)
         ax.axvspan(shown, 1.0, color=FLAG_SHADE, zorder=0)
         ax.axvline(shown, color=FLAG_COLOR, linestyle="--", linewidth=1.3)
         left = shown <= 0.5
-        ax.annotate(f"threshold {threshold:.3f}: sheets scoring this or more are flagged",
-                    xy=(shown, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                    textcoords="offset points", ha="left" if left else "right", va="bottom",
-                    fontsize=7.5, color=FLAG_COLOR)
+        ax.annotate(
+            f"threshold {threshold:.3f}: sheets scoring this or more are flagged",
+            xy=(shown, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="left" if left else "right",
+            va="bottom",
+            fontsize=7.5,
+            color=FLAG_COLOR,
+        )
     ax.set_xlim(0.0, 1.0)
     if log:
         ax.set_yscale("log")
@@ -288,8 +382,13 @@ def score_histogram(scores: np.ndarray, threshold: float | None,
     return _data_uri(fig)
 
 
-def hotspot_figure(labels: Sequence[str], rate: Sequence[float], low: Sequence[float],
-                   high: Sequence[float], overall: float | None) -> str:
+def hotspot_figure(
+    labels: Sequence[str],
+    rate: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    overall: float | None,
+) -> str:
     """Flagged share per group as horizontal bars with 95% interval whiskers, first at the top.
 
     `overall` (the share over all sheets) is a dashed vertical line for comparison.
@@ -301,17 +400,28 @@ def hotspot_figure(labels: Sequence[str], rate: Sequence[float], low: Sequence[f
     y = np.arange(n)
     ax.barh(y, 100 * rate, height=0.62, color=HOTSPOT_BAR_COLOR, alpha=0.85)
     err = 100 * np.vstack([np.clip(rate - low, 0, None), np.clip(high - rate, 0, None)])
-    ax.errorbar(100 * rate, y, xerr=err, fmt="none", ecolor=THRESHOLD_COLOR, elinewidth=1,
-                capsize=2.5)
+    ax.errorbar(
+        100 * rate, y, xerr=err, fmt="none", ecolor=THRESHOLD_COLOR, elinewidth=1, capsize=2.5
+    )
     ax.set_yticks(y, [_label(v) for v in labels], fontsize=8)
     ax.set_ylim(n - 0.5, -0.5)  # first group at the top
     top = max([float(np.nanmax(high)) if n else 0.0] + ([overall] if overall else []))
     ax.set_xlim(0, min(100.0, 100 * top * 1.08) if top > 0 else 100.0)
     if overall is not None:
-        ax.axvline(100 * overall, color=FLAG_COLOR, linestyle="--", linewidth=1.2,
-                   label=f"all sheets: {100 * overall:.1f}%")
-        ax.legend(fontsize=7.5, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0),
-                  borderaxespad=0.2)
+        ax.axvline(
+            100 * overall,
+            color=FLAG_COLOR,
+            linestyle="--",
+            linewidth=1.2,
+            label=f"all sheets: {100 * overall:.1f}%",
+        )
+        ax.legend(
+            fontsize=7.5,
+            frameon=False,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            borderaxespad=0.2,
+        )
     ax.set_xlabel("flagged sheets in the group (%), with 95% interval", fontsize=8)
     _style(ax)
     ax.grid(False, axis="y")

@@ -44,7 +44,6 @@ _FACTS = (
 _HIDDEN = {"screened", "flagged", "failed"}  # shown as cards
 
 
-
 def _finite(value: object) -> float | None:
     if value is None:
         return None
@@ -74,29 +73,65 @@ def _fact(value: object) -> str:
 
 def _headline(summary: Mapping, n_scored: int, threshold: float | None) -> list[dict]:
     flagged = int(summary["flagged"])
-    share = f"{100 * flagged / n_scored:.1f}% of the {n_scored:,} sheets scored" \
-        if n_scored else "no sheet could be scored"
+    share = (
+        f"{100 * flagged / n_scored:.1f}% of the {n_scored:,} sheets scored"
+        if n_scored
+        else "no sheet could be scored"
+    )
     if summary.get("compare_col"):
         return [
-            {"label": "sheets screened", "value": _count(summary["screened"]), "detail": None,
-             "alert": False},
-            {"label": f"disagree with {summary['compare_col']}", "value": _count(flagged),
-             "detail": share, "alert": flagged > 0},
-            {"label": "could not be read", "value": _count(summary["failed"]),
-             "detail": "not scored", "alert": False},
-            {"label": "margin", "value": "—" if threshold is None else f"{threshold:.2f}",
-             "detail": "P(predicted) − P(recorded)", "alert": False},
+            {
+                "label": "sheets screened",
+                "value": _count(summary["screened"]),
+                "detail": None,
+                "alert": False,
+            },
+            {
+                "label": f"disagree with {summary['compare_col']}",
+                "value": _count(flagged),
+                "detail": share,
+                "alert": flagged > 0,
+            },
+            {
+                "label": "could not be read",
+                "value": _count(summary["failed"]),
+                "detail": "not scored",
+                "alert": False,
+            },
+            {
+                "label": "margin",
+                "value": "—" if threshold is None else f"{threshold:.2f}",
+                "detail": "P(predicted) − P(recorded)",
+                "alert": False,
+            },
         ]
     return [
-        {"label": "sheets screened", "value": _count(summary["screened"]), "detail": None,
-         "alert": False},
-        {"label": "flagged for checking", "value": _count(flagged), "detail": share,
-         "alert": flagged > 0},
-        {"label": "could not be read", "value": _count(summary["failed"]),
-         "detail": "not scored", "alert": False},
-        {"label": "threshold", "value": "—" if threshold is None else f"{threshold:.3f}",
-         "detail": None if summary.get("positive_class") is None
-         else f"on P({summary['positive_class']})", "alert": False},
+        {
+            "label": "sheets screened",
+            "value": _count(summary["screened"]),
+            "detail": None,
+            "alert": False,
+        },
+        {
+            "label": "flagged for checking",
+            "value": _count(flagged),
+            "detail": share,
+            "alert": flagged > 0,
+        },
+        {
+            "label": "could not be read",
+            "value": _count(summary["failed"]),
+            "detail": "not scored",
+            "alert": False,
+        },
+        {
+            "label": "threshold",
+            "value": "—" if threshold is None else f"{threshold:.3f}",
+            "detail": None
+            if summary.get("positive_class") is None
+            else f"on P({summary['positive_class']})",
+            "alert": False,
+        },
     ]
 
 
@@ -125,15 +160,20 @@ def _gallery(flagged: Sequence[dict]) -> list[dict]:
     items = []
     for rank, sheet in enumerate(flagged, start=1):
         score = _finite(sheet.get("score"))
-        items.append({
-            "rank": rank,
-            "path": str(sheet["path"]),
-            "specimen_id": str(sheet.get("specimen_id") or ""),
-            "score": "—" if score is None else f"{score:.3f}",
-            "thumbnail": figures.image_data_uri(sheet.get("thumbnail")),
-            "extra": [(str(k), str(v)) for k, v in (sheet.get("extra") or {}).items()
-                      if v not in (None, "")],
-        })
+        items.append(
+            {
+                "rank": rank,
+                "path": str(sheet["path"]),
+                "specimen_id": str(sheet.get("specimen_id") or ""),
+                "score": "—" if score is None else f"{score:.3f}",
+                "thumbnail": figures.image_data_uri(sheet.get("thumbnail")),
+                "extra": [
+                    (str(k), str(v))
+                    for k, v in (sheet.get("extra") or {}).items()
+                    if v not in (None, "")
+                ],
+            }
+        )
     return items
 
 
@@ -153,15 +193,17 @@ def _hotspots(hotspots: Sequence[dict]) -> list[dict]:
         rows = []
         for r in given[:MAX_HOTSPOT_TABLE]:
             low, high = _finite(r.get("low")), _finite(r.get("high"))
-            rows.append({
-                "value": str(r["value"]),
-                "n": _count(r["n"]),
-                "flagged": _count(r["flagged"]),
-                "rate": _pct(_finite(r.get("rate"))),
-                "ci": _interval(low, high),
-                # even the low end of the interval is above the rate over all sheets
-                "above": overall is not None and low is not None and low > overall,
-            })
+            rows.append(
+                {
+                    "value": str(r["value"]),
+                    "n": _count(r["n"]),
+                    "flagged": _count(r["flagged"]),
+                    "rate": _pct(_finite(r.get("rate"))),
+                    "ci": _interval(low, high),
+                    # even the low end of the interval is above the rate over all sheets
+                    "above": overall is not None and low is not None and low > overall,
+                }
+            )
         bars = given[:MAX_HOTSPOT_BARS]
         uri = None
         if bars:
@@ -170,23 +212,35 @@ def _hotspots(hotspots: Sequence[dict]) -> list[dict]:
             high = [_finite(r.get("high")) for r in bars]
             uri = figures.hotspot_figure(
                 [f"{r['value'] or '(blank)'} ({int(r['flagged'])}/{int(r['n'])})" for r in bars],
-                rate, [p if v is None else v for p, v in zip(rate, low)],
-                [p if v is None else v for p, v in zip(rate, high)], overall)
-        sections.append({
-            "column": str(group["column"]),
-            "rows": rows,
-            "n_groups": len(given),
-            "n_groups_text": _count(len(given)),
-            "n_bars": len(bars),
-            "overall": _pct(overall),
-            "uri": uri,
-        })
+                rate,
+                [p if v is None else v for p, v in zip(rate, low)],
+                [p if v is None else v for p, v in zip(rate, high)],
+                overall,
+            )
+        sections.append(
+            {
+                "column": str(group["column"]),
+                "rows": rows,
+                "n_groups": len(given),
+                "n_groups_text": _count(len(given)),
+                "n_bars": len(bars),
+                "overall": _pct(overall),
+                "uri": uri,
+            }
+        )
     return sections
 
 
-def write_screen_report(path: str | os.PathLike, *, title: str, summary: dict,
-                        scores: Sequence[float], flagged: Sequence[dict],
-                        hotspots: Sequence[dict], notes: Sequence[str] = ()) -> Path:
+def write_screen_report(
+    path: str | os.PathLike,
+    *,
+    title: str,
+    summary: dict,
+    scores: Sequence[float],
+    flagged: Sequence[dict],
+    hotspots: Sequence[dict],
+    notes: Sequence[str] = (),
+) -> Path:
     """Write the screening report as one self-contained HTML file and return its path.
 
     `summary` is the screen summary (screened, flagged, failed, positive_class, threshold,
