@@ -262,7 +262,10 @@ def test_transcribe_accounts_for_every_entry(corpus, tmp_path):
         pytest.skip("tesseract is not installed")
     root, exp = corpus
     out = tmp_path / "labels.csv"
-    _invoke("transcribe", str(root), "--out", str(out), "--workers", "2")
+    result = _invoke("transcribe", str(root), "--out", str(out), "--workers", "2")
+    skipped = {n for n, e in exp.items() if e == "skipped"}
+    assert f"{len(skipped)} folder entries are not images" in result.output
+    assert {Path(r["path"]).name for r in _rows(tmp_path / "labels.skipped.csv")} == skipped
     rows = {Path(r["file"]).name: r for r in _rows(out)}
     readable = {n for n, e in exp.items() if e != "skipped"}
     assert set(rows) == readable

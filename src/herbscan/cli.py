@@ -555,9 +555,9 @@ def transcribe(
 
     if source.resolve() in (out.resolve(), out.with_suffix(".json").resolve()):
         raise ParameterError(f"--out {out} would overwrite the SOURCE; write elsewhere")
-    rows = read_inputs(source, path_col=path_col).rows
+    inputs = read_inputs(source, path_col=path_col)
     s = do_transcribe(
-        rows,
+        inputs.rows,
         out,
         names=names,
         lang=lang,
@@ -576,6 +576,17 @@ def transcribe(
         f"{s['needs_review']} with fields to review{per}"
     )
     typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")
+    if inputs.skipped:
+        from herbscan.fileio import write_csv
+
+        listed = write_csv(
+            Path(out).with_name(Path(out).stem + ".skipped.csv"),
+            [{"path": p, "reason": why} for p, why in inputs.skipped],
+            ["path", "reason"],
+        )
+        typer.echo(
+            f"{len(inputs.skipped)} folder entries are not images and were skipped: {listed}"
+        )
 
 
 @app.command("transcribe-eval")
