@@ -269,6 +269,8 @@ def test_pretrained_backbone_starts_from_imagenet_or_a_file_and_records_it(split
     assert len(cfg["architecture"]["weights"]["sha256"]) == 64
     assert cfg["preprocessing"]["mean"] == pytest.approx([127 / 255] * 3)
     assert cfg["training"]["linear_probe"]["features"] == 1280
+    with open(run / "history.csv") as f:  # epoch 0: the linear probe alone, a candidate too
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
     preds, _ = predict(run, sorted((tmp_path / "coll").rglob("*.jpg"))[:3])
     assert all(p.probs is not None for p in preds)
     # the backbone of that run starts another; its head (other classes) is ignored

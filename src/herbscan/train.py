@@ -661,8 +661,41 @@ def train(
         state = _load_checkpoint(ckpt_dir, net, opt, sched, gen, settings)
         config["metrics"] = state["metrics"]
 
+    def record(row: dict, t0: float) -> None:
+        """Validate, log the epoch and keep its weights if it is the best so far (epoch 0 is
+        the linear probe alone, so a fine-tune that never beats it keeps the probe)."""
+        epoch = row["epoch"]
+        if len(y_va):
+            probs = acc.predict_proba(net, x_va, mean, std, batch_size=max(batch_size, 64))
+            yv = y_va
+            if g_va is not None:  # tiles: score sheets by the paper's mean rule
+                probs, yv = group_probs(probs, g_va, len(sheet_y_va)), sheet_y_va
+            pred = probs.argmax(1)
+            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1)).mean())
+            row["val_accuracy"] = accuracy(yv, pred)
+            row["val_macro_f1"] = macro_f1(yv, pred, len(classes))
+            bar.update(0, val_acc=row["val_accuracy"])
+        row["seconds"] = time.monotonic() - t0
+        state["seconds"] += row["seconds"]
+        state["history"].append(row)
+        write_csv(out / HISTORY, state["history"], HISTORY_FIELDS, for_people=False)
+
+        score = (row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0)
+        if state["best"] is None or score > tuple(state["best"]):
+            state.update(best=list(score), best_epoch=epoch, bad_epochs=0)
+            config["metrics"] = state["metrics"] = {
+                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy", "val_macro_f1")},
+                "best_epoch": epoch,
+            }
+            save_tensors(out / WEIGHTS, net.state_dict(), {"format": FORMAT})
+            _write_config(out, config, state, epoch, stopped_early=False)
+        else:
+            state["bad_epochs"] += 1
+
     total_steps = (epochs - state["epoch"]) * steps_per_epoch
     bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
+    if probe is not None and len(y_va) and state["epoch"] == 0:
+        record({"epoch": 0, "lr": 0.0}, time.monotonic())
     last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
     stopped_early = False
     for epoch in range(state["epoch"] + 1, epochs + 1):
@@ -702,32 +735,7 @@ def train(
             "train_accuracy": correct / max(seen, 1),
             "lr": sched.get_last_lr()[0],
         }
-        if len(y_va):
-            probs = acc.predict_proba(net, x_va, mean, std, batch_size=max(batch_size, 64))
-            yv = y_va
-            if g_va is not None:  # tiles: score sheets by the paper's mean rule
-                probs, yv = group_probs(probs, g_va, len(sheet_y_va)), sheet_y_va
-            pred = probs.argmax(1)
-            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1)).mean())
-            row["val_accuracy"] = accuracy(yv, pred)
-            row["val_macro_f1"] = macro_f1(yv, pred, len(classes))
-            bar.update(0, val_acc=row["val_accuracy"])
-        row["seconds"] = time.monotonic() - t0
-        state["seconds"] += row["seconds"]
-        state["history"].append(row)
-        write_csv(out / HISTORY, state["history"], HISTORY_FIELDS, for_people=False)
-
-        score = (row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0)
-        if state["best"] is None or score > tuple(state["best"]):
-            state.update(best=list(score), best_epoch=epoch, bad_epochs=0)
-            config["metrics"] = state["metrics"] = {
-                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy", "val_macro_f1")},
-                "best_epoch": epoch,
-            }
-            save_tensors(out / WEIGHTS, net.state_dict(), {"format": FORMAT})
-            _write_config(out, config, state, epoch, stopped_early=False)
-        else:
-            state["bad_epochs"] += 1
+        record(row, t0)
         state["epoch"] = epoch
         stopped_early = patience > 0 and state["bad_epochs"] >= patience and epoch < epochs
         if stopped_early or epoch == epochs:
