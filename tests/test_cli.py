@@ -83,3 +83,14 @@ def test_tiles_command_writes_index_and_summary(monkeypatch, capsys, tiny_collec
     assert "28 sheets (0 failed)" in out and "auto entropy threshold" in out
     for name in ("index.parquet", "summary.json", "entropy.png"):
         assert (tmp_path / "t" / name).is_file()
+
+
+def test_cli_and_library_default_to_the_same_model():
+    import inspect
+
+    from herbscan import cli
+    from herbscan.train import DEFAULT_MODEL, train
+
+    assert (
+        cli.DEFAULT_MODEL == DEFAULT_MODEL == inspect.signature(train).parameters["model"].default
+    )

@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
+DEFAULT_MODEL = "efficientnet_lite0"  # the same as herbscan.train's; kept here so --help is fast
 Precision = Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 (GPU)")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 
@@ -114,9 +115,10 @@ def train(
     model: Annotated[
         str,
         typer.Option(
-            help="See `herbscan models`: herbnet, efficientnet_lite0/1/2, smithsonian2017, …"
+            help="See `herbscan models`. Default: efficientnet_lite0 (ImageNet start); herbnet "
+            "trains from scratch and is faster."
         ),
-    ] = "herbnet",
+    ] = DEFAULT_MODEL,
     mode: Annotated[str, typer.Option(help="full (whole sheet) | tiles")] = "full",
     size: Annotated[
         int | None,

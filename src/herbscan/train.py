@@ -55,6 +55,9 @@ from herbscan.tiles import aggregate as aggregate_tiles
 
 BALANCE = ("loss", "sampler", "none")
 MODES = ("full", "tiles")
+DEFAULT_MODEL = "efficientnet_lite0"
+"""ImageNet-started EfficientNet-Lite0: on 158 ALA sheets (4 genera, 5-fold CV) 0.79–0.82
+accuracy against 0.36 for herbnet from scratch (majority class 0.46); see README."""
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 HISTORY_FIELDS = [
     "epoch",
@@ -327,7 +330,7 @@ def train(
     data: str | Path,
     out: str | Path,
     *,
-    model: str = "herbnet",
+    model: str = DEFAULT_MODEL,
     size: int | None = None,
     fit: str = "stretch",
     epochs: int = 30,
