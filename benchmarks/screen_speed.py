@@ -2,12 +2,13 @@
 
 A collection of 4000×6000 JPEG sheets is generated first (one synthetic sheet, shifted and
 re-encoded per copy). Then, on the same files:
-- herbscan: `screen()` with a full-sheet herbnet run (draft decoding to 256² in `--workers`
-  processes, batched bf16/channels_last inference, Parquet shards);
-- floor: Pillow draft decoding to 256² alone, in the same number of processes;
-- naive: full decode, resize to 256², fp32 NCHW inference, one sheet at a time, one process.
+- herbscan: `screen()` with a full-sheet run of `--model` (draft decoding to its input size in
+  `--workers` processes, batched bf16/channels_last inference, Parquet shards);
+- floor: Pillow draft decoding to the same size alone, in the same number of processes;
+- naive: full decode, resize, fp32 NCHW inference, one sheet at a time, one process.
 
     python benchmarks/screen_speed.py [--sheets 100] [--workers 2] [--dask]
+        [--model herbnet|efficientnet_lite0] [--size 256]
 
 With `--dask`, the same screen also runs on Dask LocalClusters of 1 and 2 single-threaded
 worker processes, for the speedup per worker and a projection to 1.4 million sheets.
@@ -35,6 +36,18 @@ from herbscan.screen import screen, screen_report
 from herbscan.synth import make_sheet
 
 SIZE, MEAN, STD = 256, 0.5, 0.25
+MODEL = "herbnet"
+
+
+def configure(model: str, size: int | None) -> None:
+    """Model and input size of this run (the defaults herbscan train would use)."""
+    global MODEL, SIZE, MEAN, STD
+    from herbscan.models import model_info
+    from herbscan.train import default_size
+
+    info = model_info(model)
+    MODEL, SIZE = model, size or default_size(model)
+    MEAN, STD = (info["mean"] or (MEAN,))[0], (info["std"] or (STD,))[0]
 
 
 def make_collection(folder: Path, n: int) -> list[Path]:
@@ -50,7 +63,7 @@ def make_collection(folder: Path, n: int) -> list[Path]:
 
 def make_run(folder: Path) -> Path:
     torch.manual_seed(0)
-    save_tensors(folder / WEIGHTS, create_model("herbnet", 2, input_size=SIZE).state_dict())
+    save_tensors(folder / WEIGHTS, create_model(MODEL, 2, input_size=SIZE).state_dict())
     write_json(
         folder / "run.json",
         {
@@ -63,32 +76,32 @@ def make_run(folder: Path) -> Path:
                 "mean": [MEAN] * 3,
                 "std": [STD] * 3,
             },
-            "architecture": {"name": "herbnet", "kwargs": {}},
+            "architecture": {"name": MODEL, "kwargs": {}},
             "training": {},
         },
     )
     return folder
 
 
-def _decode(path: str) -> int:
-    return int(load_sheet(path, SIZE).shape[0])
+def _decode(path: str, size: int) -> int:
+    return int(load_sheet(path, size).shape[0])
 
 
 def floor(paths: list[Path], workers: int) -> float:
     t0 = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(_decode, map(str, paths), chunksize=4))
+            list(pool.map(_decode, map(str, paths), [SIZE] * len(paths), chunksize=4))
     else:
         for p in paths:
-            _decode(str(p))
+            _decode(str(p), SIZE)
     return time.perf_counter() - t0
 
 
 @torch.no_grad()
 def naive(paths: list[Path]) -> float:
     torch.manual_seed(0)
-    net = create_model("herbnet", 2, input_size=SIZE).eval()
+    net = create_model(MODEL, 2, input_size=SIZE).eval()
     t0 = time.perf_counter()
     for p in paths:
         a = np.array(Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
@@ -114,7 +127,11 @@ def main() -> None:
         help="times herbscan and the floor are each measured (best kept)",
     )
     ap.add_argument("--dask", action="store_true", help="also time Dask local:1 and local:2")
+    ap.add_argument("--model", default="herbnet", help="a registered model (weights are random)")
+    ap.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
     args = ap.parse_args()
+    configure(args.model, args.size)
+    print(f"model {MODEL} at {SIZE}²")
     tmp = Path(tempfile.mkdtemp(prefix="herbscan-screen-bench-"))
     (tmp / "sheets").mkdir()
     t0 = time.perf_counter()
@@ -192,6 +209,8 @@ def main() -> None:
                 "ratio_naive": round(ns / hs, 2),
                 "sheets": n,
                 "workers": args.workers,
+                "model": MODEL,
+                "size": SIZE,
             }
         )
     )

@@ -78,60 +78,23 @@ def _headline(summary: Mapping, n_scored: int, threshold: float | None) -> list[
         if n_scored
         else "no sheet could be scored"
     )
-    if summary.get("compare_col"):
-        return [
-            {
-                "label": "sheets screened",
-                "value": _count(summary["screened"]),
-                "detail": None,
-                "alert": False,
-            },
-            {
-                "label": f"disagree with {summary['compare_col']}",
-                "value": _count(flagged),
-                "detail": share,
-                "alert": flagged > 0,
-            },
-            {
-                "label": "could not be read",
-                "value": _count(summary["failed"]),
-                "detail": "not scored",
-                "alert": False,
-            },
-            {
-                "label": "margin",
-                "value": "—" if threshold is None else f"{threshold:.2f}",
-                "detail": "P(predicted) − P(recorded)",
-                "alert": False,
-            },
-        ]
+    compare = summary.get("compare_col")
+    positive = summary.get("positive_class")
+    if compare:  # flagged = disagrees with the collection's record, by a margin
+        flag_label, rule, rule_value = f"disagree with {compare}", "margin", ".2f"
+        rule_detail = "P(predicted) − P(recorded)"
+    else:
+        flag_label, rule, rule_value = "flagged for checking", "threshold", ".3f"
+        rule_detail = None if positive is None else f"on P({positive})"
+
+    def card(label, value, detail=None, alert=False):
+        return {"label": label, "value": value, "detail": detail, "alert": alert}
+
     return [
-        {
-            "label": "sheets screened",
-            "value": _count(summary["screened"]),
-            "detail": None,
-            "alert": False,
-        },
-        {
-            "label": "flagged for checking",
-            "value": _count(flagged),
-            "detail": share,
-            "alert": flagged > 0,
-        },
-        {
-            "label": "could not be read",
-            "value": _count(summary["failed"]),
-            "detail": "not scored",
-            "alert": False,
-        },
-        {
-            "label": "threshold",
-            "value": "—" if threshold is None else f"{threshold:.3f}",
-            "detail": None
-            if summary.get("positive_class") is None
-            else f"on P({summary['positive_class']})",
-            "alert": False,
-        },
+        card("sheets screened", _count(summary["screened"])),
+        card(flag_label, _count(flagged), share, flagged > 0),
+        card("could not be read", _count(summary["failed"]), "not scored"),
+        card(rule, "—" if threshold is None else f"{threshold:{rule_value}}", rule_detail),
     ]
 
 
