@@ -196,3 +196,28 @@ def test_top_k_is_empty_for_two_classes():
 def test_bad_input_raises_clear_value_error(y, probs, classes, message):
     with pytest.raises(ValueError, match=message):
         metrics.compute_metrics(y, probs, classes)
+
+
+def test_every_number_has_a_95_interval_around_it():
+    from herbscan.metrics import _ece, calibration, compute_metrics, wilson_interval
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    logits = rng.normal(0, 1, (120, 3))
+    logits[np.arange(120), y] += 1.5
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    m = compute_metrics(y, p, ["a", "b", "c"])
+    iv = m["intervals"]
+    assert iv["accuracy"] == list(wilson_interval(round(m["accuracy"] * 120), 120))
+    for name in ("balanced_accuracy", "macro_f1"):
+        assert iv[name][0] <= m[name] <= iv[name][1]
+    assert iv["ece"][0] < iv["ece"][1]
+    assert _ece(y, p) == pytest.approx(calibration(y, p)["ece"])
+    for c, (lo, hi) in iv["per_class_accuracy"].items():
+        assert lo <= m["per_class_accuracy"][c] <= hi
+    # four images per specimen: resampling specimens, not images, widens the interval
+    g = np.repeat(np.arange(30), 4)
+    y4, p4 = y[g], p[g]
+    by_sheet = compute_metrics(y4, p4, ["a", "b", "c"])["intervals"]["macro_f1"]
+    by_specimen = compute_metrics(y4, p4, ["a", "b", "c"], groups=g)["intervals"]["macro_f1"]
+    assert by_specimen[1] - by_specimen[0] > 1.5 * (by_sheet[1] - by_sheet[0])

@@ -407,3 +407,14 @@ def test_report_title_names_the_run_and_data():
         report_title(Path("/x/genus_lite0"), "/d/other.csv", "all")
         == "herbscan evaluation: genus_lite0 on other.csv"
     )
+
+
+def test_headline_numbers_carry_their_intervals(tmp_path):
+    classes = ["clean", "contaminated"]
+    metrics, predictions, _ = _evaluation(classes, n=60, seed=1)
+    html = write_report(
+        tmp_path / "r.html", title="t", metrics=metrics, predictions=predictions, classes=classes
+    ).read_text()
+    lo, hi = metrics["intervals"]["accuracy"]
+    assert f"95%: {100 * lo:.1f}%–{100 * hi:.1f}%" in html
+    assert "percentile bootstrap" in html

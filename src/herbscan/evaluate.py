@@ -115,7 +115,9 @@ def evaluate(
             f"{data}: none of the {len(sub.rows)} images could be read (first "
             f"error: {skipped[0]['error']})"
         )
-    metrics = compute_metrics(np.array(y_true), np.stack(probs), classes)
+    metrics = compute_metrics(
+        np.array(y_true), np.stack(probs), classes, groups=[r["specimen_id"] for r in records]
+    )
     outside = sub.outside_paths()
     seen = (
         None

@@ -194,8 +194,55 @@ def log_loss(y_true, probs) -> float:
     return float(-np.mean(np.log(p_true)))
 
 
-def compute_metrics(y_true, probs, classes: list[str]) -> dict:
-    """Every summary number of an evaluation as one JSON-serialisable dict.
+def _ece(t: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    conf, correct = p.max(axis=1), p.argmax(axis=1) == t
+    index = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    gap = np.bincount(index, weights=correct - conf, minlength=n_bins)
+    return float(np.abs(gap).sum() / t.size)
+
+
+def intervals(
+    y_true, probs, groups: Sequence | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """95% intervals: Wilson for proportions (accuracy, per-class accuracy), and a percentile
+    bootstrap over specimens (`groups`; over sheets when None) for balanced accuracy, macro-F1
+    and ECE, which are not proportions."""
+    t, p = _pair_probs(y_true, probs)
+    k = p.shape[1]
+    pred = p.argmax(axis=1)
+    out = {
+        "accuracy": list(wilson_interval(int((pred == t).sum()), t.size)),
+        "per_class_accuracy": [
+            list(wilson_interval(int(((pred == t) & (t == c)).sum()), int((t == c).sum())))
+            if (t == c).any()
+            else None
+            for c in range(k)
+        ],
+    }
+    g = np.unique(
+        np.asarray(groups if groups is not None else np.arange(t.size)), return_inverse=True
+    )[1]
+    members = [np.flatnonzero(g == i) for i in range(g.max() + 1)]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        tb, pb = t[idx], pred[idx]
+        per = [float(np.mean(pb[tb == c] == c)) for c in range(k) if (tb == c).any()]
+        stats.append((np.mean(per), macro_f1(tb, pb, k), _ece(tb, p[idx])))
+    lo, hi = np.percentile(np.array(stats), [2.5, 97.5], axis=0)
+    for j, name in enumerate(("balanced_accuracy", "macro_f1", "ece")):
+        out[name] = [float(lo[j]), float(hi[j])]
+    out["method"] = (
+        f"Wilson for proportions; percentile bootstrap ({n_boot}×) over "
+        f"{'specimens' if groups is not None else 'sheets'} for the rest"
+    )
+    return out
+
+
+def compute_metrics(y_true, probs, classes: list[str], groups: Sequence | None = None) -> dict:
+    """Every summary number of an evaluation as one JSON-serialisable dict, with a 95% interval
+    on each (`intervals`; `groups` are the sheets' specimen ids for the bootstrap).
 
     The predicted class of a sheet is its most probable class (first one on ties).
     """
@@ -221,6 +268,10 @@ def compute_metrics(y_true, probs, classes: list[str]) -> dict:
         "coverage": coverage_curve(t, p),
         "calibration": calibration(t, p),
         "log_loss": log_loss(t, p),
+        "intervals": {
+            **(iv := intervals(t, p, groups)),
+            "per_class_accuracy": dict(zip(classes, iv["per_class_accuracy"])),
+        },
     }
 
 

@@ -138,22 +138,46 @@ def _small_test(metrics: dict, classes: list[str]) -> str | None:
 
 def _headline(metrics: dict, classes: list[str]) -> list[dict]:
     name, share = _majority(metrics, classes)
+    iv = metrics.get("intervals", {})
+
+    def between(key, fmt):
+        return f"95%: {fmt(iv[key][0])}–{fmt(iv[key][1])}" if key in iv else None
+
+    def three(v):
+        return f"{v:.3f}"
+
     cards = [
         {"label": "Sheets", "value": f"{metrics['n']:,}"},
-        {"label": "Accuracy", "value": _pct(metrics["accuracy"])},
+        {
+            "label": "Accuracy",
+            "value": _pct(metrics["accuracy"]),
+            "detail": between("accuracy", _pct),
+        },
         {"label": f"Always answering “{name}”", "value": _pct(share)},
-        {"label": "Balanced accuracy", "value": _pct(metrics["balanced_accuracy"])},
-        {"label": "Macro-F1", "value": f"{metrics['macro_f1']:.3f}"},
+        {
+            "label": "Balanced accuracy",
+            "value": _pct(metrics["balanced_accuracy"]),
+            "detail": between("balanced_accuracy", _pct),
+        },
+        {
+            "label": "Macro-F1",
+            "value": f"{metrics['macro_f1']:.3f}",
+            "detail": between("macro_f1", three),
+        },
     ]
     cards += [
         {"label": f"Top-{k} accuracy", "value": _pct(v)}
         for k, v in metrics.get("top_k_accuracy", {}).items()
     ]
     cards += [
-        {"label": "ECE", "value": f"{metrics['calibration']['ece']:.3f}"},
+        {
+            "label": "ECE",
+            "value": f"{metrics['calibration']['ece']:.3f}",
+            "detail": between("ece", three),
+        },
         {"label": "Log loss", "value": f"{metrics['log_loss']:.3f}"},
     ]
-    return cards
+    return [dict({"detail": None}, **c) for c in cards]
 
 
 def _per_class(metrics: dict, classes: list[str]) -> list[dict]:
@@ -486,6 +510,7 @@ def write_report(
         hazard=_hazard(metrics, predictions, classes, hazard),
         info=[(str(k), _info_value(v)) for k, v in (info or {}).items()],
         headline=_headline(metrics, classes),
+        interval_method=metrics.get("intervals", {}).get("method", "no intervals given"),
         classes=classes,
         per_class=_per_class(metrics, classes),
         confusion=_confusion(metrics, classes),
