@@ -221,3 +221,33 @@ def test_every_number_has_a_95_interval_around_it():
     by_sheet = compute_metrics(y4, p4, ["a", "b", "c"])["intervals"]["macro_f1"]
     by_specimen = compute_metrics(y4, p4, ["a", "b", "c"], groups=g)["intervals"]["macro_f1"]
     assert by_specimen[1] - by_specimen[0] > 1.5 * (by_sheet[1] - by_sheet[0])
+
+
+def test_compare_runs_tells_a_real_difference_from_noise(tmp_path):
+    import csv
+
+    from herbscan.evaluate import compare_runs
+
+    def write(folder, correct):
+        folder.mkdir()
+        with open(folder / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "specimen_id", "correct"])
+            for i, c in enumerate(correct):
+                w.writerow([f"s{i}.jpg", f"S{i}", int(c)])
+
+    rng = np.random.default_rng(0)
+    base = rng.random(200) < 0.7
+    write(tmp_path / "a", base)
+    better = base.copy()
+    better[np.flatnonzero(~base)[:40]] = True  # b also gets 40 of a's errors right
+    write(tmp_path / "b", better)
+    same = base.copy()
+    flip = rng.choice(200, 6, replace=False)
+    same[flip] = ~same[flip]  # a few sheets either way
+    write(tmp_path / "c", same)
+    real = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert real["real"] and real["only_b_right"] == 40 and real["only_a_right"] == 0
+    assert real["verdict"].startswith("b is better")
+    noise = compare_runs(tmp_path / "a", tmp_path / "c")
+    assert not noise["real"] and noise["verdict"].startswith("no real difference")

@@ -238,6 +238,17 @@ def _train_summary(run: Path) -> str:
 
 
 @app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="First evaluated run (or evaluate --out folder).")],
+    b: Annotated[Path, typer.Argument(help="Second, evaluated on the same sheets.")],
+):
+    """Is the difference between two runs real? McNemar's test and a paired bootstrap."""
+    from herbscan.evaluate import compare_runs
+
+    typer.echo(compare_runs(a, b)["verdict"])
+
+
+@app.command()
 def models():
     """The registered models: parameters, input size, and pretrained weights (where from)."""
     from herbscan.models import list_models, model_info

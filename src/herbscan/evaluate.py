@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from herbscan.errors import HerbscanError, ManifestError
+from herbscan.errors import HerbscanError, ManifestError, RunError
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import thumbnail_jpeg
 from herbscan.manifest import read_source, seen_in_training
@@ -317,3 +317,63 @@ def _read_history(path: Path) -> list[dict]:
             {k: float(v) if v not in ("", None) else None for k, v in row.items()}
             for row in csv.DictReader(f)
         ]
+
+
+def compare_runs(a: str | Path, b: str | Path, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Are two evaluated runs really different? Pairs their `predictions.csv` on the sheets
+    both scored (by path) and returns both accuracies, McNemar's exact test on the sheets only
+    one got right, a paired bootstrap (over specimens) of the accuracy difference, and a
+    one-line verdict."""
+    from scipy.stats import binomtest
+
+    from herbscan.fileio import unneutralise
+
+    def read(run: str | Path) -> dict[str, dict]:
+        f = Path(run) / "predictions.csv"
+        if not f.is_file():
+            raise RunError(f"{f}: missing; run `herbscan evaluate {run}` first")
+        with open(f, newline="", encoding="utf-8") as fh:
+            return {unneutralise(r["path"]): r for r in csv.DictReader(fh)}
+
+    ra, rb = read(a), read(b)
+    common = sorted(set(ra) & set(rb))
+    if not common:
+        raise RunError(
+            f"{a} and {b} were evaluated on different sheets; evaluate both on the "
+            "same manifest (--data)"
+        )
+    ok_a = np.array([ra[p]["correct"] == "1" for p in common])
+    ok_b = np.array([rb[p]["correct"] == "1" for p in common])
+    only_a, only_b = int((ok_a & ~ok_b).sum()), int((ok_b & ~ok_a).sum())
+    p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    groups = np.unique([ra[p]["specimen_id"] for p in common], return_inverse=True)[1]
+    members = [np.flatnonzero(groups == i) for i in range(groups.max() + 1)]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        diffs.append(ok_b[idx].mean() - ok_a[idx].mean())
+    low, high = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
+    diff = float(ok_b.mean() - ok_a.mean())
+    real = p_value < 0.05 and (low > 0 or high < 0)
+    verdict = (
+        f"{'b' if diff > 0 else 'a'} is better: accuracy {ok_a.mean():.3f} vs {ok_b.mean():.3f} "
+        f"on {len(common)} sheets, difference {diff:+.3f} (95% {low:+.3f} to {high:+.3f}), "
+        f"McNemar p = {p_value:.3g}"
+        if real
+        else f"no real difference: accuracy {ok_a.mean():.3f} vs {ok_b.mean():.3f} on "
+        f"{len(common)} sheets, difference {diff:+.3f} (95% {low:+.3f} to {high:+.3f}), "
+        f"McNemar p = {p_value:.3g}; more test sheets are needed to tell them apart"
+    )
+    return {
+        "n": len(common),
+        "accuracy_a": float(ok_a.mean()),
+        "accuracy_b": float(ok_b.mean()),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "mcnemar_p": float(p_value),
+        "difference": diff,
+        "difference_95": [low, high],
+        "real": bool(real),
+        "verdict": verdict,
+    }
