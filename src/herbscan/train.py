@@ -392,8 +392,8 @@ def train(
     check_choice("fit", fit, FITS)
     if size is None:
         size = default_size(model)
+    check_range("epochs", epochs, 0)
     for name, v in (
-        ("epochs", epochs),
         ("batch_size", batch_size),
         ("size", size),
         ("workers", workers),
@@ -566,6 +566,11 @@ def train(
     mean, std = (model_info(model)["mean"] or MEAN), (model_info(model)["std"] or STD)
     net = acc.prepare(raw)
     started = start is not None
+    if epochs == 0 and not started:
+        raise ParameterError(
+            "epochs must be at least 1 when training from scratch (0 fits only the linear "
+            "probe on a pretrained backbone)"
+        )
     probe = None
     if started and not (resume and (ckpt_dir / "state.json").exists()):
         probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std, max(batch_size, 32))
@@ -573,7 +578,7 @@ def train(
     opt = torch.optim.AdamW(net.parameters(), lr=net_lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, len(y_tr) // batch_size + (len(y_tr) % batch_size > 1))
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=net_lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+        opt, max_lr=net_lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.15
     )
     scaler = torch.amp.GradScaler(enabled=acc.precision == "fp16")
     cw = (
@@ -697,7 +702,7 @@ def train(
 
     total_steps = (epochs - state["epoch"]) * steps_per_epoch
     bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
-    if probe is not None and len(y_va) and state["epoch"] == 0:
+    if probe is not None and state["epoch"] == 0 and (len(y_va) or epochs == 0):
         record({"epoch": 0, "lr": 0.0}, time.monotonic())
     last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
     stopped_early = False
