@@ -94,3 +94,18 @@ def test_cli_and_library_default_to_the_same_model():
     assert (
         cli.DEFAULT_MODEL == DEFAULT_MODEL == inspect.signature(train).parameters["model"].default
     )
+
+
+def test_train_ends_with_best_epoch_validation_accuracy_and_baseline(
+    monkeypatch, capsys, tiny_collection, tmp_path
+):
+    from herbscan.manifest import split
+
+    data, _ = split(tiny_collection, tmp_path / "s.csv", seed=1)
+    args = ["train", data, "--out", tmp_path / "r", "--model", "herbnet_small", "--size", "64"]
+    code, out, err = _run(monkeypatch, capsys, *args, "--epochs", "2", "--workers", "1")
+    assert code in (0, None), err
+    line = out.strip().splitlines()[-1]
+    assert line.startswith(f"run saved in {tmp_path / 'r'}: best epoch ")
+    assert " of 2, validation accuracy " in line
+    assert "(always answering the most common class: 0.500, n=6)" in line
