@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from herbscan.fileio import write_json
 from herbscan.images import load_sheet
 from herbscan.models import create_model
-from herbscan.runs import FORMAT, WEIGHTS, save_tensors, write_json
+from herbscan.runs import FORMAT, WEIGHTS, save_tensors
 from herbscan.screen import screen, screen_report
 from herbscan.synth import make_sheet
 

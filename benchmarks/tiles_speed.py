@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from herbscan.fileio import write_json
 from herbscan.models import create_model
 from herbscan.predict import Predictor
-from herbscan.runs import FORMAT, WEIGHTS, save_tensors, write_json
+from herbscan.runs import FORMAT, WEIGHTS, save_tensors
 from herbscan.tiles import TileSpec, aggregate, otsu_threshold, sheet_tiles, windows
 
 MEAN, STD = 0.5, 0.25

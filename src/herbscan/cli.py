@@ -590,13 +590,7 @@ def transcribe(
     )
     typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")
     if inputs.skipped:
-        from herbscan.fileio import write_csv
-
-        listed = write_csv(
-            Path(out).with_name(Path(out).stem + ".skipped.csv"),
-            [{"path": p, "reason": why} for p, why in inputs.skipped],
-            ["path", "reason"],
-        )
+        listed = inputs.write_skipped(Path(out).with_name(Path(out).stem + ".skipped.csv"))
         typer.echo(
             f"{len(inputs.skipped)} folder entries are not images and were skipped: {listed}"
         )

@@ -11,7 +11,7 @@ from herbscan.errors import HerbscanError, ManifestError, RunError
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import thumbnail_jpeg
 from herbscan.manifest import read_source, seen_in_training
-from herbscan.metrics import compute_metrics
+from herbscan.metrics import compute_metrics, resample_groups
 from herbscan.predict import Predictor
 from herbscan.report import write_report
 from herbscan.runs import HISTORY, load_run
@@ -346,24 +346,21 @@ def compare_runs(a: str | Path, b: str | Path, *, n_boot: int = 2000, seed: int 
     ok_b = np.array([rb[p]["correct"] == "1" for p in common])
     only_a, only_b = int((ok_a & ~ok_b).sum()), int((ok_b & ~ok_a).sum())
     p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    groups = np.unique([ra[p]["specimen_id"] for p in common], return_inverse=True)[1]
-    members = [np.flatnonzero(groups == i) for i in range(groups.max() + 1)]
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
-        diffs.append(ok_b[idx].mean() - ok_a[idx].mean())
+    diffs = [
+        ok_b[idx].mean() - ok_a[idx].mean()
+        for idx in resample_groups([ra[p]["specimen_id"] for p in common], n_boot, seed)
+    ]
     low, high = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
     diff = float(ok_b.mean() - ok_a.mean())
     real = p_value < 0.05 and (low > 0 or high < 0)
+    numbers = (
+        f"accuracy {ok_a.mean():.3f} vs {ok_b.mean():.3f} on {len(common)} sheets, difference "
+        f"{diff:+.3f} (95% {low:+.3f} to {high:+.3f}), McNemar p = {p_value:.3g}"
+    )
     verdict = (
-        f"{'b' if diff > 0 else 'a'} is better: accuracy {ok_a.mean():.3f} vs {ok_b.mean():.3f} "
-        f"on {len(common)} sheets, difference {diff:+.3f} (95% {low:+.3f} to {high:+.3f}), "
-        f"McNemar p = {p_value:.3g}"
+        f"{'b' if diff > 0 else 'a'} is better: {numbers}"
         if real
-        else f"no real difference: accuracy {ok_a.mean():.3f} vs {ok_b.mean():.3f} on "
-        f"{len(common)} sheets, difference {diff:+.3f} (95% {low:+.3f} to {high:+.3f}), "
-        f"McNemar p = {p_value:.3g}; more test sheets are needed to tell them apart"
+        else f"no real difference: {numbers}; more test sheets are needed to tell them apart"
     )
     return {
         "n": len(common),

@@ -19,9 +19,9 @@ import torch
 
 from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ParameterError, RunError
-from herbscan.fileio import atomic_path
+from herbscan.fileio import atomic_path, write_json
 from herbscan.manifest import read_source
-from herbscan.runs import Run, load_run, write_json
+from herbscan.runs import Run, load_run
 from herbscan.tiles import TileSpec
 
 ONNX, ONNX_INT8, ONNX_JSON = "model.onnx", "model.int8.onnx", "onnx.json"

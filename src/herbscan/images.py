@@ -51,6 +51,8 @@ _SHEET_FORMATS = {
     "HEIF",
 }
 Image.init()
+# herbscan's own limit (`max_pixels`) decides; Pillow's fixed 89 / 179 MP check would fire first.
+Image.MAX_IMAGE_PIXELS = None
 IMAGE_SUFFIXES = tuple(
     sorted(
         ext
@@ -124,8 +126,6 @@ def open_rgb(path: str | Path, min_size: tuple[int, int] | None = None) -> Image
         raise _missing(path)
     limit = max_pixels()
     try:
-        # Pillow's own bomb check is off: it would fire at its fixed 89 / 179 MP, before ours.
-        Image.MAX_IMAGE_PIXELS = None
         im = Image.open(path)
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
         raise _fail(path, f"not a readable image ({type(e).__name__}: {e})") from None
@@ -164,7 +164,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     if not path.is_file():
         raise _missing(path)
-    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as im:
             return im.size
@@ -271,14 +270,15 @@ def scan_folder(folder: str | Path) -> FolderScan:
                 skipped.append((p, "a hidden file"))
             else:
                 why = f"not an image format herbscan reads (suffix '{p.suffix or 'none'}'"
-                skipped.append((p, f"{why}; readable: {_readable()})"))
+                skipped.append((p, f"{why}; readable: {_READABLE})"))
     images.sort()
     return FolderScan(images, sorted(skipped))
 
 
-def _readable() -> str:
-    common = [s for s in (".jpg", ".png", ".tif", ".webp", ".bmp", ".jp2") if s in IMAGE_SUFFIXES]
-    return ", ".join(common) + ", …"
+_READABLE = (
+    ", ".join(s for s in (".jpg", ".png", ".tif", ".webp", ".bmp", ".jp2") if s in IMAGE_SUFFIXES)
+    + ", …"
+)
 
 
 def list_images(folder: str | Path) -> list[Path]:

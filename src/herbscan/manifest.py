@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
-from herbscan.fileio import atomic_path
+from herbscan.fileio import atomic_path, write_csv
 from herbscan.images import is_image_file, scan_folder
 
 SPLITS = ("train", "validation", "test")
@@ -492,6 +492,11 @@ class Inputs(NamedTuple):
     extra: list[str]
     skipped: list[tuple[str, str]]
     outside: list[str]
+
+    def write_skipped(self, path: str | Path) -> Path:
+        """The folder entries left out, with their reasons, as a CSV for people."""
+        rows = [{"path": p, "reason": why} for p, why in self.skipped]
+        return write_csv(path, rows, ["path", "reason"])
 
 
 def read_inputs(

@@ -168,7 +168,6 @@ def calibration(y_true, probs, n_bins: int = 10) -> dict:
     edges = np.arange(n_bins + 1) / n_bins
     index = np.searchsorted(edges[1:-1], conf, side="right")
     bins = []
-    ece = 0.0
     for i in range(n_bins):
         member = index == i
         count = int(member.sum())
@@ -182,9 +181,8 @@ def calibration(y_true, probs, n_bins: int = 10) -> dict:
         if count:
             row["confidence"] = float(conf[member].mean())
             row["accuracy"] = float(correct[member].mean())
-            ece += count / t.size * abs(row["accuracy"] - row["confidence"])
         bins.append(row)
-    return {"ece": float(ece), "bins": bins}
+    return {"ece": _ece(t, p, n_bins), "bins": bins}
 
 
 def log_loss(y_true, probs) -> float:
@@ -195,10 +193,22 @@ def log_loss(y_true, probs) -> float:
 
 
 def _ece(t: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: sum over confidence bins of |hits − confidence| / n."""
     conf, correct = p.max(axis=1), p.argmax(axis=1) == t
-    index = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    edges = np.arange(n_bins + 1) / n_bins
+    index = np.searchsorted(edges[1:-1], conf, side="right")
     gap = np.bincount(index, weights=correct - conf, minlength=n_bins)
     return float(np.abs(gap).sum() / t.size)
+
+
+def resample_groups(groups: Sequence, n_boot: int, seed: int = 0):
+    """Yield `n_boot` bootstrap samples as index arrays: whole groups (specimens: all images of
+    one specimen together) drawn with replacement, as many as there are groups."""
+    g = np.unique(np.asarray(groups), return_inverse=True)[1]
+    members = [np.flatnonzero(g == i) for i in range(g.max() + 1)]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
 
 
 def intervals(
@@ -219,14 +229,8 @@ def intervals(
             for c in range(k)
         ],
     }
-    g = np.unique(
-        np.asarray(groups if groups is not None else np.arange(t.size)), return_inverse=True
-    )[1]
-    members = [np.flatnonzero(g == i) for i in range(g.max() + 1)]
-    rng = np.random.default_rng(seed)
     stats = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+    for idx in resample_groups(groups if groups is not None else np.arange(t.size), n_boot, seed):
         tb, pb = t[idx], pred[idx]
         per = [float(np.mean(pb[tb == c] == c)) for c in range(k) if (tb == c).any()]
         stats.append((np.mean(per), macro_f1(tb, pb, k), _ece(tb, p[idx])))

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from herbscan.errors import RunError
-from herbscan.fileio import atomic_path, atomic_write, write_csv, write_json  # noqa: F401
+from herbscan.fileio import atomic_path
 from herbscan.models import create_model
 
 RUN_JSON, WEIGHTS, HISTORY, SKIPPED = "run.json", "model.safetensors", "history.csv", "skipped.csv"

@@ -195,11 +195,7 @@ def screen(
                 f"compare_col {compare_col!r} is not a column of {source} "
                 f"(columns: {', '.join(extra) or 'none; give a manifest'})"
             )
-        write_csv(
-            out / SKIPPED,
-            [{"path": p, "reason": why} for p, why in inputs.skipped],
-            ["path", "reason"],
-        )
+        inputs.write_skipped(out / SKIPPED)
         write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra, for_people=False)
         state = {
             "source": str(Path(source).resolve()),
@@ -276,9 +272,9 @@ def screen(
         + [f"p_{c}" for c in classes]
     )
     write_csv(out / FLAGGED, (_rounded(x) for x in flagged), people)
-    write_csv(
+    write_csv(  # batch by batch: no dict per sheet of the whole collection at once
         out / RESULTS,
-        (_rounded(x) for x in table.to_pylist()),
+        (_rounded(x) for batch in table.to_batches() for x in batch.to_pylist()),
         people + ["flagged", "error", "model_id"],
     )
     summary = dict(
@@ -354,6 +350,8 @@ def screen_report(
             f"group_by column(s) {', '.join(unknown)} are not in the screened "
             f"manifest (columns: {', '.join(meta) or 'none'})"
         )
+    if summary.get("positive_class") is None and not summary.get("compare_col"):
+        group_by = []  # nothing can be flagged, so there are no hot spots to rank
     ok = table.filter(pc.equal(table["error"], ""))
     scores = [v for v in ok["score"].to_pylist() if v == v]  # NaN when no positive class
     top = sorted(table.filter(pc.field("flagged")).to_pylist(), key=lambda r: -r["score"])[
@@ -386,8 +384,6 @@ def screen_report(
             f"specimen id, e.g. {', '.join(summary.get('seen_examples', [])[:2])}): "
             "their scores are optimistic and say nothing about new sheets."
         )
-    if summary.get("positive_class") is None and not summary.get("compare_col"):
-        group_by = []  # nothing can be flagged, so there are no hot spots to rank
     if summary.get("outside_paths"):
         notes.append(
             f"{summary['outside_paths']:,} image paths of the source are absolute or "

@@ -33,12 +33,7 @@ from herbscan.images import FITS
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
 from herbscan.models import create_model, list_models, model_info, pretrained_models
-from herbscan.pretrained import (
-    load_backbone_weights,
-    pretrained_weights,
-    weights_record,
-    weights_source,
-)
+from herbscan.pretrained import load_backbone_weights, pretrained_weights, weights_source
 from herbscan.progress import Progress
 from herbscan.runs import (
     FORMAT,
@@ -557,13 +552,14 @@ def train(
         raise ManifestError(f"{data}: fewer than 2 readable training images")
 
     start = _backbone_start(model, pretrained, weights)
-    raw = create_model(model, len(classes), input_size=size, pretrained=start == "imagenet")
-    origin = (
-        load_backbone_weights(raw, weights)
-        if start == "file"
-        else (weights_record(pretrained_weights(model)) if start == "imagenet" else None)
-    )
-    mean, std = (model_info(model)["mean"] or MEAN), (model_info(model)["std"] or STD)
+    raw = create_model(model, len(classes), input_size=size)
+    origin = None  # the weights a started backbone loads: the user's file or ImageNet's
+    if start is not None:
+        origin = load_backbone_weights(
+            raw, weights if start == "file" else pretrained_weights(model)
+        )
+    info = model_info(model)
+    mean, std = info["mean"] or MEAN, info["std"] or STD
     net = acc.prepare(raw)
     started = start is not None
     if epochs == 0 and not started:
@@ -778,9 +774,9 @@ def _operating_point(
     config: dict,
     batch_size: int,
 ) -> dict:
-    mean, std = config["preprocessing"]["mean"], config["preprocessing"]["std"]
     """For two classes: the validation operating point `screen --threshold auto` flags by, with
     its precision and recall. Tile runs use their chosen aggregation and threshold."""
+    mean, std = config["preprocessing"]["mean"], config["preprocessing"]["std"]
     pos = positive_class(classes)
     pi = classes.index(pos)
     agg = config.get("aggregation")

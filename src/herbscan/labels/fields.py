@@ -153,7 +153,7 @@ COUNTRIES = {
     "kenya": "Kenya",
     "mongolia": "Mongolia",
 }
-STATES = [
+US_STATES = [
     "Alabama",
     "Alaska",
     "Arizona",
@@ -204,6 +204,8 @@ STATES = [
     "West Virginia",
     "Wisconsin",
     "Wyoming",
+]
+PROVINCES = [
     "Alberta",
     "British Columbia",
     "Manitoba",
@@ -218,29 +220,8 @@ STATES = [
     "Northwest Territories",
     "Nunavut",
 ]
-STATE_COUNTRY = {
-    s: (
-        "Canada"
-        if s
-        in {
-            "Alberta",
-            "British Columbia",
-            "Manitoba",
-            "New Brunswick",
-            "Newfoundland",
-            "Nova Scotia",
-            "Ontario",
-            "Quebec",
-            "Saskatchewan",
-            "Yukon",
-            "Yukon Territory",
-            "Northwest Territories",
-            "Nunavut",
-        }
-        else "United States"
-    )
-    for s in STATES
-}
+STATES = US_STATES + PROVINCES
+STATE_COUNTRY = {s: "United States" for s in US_STATES} | {p: "Canada" for p in PROVINCES}
 HABITAT_WORDS = re.compile(
     r"\b(on|in|under|among)\s+(rock|rocks|bark|soil|sand|moss|trunk|log|logs|wood|leaves|"
     r"twigs|tree|trees|boulders?|ledges?|cliffs?)\b|\b(forest|woods|woodland|meadow|bog|fen|"
@@ -894,18 +875,13 @@ def _places(lines: list[str]) -> list[_Place]:
     """Every country and state or province the lines name, in reading order."""
     found = []
     for i, ln in enumerate(lines):
-        states = [m for m in _STATE_RX.finditer(ln) if not _part_of_a_name(ln, m)]
-        spans = [m.span() for m in _STATE_RX.finditer(ln)]
-        here = [
-            _Place(
-                i,
-                _STATE_NAMES[m.group(0).lower()],
-                STATE_COUNTRY[_STATE_NAMES[m.group(0).lower()]],
-                True,
-                m.group(0),
-            )
-            for m in states
-        ]
+        matches = list(_STATE_RX.finditer(ln))
+        spans = [m.span() for m in matches]
+        here = []
+        for m in matches:
+            if not _part_of_a_name(ln, m):
+                state = _STATE_NAMES[m.group(0).lower()]
+                here.append(_Place(i, state, STATE_COUNTRY[state], True, m.group(0)))
         for m in _COUNTRY_RX.finditer(ln):
             inside = any(a <= m.start() and m.end() <= b for a, b in spans)  # "New Mexico"
             if not inside and not _part_of_a_name(ln, m):

@@ -38,6 +38,12 @@ _env = jinja2.Environment(
 )
 
 
+def _card(label: str, value: str, detail: str | None = None, alert: bool = False) -> dict:
+    """One number of a report's summary: its value, what it is, a small line under it, and
+    whether it calls for action (drawn in red)."""
+    return {"label": label, "value": value, "detail": detail, "alert": alert}
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
@@ -87,35 +93,24 @@ def _hazard(
     from herbscan.metrics import wilson_interval
 
     low, high = wilson_interval(n_pos - missed, n_pos)
+    right = checked - int((flagged & ~actual).sum())
     return {
         "positive": pos,
         "threshold": None if thr is None else f"{thr:.3f}",
         "source": hazard.get("source") or "",
         "cards": [
-            dict({"alert": False, "detail": None}, **c)
-            for c in [
-                {
-                    "label": f"{pos} sheets missed",
-                    "value": f"{missed:,} of {n_pos:,}",
-                    "alert": missed > 0,
-                },
-                {
-                    "label": f"recall of {pos}",
-                    "value": _pct(1 - missed / n_pos) if n_pos else "—",
-                    "detail": f"95% interval {_pct(low)}–{_pct(high)}" if n_pos else None,
-                },
-                {
-                    "label": "sheets to check by hand",
-                    "value": f"{checked:,} of {n:,}",
-                    "detail": f"{_pct(checked / n)} of the sheets",
-                },
-                {
-                    "label": f"flagged sheets that are {pos}",
-                    "value": _pct((checked - int((flagged & ~actual).sum())) / checked)
-                    if checked
-                    else "—",
-                },
-            ]
+            _card(f"{pos} sheets missed", f"{missed:,} of {n_pos:,}", alert=missed > 0),
+            _card(
+                f"recall of {pos}",
+                _pct(1 - missed / n_pos) if n_pos else "—",
+                f"95% interval {_pct(low)}–{_pct(high)}" if n_pos else None,
+            ),
+            _card(
+                "sheets to check by hand",
+                f"{checked:,} of {n:,}",
+                f"{_pct(checked / n)} of the sheets",
+            ),
+            _card(f"flagged sheets that are {pos}", _pct(right / checked) if checked else "—"),
         ],
     }
 
@@ -127,7 +122,9 @@ def _small_test(metrics: dict, classes: list[str]) -> str | None:
     smallest = min(sum(row) for row in metrics["confusion_matrix"])
     if n >= SMALL_TEST and smallest >= 10:
         return None
-    low, high = wilson_interval(round(metrics["accuracy"] * n), n)
+    low, high = metrics.get("intervals", {}).get("accuracy") or wilson_interval(
+        round(metrics["accuracy"] * n), n
+    )
     return (
         f"Only {n} sheets were evaluated (the smallest class has {smallest}): the 95% "
         f"interval on the accuracy runs from {_pct(low)} to {_pct(high)}. That is too few "
@@ -146,38 +143,23 @@ def _headline(metrics: dict, classes: list[str]) -> list[dict]:
     def three(v):
         return f"{v:.3f}"
 
-    cards = [
-        {"label": "Sheets", "value": f"{metrics['n']:,}"},
-        {
-            "label": "Accuracy",
-            "value": _pct(metrics["accuracy"]),
-            "detail": between("accuracy", _pct),
-        },
-        {"label": f"Always answering “{name}”", "value": _pct(share)},
-        {
-            "label": "Balanced accuracy",
-            "value": _pct(metrics["balanced_accuracy"]),
-            "detail": between("balanced_accuracy", _pct),
-        },
-        {
-            "label": "Macro-F1",
-            "value": f"{metrics['macro_f1']:.3f}",
-            "detail": between("macro_f1", three),
-        },
+    return [
+        _card("Sheets", f"{metrics['n']:,}"),
+        _card("Accuracy", _pct(metrics["accuracy"]), between("accuracy", _pct)),
+        _card(f"Always answering “{name}”", _pct(share)),
+        _card(
+            "Balanced accuracy",
+            _pct(metrics["balanced_accuracy"]),
+            between("balanced_accuracy", _pct),
+        ),
+        _card("Macro-F1", three(metrics["macro_f1"]), between("macro_f1", three)),
+        *(
+            _card(f"Top-{k} accuracy", _pct(v))
+            for k, v in metrics.get("top_k_accuracy", {}).items()
+        ),
+        _card("ECE", three(metrics["calibration"]["ece"]), between("ece", three)),
+        _card("Log loss", three(metrics["log_loss"])),
     ]
-    cards += [
-        {"label": f"Top-{k} accuracy", "value": _pct(v)}
-        for k, v in metrics.get("top_k_accuracy", {}).items()
-    ]
-    cards += [
-        {
-            "label": "ECE",
-            "value": f"{metrics['calibration']['ece']:.3f}",
-            "detail": between("ece", three),
-        },
-        {"label": "Log loss", "value": f"{metrics['log_loss']:.3f}"},
-    ]
-    return [dict({"detail": None}, **c) for c in cards]
 
 
 def _per_class(metrics: dict, classes: list[str]) -> list[dict]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from herbscan.fileio import atomic_write
 
-from . import _env, _pct, figures
+from . import _card, _env, _pct, figures
 
 MAX_HOTSPOT_BARS = 20
 MAX_HOTSPOT_TABLE = 100
@@ -87,14 +87,11 @@ def _headline(summary: Mapping, n_scored: int, threshold: float | None) -> list[
         flag_label, rule, rule_value = "flagged for checking", "threshold", ".3f"
         rule_detail = None if positive is None else f"on P({positive})"
 
-    def card(label, value, detail=None, alert=False):
-        return {"label": label, "value": value, "detail": detail, "alert": alert}
-
     return [
-        card("sheets screened", _count(summary["screened"])),
-        card(flag_label, _count(flagged), share, flagged > 0),
-        card("could not be read", _count(summary["failed"]), "not scored"),
-        card(rule, "—" if threshold is None else f"{threshold:{rule_value}}", rule_detail),
+        _card("sheets screened", _count(summary["screened"])),
+        _card(flag_label, _count(flagged), share, flagged > 0),
+        _card("could not be read", _count(summary["failed"]), "not scored"),
+        _card(rule, "—" if threshold is None else f"{threshold:{rule_value}}", rule_detail),
     ]
 
 
