@@ -20,7 +20,7 @@ import numpy as np
 
 from herbscan.errors import HerbscanError
 from herbscan.fileio import atomic_path
-from herbscan.images import load_sheet
+from herbscan.images import input_shape, load_sheet
 from herbscan.progress import Progress
 from herbscan.tiles import SheetTiles, TileSpec, keep_tiles, sheet_tiles
 from herbscan.workers import worker_pool
@@ -231,14 +231,14 @@ def load_sheets(
     workers: int = 1,
     progress: bool = True,
 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Preprocess many sheets into one (n_ok, size, size, 3) uint8 array.
+    """Preprocess many sheets into one (n_ok, *input_shape(size, fit), 3) uint8 array.
 
     Returns (array, indices of `paths` that loaded, [(path, error)] for those that did not).
     Bad files are recorded and skipped, never fatal. Cached sheets load without decoding; misses
     are decoded by `workers` processes.
     """
     cache = _resolve_cache(cache_dir, size, fit)
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    out = np.empty((len(paths), *input_shape(size, fit), 3), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)
     failures: list[tuple[str, str]] = []
     todo = []

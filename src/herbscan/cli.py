@@ -25,6 +25,26 @@ Precision = Annotated[str, typer.Option(help="auto | fp32 | bf16 | fp16 (GPU)")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 
 
+ShippedModel = Annotated[
+    str | None,
+    typer.Option(
+        help="A model shipped with herbscan instead of a run folder: mercury (stain detector "
+        "trained on synthetic sheets; see docs/mercury_model.md)."
+    ),
+]
+
+
+def _run_and_source(model: str | None, run: Path | None, source: Path | None):
+    """`screen RUN SOURCE` or `screen --model NAME SOURCE`."""
+    if model is not None:
+        if source is not None:
+            raise typer.BadParameter(f"give either --model {model} or a run folder, not both")
+        run, source = Path(model), run
+    if run is None or source is None:
+        raise typer.BadParameter("give a run folder (or --model mercury) and the sheets to screen")
+    return run, source
+
+
 OutsidePaths = Annotated[
     bool,
     typer.Option(
@@ -317,9 +337,10 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    run: Annotated[Path, typer.Argument(help="Run folder, or a shipped model's name (mercury).")],
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files or folders.")] = None,
     out: Annotated[Path | None, typer.Option(help="CSV to write.")] = None,
+    model: ShippedModel = None,
     precision: Precision = "auto",
     device: Device = "auto",
     batch_size: int = 64,
@@ -331,6 +352,10 @@ def predict(
     """Class probabilities for sheets."""
     from herbscan.predict import predict as do_predict
 
+    if model is not None:
+        run, images = Path(model), [run, *(images or [])]
+    if not images:
+        raise typer.BadParameter("give the images (files or folders) after the run")
     preds, classes = do_predict(
         run,
         images,
@@ -398,11 +423,15 @@ def tiles(
 
 @app.command()
 def screen(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
-    source: Annotated[
-        Path, typer.Argument(help="Folder of images, text file of paths, or CSV/TSV manifest.")
-    ],
     out: Annotated[Path, typer.Option(help="Folder for the result shards.")],
+    run: Annotated[
+        Path | None, typer.Argument(help="Run folder, or a shipped model's name (mercury).")
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Argument(help="Folder of images, text file of paths, or CSV/TSV manifest."),
+    ] = None,
+    model: ShippedModel = None,
     workers: int = 1,
     batch_size: int = 64,
     threshold: Annotated[
@@ -436,6 +465,7 @@ def screen(
     """Screen a collection: resumable Parquet shards, flagged.csv and report.html."""
     from herbscan.screen import screen as do_screen
 
+    run, source = _run_and_source(model, run, source)
     s = do_screen(
         run,
         source,
@@ -510,6 +540,71 @@ def export(
         i8 = info["int8"]
         verdict = "kept" if i8["kept"] else f"NOT kept (below {pct(i8['min_agreement'])})"
         typer.echo(f"model.int8.onnx: agreement {pct(i8['agreement'])}: {verdict}")
+
+
+@app.command("learn-stains")
+def learn_stains(
+    sources: Annotated[list[Path], typer.Argument(help="Folders or files of clean sheets.")],
+    out: Annotated[Path, typer.Option(help="Run folder to create.")],
+    sheets: Annotated[
+        int | None, typer.Option(help="Use a random sample of this many sheets (default: all).")
+    ] = None,
+    size: Annotated[
+        int, typer.Option(help="Working width in pixels (2:3 sheet; 1024 ≈ 3.7 px/mm).")
+    ] = 1024,
+    steps: int = 600,
+    batch_size: int = 16,
+    crop: int = 256,
+    lr: float = 1e-3,
+    validation_sheets: int = 12,
+    holdout_kinds: Annotated[
+        str | None,
+        typer.Option(help="Stain kinds kept out of training, used only to validate (comma list)."),
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from this stain run (or 'mercury').")
+    ] = None,
+    pretrained: bool = True,
+    seed: int = 0,
+    precision: Precision = "auto",
+    device: Device = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Decode cache (default: $HERBSCAN_CACHE or ~/.cache).")
+    ] = None,
+    workers: int = 1,
+):
+    """Learn to find mercury stains from clean sheets: paints stains on them, no labels needed."""
+    import json
+
+    from herbscan.learn_stains import learn_stains as do_learn
+
+    run = do_learn(
+        sources,
+        out,
+        sheets=sheets,
+        size=size,
+        steps=steps,
+        batch_size=batch_size,
+        crop=crop,
+        lr=lr,
+        validation_sheets=validation_sheets,
+        holdout_kinds=_columns(holdout_kinds) or (),
+        init=init,
+        pretrained=pretrained,
+        seed=seed,
+        precision=precision,
+        device=device,
+        cache_dir=cache_dir,
+        workers=workers,
+    )
+    cfg = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    op, t = cfg["operating_point"], cfg["training"]
+    typer.echo(
+        f"run saved in {run}: {t['n_train_sheets']} sheets, {t['steps']} steps in "
+        f"{t['train_seconds']:.0f} s; on {op['n']} painted held-out sheets: balanced accuracy "
+        f"{op['balanced_accuracy']:.3f}, AUC {cfg['metrics']['validation']['val_auc']:.3f}"
+    )
+    typer.echo(f"next: herbscan screen {run} COLLECTION --out screen/")
 
 
 @app.command("screen-report")

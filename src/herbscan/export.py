@@ -20,6 +20,7 @@ import torch
 from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ParameterError, RunError
 from herbscan.fileio import atomic_path, write_json
+from herbscan.images import input_shape
 from herbscan.manifest import read_source
 from herbscan.runs import Run, load_run
 from herbscan.tiles import TileSpec
@@ -98,7 +99,7 @@ def export_onnx(
     r = load_run(run)
     prep = r.preprocessing
     net = r.build_model().float().eval()
-    x = torch.zeros(2, 3, prep["size"], prep["size"])
+    x = torch.zeros(2, 3, *input_shape(prep["size"], prep.get("fit", "stretch")))
     raw = r.folder / ".model.raw.onnx"
     with warnings.catch_warnings():
         # the TorchScript exporter needs only `onnx`; the newer one also needs onnxscript

@@ -21,6 +21,8 @@ from herbscan.efficientnet import EfficientNetLite
 from herbscan.errors import ParameterError, check_choice
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+WEIGHTS_OF = {"stainnet": "efficientnet_lite0"}
+"""Models whose ImageNet weights are another model's (the stages they share)."""
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -65,7 +67,7 @@ def model_info(name: str, num_classes: int = 2) -> dict:
     and the normalisation they expect (`mean`, `std` on 0-1 RGB; None for scratch models)."""
     check_choice("model", name, list_models())
     lite = LITE_VARIANTS.get(name)
-    size = lite.input_size if lite else 256
+    size = lite.input_size if lite else 1024 if name == "stainnet" else 256
     with torch.device("meta"):  # counts parameters without allocating or initialising memory
         model = _REGISTRY[name](num_classes=num_classes, input_size=size)
     info = {
@@ -81,7 +83,7 @@ def model_info(name: str, num_classes: int = 2) -> dict:
     if info["pretrained"]:
         from herbscan.pretrained import weights_source  # lazy: this module imports torch only
 
-        info["weights"] = weights_source(name)
+        info["weights"] = weights_source(WEIGHTS_OF.get(name, name))
         info["mean"], info["std"] = LITE_MEAN, LITE_STD
     return info
 
@@ -246,3 +248,19 @@ def efficientnet_lite2(
     """EfficientNet-Lite2: 4.8 M backbone parameters, native 260²."""
     del input_size
     return _lite("efficientnet_lite2", num_classes, pretrained, **kw)
+
+
+@register_model
+def stainnet(num_classes: int, input_size: int = 1024, pretrained: bool = False, **kw) -> nn.Module:
+    """StainNet: Lite0 stages 1-5 (ImageNet) + a per-cell stain head; 2:3 sheets ~1024 wide."""
+    del input_size  # fully convolutional
+    from herbscan.stainnet import StainNet, load_imagenet_stages  # lazy: one concept per module
+
+    if not pretrained:
+        return StainNet(num_classes, **kw)
+    from herbscan.pretrained import pretrained_weights
+
+    weights = pretrained_weights("efficientnet_lite0")
+    model = StainNet(num_classes, **kw)
+    load_imagenet_stages(model, weights)
+    return model

@@ -99,9 +99,22 @@ class Run:
         return model.eval()
 
 
-def load_run(folder: str | Path) -> Run:
-    """Open a run folder, checking that it is complete."""
+SHIPPED = {"mercury": Path(__file__).parent / "weights" / "mercury"}
+"""Runs that come with herbscan, by name: `herbscan screen mercury FOLDER`."""
+
+
+def resolve_run(folder: str | Path) -> Path:
+    """The folder of a run given as a folder or as the name of a shipped run (a folder of that
+    name in the working directory wins)."""
     folder = Path(folder)
+    if not folder.exists() and str(folder) in SHIPPED:
+        return SHIPPED[str(folder)]
+    return folder
+
+
+def load_run(folder: str | Path) -> Run:
+    """Open a run folder (or a shipped run by name), checking that it is complete."""
+    folder = resolve_run(folder)
     cfg_path = folder / RUN_JSON
     if not folder.is_dir():
         raise RunError(

@@ -1,0 +1,224 @@
+"""How well do stain runs find painted mercury on real sheets from collections they never saw?
+
+Evaluation sheets come from other sources than the training sheets (default: the highres,
+unlabeled and plant-mask sheets of ../shared/data; train with `learn-stains` on ALA only). Each
+sheet is decoded at the run's working scale and painted by `herbscan.stains` with the generator's
+held-out style, in five versions:
+
+- clean: 0-4 random look-alikes (dust, ink, pencil, foxing, glue, water, shadow, chart, ...);
+- hard negatives: 4 look-alikes and no stain;
+- faint: a handful of speckles or a faint cloud (severity 0.02-0.2);
+- heavy: severity 0.6-1.0;
+- held-out kinds: stained only with the kinds given by --holdout-kinds (those the run did not
+  train on), severity 0.1-1.0.
+
+Prints detection rate (stained versions) or specificity (clean versions) with 95% Wilson
+intervals per version, the confusion matrix and accuracy on clean + faint + heavy, the AUC of
+clean vs faint, and one JSON object on the last line. With --heatmaps DIR it also writes a
+heatmap of the two US National Herbarium sheets in ../shared/data/mercury-reference.
+
+    python benchmarks/stains_eval.py RUN [RUN ...] [--holdout-kinds halo,tideline]
+        [--sources DIR ...] [--heatmaps docs/screenshots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HERBSCAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_SOURCES = [
+    SHARED / "highres-sheets" / "images",
+    SHARED / "unlabeled-sheets",
+    SHARED / "plant-masks" / "img",
+]
+VERSIONS = ("clean", "hard negatives", "faint", "heavy", "held-out kinds")
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    from herbscan.metrics import wilson_interval
+
+    return wilson_interval(k, n)
+
+
+def painted(sheet: np.ndarray, version: str, i: int, holdout: tuple[str, ...]):
+    from herbscan.stains import STAIN_KINDS, STYLES, paint, scanner
+
+    rng = np.random.default_rng([12345, i, VERSIONS.index(version)])
+    kw = {"style": STYLES["holdout"]}
+    if version == "clean":
+        img, _, d = paint(rng, sheet, stained=False, **kw)
+    elif version == "hard negatives":
+        img, _, d = paint(rng, sheet, stained=False, n_negatives=4, **kw)
+    elif version == "faint":
+        img, _, d = paint(rng, sheet, stained=True, severity=rng.uniform(0.02, 0.2), **kw)
+    elif version == "heavy":
+        img, _, d = paint(rng, sheet, stained=True, severity=rng.uniform(0.6, 1.0), **kw)
+    else:
+        img, _, d = paint(
+            rng,
+            sheet,
+            stained=True,
+            severity=rng.uniform(0.1, 1.0),
+            kinds=holdout or STAIN_KINDS,
+            **kw,
+        )
+    return scanner(rng, img), d
+
+
+def evaluate(run_name: str, paths: list[Path], holdout: tuple[str, ...], limit: int | None):
+    from herbscan.accel import Accel
+    from herbscan.images import load_sheet
+    from herbscan.runs import load_run
+
+    r = load_run(run_name)
+    prep = r.preprocessing
+    net = r.build_model()
+    acc = Accel.resolve()
+    net = acc.prepare(net)
+    versions = VERSIONS if holdout else VERSIONS[:-1]
+    scores = {v: [] for v in versions}
+    t0 = time.monotonic()
+    for i, p in enumerate(paths[:limit]):
+        sheet = load_sheet(p, 1024, "sheet")
+        for v in versions:
+            img, _ = painted(sheet, v, i, holdout)
+            x = np.asarray(
+                Image.fromarray(img).resize(
+                    (
+                        prep["size"],
+                        prep["size"] * 3 // 2 if prep["fit"] == "sheet" else prep["size"],
+                    ),
+                    Image.Resampling.BILINEAR,
+                )
+            )
+            with torch.inference_mode(), acc.autocast():
+                logits = net(acc.to_input(x[None].copy(), prep["mean"], prep["std"])).float()
+            scores[v].append(float(torch.softmax(logits, 1)[0, 1]))
+    seconds = time.monotonic() - t0
+    res = {"run": run_name, "n_sheets": len(paths[:limit]), "seconds": round(seconds, 1)}
+    for v in versions:
+        s = np.array(scores[v])
+        flagged = int((s >= 0.5).sum())
+        k = flagged if v in ("faint", "heavy", "held-out kinds") else len(s) - flagged
+        lo, hi = wilson(k, len(s))
+        res[v] = {"rate": k / len(s), "k": k, "n": len(s), "ci95": [round(lo, 3), round(hi, 3)]}
+    clean = np.array(scores["clean"])
+    stained = np.concatenate([scores["faint"], scores["heavy"]])
+    tn, fp = int((clean < 0.5).sum()), int((clean >= 0.5).sum())
+    tp, fn = int((stained >= 0.5).sum()), int((stained < 0.5).sum())
+    n = tn + fp + tp + fn
+    lo, hi = wilson(tn + tp, n)
+    res["confusion"] = {"true clean": [tn, fp], "true stained": [fn, tp]}
+    res["accuracy"] = {"value": (tn + tp) / n, "n": n, "ci95": [round(lo, 3), round(hi, 3)]}
+    faint = np.array(scores["faint"])
+    res["auc_clean_vs_faint"] = float(
+        ((faint[:, None] > clean[None, :]).sum() + 0.5 * (faint[:, None] == clean[None, :]).sum())
+        / (len(faint) * len(clean))
+    )
+    return res
+
+
+def reference_heatmaps(run_name: str, out: Path) -> list[dict]:
+    """Heatmap of each panel of the mercury-reference figure; returns the sheet scores."""
+    from herbscan.accel import Accel
+    from herbscan.runs import load_run
+
+    fig = Image.open(SHARED / "mercury-reference" / "images" / "stained_sheets.png").convert("RGB")
+    panels = {"c": (47, 10, 414, 530), "d": (450, 10, 816, 533)}  # the sheets, without colour bars
+    r = load_run(run_name)
+    prep = r.preprocessing
+    net = r.build_model().float().eval()
+    acc = Accel.resolve(precision="fp32")
+    rows, tiles = [], []
+    for name, box in panels.items():
+        sheet = fig.crop(box).resize(
+            (prep["size"], prep["size"] * 3 // 2), Image.Resampling.BICUBIC
+        )
+        x = acc.to_input(np.asarray(sheet)[None].copy(), prep["mean"], prep["std"])
+        with torch.inference_mode():
+            cells = torch.sigmoid(net.cell_logits(x)[0]).numpy()
+            p = float(torch.softmax(net(x), 1)[0, 1])
+        rows.append(
+            {
+                "panel": name,
+                "p_contaminated": round(p, 3),
+                "cells_flagged": int((cells >= 0.5).sum()),
+                "cells": int(cells.size),
+            }
+        )
+        heat = Image.fromarray((np.clip(cells, 0, 1) * 255).astype(np.uint8)).resize(
+            sheet.size, Image.Resampling.NEAREST
+        )
+        red = Image.new("RGB", sheet.size, (230, 20, 20))
+        tiles.append(Image.composite(red, sheet, heat.point(lambda v: int(v * 0.6))))
+    w = sum(t.width for t in tiles) // 2
+    canvas = Image.new("RGB", (w + 10, tiles[0].height // 2), "white")
+    x = 0
+    for t in tiles:
+        t = t.resize((t.width // 2, t.height // 2))
+        canvas.paste(t, (x, 0))
+        x += t.width + 10
+    out.mkdir(parents=True, exist_ok=True)
+    canvas.save(out / "mercury-reference-heatmap.png")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run folders, or 'mercury' for the shipped model")
+    ap.add_argument("--sources", nargs="*", type=Path, default=DEFAULT_SOURCES)
+    ap.add_argument("--holdout-kinds", default="")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--heatmaps", type=Path, default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    from herbscan.predict import expand_images
+
+    paths, _ = expand_images(args.sources)
+    paths = sorted(paths)
+    holdout = tuple(k for k in args.holdout_kinds.split(",") if k)
+    results = []
+    for run in args.runs:
+        res = evaluate(run, paths, holdout, args.limit)
+        if args.heatmaps is not None:
+            res["mercury_reference"] = reference_heatmaps(run, args.heatmaps / Path(run).name)
+        results.append(res)
+        print(f"\n{run}: {res['n_sheets']} sheets, {res['seconds']} s")
+        for v in VERSIONS:
+            if v in res:
+                what = "specificity" if v in ("clean", "hard negatives") else "detected"
+                d = res[v]
+                print(
+                    f"  {v:<15} {what:<11} {d['rate']:.3f} ({d['k']}/{d['n']}, "
+                    f"95% {d['ci95'][0]:.3f}-{d['ci95'][1]:.3f})"
+                )
+        a = res["accuracy"]
+        print(
+            f"  accuracy (clean + faint + heavy) {a['value']:.3f} (n={a['n']}, 95% "
+            f"{a['ci95'][0]:.3f}-{a['ci95'][1]:.3f}); AUC clean vs faint "
+            f"{res['auc_clean_vs_faint']:.3f}"
+        )
+        print(
+            f"  confusion (rows true clean / stained; cols predicted clean / stained): "
+            f"{res['confusion']['true clean']} {res['confusion']['true stained']}"
+        )
+        for row in res.get("mercury_reference", []):
+            print(
+                f"  mercury-reference panel {row['panel']}: P(contaminated) "
+                f"{row['p_contaminated']}, {row['cells_flagged']}/{row['cells']} cells flagged"
+            )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

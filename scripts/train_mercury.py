@@ -1,0 +1,88 @@
+"""Rebuild herbscan's shipped mercury model (`--model mercury`) from nothing but herbscan itself.
+
+The training sheets are clean sheets drawn by `herbscan.synth` (plant, labels, tape, barcode,
+colour bar, dirt and foxing), written as JPEGs to a work folder; `learn_stains` paints mercury and
+look-alikes on them and starts from the ImageNet EfficientNet-Lite0 weights (Apache-2.0). No image
+of `../shared` or of any collection goes into the weights.
+
+    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--work /tmp/mercury]
+
+Writes src/herbscan/weights/mercury/{run.json, model.safetensors (fp16), history.csv}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from herbscan.learn_stains import learn_stains
+from herbscan.runs import load_tensors, save_tensors
+from herbscan.synth import make_sheet
+
+DEST = Path(__file__).resolve().parents[1] / "src" / "herbscan" / "weights" / "mercury"
+
+
+def synth_sheets(folder: Path, n: int, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        w = int(rng.choice([900, 1024, 1200]))
+        img, _ = make_sheet(rng, stained=False, size=(w, w * 3 // 2))
+        img.save(folder / f"synth_{i:05d}.jpg", "JPEG", quality=int(rng.integers(80, 96)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sheets", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--dest", type=Path, default=DEST)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="herbscan-mercury-"))
+    sheets = work / "sheets"
+    if not sheets.is_dir() or len(list(sheets.glob("*.jpg"))) < args.sheets:
+        synth_sheets(sheets, args.sheets, args.seed)
+    run = work / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    learn_stains(
+        [sheets],
+        run,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        cache_dir=work / "cache",
+        validation_sheets=24,
+    )
+    args.dest.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.half() if v.is_floating_point() else v
+        for k, v in load_tensors(run / "model.safetensors").items()
+    }
+    save_tensors(args.dest / "model.safetensors", state)
+    cfg = json.loads((run / "run.json").read_text())
+    cfg["training"]["sources"] = [f"herbscan.synth clean sheets: {args.sheets}, seed {args.seed}"]
+    (args.dest / "run.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    shutil.copy(run / "history.csv", args.dest / "history.csv")
+    print(
+        json.dumps(
+            {
+                "dest": str(args.dest),
+                "metrics": cfg["metrics"],
+                "operating_point": cfg["operating_point"],
+                "train_seconds": cfg["training"]["train_seconds"],
+                "torch": torch.__version__,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""Learn to find mercury stains from a collection's own clean sheets: no labels needed.
+
+`learn_stains(["collection/"], "runs/stains")` samples sheets, decodes each once to the working
+scale (2:3, `size` px wide; kept in herbscan's decode cache, read back as memory maps), and trains
+a StainNet on random crops on which `stains.paint` draws mercury (half of the crops) and
+look-alikes (all of them), so every batch is new and nothing painted is written to disk. A few
+sheets are held out: they are painted once, whole, with the generator's held-out style (and any
+`holdout_kinds`), and score the model as a screen would. The best checkpoint's operating point
+(best balanced accuracy on those sheets) is folded into the head's bias, so P(contaminated) ≥ 0.5
+means "flag". The result is an ordinary run folder: predict, evaluate, screen and export take it.
+
+The few stained sheets a collection holds among its "clean" ones are label noise of a few
+percent, which the per-cell loss tolerates.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from herbscan import __version__
+from herbscan.accel import Accel
+from herbscan.cache import SheetCache, _cache_root, iter_sheets
+from herbscan.efficientnet import MEAN, STD
+from herbscan.errors import ParameterError, check_range
+from herbscan.fileio import write_csv, write_json
+from herbscan.images import input_shape
+from herbscan.models import create_model
+from herbscan.predict import expand_images
+from herbscan.pretrained import pretrained_weights, weights_record
+from herbscan.progress import Progress
+from herbscan.runs import FORMAT, HISTORY, RUN_JSON, SKIPPED, WEIGHTS, load_run, save_tensors
+from herbscan.stainnet import STRIDE, cell_targets
+from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, STYLES, paint, pixels_per_mm, scanner
+from herbscan.train import operating_point
+
+CLASSES = ["clean", "contaminated"]
+MIN_AREA = 1.5  # pixels' worth of darkening before a cell counts as stained
+_BYTES_PER_PIXEL = 3
+
+
+def cache_bytes(n_sheets: int, size: int) -> int:
+    """Disk the decode cache needs for n sheets at working width `size`."""
+    h, w = input_shape(size, "sheet")
+    return n_sheets * (h * w * _BYTES_PER_PIXEL + 128)
+
+
+def _check_space(folder: Path, need: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need > free * 0.95:
+        raise ParameterError(
+            f"{folder}: the decode cache needs about {need / 1e9:.1f} GB and only "
+            f"{free / 1e9:.1f} GB are free; free space, give --cache-dir on a larger disk, "
+            "or use fewer --sheets"
+        )
+
+
+def _decode_all(paths, size, cache: SheetCache, workers, progress, skipped) -> list[Path]:
+    """Decode every sheet into the cache; return the cache entries of those that loaded."""
+    entries = []
+    for i, a, err in iter_sheets(
+        paths, size, "sheet", cache_dir=cache.root, workers=workers, progress=progress
+    ):
+        if a is None:
+            skipped.append({"path": str(paths[i]), "split": "", "error": err})
+        else:
+            entries.append(cache.entry(paths[i]))
+    return entries
+
+
+class CropSampler:
+    """Random painted crops of cached sheets, with per-cell targets."""
+
+    def __init__(self, entries, size: int, crop: int, kinds, negatives, style, seed: int):
+        self.entries, self.crop = list(entries), crop
+        self.kinds, self.negatives, self.style = tuple(kinds), tuple(negatives), style
+        self.ppm = pixels_per_mm(input_shape(size, "sheet"))
+        self.rng = np.random.default_rng(seed)
+
+    def _crop(self) -> tuple[np.ndarray, float]:
+        rng = self.rng
+        sheet = np.load(self.entries[int(rng.integers(len(self.entries)))], mmap_mode="r")
+        scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))  # framing varies
+        side = min(int(round(self.crop * scale)), *sheet.shape[:2])
+        y = int(rng.integers(0, sheet.shape[0] - side + 1))
+        x = int(rng.integers(0, sheet.shape[1] - side + 1))
+        patch = np.array(sheet[y : y + side, x : x + side])
+        if side != self.crop:
+            patch = np.asarray(
+                Image.fromarray(patch).resize((self.crop, self.crop), Image.Resampling.BILINEAR)
+            )
+        patch = np.rot90(patch, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        return np.ascontiguousarray(patch), self.ppm * self.crop / side
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, masks = [], []
+        for _ in range(n):
+            patch, ppm = self._crop()
+            img, strength, _ = paint(
+                self.rng,
+                patch,
+                stained=self.rng.random() < 0.5,
+                kinds=self.kinds,
+                negatives=self.negatives,
+                style=self.style,
+                ppm=ppm,
+            )
+            xs.append(scanner(self.rng, img))
+            masks.append(strength)
+        return np.stack(xs), np.stack(masks)
+
+
+def painted_sheets(entries, kinds, negatives, style, seed: int):
+    """Each held-out sheet twice, whole: once clean with look-alikes, once stained.
+    Returns (uint8 images, is_stained, descriptions)."""
+    images, labels, info = [], [], []
+    for i, e in enumerate(entries):
+        sheet = np.load(e)
+        for stained in (False, True):
+            rng = np.random.default_rng([seed, i, int(stained)])
+            img, _, d = paint(
+                rng, sheet, stained=stained, kinds=kinds, negatives=negatives, style=style
+            )
+            images.append(scanner(rng, img))
+            labels.append(stained)
+            info.append(d)
+    return images, np.array(labels, bool), info
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve (probability a stained sheet outscores a clean one)."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+@torch.inference_mode()
+def sheet_scores(net, acc: Accel, images) -> np.ndarray:
+    """Stain logit per whole sheet."""
+    net.eval()
+    out = []
+    for img in images:
+        x = acc.to_input(img[None], MEAN, STD)
+        with acc.autocast():
+            out.append(float(net(x)[0, 1].float()))
+    net.train()
+    return np.array(out, np.float32)
+
+
+def learn_stains(
+    sources,
+    out: str | Path,
+    *,
+    sheets: int | None = None,
+    size: int = 1024,
+    crop: int = 256,
+    steps: int = 600,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    validation_sheets: int = 12,
+    holdout_kinds=(),
+    negatives=NEGATIVE_KINDS,
+    pretrained: bool = True,
+    init: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Train a StainNet on painted crops of clean `sources` (folders or image files); return
+    the run folder. See the module docstring."""
+    check_range("size", size, 256, 4096)
+    check_range("crop", crop, 64, 1024)
+    check_range("steps", steps, 1)
+    check_range("batch_size", batch_size, 1)
+    check_range("validation_sheets", validation_sheets, 1)
+    if size % STRIDE or crop % STRIDE:
+        raise ParameterError(f"size and crop must be multiples of {STRIDE}; got {size}, {crop}")
+    holdout_kinds = tuple(holdout_kinds)
+    bad = [k for k in holdout_kinds if k not in STAIN_KINDS]
+    if bad:
+        raise ParameterError(f"unknown stain kind {bad[0]!r}; choose from {', '.join(STAIN_KINDS)}")
+    train_kinds = tuple(k for k in STAIN_KINDS if k not in holdout_kinds)
+    if not train_kinds:
+        raise ParameterError("holdout_kinds leaves no stain kind to train on")
+    out = Path(out)
+    if (out / RUN_JSON).exists():
+        raise ParameterError(f"{out}: a run is already there; choose another --out")
+
+    paths, left_out = expand_images(
+        list(sources) if not isinstance(sources, (str, Path)) else [sources]
+    )
+    paths = sorted({str(p) for p in paths})
+    if len(paths) < 3:
+        raise ParameterError(
+            f"learn-stains needs at least 3 readable sheets; found {len(paths)} "
+            f"in {', '.join(map(str, sources))}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    if sheets is not None:
+        check_range("sheets", sheets, 3)
+        order = order[:sheets]
+    n_val = min(validation_sheets, max(1, len(order) // 5))
+    val_paths = [paths[i] for i in order[:n_val]]
+    train_paths = [paths[i] for i in order[n_val:]]
+
+    root = _cache_root(cache_dir if cache_dir is not None else True)
+    cache = SheetCache(root, size, "sheet")
+    _check_space(root, cache_bytes(len(order), size))
+    skipped = [{"path": str(p), "split": "", "error": why} for p, why in left_out]
+    train_entries = _decode_all(train_paths, size, cache, workers, progress, skipped)
+    val_entries = _decode_all(val_paths, size, cache, workers, progress, skipped)
+    if not train_entries or not val_entries:
+        raise ParameterError(
+            f"too few sheets could be read to train and validate; see the errors in {out / SKIPPED}"
+        )
+
+    acc = Accel.resolve(device, precision)
+    torch.manual_seed(seed)
+    if init is not None:
+        net = load_run(init).build_model()
+        if type(net).__name__ != "StainNet":
+            raise ParameterError(f"{init}: --init needs a stain run (learn-stains output)")
+        weights = {"source": str(init), "sha256": load_run(init).model_id}
+    else:
+        net = create_model("stainnet", 2, pretrained=pretrained)
+        weights = weights_record(pretrained_weights("efficientnet_lite0")) if pretrained else None
+    net = acc.prepare(net).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+
+    val_style = STYLES["holdout"]
+    val_images, val_y, _ = painted_sheets(val_entries, STAIN_KINDS, negatives, val_style, seed)
+    sampler = CropSampler(train_entries, size, crop, train_kinds, negatives, STYLES["train"], seed)
+    checks = sorted({max(1, round(steps * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+    out.mkdir(parents=True, exist_ok=True)
+    history, best = [], None
+    t0 = time.monotonic()
+    bar = Progress(steps, "learning stains", unit="step", enabled=progress)
+    with ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(sampler.batch, batch_size)
+        for step in range(1, steps + 1):
+            xb, mb = nxt.result()
+            nxt = pool.submit(sampler.batch, batch_size)
+            x = acc.to_input(xb, MEAN, STD)
+            target = cell_targets(torch.from_numpy(mb), MIN_AREA).to(acc.device)
+            with acc.autocast():
+                cells = net.cell_logits(x).float()
+            pooled = net.pool(cells)
+            loss = F.binary_cross_entropy_with_logits(
+                cells, target
+            ) + F.binary_cross_entropy_with_logits(pooled, target.flatten(1).amax(1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1, loss=f"{loss.item():.3f}")
+            if step in checks:
+                scores = sheet_scores(net, acc, val_images)
+                row = {
+                    "step": step,
+                    "loss": round(loss.item(), 4),
+                    "val_auc": auc(scores, val_y),
+                    **{
+                        f"val_{k}": v
+                        for k, v in operating_point(1 / (1 + np.exp(-scores)), val_y).items()
+                        if k in ("balanced_accuracy", "threshold")
+                    },
+                    "seconds": round(time.monotonic() - t0, 1),
+                }
+                history.append(row)
+                key = (row["val_auc"] or 0, row["val_balanced_accuracy"])
+                if best is None or key >= best[0]:
+                    best = (key, step, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        nxt.cancel()
+    bar.close()
+    seconds = time.monotonic() - t0
+
+    net.load_state_dict(best[2])
+    scores = sheet_scores(net, acc, val_images)
+    op = operating_point(1 / (1 + np.exp(-scores)), val_y)
+    t = min(max(op["threshold"], 1e-4), 1 - 1e-4)
+    with torch.no_grad():  # fold the operating point into the head: flag when P >= 0.5
+        net.stain_head[2].bias -= math.log(t / (1 - t))
+    save_tensors(out / WEIGHTS, {k: v.float() for k, v in net.state_dict().items()})
+    write_csv(out / HISTORY, history, list(history[0]))
+    write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
+    config = {
+        "format": FORMAT,
+        "task": "classification",
+        "classes": CLASSES,
+        "label_column": None,
+        "preprocessing": {
+            "mode": "full",
+            "size": size,
+            "fit": "sheet",
+            "mean": list(MEAN),
+            "std": list(STD),
+        },
+        "architecture": {
+            "name": "stainnet",
+            "kwargs": {},
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "init": "run" if init else "imagenet" if pretrained else "scratch",
+            "weights": weights,
+        },
+        "training": {
+            "kind": "learn-stains",
+            "data": None,
+            "sources": [
+                str(s) for s in (sources if not isinstance(sources, (str, Path)) else [sources])
+            ],
+            "n_train_sheets": len(train_entries),
+            "n_validation_sheets": len(val_entries),
+            "validation": "each held-out sheet painted once clean and once stained, style "
+            f"'{val_style.name}'",
+            "size": size,
+            "crop": crop,
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "stain_kinds": list(train_kinds),
+            "holdout_kinds": list(holdout_kinds),
+            "negatives": list(negatives),
+            "seed": seed,
+            "best_epoch": best[1],
+            "epochs_run": steps,
+            "precision": acc.precision,
+            "device": str(acc.device),
+            "train_seconds": round(seconds, 1),
+            "complete": True,
+        },
+        "metrics": {
+            "validation": {
+                "val_auc": auc(scores, val_y),
+                "val_accuracy": op["accuracy"],
+                "n": len(val_y),
+            }
+        },
+        "operating_point": {
+            "positive_class": "contaminated",
+            "source": "painted validation sheets (folded into the model: flag at 0.5)",
+            "threshold": 0.5,
+            "raw_threshold": op["threshold"],
+            **{k: op[k] for k in ("balanced_accuracy", "precision", "recall", "accuracy", "n")},
+        },
+        "herbscan_version": __version__,
+    }
+    write_json(out / RUN_JSON, config)
+    return out

@@ -1,0 +1,552 @@
+"""Paint mercury stains, and marks that are not mercury, onto real sheet images.
+
+A museum's collection is 95-98% clean sheets in its own imaging; painting synthetic mercury onto
+them gives a stain detector training data of any size without labelling anything. Everything is
+sized in millimetres (`pixels_per_mm`, from a 42 cm sheet's long side), so a severity means the
+same at any scan resolution, and every parameter is drawn from wide ranges: the detector is judged
+on stains from generators it has not seen.
+
+Stains (`STAIN_KINDS`), after what mercuric chloride leaves (Schuettpelz et al. 2017, and the US
+National Herbarium sheets in `../shared/data/mercury-reference`): clustered grey-black speckles
+from a few dots to hundreds, loose scattered speckles, grey clouds and blotches, grey halos
+around the plant, greyed plant tissue and grey tide lines. Look-alikes (`NEGATIVE_KINDS`): dust,
+ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers and barcodes.
+
+`paint(rng, image, ...)` returns the painted image and a per-pixel stain strength map (how much
+each pixel was darkened by stains, 0-1), which the detector learns from cell by cell. `Style`
+changes the generator's habits (dot shapes, colours, clustering) so validation can use settings
+training never saw.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from herbscan.errors import ParameterError
+
+__all__ = [
+    "NEGATIVE_KINDS",
+    "STAIN_KINDS",
+    "STYLES",
+    "Style",
+    "paint",
+    "pixels_per_mm",
+    "plant_mask",
+    "scanner",
+]
+
+SHEET_LONG_MM = 420.0  # a herbarium sheet is about 29 × 42 cm
+STAIN_KINDS = ("speckles", "scatter", "blotch", "halo", "tissue", "tideline")
+NEGATIVE_KINDS = (
+    "dust",
+    "ink",
+    "pencil",
+    "foxing",
+    "glue",
+    "water",
+    "shadow",
+    "chart",
+    "ruler",
+    "barcode",
+)
+_SUPER = 3  # dots are drawn 3× supersampled: a 0.2 mm speck at 4 px/mm is a grey pixel
+
+
+@dataclass(frozen=True)
+class Style:
+    """Generator habits. `ragged` dots are irregular polygons rather than ellipses; `tint` is the
+    largest colour cast of a stain (mercury is grey-black, sometimes brownish or bluish);
+    `cluster` scales how tightly speckles gather."""
+
+    name: str
+    ragged: float
+    tint: float
+    cluster: float
+    grey: tuple[float, float]
+
+
+STYLES = {
+    "train": Style("train", ragged=0.3, tint=0.05, cluster=1.0, grey=(0.04, 0.45)),
+    "holdout": Style("holdout", ragged=0.9, tint=0.1, cluster=1.6, grey=(0.1, 0.55)),
+}
+
+
+def pixels_per_mm(shape: tuple[int, ...]) -> float:
+    """Scale of an image of a whole sheet: its long side is 420 mm."""
+    return max(shape[0], shape[1]) / SHEET_LONG_MM
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ParameterError(f"image must be an (h, w, 3) RGB array; got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255
+    return image.astype(np.float32, copy=True)
+
+
+def _lum(img: np.ndarray) -> np.ndarray:
+    return img @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def plant_mask(image: np.ndarray) -> np.ndarray:
+    """Bool (h, w): pixels that are neither paper nor neutral grey — mostly plant, also coloured
+    labels and charts. Paper is the median colour of the brightest half of the image."""
+    img = _as_float(image)
+    lum = _lum(img)
+    bright = img[lum >= np.median(lum)]
+    paper = np.median(bright, axis=0) if len(bright) else np.ones(3, np.float32)
+    dist = np.abs(img - paper).max(axis=2)
+    chroma = img.max(axis=2) - img.min(axis=2)
+    return (dist > 0.12) & (chroma > 0.05)
+
+
+def _soft(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """Gaussian-blurred copy of a [0, 1] float mask (blurred at reduced size when wide)."""
+    if radius_px < 0.3:
+        return mask
+    h, w = mask.shape
+    f = max(1, int(radius_px // 4))
+    im = Image.fromarray((np.clip(mask, 0, 1) * 255).astype(np.uint8))
+    if f > 1:
+        im = im.resize((max(1, w // f), max(1, h // f)), Image.Resampling.BOX)
+    im = im.filter(ImageFilter.GaussianBlur(radius_px / f))
+    if f > 1:
+        im = im.resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(im, np.float32) / 255
+
+
+def _noise_field(rng, shape, cell_px: float) -> np.ndarray:
+    """Smooth random field in [0, 1] with features about `cell_px` wide."""
+    h, w = shape
+    gh, gw = max(2, int(h / max(cell_px, 1)) + 2), max(2, int(w / max(cell_px, 1)) + 2)
+    small = rng.random((gh, gw)).astype(np.float32)
+    im = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    return np.asarray(im, np.float32) / 255
+
+
+def _dots(rng, shape, xs, ys, rs, values, ragged: float = 0.0, aspect=(1.0, 1.0)) -> np.ndarray:
+    """Float mask (h, w) with a dot of radius rs (px) and opacity values at each (x, y), drawn
+    supersampled; a fraction `ragged` of the dots are irregular polygons."""
+    h, w = shape
+    s = _SUPER
+    im = Image.new("L", (w * s, h * s), 0)
+    d = ImageDraw.Draw(im)
+    for x, y, r, v in zip(xs, ys, rs, values):
+        if not (-4 * r <= x <= w + 4 * r and -4 * r <= y <= h + 4 * r):
+            continue
+        fill = int(np.clip(v, 0, 1) * 255)
+        rx, ry = r * s * rng.uniform(*aspect), r * s * rng.uniform(*aspect)
+        cx, cy = x * s, y * s
+        if rng.random() < ragged and r * s > 2:
+            n = int(rng.integers(5, 10))
+            a = np.sort(rng.uniform(0, 2 * np.pi, n))
+            k = rng.uniform(0.5, 1.3, n)
+            pts = list(zip((cx + rx * k * np.cos(a)).tolist(), (cy + ry * k * np.sin(a)).tolist()))
+            d.polygon(pts, fill=fill)
+        else:
+            d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=fill)
+    return np.asarray(im.resize((w, h), Image.Resampling.BOX), np.float32) / 255
+
+
+def _blend(img: np.ndarray, alpha: np.ndarray, colour) -> np.ndarray:
+    a = np.clip(alpha, 0, 1).astype(np.float32, copy=False)[..., None]
+    return img * (1 - a) + np.asarray(colour, np.float32) * a
+
+
+def _stain_colour(rng, style: Style) -> np.ndarray:
+    g = rng.uniform(*style.grey)
+    return np.clip(g + rng.uniform(-style.tint, style.tint, 3), 0, 1).astype(np.float32)
+
+
+def _centres(rng, shape, plant, n, near_plant: float):
+    """n points, a fraction near_plant of them on the plant when there is plant."""
+    h, w = shape
+    ys, xs = np.nonzero(plant) if plant is not None else ((), ())
+    out = []
+    for _ in range(n):
+        if len(xs) and rng.random() < near_plant:
+            i = rng.integers(len(xs))
+            out.append((float(xs[i]), float(ys[i])))
+        else:
+            out.append((rng.uniform(0, w), rng.uniform(0, h)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# stains
+
+
+def _speckles(rng, img, ppm, s, style, plant):
+    h, w = img.shape[:2]
+    n_clusters = 1 + int(rng.integers(0, 1 + round(6 * s)))
+    alpha = np.zeros((h, w), np.float32)
+    for cx, cy in _centres(rng, (h, w), plant, n_clusters, 0.6):
+        n = int(3 + (s**1.3) * rng.uniform(20, 400))
+        spread = rng.uniform(1.5, 20) * style.cluster * ppm * (0.4 + s)
+        ang = rng.uniform(0, np.pi)
+        stretch = rng.uniform(1, 3)
+        u, v = rng.normal(0, spread, n), rng.normal(0, spread / stretch, n)
+        xs = cx + u * np.cos(ang) - v * np.sin(ang)
+        ys = cy + u * np.sin(ang) + v * np.cos(ang)
+        r_mm = np.clip(rng.lognormal(np.log(rng.uniform(0.1, 0.35)), 0.6, n), 0.05, 1.5)
+        ops = rng.uniform(0.35, 1.0, n) * rng.uniform(0.6, 1.0)
+        alpha = np.maximum(alpha, _dots(rng, (h, w), xs, ys, r_mm * ppm, ops, style.ragged))
+        if rng.random() < 0.35:  # faint halo around the dense part of the cluster
+            halo = _dots(rng, (h, w), xs, ys, r_mm * ppm * rng.uniform(2, 4), ops * 0.15)
+            alpha = np.maximum(alpha, halo)
+    return _blend(img, alpha, _stain_colour(rng, style))
+
+
+def _scatter(rng, img, ppm, s, style, plant):
+    h, w = img.shape[:2]
+    area_cm2 = h * w / (ppm * 10) ** 2
+    n = int(max(3, area_cm2 * rng.uniform(0.05, 1.5) * (0.2 + s)))
+    xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
+    r_mm = np.clip(rng.lognormal(np.log(0.15), 0.5, n), 0.05, 0.8)
+    alpha = _dots(rng, (h, w), xs, ys, r_mm * ppm, rng.uniform(0.4, 1.0, n), style.ragged)
+    return _blend(img, alpha, _stain_colour(rng, style))
+
+
+def _blotch(rng, img, ppm, s, style, plant):
+    h, w = img.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    for cx, cy in _centres(rng, (h, w), plant, 1 + int(rng.integers(0, 1 + round(3 * s))), 0.5):
+        r = rng.uniform(3, 30) * ppm
+        yy, xx = np.ogrid[:h, :w]
+        blob = np.exp(-(((xx - cx) / r) ** 2 + ((yy - cy) / (r * rng.uniform(0.5, 1.5))) ** 2))
+        tex = _noise_field(rng, (h, w), rng.uniform(0.5, 3) * ppm)
+        mottled = blob * (0.4 + 0.6 * tex) * rng.uniform(0.12, 0.45) * (0.5 + 0.5 * s)
+        alpha = np.maximum(alpha, mottled.astype(np.float32))
+    return _blend(img, alpha, _stain_colour(rng, style))
+
+
+def _halo(rng, img, ppm, s, style, plant):
+    if plant is None or not plant.any():
+        return _blotch(rng, img, ppm, s, style, plant)
+    h, w = img.shape[:2]
+    ring = _soft(plant.astype(np.float32), rng.uniform(0.5, 3) * ppm) * (1 - plant)
+    region = _noise_field(rng, (h, w), rng.uniform(10, 40) * ppm)
+    region = np.clip((region - rng.uniform(0.2, 0.6)) * 3, 0, 1)
+    alpha = np.clip(ring * 2.5, 0, 1) * region * rng.uniform(0.15, 0.5) * (0.5 + 0.5 * s)
+    return _blend(img, alpha, _stain_colour(rng, style))
+
+
+def _tissue(rng, img, ppm, s, style, plant):
+    if plant is None or not plant.any():
+        return _speckles(rng, img, ppm, s, style, plant)
+    h, w = img.shape[:2]
+    region = _noise_field(rng, (h, w), rng.uniform(8, 30) * ppm)
+    region = np.clip((region - rng.uniform(0.3, 0.6)) * 3, 0, 1)
+    a = plant * region * rng.uniform(0.3, 0.7) * (0.5 + 0.5 * s)
+    grey = _lum(img)[..., None] * rng.uniform(0.4, 0.7)
+    out = img * (1 - a[..., None]) + grey * a[..., None]
+    return _speckles(rng, out, ppm, 0.3 * s, style, plant) if rng.random() < 0.5 else out
+
+
+def _ring(rng, shape, cx, cy, r, width_px) -> np.ndarray:
+    h, w = shape
+    yy, xx = np.ogrid[:h, :w]
+    ang = np.arctan2(yy - cy, xx - cx)
+    wobble = 1 + sum(
+        rng.uniform(0, 0.12) * np.sin(k * ang + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5)
+    )
+    dist = np.hypot(xx - cx, yy - cy) / wobble
+    edge = np.exp(-(((dist - r) / max(width_px, 0.5)) ** 2))
+    inside = (dist < r) * rng.uniform(0.0, 0.3)
+    return np.maximum(edge, inside).astype(np.float32)
+
+
+def _tideline(rng, img, ppm, s, style, plant):
+    h, w = img.shape[:2]
+    ((cx, cy),) = _centres(rng, (h, w), plant, 1, 0.5)
+    alpha = _ring(rng, (h, w), cx, cy, rng.uniform(5, 40) * ppm, rng.uniform(0.3, 1.5) * ppm)
+    return _blend(img, alpha * rng.uniform(0.2, 0.5) * (0.6 + 0.4 * s), _stain_colour(rng, style))
+
+
+_STAINS = {
+    "speckles": _speckles,
+    "scatter": _scatter,
+    "blotch": _blotch,
+    "halo": _halo,
+    "tissue": _tissue,
+    "tideline": _tideline,
+}
+_STAIN_P = {
+    "speckles": 0.5,
+    "scatter": 0.1,
+    "blotch": 0.12,
+    "halo": 0.1,
+    "tissue": 0.1,
+    "tideline": 0.08,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# look-alikes that are not mercury
+
+
+def _dust(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    n = int(rng.integers(1, 12))
+    xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
+    r = np.clip(rng.lognormal(np.log(0.12), 0.4, n), 0.05, 0.4) * ppm
+    alpha = _dots(rng, (h, w), xs, ys, r, rng.uniform(0.3, 0.9, n))
+    if rng.random() < 0.4:  # a hair or fibre
+        im = Image.new("L", (w, h), 0)
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        pts = [(x, y)]
+        for _ in range(int(rng.integers(4, 12))):
+            x, y = x + rng.normal(0, 2 * ppm), y + rng.normal(0, 2 * ppm)
+            pts.append((x, y))
+        ImageDraw.Draw(im).line(pts, fill=int(rng.uniform(80, 200)), width=1)
+        alpha = np.maximum(alpha, np.asarray(im, np.float32) / 255)
+    return _blend(img, alpha, (rng.uniform(0.1, 0.4),) * 3)
+
+
+def _ink(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    colour = [(0.1, 0.12, 0.45), (0.05, 0.05, 0.07), (0.45, 0.08, 0.1)][int(rng.integers(3))]
+    im = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(im)
+    x, y = rng.uniform(0, w), rng.uniform(0, h)
+    for _ in range(int(rng.integers(1, 6))):  # pen strokes, as in handwriting
+        pts = [(x, y)]
+        for _ in range(int(rng.integers(3, 15))):
+            x, y = x + rng.normal(1.5, 1.5) * ppm, y + rng.normal(0, 1.2) * ppm
+            pts.append((x, y))
+        d.line(pts, fill=255, width=max(1, round(rng.uniform(0.2, 0.6) * ppm)))
+    alpha = np.asarray(im, np.float32) / 255
+    n = int(rng.integers(0, 4))  # and a few blots
+    alpha = np.maximum(
+        alpha,
+        _dots(
+            rng,
+            (h, w),
+            rng.uniform(0, w, n),
+            rng.uniform(0, h, n),
+            rng.uniform(0.2, 1.0, n) * ppm,
+            np.ones(n),
+        ),
+    )
+    return _blend(img, alpha * rng.uniform(0.7, 1.0), colour)
+
+
+def _pencil(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    im = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(1, 4))):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        n = int(rng.integers(5, 30))
+        t = np.arange(n)
+        xs = x + t * rng.uniform(0.5, 1.5) * ppm
+        ys = y + np.sin(t * rng.uniform(0.8, 2.5)) * rng.uniform(0.5, 2) * ppm
+        d.line(
+            list(zip(xs.tolist(), ys.tolist())),
+            fill=int(rng.uniform(90, 200)),
+            width=max(1, round(0.3 * ppm)),
+        )
+    alpha = _soft(np.asarray(im, np.float32) / 255, 0.4)
+    return _blend(img, alpha, (rng.uniform(0.35, 0.55),) * 3)
+
+
+def _foxing(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy, n = rng.uniform(0, w), rng.uniform(0, h), int(rng.integers(3, 40))
+        xs, ys = cx + rng.normal(0, 6 * ppm, n), cy + rng.normal(0, 6 * ppm, n)
+        r = rng.uniform(0.3, 2.5, n) * ppm
+        alpha = np.maximum(
+            alpha, _soft(_dots(rng, (h, w), xs, ys, r, rng.uniform(0.3, 0.8, n)), 0.3 * ppm)
+        )
+    brown = (rng.uniform(0.55, 0.75), rng.uniform(0.35, 0.5), rng.uniform(0.15, 0.3))
+    return _blend(img, alpha, brown)
+
+
+def _glue(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    ((cx, cy),) = _centres(rng, (h, w), plant, 1, 0.8)
+    n = int(rng.integers(1, 4))
+    alpha = _soft(
+        _dots(
+            rng,
+            (h, w),
+            cx + rng.normal(0, 2 * ppm, n),
+            cy + rng.normal(0, 2 * ppm, n),
+            rng.uniform(1, 5, n) * ppm,
+            np.ones(n),
+            aspect=(0.5, 2.0),
+        ),
+        0.5 * ppm,
+    )
+    yellow = (rng.uniform(0.75, 0.9), rng.uniform(0.65, 0.8), rng.uniform(0.35, 0.55))
+    return _blend(img, alpha * rng.uniform(0.2, 0.5), yellow)
+
+
+def _water(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    alpha = _ring(
+        rng,
+        (h, w),
+        rng.uniform(0, w),
+        rng.uniform(0, h),
+        rng.uniform(8, 60) * ppm,
+        rng.uniform(0.5, 3) * ppm,
+    )
+    brown = (rng.uniform(0.6, 0.8), rng.uniform(0.5, 0.65), rng.uniform(0.3, 0.45))
+    return _blend(img, alpha * rng.uniform(0.15, 0.4), brown)
+
+
+def _shadow(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    if plant is not None and plant.any() and rng.random() < 0.6:  # thick specimen's shadow
+        dx, dy = (int(v) for v in rng.normal(0, 1.5 * ppm, 2))
+        shifted = np.roll(np.roll(plant, dy, axis=0), dx, axis=1).astype(np.float32)
+        alpha = _soft(shifted, rng.uniform(0.5, 2) * ppm) * (1 - plant)
+    else:  # uneven lighting or a curled edge
+        yy, xx = np.mgrid[:h, :w].astype(np.float32)
+        a = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(a) * xx + np.sin(a) * yy) / max(h, w)
+        alpha = np.clip((ramp - ramp.max() + rng.uniform(0.05, 0.3)) * 4, 0, 1)
+    return _blend(img, alpha * rng.uniform(0.1, 0.35), (0.1, 0.1, 0.1))
+
+
+def _chart(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    out = img.copy()
+    patch = max(2, int(rng.uniform(5, 12) * ppm))
+    n = int(rng.integers(4, 12))
+    vertical = rng.random() < 0.5
+    x0, y0 = int(rng.uniform(0, max(1, w - patch))), int(rng.uniform(0, max(1, h - patch)))
+    for i in range(n):
+        grey = rng.random() < 0.5
+        c = np.full(3, i / max(1, n - 1), np.float32) if grey else rng.random(3).astype(np.float32)
+        x, y = (x0, y0 + i * patch) if vertical else (x0 + i * patch, y0)
+        out[y : y + patch, x : x + patch] = c
+    return out
+
+
+def _ruler(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    im = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(im)
+    x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+    for i in range(int(rng.integers(10, 80))):
+        x = x0 + i * ppm
+        d.line(
+            (x, y0, x, y0 + (3 if i % 10 else 6) * ppm), fill=255, width=max(1, round(0.2 * ppm))
+        )
+    d.line((x0, y0, x0 + 80 * ppm, y0), fill=255, width=max(1, round(0.3 * ppm)))
+    return _blend(img, np.asarray(im, np.float32) / 255, (0.05, 0.05, 0.05))
+
+
+def _barcode(rng, img, ppm, plant):
+    h, w = img.shape[:2]
+    out = img.copy()
+    bw, bh = int(rng.uniform(25, 45) * ppm), int(rng.uniform(6, 14) * ppm)
+    x0, y0 = int(rng.uniform(0, max(1, w - bw))), int(rng.uniform(0, max(1, h - bh)))
+    out[y0 : y0 + bh, x0 : x0 + bw] = 0.97
+    x = x0 + 1
+    while x < x0 + bw - 1:
+        t = max(1, int(rng.integers(1, 4) * 0.25 * ppm))
+        if rng.random() < 0.5:
+            out[y0 + 1 : y0 + bh - 1, x : x + t] = 0.05
+        x += t
+    return out
+
+
+_NEGATIVES = {
+    "dust": _dust,
+    "ink": _ink,
+    "pencil": _pencil,
+    "foxing": _foxing,
+    "glue": _glue,
+    "water": _water,
+    "shadow": _shadow,
+    "chart": _chart,
+    "ruler": _ruler,
+    "barcode": _barcode,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def _check_kinds(kinds, allowed, what: str) -> tuple[str, ...]:
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in allowed]
+    if bad:
+        raise ParameterError(f"unknown {what} kind {bad[0]!r}; choose from {', '.join(allowed)}")
+    return kinds
+
+
+def paint(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    *,
+    stained: bool,
+    severity: float | None = None,
+    kinds=STAIN_KINDS,
+    negatives=NEGATIVE_KINDS,
+    n_negatives: int | None = None,
+    style: Style = STYLES["train"],
+    ppm: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Paint look-alikes (and stains when `stained`) onto an (h, w, 3) RGB image.
+
+    `ppm` is the image's pixels per millimetre (default: the image is a whole sheet). Returns
+    (float32 image in [0, 1], float32 (h, w) stain strength in [0, 1], description).
+    """
+    kinds = _check_kinds(kinds, STAIN_KINDS, "stain")
+    negatives = _check_kinds(negatives, NEGATIVE_KINDS, "look-alike")
+    if stained and not kinds:
+        raise ParameterError("a stained sheet needs at least one stain kind")
+    img = _as_float(image)
+    ppm = float(ppm or pixels_per_mm(img.shape))
+    plant = plant_mask(img)
+    if n_negatives is None:
+        n_negatives = int(rng.choice([0, 1, 1, 2, 2, 3, 4]))
+    used_neg = [str(k) for k in rng.choice(negatives, size=n_negatives)] if negatives else []
+    for k in used_neg:
+        img = np.clip(_NEGATIVES[k](rng, img, ppm, plant), 0, 1).astype(np.float32, copy=False)
+    strength = np.zeros(img.shape[:2], np.float32)
+    sev, used = 0.0, []
+    if stained:
+        sev = float(severity if severity is not None else rng.random() ** 1.5)
+        p = np.array([_STAIN_P[k] for k in kinds])
+        n = 1 + int(rng.random() < 0.4 * sev + 0.1) + int(rng.random() < 0.3 * sev)
+        used = sorted({str(k) for k in rng.choice(kinds, size=n, p=p / p.sum())})
+        before = _lum(img)
+        for k in used:
+            img = np.clip(_STAINS[k](rng, img, ppm, sev, style, plant), 0, 1).astype(
+                np.float32, copy=False
+            )
+        strength = np.clip((before - _lum(img)) / 0.25, 0, 1)
+    return (
+        img,
+        strength,
+        {"stained": bool(stained), "severity": sev, "kinds": used, "negatives": used_neg},
+    )
+
+
+def scanner(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Imaging variation on a float RGB image: white balance, exposure, gamma, blur, noise and
+    JPEG re-encoding; returns uint8."""
+    img = image * rng.uniform(0.96, 1.04, 3).astype(np.float32) * rng.uniform(0.88, 1.08)
+    img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)
+    img = img + rng.normal(0, rng.uniform(0, 0.02), img.shape).astype(np.float32)
+    im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if rng.random() < 0.4:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
+    if rng.random() < 0.7:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=int(rng.integers(40, 96)))
+        buf.seek(0)
+        im = Image.open(buf).convert("RGB")
+    return np.array(im, np.uint8)

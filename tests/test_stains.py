@@ -1,0 +1,218 @@
+"""The stain painter, StainNet, learn-stains and the shipped mercury model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from herbscan.errors import ParameterError
+from herbscan.images import input_shape, load_sheet
+from herbscan.stainnet import STRIDE, StainNet, cell_targets
+from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, paint, pixels_per_mm, plant_mask, scanner
+
+
+def paper(h=300, w=200, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = np.full((h, w, 3), (236, 230, 214), np.uint8) + rng.integers(0, 6, (h, w, 1)).astype(
+        np.uint8
+    )
+    a[h // 4 : 3 * h // 4, w // 2 - 3 : w // 2 + 3] = (70, 110, 50)  # a green stem
+    return a
+
+
+def test_clean_sheets_have_no_stain_strength_and_stay_in_range():
+    for seed in range(5):
+        img, strength, d = paint(np.random.default_rng(seed), paper(), stained=False, n_negatives=4)
+        assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
+        assert strength.max() == 0
+        assert d["stained"] is False and d["kinds"] == [] and len(d["negatives"]) == 4
+        assert set(d["negatives"]) <= set(NEGATIVE_KINDS)
+
+
+def test_every_stain_kind_darkens_the_sheet_where_it_says():
+    for kind in STAIN_KINDS:
+        base = paper()
+        img, strength, d = paint(
+            np.random.default_rng(1), base, stained=True, severity=0.8, kinds=[kind], n_negatives=0
+        )
+        assert d["kinds"] == [kind]
+        lum = np.array([0.299, 0.587, 0.114], np.float32)
+        darker = (base.astype(np.float32) / 255 - img) @ lum
+        assert strength.max() > 0.25, kind
+        # strength is the darkening in luminance, a quarter of the range counting fully
+        assert np.allclose(strength, np.clip(darker / 0.25, 0, 1), atol=1e-4), kind
+        assert 0 < (strength > 0.3).mean() < 0.8, kind
+
+
+def test_severity_means_more_stain():
+    faint, heavy = [], []
+    for seed in range(8):
+        for sev, out in ((0.05, faint), (1.0, heavy)):
+            _, s, _ = paint(
+                np.random.default_rng(seed),
+                paper(),
+                stained=True,
+                severity=sev,
+                kinds=["speckles"],
+                n_negatives=0,
+            )
+            out.append((s > 0.3).sum())
+    assert np.median(heavy) > 5 * np.median(faint) > 0
+
+
+def test_sizes_are_in_millimetres_not_pixels():
+    """The same stains painted on the same sheet at twice the scale cover the same share of it."""
+    share = {}
+    for scale in (1, 2):
+        base = np.asarray(Image.fromarray(paper()).resize((200 * scale, 300 * scale)))
+        fractions = []
+        for seed in range(6):
+            _, s, _ = paint(
+                np.random.default_rng(seed),
+                base,
+                stained=True,
+                severity=0.7,
+                kinds=["speckles"],
+                n_negatives=0,
+                ppm=2.0 * scale,
+            )
+            fractions.append((s > 0.3).mean())
+        share[scale] = np.mean(fractions)
+    assert 0.6 < share[2] / share[1] < 1.6
+
+
+def test_bad_kinds_are_refused_with_the_choices():
+    with pytest.raises(ParameterError, match="unknown stain kind 'rust'.*speckles"):
+        paint(np.random.default_rng(0), paper(), stained=True, kinds=["rust"])
+    with pytest.raises(ParameterError, match="look-alike"):
+        paint(np.random.default_rng(0), paper(), stained=False, negatives=["cat"])
+    with pytest.raises(ParameterError, match="at least one stain kind"):
+        paint(np.random.default_rng(0), paper(), stained=True, kinds=[])
+    with pytest.raises(ParameterError, match="RGB"):
+        paint(np.random.default_rng(0), np.zeros((10, 10)), stained=False)
+
+
+def test_plant_mask_finds_the_stem_not_the_paper():
+    m = plant_mask(paper())
+    assert m[150, 100] and not m[10, 10]
+    assert 0.01 < m.mean() < 0.1
+
+
+def test_scale_and_scanner():
+    assert pixels_per_mm((1536, 1024, 3)) == pytest.approx(1536 / 420)
+    out = scanner(np.random.default_rng(0), np.full((40, 30, 3), 0.5, np.float32))
+    assert out.dtype == np.uint8 and out.shape == (40, 30, 3) and out.flags.writeable
+    assert 90 < out.mean() < 170
+
+
+def test_cell_targets_need_a_visible_amount_of_stain():
+    m = torch.zeros(1, 32, 48)
+    m[0, 3, 20] = 1.0  # one fully darkened pixel: below 1.5 pixels' worth
+    assert cell_targets(m, 1.5).sum() == 0
+    m[0, 4, 20] = 1.0
+    t = cell_targets(m, 1.5)
+    assert t.shape == (1, 2, 3) and t[0, 0, 1] == 1 and t.sum() == 1
+
+
+def test_stainnet_is_lite0s_first_stages_and_pools_the_top_cells():
+    from safetensors.torch import load_file
+
+    from herbscan.models import create_model
+    from herbscan.pretrained import pretrained_weights
+
+    net = create_model("stainnet", 2, pretrained=True).eval()
+    ref = load_file(str(pretrained_weights("efficientnet_lite0")))
+    shared = [k for k in net.state_dict() if not k.startswith("stain_head")]
+    assert len(shared) > 100
+    assert all(torch.equal(net.state_dict()[k], ref[k]) for k in shared)
+    assert not any(k.startswith("_blocks.11.") for k in net.state_dict())  # stride 32 dropped
+    x = torch.rand(2, 3, 96, 64)
+    cells = net.cell_logits(x)
+    assert cells.shape == (2, 96 // STRIDE, 64 // STRIDE)
+    logits = net(x)
+    assert logits.shape == (2, 2) and (logits[:, 0] == 0).all()
+    top = cells.flatten(1).topk(net.top_k, 1).values.mean(1)
+    assert torch.allclose(logits[:, 1], top)
+    with pytest.raises(ValueError, match="num_classes must be 2"):
+        StainNet(3)
+
+
+def test_sheet_fit_is_an_upright_two_by_three_sheet(tmp_path):
+    p = tmp_path / "landscape.jpg"
+    Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(p)
+    assert input_shape(64, "sheet") == (96, 64)
+    assert load_sheet(p, 64, "sheet").shape == (96, 64, 3)
+    assert load_sheet(p, 64, "stretch").shape == (64, 64, 3)
+
+
+def _clean_folder(tmp_path, n=6):
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(paper(360, 240, seed=i)).save(folder / f"s{i}.jpg", quality=92)
+    return folder
+
+
+def test_learn_stains_writes_a_run_every_command_accepts(tmp_path):
+    from herbscan.learn_stains import learn_stains
+    from herbscan.predict import Predictor
+    from herbscan.runs import load_run
+
+    folder = _clean_folder(tmp_path)
+    (folder / "notes.txt").write_text("not a sheet")
+    run = learn_stains(
+        [folder],
+        tmp_path / "run",
+        size=256,
+        crop=64,
+        steps=2,
+        batch_size=2,
+        validation_sheets=2,
+        pretrained=False,
+        precision="fp32",
+        progress=False,
+        holdout_kinds=["tideline"],
+    )
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["preprocessing"] == {**cfg["preprocessing"], "fit": "sheet", "size": 256}
+    assert cfg["training"]["n_train_sheets"] == 5 and cfg["training"]["n_validation_sheets"] == 1
+    assert "tideline" not in cfg["training"]["stain_kinds"]
+    assert cfg["operating_point"]["threshold"] == 0.5
+    assert 0 <= cfg["operating_point"]["raw_threshold"] <= 1
+    assert (run / "history.csv").read_text().startswith("step,")
+    assert "notes.txt" in (run / "skipped.csv").read_text()
+    preds = Predictor(load_run(run), precision="fp32").predict(
+        sorted(folder.glob("*.jpg")), progress=False
+    )
+    assert all(p.probs is not None and p.probs.shape == (2,) for p in preds)
+    with pytest.raises(ParameterError, match="already there"):
+        learn_stains([folder], run, steps=1, pretrained=False, progress=False)
+
+
+def test_learn_stains_refuses_what_it_cannot_use(tmp_path):
+    from herbscan.learn_stains import learn_stains
+
+    folder = _clean_folder(tmp_path, n=2)
+    with pytest.raises(ParameterError, match="at least 3 readable sheets"):
+        learn_stains([folder], tmp_path / "r", pretrained=False, progress=False)
+    with pytest.raises(ParameterError, match="unknown stain kind 'rust'"):
+        learn_stains([folder], tmp_path / "r", holdout_kinds=["rust"], progress=False)
+    with pytest.raises(ParameterError, match="multiples of 16"):
+        learn_stains([folder], tmp_path / "r", size=1000, progress=False)
+
+
+def test_the_decode_cache_is_checked_for_space(tmp_path, monkeypatch):
+    import shutil
+
+    from herbscan import learn_stains as ls
+
+    folder = _clean_folder(tmp_path)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(ls.shutil, "disk_usage", lambda p: usage._replace(free=10_000))
+    with pytest.raises(ParameterError, match="decode cache needs about .* GB"):
+        ls.learn_stains([folder], tmp_path / "r", pretrained=False, progress=False)
+    assert ls.cache_bytes(1000, 1024) == 1000 * (1536 * 1024 * 3 + 128)
