@@ -137,7 +137,7 @@ def test_stainnet_is_lite0s_first_stages_and_pools_the_top_cells():
     assert logits.shape == (2, 2) and (logits[:, 0] == 0).all()
     top = cells.flatten(1).topk(net.top_k, 1).values.mean(1)
     assert torch.allclose(logits[:, 1], top)
-    with pytest.raises(ValueError, match="num_classes must be 2"):
+    with pytest.raises(ParameterError, match="needs 2 classes, not 3"):
         StainNet(3)
 
 
@@ -216,3 +216,38 @@ def test_the_decode_cache_is_checked_for_space(tmp_path, monkeypatch):
     with pytest.raises(ParameterError, match="decode cache needs about .* GB"):
         ls.learn_stains([folder], tmp_path / "r", pretrained=False, progress=False)
     assert ls.cache_bytes(1000, 1024) == 1000 * (1536 * 1024 * 3 + 128)
+
+
+def test_train_init_from_a_stain_run_keeps_its_model_and_scale(tiny_collection, tmp_path):
+    from safetensors.torch import load_file
+
+    from herbscan.learn_stains import learn_stains
+    from herbscan.manifest import split
+    from herbscan.train import train
+
+    stains = learn_stains(
+        [tiny_collection / "clean"],
+        tmp_path / "stains",
+        size=256,
+        crop=64,
+        steps=1,
+        batch_size=2,
+        validation_sheets=2,
+        pretrained=False,
+        precision="fp32",
+        progress=False,
+    )
+    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
+    run = train(
+        data, tmp_path / "ft", init=stains, epochs=0, workers=1, progress=False, precision="fp32"
+    )
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["architecture"]["name"] == "stainnet"
+    assert cfg["architecture"]["init"] == "run"
+    assert cfg["architecture"]["weights"]["head"] == "kept"
+    assert cfg["preprocessing"]["size"] == 256 and cfg["preprocessing"]["fit"] == "sheet"
+    # epoch 0 is the stain run itself, scored on validation: same weights
+    a, b = load_file(str(stains / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ParameterError, match="not both"):
+        train(data, tmp_path / "x", init=stains, pretrained=True, progress=False)

@@ -146,7 +146,9 @@ def train(
             help="Input side in pixels (default: 320 for pretrained backbones, else 256)."
         ),
     ] = None,
-    fit: Annotated[str, typer.Option(help="stretch | pad")] = "stretch",
+    fit: Annotated[
+        str | None, typer.Option(help="stretch (default) | pad | sheet (2:3 portrait)")
+    ] = None,
     epochs: int = 30,
     batch_size: int = 32,
     lr: float = 2e-3,
@@ -198,6 +200,13 @@ def train(
     backbone_lr_scale: Annotated[
         float, typer.Option(help="Learning rate of a started backbone, as a fraction of --lr.")
     ] = 0.1,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from an earlier run (its model, size and weights), e.g. a learn-stains "
+            "run or the shipped 'mercury'."
+        ),
+    ] = None,
 ):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
@@ -232,6 +241,7 @@ def train(
         pretrained=pretrained,
         weights=weights,
         backbone_lr_scale=backbone_lr_scale,
+        init=init,
     )
     typer.echo(_train_summary(run))
 
@@ -346,7 +356,8 @@ def predict(
     batch_size: int = 64,
     workers: int = 1,
     heatmaps: Annotated[
-        Path | None, typer.Option(help="Tile-mode runs: folder for one heatmap PNG per sheet.")
+        Path | None,
+        typer.Option(help="Tile-mode and stain runs: folder for one heatmap PNG per sheet."),
     ] = None,
 ):
     """Class probabilities for sheets."""

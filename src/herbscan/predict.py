@@ -111,6 +111,28 @@ class Predictor:
     def mode(self) -> str:
         return self.run.preprocessing.get("mode", "full")
 
+    @property
+    def dense(self) -> bool:
+        """Whether the model scores cells of the sheet (StainNet), so heatmaps come for free."""
+        return self.backend == "torch" and hasattr(self.model, "cell_logits")
+
+    def _dense_proba(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 2), P(stain) per cell (n, h/16, w/16)) from one forward pass."""
+        import torch
+
+        prep = self.run.preprocessing
+        probs, maps = [], []
+        with torch.inference_mode():
+            for i in range(0, len(arrays), self.batch_size):
+                x = self.accel.to_input(arrays[i : i + self.batch_size], prep["mean"], prep["std"])
+                with self.accel.autocast():
+                    cells = self.model.cell_logits(x)
+                cells = cells.float()
+                z = torch.sigmoid(self.model.pool(cells))
+                probs.append(torch.stack([1 - z, z], 1).cpu().numpy())
+                maps.append(torch.sigmoid(cells).cpu().numpy())
+        return np.concatenate(probs), np.concatenate(maps)
+
     def predict(
         self, paths: Sequence[str | Path], progress: bool = True, heatmaps: bool = False
     ) -> list[Prediction]:
@@ -120,11 +142,15 @@ class Predictor:
         prep = self.run.preprocessing
         results: list[Prediction | None] = [None] * len(paths)
         batch: list[tuple[int, np.ndarray]] = []
+        dense = heatmaps and self.dense
 
         def flush():
-            probs = self._proba(np.stack([a for _, a in batch]))
-            for (i, _), pr in zip(batch, probs):
+            arrays = np.stack([a for _, a in batch])
+            probs, maps = self._dense_proba(arrays) if dense else (self._proba(arrays), None)
+            for j, ((i, a), pr) in enumerate(zip(batch, probs)):
                 results[i] = Prediction(str(paths[i]), pr, self.classes[int(pr.argmax())])
+                if dense:
+                    results[i].heatmap = cell_heatmap(a, maps[j])
             batch.clear()
 
         for i, a, err in iter_sheets(
@@ -204,6 +230,15 @@ class Predictor:
         )
 
 
+def cell_heatmap(image: np.ndarray, cells: np.ndarray, min_score: float = 0.1) -> bytes:
+    """PNG of a sheet with the cells a dense model scored ≥ min_score tinted by P(stain)."""
+    ch, cw = cells.shape
+    step = image.shape[0] / ch
+    coords = [(round(x * step), round(y * step)) for y in range(ch) for x in range(cw)]
+    scores = cells.ravel()
+    return heatmap_png(image, coords, round(step), scores, scores >= min_score)
+
+
 def expand_images(items: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(images to predict, [(entry, reason)] left out) from a mix of files and folders.
 
@@ -239,16 +274,20 @@ def predict(
     """Predict image files (or folders of them); write a CSV when `out` is given.
 
     Returns (predictions, classes). CSV columns: path, predicted, confidence, p_<class>…, error.
-    For tile-mode runs, `heatmaps` names a folder that receives `<image name>.heatmap.png` per
-    sheet: P(positive) of every kept tile painted over the sheet.
+    For tile-mode and stain runs, `heatmaps` names a folder that receives
+    `<image name>.heatmap.png` per sheet: P(positive) of every kept tile (or stain cell) painted
+    over the sheet.
     """
     if out is not None and Path(out).is_dir():
         raise ParameterError(f"{out}: is a folder; --out needs a CSV file name")
     predictor = Predictor(
         run, device=device, precision=precision, batch_size=batch_size, workers=workers
     )
-    if heatmaps is not None and predictor.mode != "tiles":
-        raise ParameterError(f"{run}: heatmaps need a tile-mode run (train with --mode tiles)")
+    if heatmaps is not None and predictor.mode != "tiles" and not predictor.dense:
+        raise ParameterError(
+            f"{run}: heatmaps need a tile-mode run (train with --mode tiles) or a stain run "
+            "(learn-stains, or mercury)"
+        )
     paths, skipped = expand_images(images)
     preds = predictor.predict(paths, heatmaps=heatmaps is not None) if paths else []
     preds += [Prediction(str(p), None, "", f"{p}: skipped, {why}") for p, why in skipped]

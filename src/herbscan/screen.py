@@ -406,7 +406,7 @@ def screen_report(
 def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
     """Thumbnails of the flagged sheets; heatmaps when the run works on tiles."""
     r = load_run(summary["run"])
-    if r.preprocessing.get("mode") == "tiles":
+    if r.preprocessing.get("mode") == "tiles" or r.config["architecture"]["name"] == "stainnet":
         preds = Predictor(r).predict(paths, progress=False, heatmaps=True)
         return {p.path: p.heatmap for p in preds if p.heatmap}
     pics = {}

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from torch import nn
 
 from herbscan.efficientnet import VARIANTS, EfficientNetLite
-from herbscan.errors import RunError
+from herbscan.errors import ParameterError, RunError
 
 STRIDE = 16
 _KEEP_STAGES = 5  # lite0's stages 1-5 end at stride 16 with 112 channels
@@ -37,8 +37,8 @@ class StainNet(nn.Module):
     def __init__(self, num_classes: int = 2, top_k: int = 3, hidden: int = 64):
         super().__init__()
         if num_classes != 2:
-            raise ValueError(
-                f"stainnet scores stain vs clean: num_classes must be 2, not {num_classes}"
+            raise ParameterError(
+                f"stainnet scores stain vs clean: it needs 2 classes, not {num_classes}"
             )
         lite = EfficientNetLite(VARIANTS["efficientnet_lite0"], num_classes=1)
         n_blocks = sum(1 for b in lite._blocks if b._project_conv.out_channels <= 112)

@@ -32,8 +32,13 @@ from herbscan.fileio import write_csv, write_json
 from herbscan.images import FITS
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
-from herbscan.models import create_model, list_models, model_info, pretrained_models
-from herbscan.pretrained import load_backbone_weights, pretrained_weights, weights_source
+from herbscan.models import WEIGHTS_OF, create_model, list_models, model_info, pretrained_models
+from herbscan.pretrained import (
+    load_backbone_weights,
+    pretrained_weights,
+    sha256_file,
+    weights_source,
+)
 from herbscan.progress import Progress
 from herbscan.runs import (
     FORMAT,
@@ -41,6 +46,7 @@ from herbscan.runs import (
     RUN_JSON,
     SKIPPED,
     WEIGHTS,
+    load_run,
     load_tensors,
     positive_class,
     save_tensors,
@@ -327,7 +333,7 @@ def train(
     *,
     model: str = DEFAULT_MODEL,
     size: int | None = None,
-    fit: str = "stretch",
+    fit: str | None = None,
     epochs: int = 30,
     batch_size: int = 32,
     lr: float = 2e-3,
@@ -357,6 +363,7 @@ def train(
     pretrained: bool | None = None,
     weights: str | Path | None = None,
     backbone_lr_scale: float = 0.1,
+    init: str | Path | None = None,
 ) -> Path:
     """Train a classifier on a split manifest's train rows, select on validation; return the run.
 
@@ -380,9 +387,22 @@ def train(
     training sheets (class-weighted, L2-regularised logistic regression), then the whole net
     trains at `backbone_lr_scale` × lr. Inputs are normalised the way the backbone was trained;
     BatchNorm statistics stay frozen; the origin and sha256 of the weights go into run.json.
+
+    `init` starts from an earlier run (a folder, or a shipped run such as "mercury"): its
+    architecture, input size, fit and normalisation, and all its weights (the classifier too
+    when the classes are as many); the whole net then fine-tunes at `backbone_lr_scale` × lr.
     """
     check_choice("balance", balance, BALANCE)
     check_choice("mode", mode, MODES)
+    init_run = None
+    if init is not None:
+        if weights is not None or pretrained:
+            raise ParameterError("give --init, or --weights / --pretrained, not both")
+        init_run = load_run(init)
+        model = init_run.config["architecture"]["name"]
+        size = size or init_run.preprocessing["size"]
+        fit = fit or init_run.preprocessing.get("fit", "stretch")
+    fit = fit or "stretch"
     check_choice("model", model, list_models())
     check_choice("fit", fit, FITS)
     if size is None:
@@ -551,15 +571,19 @@ def train(
     if len(y_tr) < 2:
         raise ManifestError(f"{data}: fewer than 2 readable training images")
 
-    start = _backbone_start(model, pretrained, weights)
+    start = "run" if init_run else _backbone_start(model, pretrained, weights)
     raw = create_model(model, len(classes), input_size=size)
     origin = None  # the weights a started backbone loads: the user's file or ImageNet's
-    if start is not None:
+    if init_run is not None:
+        origin = _load_init(raw, init_run, len(classes))
+    elif start is not None:
         origin = load_backbone_weights(
-            raw, weights if start == "file" else pretrained_weights(model)
+            raw, weights if start == "file" else pretrained_weights(WEIGHTS_OF.get(model, model))
         )
     info = model_info(model)
     mean, std = info["mean"] or MEAN, info["std"] or STD
+    if init_run is not None:
+        mean, std = init_run.preprocessing["mean"], init_run.preprocessing["std"]
     net = acc.prepare(raw)
     started = start is not None
     if epochs == 0 and not started:
@@ -568,7 +592,9 @@ def train(
             "probe on a pretrained backbone)"
         )
     probe = None
-    if started and not (resume and (ckpt_dir / "state.json").exists()):
+    has_head = any(isinstance(m, torch.nn.Linear) for m in net.modules())
+    fresh_head = start in ("imagenet", "file") or (origin or {}).get("head") == "new"
+    if started and has_head and fresh_head and not (resume and (ckpt_dir / "state.json").exists()):
         probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std, max(batch_size, 32))
     net_lr = lr * backbone_lr_scale if started else lr
     opt = torch.optim.AdamW(net.parameters(), lr=net_lr, weight_decay=weight_decay)
@@ -698,7 +724,8 @@ def train(
 
     total_steps = (epochs - state["epoch"]) * steps_per_epoch
     bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
-    if probe is not None and state["epoch"] == 0 and (len(y_va) or epochs == 0):
+    head_ready = probe is not None or (origin or {}).get("head") == "kept"
+    if head_ready and state["epoch"] == 0 and (len(y_va) or epochs == 0):
         record({"epoch": 0, "lr": 0.0}, time.monotonic())
     last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
     stopped_early = False
@@ -863,6 +890,22 @@ def _backbone_start(model: str, pretrained: bool | None, weights) -> str | None:
         )
         return None
     return "imagenet"
+
+
+def _load_init(net: torch.nn.Module, run, n_classes: int) -> dict:
+    """Load an earlier run's weights into `net` (same architecture): all of them when the class
+    count matches, else the backbone only. Returns run.json's record of where they came from."""
+    file = run.folder / WEIGHTS
+    record = {"origin": f"run {run.folder}", "sha256": sha256_file(file)}
+    if len(run.classes) == n_classes:
+        ref = net.state_dict()
+        state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in load_tensors(file).items()}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RunError(f"{file}: weights do not fit {run.config['architecture']['name']}")
+        return {**record, "head": "kept"}
+    load_backbone_weights(net, file)
+    return {**record, "head": "new"}
 
 
 def _freeze_batchnorm(net: torch.nn.Module) -> None:
