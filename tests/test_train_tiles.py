@@ -150,3 +150,60 @@ def test_tile_mode_with_three_classes(tmp_path):
     m = evaluate(run, precision="fp32", progress=False)
     assert m["n"] == 6 and len(m["confusion_matrix"]) == 3
     assert "2" in m["top_k_accuracy"]
+
+
+def test_cached_tiles_stream_from_disk_and_equal_the_in_memory_ones(split_csv, tmp_path):
+    from herbscan.cache import TileWindows
+
+    m, classes, spec = read_source(split_csv), ["clean", "contaminated"], TileSpec(32)
+    args = (m, "train", classes, spec, 3.0, {})
+    memory = _tile_split(*args, False, 1, [], False)
+    streamed = _tile_split(*args, tmp_path / "cache", 2, [], False)
+    assert isinstance(memory.x, np.ndarray) and isinstance(streamed.x, TileWindows)
+    assert streamed.x.shape == memory.x.shape and len(streamed.x) > 50
+    assert np.array_equal(streamed.x[:], memory.x)
+    assert np.array_equal(streamed.y, memory.y) and np.array_equal(streamed.sheet, memory.sheet)
+    idx = np.array([len(memory.x) - 1, 0, 7, 7])
+    assert np.array_equal(streamed.x[idx], memory.x[idx])
+    assert np.array_equal(streamed.x[3], memory.x[3])
+
+
+def test_tile_windows_keep_few_sheets_mapped(tmp_path):
+    from herbscan.cache import TileWindows
+
+    files = []
+    for s in range(5):
+        a = np.full((64, 64, 3), s * 40, np.uint8)
+        a[:32, 32:] = 255
+        files.append(str(tmp_path / f"s{s}.npy"))
+        np.save(files[-1], a)
+    sheet = np.repeat(np.arange(5), 2)
+    xy = np.tile([[0, 0], [32, 0]], (5, 1))
+    w = TileWindows(files, sheet, xy, 32, open_sheets=2)
+    tiles = w[np.arange(10)]
+    assert [int(t[0, 0, 0]) for t in tiles] == [0, 255, 40, 255, 80, 255, 120, 255, 160, 255]
+    assert len(w._open) == 2  # the rest were unmapped
+
+
+def test_tile_training_refuses_a_cache_that_will_not_fit(split_csv, tmp_path, monkeypatch):
+    import shutil
+
+    from herbscan.errors import ParameterError
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(ParameterError, match="tile cache needs about .* GB.*--scale"):
+        train(split_csv, tmp_path / "r", epochs=1, cache_dir=tmp_path / "c", **FAST)
+
+
+def test_samples_per_epoch_caps_the_steps_of_an_epoch(split_csv, tmp_path, monkeypatch):
+    import herbscan.train as tr
+
+    calls = []
+    real = tr.augment
+    monkeypatch.setattr(tr, "augment", lambda x, g: calls.append(len(x)) or real(x, g))
+    run = train(split_csv, tmp_path / "r", epochs=2, samples_per_epoch=32, **FAST)
+    assert calls == [16, 16, 16, 16]  # 2 epochs × 32 tiles / batches of 16
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["training"]["samples_per_epoch"] == 32
+    assert cfg["training"]["n_train"] > 64  # the tile set itself is larger

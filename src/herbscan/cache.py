@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from herbscan.errors import HerbscanError
+from herbscan.errors import HerbscanError, ParameterError
 from herbscan.fileio import atomic_path
-from herbscan.images import input_shape, load_sheet
+from herbscan.images import image_size, input_shape, load_sheet
 from herbscan.progress import Progress
 from herbscan.tiles import SheetTiles, TileSpec, keep_tiles, sheet_tiles
 from herbscan.workers import worker_pool
@@ -76,9 +77,16 @@ class SheetCache:
         return a
 
 
+TILE_FORMAT = 2  # 2: the sheet in its own .npy, so training reads windows without loading it
+
+
 @dataclass(frozen=True)
 class TileCache:
-    """Sheets decoded at a tile spec's working scale, with their windows and tile statistics."""
+    """Sheets decoded at a tile spec's working scale, with their windows and tile statistics.
+
+    Per sheet: `<key>.sheet.npy` (the decoded sheet, memory-mappable) and `<key>.npz` (window
+    origins and statistics), the .npz written last so that it marks a complete entry.
+    """
 
     root: Path
     spec: TileSpec
@@ -86,30 +94,163 @@ class TileCache:
     @property
     def folder(self) -> Path:
         s = self.spec
-        return Path(self.root) / f"tiles-v{FORMAT_VERSION}-{s.size}-{s.stride}-{s.scale:g}"
+        return Path(self.root) / f"tiles-v{TILE_FORMAT}-{s.size}-{s.stride}-{s.scale:g}"
 
     def entry(self, path: str | Path) -> Path:
         key = _key(path)
         return self.folder / key[:2] / f"{key}.npz"
 
-    def load(self, path: str | Path) -> SheetTiles:
+    @staticmethod
+    def sheet_file(entry: Path) -> Path:
+        return entry.with_suffix(".sheet.npy")
+
+    def has(self, path: str | Path) -> bool:
+        try:
+            e = self.entry(path)
+        except OSError:
+            return False
+        return e.is_file() and self.sheet_file(e).is_file()
+
+    def load(self, path: str | Path, mmap: bool = False) -> SheetTiles:
+        """The sheet's tiles, decoded (and stored) on a miss; `mmap` leaves the pixels on disk."""
         e = self.entry(path)
         if e.is_file():
             try:
                 with np.load(e) as z:
                     coords = [tuple(c) for c in z["coords"].tolist()]
-                    return SheetTiles(str(path), z["sheet"], coords, z["stats"])
+                    stats = z["stats"]
+                sheet = np.load(self.sheet_file(e), mmap_mode="r" if mmap else None)
+                return SheetTiles(str(path), sheet, coords, stats)
             except (OSError, ValueError, KeyError):
                 pass  # unreadable entry: recompute
         st = sheet_tiles(path, self.spec)
+        with atomic_path(self.sheet_file(e)) as tmp, open(tmp, "wb") as f:
+            np.save(f, st.sheet)
         with atomic_path(e) as tmp, open(tmp, "wb") as f:
-            np.savez(
-                f,
-                sheet=st.sheet,
-                coords=np.asarray(st.coords, np.int32).reshape(-1, 2),
-                stats=st.stats,
-            )
+            np.savez(f, coords=np.asarray(st.coords, np.int32).reshape(-1, 2), stats=st.stats)
         return st
+
+
+@dataclass
+class TileMeta:
+    """What training needs to know of a cached sheet without its pixels."""
+
+    path: str
+    sheet_file: str
+    shape: tuple[int, int]
+    coords: list[tuple[int, int]]
+    stats: np.ndarray
+
+    @property
+    def entropy(self) -> np.ndarray:
+        return self.stats[:, 0]
+
+
+def _meta_job(args: tuple[str, TileCache]):
+    path, cache = args
+    try:
+        st = cache.load(path, mmap=True)
+        f = cache.sheet_file(cache.entry(path))
+        return TileMeta(str(path), str(f), st.sheet.shape[:2], st.coords, st.stats), ""
+    except Exception as e:  # noqa: BLE001 - one bad sheet is an error row, never the job's end
+        return None, failure(path, e)
+
+
+def cached_tiles(
+    paths: Sequence[str | Path],
+    spec: TileSpec,
+    root: Path,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+):
+    """Yield (index, TileMeta or None, error) per path: each sheet is decoded into the tile
+    cache under `root` (by `workers` processes) and only its windows and statistics come
+    back, so nothing the size of a sheet crosses between processes or stays in memory."""
+    cache = TileCache(Path(root), spec)
+    jobs = [(str(p), cache) for p in paths]
+    yield from _run_jobs(_meta_job, jobs, workers, "tiling sheets", progress, chunk=1)
+
+
+class TileWindows:
+    """The tiles of many cached sheets as an array (n, T, T, 3) uint8 whose pixels stay on disk:
+    indexing reads just those windows from the memory-mapped sheets. At most `open_sheets`
+    sheets are mapped at once, so memory does not grow with the number of sheets."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        sheet: np.ndarray,
+        xy: np.ndarray,
+        size: int,
+        open_sheets: int = 32,
+    ):
+        self.files, self.size = list(files), int(size)
+        self.sheet = np.asarray(sheet, np.int64)
+        self.xy = np.asarray(xy, np.int64).reshape(-1, 2)
+        self._open: dict[int, np.ndarray] = {}
+        self._limit = open_sheets
+
+    def __len__(self) -> int:
+        return len(self.sheet)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self), self.size, self.size, 3)
+
+    def _map(self, s: int) -> np.ndarray:
+        a = self._open.pop(s, None)
+        if a is None:
+            a = np.load(self.files[s], mmap_mode="r")
+            if len(self._open) >= self._limit:  # unmap the least recently used sheet
+                self._open.pop(next(iter(self._open)))
+        self._open[s] = a
+        return a
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, slice):
+            idx = np.arange(len(self))[idx]
+        idx = np.asarray(idx, np.int64)
+        if idx.ndim == 0:
+            return self[idx[None]][0]
+        t = self.size
+        out = np.empty((len(idx), t, t, 3), np.uint8)
+        for j in np.argsort(self.sheet[idx], kind="stable"):  # group the reads by sheet
+            i = idx[j]
+            x, y = self.xy[i]
+            out[j] = self._map(int(self.sheet[i]))[y : y + t, x : x + t]
+        return out
+
+
+def tile_cache_bytes(paths: Sequence[str | Path], spec: TileSpec, root: Path) -> int:
+    """Disk the tile cache still needs for `paths`: the decoded size of every sheet not yet
+    cached (read from image headers; unreadable files count nothing)."""
+    cache = TileCache(Path(root), spec)
+    total = 0
+    for p in paths:
+        if cache.has(p):
+            continue
+        try:
+            w, h = image_size(p)
+        except HerbscanError:
+            continue
+        total += max(spec.size, round(w * spec.scale)) * max(spec.size, round(h * spec.scale)) * 3
+    return total
+
+
+def check_free_space(folder: Path, need: int, what: str) -> None:
+    """Refuse, in one line, a job whose cache would not fit on the disk of `folder`."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > 0.95 * free:
+        raise ParameterError(
+            f"{folder}: {what} needs about {need / 1e9:.1f} GB and only {free / 1e9:.1f} GB "
+            "are free; free space, point --cache-dir (or HERBSCAN_CACHE) at a larger disk, or "
+            "use a smaller --scale"
+        )
 
 
 def _tile_job(args: tuple[str, TileSpec, TileCache | None, float | None, bool]):
@@ -142,7 +283,7 @@ def load_tile_sheets(
     worker so that whole sheets never cross between processes (with a thumbnail for heatmaps
     when `thumbnails`).
     """
-    root = _cache_root(cache_dir)
+    root = cache_root(cache_dir)
     cache = TileCache(root, spec) if root else None
     jobs = [(str(p), spec, cache, keep_above, thumbnails) for p in paths]
     yield from _run_jobs(_tile_job, jobs, workers, "tiling sheets", progress, chunk=1, pool=pool)
@@ -181,7 +322,7 @@ def failure(path: str | Path, e: BaseException) -> str:
     return f"{path}: {type(e).__name__}: {e}"
 
 
-def _cache_root(cache_dir: str | Path | None | bool) -> Path | None:
+def cache_root(cache_dir: str | Path | None | bool) -> Path | None:
     """None/True: the default cache; False: no cache; else that folder."""
     if cache_dir is False:
         return None
@@ -189,7 +330,7 @@ def _cache_root(cache_dir: str | Path | None | bool) -> Path | None:
 
 
 def _resolve_cache(cache_dir: str | Path | None | bool, size: int, fit: str) -> SheetCache | None:
-    root = _cache_root(cache_dir)
+    root = cache_root(cache_dir)
     return SheetCache(root, size, fit) if root else None
 
 

@@ -207,6 +207,10 @@ def train(
             "run or the shipped 'mercury'."
         ),
     ] = None,
+    samples_per_epoch: Annotated[
+        int | None,
+        typer.Option(help="Sheets (tiles in tile mode) drawn per epoch (default: all)."),
+    ] = None,
 ):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
@@ -242,6 +246,7 @@ def train(
         weights=weights,
         backbone_lr_scale=backbone_lr_scale,
         init=init,
+        samples_per_epoch=samples_per_epoch,
     )
     typer.echo(_train_summary(run))
 
@@ -294,6 +299,14 @@ def models():
         else:
             where = f"not installed: {w['install']}"
         typer.echo(f"{name:<20} {info['parameters']:>11,} {info['input_size']:>6}  {where}")
+    from herbscan.runs import SHIPPED
+
+    for name, folder in SHIPPED.items():
+        state = "" if (folder / "run.json").is_file() else " (weights missing from this install)"
+        typer.echo(
+            f"shipped run {name!r}: a trained stain detector, no training needed{state}: "
+            f"herbscan screen --model {name} SHEETS/ --out screen/"
+        )
 
 
 @app.command()

@@ -16,7 +16,6 @@ percent, which the per-cell loss tolerates.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ from PIL import Image
 
 from herbscan import __version__
 from herbscan.accel import Accel
-from herbscan.cache import SheetCache, _cache_root, iter_sheets
+from herbscan.cache import SheetCache, cache_root, check_free_space, iter_sheets
 from herbscan.efficientnet import MEAN, STD
 from herbscan.errors import ParameterError, check_range
 from herbscan.fileio import write_csv, write_json
@@ -51,17 +50,6 @@ def cache_bytes(n_sheets: int, size: int) -> int:
     """Disk the decode cache needs for n sheets at working width `size`."""
     h, w = input_shape(size, "sheet")
     return n_sheets * (h * w * _BYTES_PER_PIXEL + 128)
-
-
-def _check_space(folder: Path, need: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if need > free * 0.95:
-        raise ParameterError(
-            f"{folder}: the decode cache needs about {need / 1e9:.1f} GB and only "
-            f"{free / 1e9:.1f} GB are free; free space, give --cache-dir on a larger disk, "
-            "or use fewer --sheets"
-        )
 
 
 def _decode_all(paths, size, cache: SheetCache, workers, progress, skipped) -> list[Path]:
@@ -220,9 +208,9 @@ def learn_stains(
     val_paths = [paths[i] for i in order[:n_val]]
     train_paths = [paths[i] for i in order[n_val:]]
 
-    root = _cache_root(cache_dir if cache_dir is not None else True)
+    root = cache_root(cache_dir if cache_dir is not None else True)
     cache = SheetCache(root, size, "sheet")
-    _check_space(root, cache_bytes(len(order), size))
+    check_free_space(root, cache_bytes(len(order), size), "the decode cache")
     skipped = [{"path": str(p), "split": "", "error": why} for p, why in left_out]
     train_entries = _decode_all(train_paths, size, cache, workers, progress, skipped)
     val_entries = _decode_all(val_paths, size, cache, workers, progress, skipped)
@@ -285,6 +273,7 @@ def learn_stains(
                     "seconds": round(time.monotonic() - t0, 1),
                 }
                 history.append(row)
+                write_csv(out / HISTORY, history, list(row))  # progress visible while it runs
                 key = (row["val_auc"] or 0, row["val_balanced_accuracy"])
                 if best is None or key >= best[0]:
                     best = (key, step, {k: v.detach().clone() for k, v in net.state_dict().items()})

@@ -26,7 +26,16 @@ import torch.nn.functional as F
 
 from herbscan import __version__
 from herbscan.accel import Accel
-from herbscan.cache import load_sheets, load_tile_sheets
+from herbscan.cache import (
+    TileMeta,
+    TileWindows,
+    cache_root,
+    cached_tiles,
+    check_free_space,
+    load_sheets,
+    load_tile_sheets,
+    tile_cache_bytes,
+)
 from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import FITS
@@ -148,7 +157,7 @@ def _load_split(
 class TileSet:
     """Kept tiles of one split: arrays for training plus which sheet each tile came from."""
 
-    x: np.ndarray  # (n_tiles, T, T, 3) uint8
+    x: np.ndarray | TileWindows  # (n_tiles, T, T, 3) uint8
     y: np.ndarray  # (n_tiles,) class index (sheet label unless a tile label overrides)
     sheet: np.ndarray  # (n_tiles,) index into sheet_y
     sheet_y: np.ndarray  # (n_sheets,) sheet label
@@ -157,12 +166,19 @@ class TileSet:
     paths: list[str]  # sheet paths, aligned with sheet_y
 
 
+def _sheet_tiles(paths, spec: TileSpec, cache_dir, workers, progress):
+    """(index, sheet tiles or None, error) per path: TileMeta (pixels stay in the tile cache)
+    when there is a cache, else SheetTiles decoded in memory."""
+    root = cache_root(cache_dir)
+    if root is not None:
+        return cached_tiles(paths, spec, root, workers=workers, progress=progress)
+    return load_tile_sheets(paths, spec, cache_dir=False, workers=workers, progress=progress)
+
+
 def _entropies(m: Manifest, spec: TileSpec, cache_dir, workers, progress) -> list[np.ndarray]:
     return [
         st.entropy.copy() if st is not None else np.zeros(0, np.float32)
-        for _, st, _ in load_tile_sheets(
-            m.paths(), spec, cache_dir=cache_dir, workers=workers, progress=progress
-        )
+        for _, st, _ in _sheet_tiles(m.paths(), spec, cache_dir, workers, progress)
     ]
 
 
@@ -178,14 +194,16 @@ def _tile_split(
     skipped: list[dict],
     progress: bool,
 ) -> TileSet:
-    """Cut the kept tiles of a split's sheets (at least the most textured tile of each sheet)."""
+    """The kept tiles of a split's sheets (at least the most textured tile of each sheet).
+
+    With a cache, `x` is a TileWindows that reads each batch's windows from the cached sheets,
+    so memory does not grow with the number of sheets; without one, the tiles are cut into
+    memory."""
     sub = m.subset(split)
-    xs, ys, sheets, sheet_y, paths = [], [], [], [], []
+    xs, ys, sheets, sheet_y, paths, files, xy = [], [], [], [], [], [], []
     entropies: dict[str, list[np.ndarray]] = {c: [] for c in classes}
     total = 0
-    for i, st, err in load_tile_sheets(
-        sub.paths(), spec, cache_dir=cache_dir, workers=workers, progress=progress
-    ):
+    for i, st, err in _sheet_tiles(sub.paths(), spec, cache_dir, workers, progress):
         if st is None:
             skipped.append({"path": str(sub.paths()[i]), "split": split, "error": err})
             continue
@@ -196,7 +214,11 @@ def _tile_split(
         coords = [st.coords[j] for j in keep]
         key = str(Path(st.path).resolve())
         tile_y = [classes.index(tile_labels.get((key, x, y), label)) for x, y in coords]
-        xs.append(cut(st.sheet, coords, spec.size))
+        if isinstance(st, TileMeta):
+            files.append(st.sheet_file)
+            xy.append(np.asarray(coords, np.int64).reshape(-1, 2))
+        else:
+            xs.append(cut(st.sheet, coords, spec.size))
         ys.append(np.array(tile_y, np.int64))
         sheets.append(np.full(len(keep), len(sheet_y), np.int64))
         sheet_y.append(classes.index(label))
@@ -204,10 +226,15 @@ def _tile_split(
         entropies[label].append(st.entropy)
         total += len(st.coords)
     size = spec.size
+    sheet = np.concatenate(sheets) if sheets else np.zeros(0, np.int64)
+    if files:
+        x = TileWindows(files, sheet, np.concatenate(xy), size)
+    else:
+        x = np.concatenate(xs) if xs else np.zeros((0, size, size, 3), np.uint8)
     return TileSet(
-        np.concatenate(xs) if xs else np.zeros((0, size, size, 3), np.uint8),
+        x,
         np.concatenate(ys) if ys else np.zeros(0, np.int64),
-        np.concatenate(sheets) if sheets else np.zeros(0, np.int64),
+        sheet,
         np.array(sheet_y, np.int64),
         {c: np.concatenate(v) if v else np.zeros(0) for c, v in entropies.items()},
         total,
@@ -364,6 +391,7 @@ def train(
     weights: str | Path | None = None,
     backbone_lr_scale: float = 0.1,
     init: str | Path | None = None,
+    samples_per_epoch: int | None = None,
 ) -> Path:
     """Train a classifier on a split manifest's train rows, select on validation; return the run.
 
@@ -387,6 +415,9 @@ def train(
     training sheets (class-weighted, L2-regularised logistic regression), then the whole net
     trains at `backbone_lr_scale` × lr. Inputs are normalised the way the backbone was trained;
     BatchNorm statistics stay frozen; the origin and sha256 of the weights go into run.json.
+
+    `samples_per_epoch` caps what one epoch draws (sheets, or tiles in tile mode; default: as
+    many as there are), so that epochs of a large tile set stay short enough to validate often.
 
     `init` starts from an earlier run (a folder, or a shipped run such as "mercury"): its
     architecture, input size, fit and normalisation, and all its weights (the classifier too
@@ -416,6 +447,8 @@ def train(
         check_range(name, v, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("patience", patience, 0)
+    if samples_per_epoch is not None:
+        check_range("samples_per_epoch", samples_per_epoch, 2)
     check_choice("aggregate", aggregate, ("auto",) + AGGREGATIONS)
     if min_entropy != "auto":
         try:
@@ -526,6 +559,10 @@ def train(
         sample_w = _class_weights(y_tr, len(classes))[y_tr]
     else:
         size = spec.size
+        root = cache_root(cache_dir)
+        if root is not None:
+            sheets = m.subset("train").paths() + m.subset("validation").paths()
+            check_free_space(root, tile_cache_bytes(sheets, spec, root), "the tile cache")
         threshold = min_entropy
         if threshold == "auto":
             ent = _entropies(train_m, spec, cache_dir, workers, progress)
@@ -598,7 +635,8 @@ def train(
         probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std, max(batch_size, 32))
     net_lr = lr * backbone_lr_scale if started else lr
     opt = torch.optim.AdamW(net.parameters(), lr=net_lr, weight_decay=weight_decay)
-    steps_per_epoch = max(1, len(y_tr) // batch_size + (len(y_tr) % batch_size > 1))
+    per_epoch = min(len(y_tr), samples_per_epoch or len(y_tr))
+    steps_per_epoch = max(1, per_epoch // batch_size + (per_epoch % batch_size > 1))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=net_lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.15
     )
@@ -639,6 +677,7 @@ def train(
             "weight_decay": weight_decay,
             "balance": balance,
             "patience": patience,
+            "samples_per_epoch": samples_per_epoch,
             "augmentation": augmentation,
             "backbone_lr_scale": backbone_lr_scale if started else None,
             "linear_probe": probe,
@@ -738,7 +777,7 @@ def train(
             order = torch.multinomial(sample_w, len(y_tr), replacement=True, generator=gen)
         else:
             order = torch.randperm(len(y_tr), generator=gen)
-        order = order.numpy()
+        order = order.numpy()[:per_epoch]
         seen, loss_sum, correct = 0, 0.0, 0
         for b in range(steps_per_epoch):
             idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
