@@ -30,24 +30,24 @@ import torch
 from PIL import Image
 
 from herbscan.fileio import write_json
-from herbscan.images import load_sheet
+from herbscan.images import input_shape, load_sheet
 from herbscan.models import create_model
 from herbscan.runs import FORMAT, WEIGHTS, save_tensors
 from herbscan.screen import screen, screen_report
 from herbscan.synth import make_sheet
 
 SIZE, MEAN, STD = 256, 0.5, 0.25
-MODEL = "herbnet"
+MODEL, FIT = "herbnet", "stretch"
 
 
 def configure(model: str, size: int | None) -> None:
     """Model and input size of this run (the defaults herbscan train would use)."""
-    global MODEL, SIZE, MEAN, STD
+    global MODEL, SIZE, MEAN, STD, FIT
     from herbscan.models import model_info
     from herbscan.train import default_size
 
     info = model_info(model)
-    MODEL, SIZE = model, size or default_size(model)
+    MODEL, SIZE, FIT = model, size or default_size(model), info["fit"]
     MEAN, STD = (info["mean"] or (MEAN,))[0], (info["std"] or (STD,))[0]
 
 
@@ -73,7 +73,7 @@ def make_run(folder: Path) -> Path:
             "preprocessing": {
                 "mode": "full",
                 "size": SIZE,
-                "fit": "stretch",
+                "fit": FIT,
                 "mean": [MEAN] * 3,
                 "std": [STD] * 3,
             },
@@ -84,18 +84,19 @@ def make_run(folder: Path) -> Path:
     return folder
 
 
-def _decode(path: str, size: int) -> int:
-    return int(load_sheet(path, size).shape[0])
+def _decode(path: str, size: int, fit: str) -> int:
+    return int(load_sheet(path, size, fit).shape[0])
 
 
 def floor(paths: list[Path], workers: int) -> float:
     t0 = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            list(pool.map(_decode, map(str, paths), [SIZE] * len(paths), chunksize=4))
+            n = len(paths)
+            list(pool.map(_decode, map(str, paths), [SIZE] * n, [FIT] * n, chunksize=4))
     else:
         for p in paths:
-            _decode(str(p), SIZE)
+            _decode(str(p), SIZE, FIT)
     return time.perf_counter() - t0
 
 
@@ -105,7 +106,8 @@ def naive(paths: list[Path]) -> float:
     net = create_model(MODEL, 2, input_size=SIZE).eval()
     t0 = time.perf_counter()
     for p in paths:
-        a = np.array(Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+        h, w = input_shape(SIZE, FIT)
+        a = np.array(Image.open(p).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
         x = torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).sub(MEAN).div(STD)
         torch.softmax(net(x.contiguous()), 1)
     return time.perf_counter() - t0

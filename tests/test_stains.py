@@ -346,3 +346,19 @@ def test_the_shipped_mercury_model_flags_stains_it_was_not_trained_on():
             with torch.no_grad():
                 scores.append(float(torch.softmax(net(x), 1)[0, 1]))
         assert scores[0] < 0.5 < scores[1], (seed, scores)
+
+
+def test_leaf_texture_stays_on_the_plant_and_debris_is_coloured():
+    base = paper()
+    img, strength, _ = paint(
+        np.random.default_rng(2), base, stained=False, negatives=["texture"], n_negatives=1
+    )
+    changed = np.abs(img - base.astype(np.float32) / 255).max(axis=2) > 0.02
+    assert changed.any() and not (changed & ~plant_mask(base)).any() and strength.max() == 0
+    img, _, _ = paint(
+        np.random.default_rng(3), base, stained=False, negatives=["debris"], n_negatives=1, ppm=4
+    )
+    dark = (img.mean(axis=2) < 0.5) & ~plant_mask(base)
+    assert dark.any()
+    chroma = img.max(axis=2) - img.min(axis=2)
+    assert np.median(chroma[dark]) > 0.08  # brown or green, not mercury's grey

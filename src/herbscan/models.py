@@ -74,6 +74,7 @@ def model_info(name: str, num_classes: int = 2) -> dict:
         "name": name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "input_size": size,
+        "fit": "sheet" if name == "stainnet" else "stretch",
         "feature_width": getattr(model, "num_features", None),
         "pretrained": name in pretrained_models(),
         "weights": None,

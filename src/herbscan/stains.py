@@ -10,7 +10,9 @@ Stains (`STAIN_KINDS`), after what mercuric chloride leaves (Schuettpelz et al. 
 National Herbarium sheets in `../shared/data/mercury-reference`): clustered grey-black speckles
 from a few dots to hundreds, loose scattered speckles, grey clouds and blotches, grey halos
 around the plant, greyed plant tissue and grey tide lines. Look-alikes (`NEGATIVE_KINDS`): dust,
-ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers and barcodes.
+ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers, barcodes, plant debris
+and the mottled, veined texture of dried leaves (added to half of the sheets: synthetic plants
+are flat, and a detector that never saw leaf texture calls it mercury).
 
 `paint(rng, image, ...)` returns the painted image and a per-pixel stain strength map (how much
 each pixel was darkened by stains, 0-1), which the detector learns from cell by cell. `Style`
@@ -52,6 +54,8 @@ NEGATIVE_KINDS = (
     "chart",
     "ruler",
     "barcode",
+    "debris",
+    "texture",
 )
 _SUPER = 3  # dots are drawn 3× supersampled: a 0.2 mm speck at 4 px/mm is a grey pixel
 
@@ -460,6 +464,50 @@ def _barcode(rng, img, ppm, plant):
     return out
 
 
+def _texture(rng, img, ppm, plant):
+    """Mottling and veins on plant tissue: real dried leaves are never flat."""
+    if plant is None or not plant.any():
+        return img
+    h, w = img.shape[:2]
+    fine = _noise_field(rng, (h, w), rng.uniform(0.3, 1.0) * ppm)
+    coarse = _noise_field(rng, (h, w), rng.uniform(1.5, 5.0) * ppm)
+    mottle = (
+        1 + rng.uniform(0.1, 0.35) * (fine - 0.5) * 2 + rng.uniform(0.05, 0.2) * (coarse - 0.5) * 2
+    )
+    tint = 1 + rng.uniform(-0.08, 0.08, 3).astype(np.float32)
+    veins = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(veins)
+    ys, xs = np.nonzero(plant)
+    for _ in range(int(rng.integers(5, 40))):
+        i = rng.integers(len(xs))
+        x, y, a = float(xs[i]), float(ys[i]), rng.uniform(0, 2 * np.pi)
+        length = rng.uniform(2, 15) * ppm
+        d.line(
+            (x, y, x + length * np.cos(a), y + length * np.sin(a)),
+            fill=255,
+            width=max(1, round(rng.uniform(0.1, 0.4) * ppm)),
+        )
+    vein = (np.asarray(veins, np.float32) / 255) * plant
+    shade = rng.choice([0.75, 1.2])
+    p = plant[..., None].astype(np.float32)
+    out = img * (1 - p) + img * mottle[..., None] * tint * p
+    return out * (1 + (shade - 1) * vein[..., None])
+
+
+def _debris(rng, img, ppm, plant):
+    """Plant fragments, seeds and insect frass: small dark specks that are coloured, not grey."""
+    h, w = img.shape[:2]
+    n = int(rng.integers(3, 40))
+    pts = _centres(rng, (h, w), plant, n, 0.7)
+    xs = np.array([p[0] for p in pts]) + rng.normal(0, 3 * ppm, n)
+    ys = np.array([p[1] for p in pts]) + rng.normal(0, 3 * ppm, n)
+    r = np.clip(rng.lognormal(np.log(0.4), 0.5, n), 0.1, 2.0) * ppm
+    alpha = _dots(rng, (h, w), xs, ys, r, rng.uniform(0.6, 1.0, n), ragged=0.8, aspect=(0.4, 1.6))
+    colour = [(0.35, 0.24, 0.12), (0.2, 0.25, 0.1), (0.25, 0.15, 0.08), (0.45, 0.35, 0.15)]
+    base = np.asarray(colour[int(rng.integers(len(colour)))], np.float32)
+    return _blend(img, alpha, np.clip(base + rng.uniform(-0.05, 0.05, 3), 0, 1))
+
+
 _NEGATIVES = {
     "dust": _dust,
     "ink": _ink,
@@ -471,6 +519,8 @@ _NEGATIVES = {
     "chart": _chart,
     "ruler": _ruler,
     "barcode": _barcode,
+    "debris": _debris,
+    "texture": _texture,
 }
 
 
@@ -513,6 +563,8 @@ def paint(
     if n_negatives is None:
         n_negatives = int(rng.choice([0, 1, 1, 2, 2, 3, 4]))
     used_neg = [str(k) for k in rng.choice(negatives, size=n_negatives)] if negatives else []
+    if "texture" in negatives and "texture" not in used_neg and rng.random() < 0.5:
+        used_neg.insert(0, "texture")  # leaves are textured on most real sheets
     for k in used_neg:
         img = np.clip(_NEGATIVES[k](rng, img, ppm, plant), 0, 1).astype(np.float32, copy=False)
     strength = np.zeros(img.shape[:2], np.float32)

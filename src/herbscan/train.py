@@ -78,6 +78,7 @@ HISTORY_FIELDS = [
     "val_macro_f1",
     "lr",
     "seconds",
+    "train_seconds",
 ]
 CKPT = "checkpoint"
 
@@ -433,8 +434,8 @@ def train(
         model = init_run.config["architecture"]["name"]
         size = size or init_run.preprocessing["size"]
         fit = fit or init_run.preprocessing.get("fit", "stretch")
-    fit = fit or "stretch"
     check_choice("model", model, list_models())
+    fit = fit or model_info(model)["fit"]
     check_choice("fit", fit, FITS)
     if size is None:
         size = default_size(model)
@@ -801,6 +802,7 @@ def train(
             bar.update(1, epoch=epoch, loss=loss_sum / seen, acc=correct / seen)
         row = {
             "epoch": epoch,
+            "train_seconds": time.monotonic() - t0,  # the steps alone, without validation
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
             "lr": sched.get_last_lr()[0],
@@ -903,6 +905,9 @@ def _aggregation(
 def default_size(model: str) -> int:
     """Input side when none is given: 320 for the ImageNet backbones (their native 224–260 px
     leaves a 0.5 mm speck or a vein under a pixel on a 40 cm sheet), 256 (the paper's) else."""
+    native = model_info(model)["input_size"]
+    if native >= 512:  # a stain detector's native scale (millimetres), not an ImageNet size
+        return native
     return 320 if model in pretrained_models() else 256
 
 
