@@ -10,9 +10,10 @@ Stains (`STAIN_KINDS`), after what mercuric chloride leaves (Schuettpelz et al. 
 National Herbarium sheets in `../shared/data/mercury-reference`): clustered grey-black speckles
 from a few dots to hundreds, loose scattered speckles, grey clouds and blotches, grey halos
 around the plant, greyed plant tissue and grey tide lines. Look-alikes (`NEGATIVE_KINDS`): dust,
-ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers, barcodes, plant debris
-and the mottled, veined texture of dried leaves (added to half of the sheets: synthetic plants
-are flat, and a detector that never saw leaf texture calls it mercury).
+ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers, barcodes, plant debris,
+typed text, and the mottled, veined texture of dried leaves. Text and leaf texture are added to
+half of the sheets besides: the first detectors, trained without them, called the labels and
+leaves of other herbaria's sheets mercury.
 
 `paint(rng, image, ...)` returns the painted image and a per-pixel stain strength map (how much
 each pixel was darkened by stains, 0-1), which the detector learns from cell by cell. `Style`
@@ -26,7 +27,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from herbscan.errors import ParameterError
 
@@ -56,6 +57,7 @@ NEGATIVE_KINDS = (
     "barcode",
     "debris",
     "texture",
+    "text",
 )
 _SUPER = 3  # dots are drawn 3× supersampled: a 0.2 mm speck at 4 px/mm is a grey pixel
 
@@ -508,6 +510,38 @@ def _debris(rng, img, ppm, plant):
     return _blend(img, alpha, np.clip(base + rng.uniform(-0.05, 0.05, 3), 0, 1))
 
 
+_GLYPHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,-/: "
+
+
+def _text(rng, img, ppm, plant):
+    """A block of typed or stamped text: at a few pixels per millimetre, letters are clusters
+    of dark specks, the look-alike every sheet carries on its labels."""
+    h, w = img.shape[:2]
+    size = max(4, round(rng.uniform(1.2, 3.5) * ppm))
+    font = ImageFont.load_default(size=size)
+    lines = [
+        "".join(rng.choice(list(_GLYPHS), size=int(rng.integers(5, 40))))
+        for _ in range(int(rng.integers(1, 10)))
+    ]
+    im = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(im)
+    x0, y0 = rng.uniform(-0.1, 0.8) * w, rng.uniform(-0.1, 0.9) * h
+    for i, line in enumerate(lines):
+        d.text((x0, y0 + i * size * rng.uniform(1.1, 1.6)), line, fill=255, font=font)
+    alpha = np.asarray(im, np.float32) / 255
+    out = img
+    if rng.random() < 0.5:  # printed on a label slip
+        ys, xs = np.nonzero(alpha > 0)
+        if len(xs):
+            pad = int(2 * ppm)
+            box = (max(0, ys.min() - pad), ys.max() + pad, max(0, xs.min() - pad), xs.max() + pad)
+            out = img.copy()
+            slip = rng.uniform(0.86, 1.0) + rng.uniform(-0.03, 0.03, 3)
+            out[box[0] : box[1], box[2] : box[3]] = np.clip(slip, 0, 1).astype(np.float32)
+    colour = [(0.05, 0.05, 0.06), (0.25, 0.25, 0.28), (0.1, 0.12, 0.4), (0.4, 0.1, 0.1)]
+    return _blend(out, alpha * rng.uniform(0.6, 1.0), colour[int(rng.integers(len(colour)))])
+
+
 _NEGATIVES = {
     "dust": _dust,
     "ink": _ink,
@@ -521,6 +555,7 @@ _NEGATIVES = {
     "barcode": _barcode,
     "debris": _debris,
     "texture": _texture,
+    "text": _text,
 }
 
 
@@ -550,7 +585,9 @@ def paint(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Paint look-alikes (and stains when `stained`) onto an (h, w, 3) RGB image.
 
-    `ppm` is the image's pixels per millimetre (default: the image is a whole sheet). Returns
+    `ppm` is the image's pixels per millimetre (default: the image is a whole sheet). When
+    `n_negatives` is None it is drawn (0-4), and leaf texture and text are each added to half
+    of the images besides. Returns
     (float32 image in [0, 1], float32 (h, w) stain strength in [0, 1], description).
     """
     kinds = _check_kinds(kinds, STAIN_KINDS, "stain")
@@ -560,11 +597,13 @@ def paint(
     img = _as_float(image)
     ppm = float(ppm or pixels_per_mm(img.shape))
     plant = plant_mask(img)
-    if n_negatives is None:
+    drawn = n_negatives is None
+    if drawn:
         n_negatives = int(rng.choice([0, 1, 1, 2, 2, 3, 4]))
     used_neg = [str(k) for k in rng.choice(negatives, size=n_negatives)] if negatives else []
-    if "texture" in negatives and "texture" not in used_neg and rng.random() < 0.5:
-        used_neg.insert(0, "texture")  # leaves are textured on most real sheets
+    for common in ("texture", "text") if drawn else ():  # on most real sheets: leaves, labels
+        if common in negatives and common not in used_neg and rng.random() < 0.5:
+            used_neg.insert(0, common)
     for k in used_neg:
         img = np.clip(_NEGATIVES[k](rng, img, ppm, plant), 0, 1).astype(np.float32, copy=False)
     strength = np.zeros(img.shape[:2], np.float32)
