@@ -14,8 +14,10 @@ held-out style, in five versions:
 
 Prints detection rate (stained versions) or specificity (clean versions) with 95% Wilson
 intervals per version, the confusion matrix and accuracy on clean + faint + heavy, the AUC of
-clean vs faint, and one JSON object on the last line. With --heatmaps DIR it also writes a
-heatmap of the two US National Herbarium sheets in ../shared/data/mercury-reference.
+clean vs faint and vs all stained, the accuracy when the threshold is calibrated on painted
+sheets of the same collections (2-fold over the sheets), and one JSON object on the last line.
+With --heatmaps DIR it also writes a heatmap of the two US National Herbarium sheets in
+../shared/data/mercury-reference.
 
     python benchmarks/stains_eval.py RUN [RUN ...] [--holdout-kinds halo,tideline]
         [--sources DIR ...] [--heatmaps docs/screenshots]
@@ -121,11 +123,40 @@ def evaluate(run_name: str, paths: list[Path], holdout: tuple[str, ...], limit: 
     res["confusion"] = {"true clean": [tn, fp], "true stained": [fn, tp]}
     res["accuracy"] = {"value": (tn + tp) / n, "n": n, "ci95": [round(lo, 3), round(hi, 3)]}
     faint = np.array(scores["faint"])
+    res["auc_clean_vs_stained"] = _auc(stained, clean)
+    res["calibrated"] = calibrated(clean, np.array(scores["faint"]), np.array(scores["heavy"]))
     res["auc_clean_vs_faint"] = float(
         ((faint[:, None] > clean[None, :]).sum() + 0.5 * (faint[:, None] == clean[None, :]).sum())
         / (len(faint) * len(clean))
     )
     return res
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    return float(
+        ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+        / (len(pos) * len(neg))
+    )
+
+
+def calibrated(clean: np.ndarray, faint: np.ndarray, heavy: np.ndarray) -> dict:
+    """Accuracy when the threshold is chosen on painted sheets of the same collection (what
+    learn-stains' validation does): 2-fold over the sheets, odd and even, pooled."""
+    from herbscan.metrics import wilson_interval
+    from herbscan.train import operating_point
+
+    right = total = 0
+    for fold in (0, 1):
+        pick = np.arange(len(clean)) % 2 == fold
+        s = np.concatenate([clean[pick], faint[pick], heavy[pick]])
+        y = np.r_[np.zeros(pick.sum()), np.ones(2 * pick.sum())].astype(bool)
+        t = operating_point(s, y)["threshold"]
+        s2 = np.concatenate([clean[~pick], faint[~pick], heavy[~pick]])
+        y2 = np.r_[np.zeros((~pick).sum()), np.ones(2 * (~pick).sum())].astype(bool)
+        right += int(((s2 >= t) == y2).sum())
+        total += len(y2)
+    lo, hi = wilson_interval(right, total)
+    return {"accuracy": right / total, "n": total, "ci95": [round(lo, 3), round(hi, 3)]}
 
 
 def reference_heatmaps(run_name: str, out: Path) -> list[dict]:
