@@ -362,3 +362,53 @@ def test_leaf_texture_stays_on_the_plant_and_debris_is_coloured():
     assert dark.any()
     chroma = img.max(axis=2) - img.min(axis=2)
     assert np.median(chroma[dark]) > 0.08  # brown or green, not mercury's grey
+
+
+def test_screen_threshold_calibrate_uses_painted_sheets_of_the_collection(tmp_path):
+    from herbscan.learn_stains import learn_stains
+    from herbscan.screen import screen
+
+    folder = _clean_folder(tmp_path)
+    run = learn_stains(
+        [folder],
+        tmp_path / "run",
+        size=256,
+        crop=64,
+        steps=1,
+        batch_size=2,
+        validation_sheets=2,
+        pretrained=False,
+        precision="fp32",
+        progress=False,
+    )
+    s = screen(
+        run,
+        folder,
+        tmp_path / "screen",
+        threshold="calibrate",
+        precision="fp32",
+        progress=False,
+        report=False,
+    )
+    cal = json.loads((tmp_path / "screen" / "calibration.json").read_text())
+    assert cal["sheets"] == 6 and cal["n"] == 12 and 0 <= cal["threshold"] <= 1
+    assert s["threshold"] == cal["threshold"]
+    assert s["threshold_source"].startswith("calibrated on 6 sheets of this collection")
+    again = screen(
+        run,
+        folder,
+        tmp_path / "screen",
+        threshold="calibrate",
+        resume=True,
+        precision="fp32",
+        progress=False,
+        report=False,
+    )
+    assert again["threshold"] == cal["threshold"]
+    with pytest.raises(ParameterError, match="needs a stain run"):
+        from herbscan.screen import _threshold
+        from herbscan.runs import load_run
+
+        r = load_run(run)
+        r.config["architecture"]["name"] = "herbnet"
+        _threshold(r, "calibrate")

@@ -459,7 +459,11 @@ def screen(
     workers: int = 1,
     batch_size: int = 64,
     threshold: Annotated[
-        str, typer.Option(help="auto (the run's operating point) or a probability.")
+        str,
+        typer.Option(
+            help="auto (the run's operating point), calibrate (stain runs: on sheets of this "
+            "collection painted with stains), or a probability."
+        ),
     ] = "auto",
     resume: bool = False,
     shard_size: int = 256,

@@ -29,7 +29,7 @@ from herbscan import __version__
 from herbscan.accel import Accel
 from herbscan.cache import SheetCache, cache_root, check_free_space, iter_sheets
 from herbscan.efficientnet import MEAN, STD
-from herbscan.errors import ParameterError, check_range
+from herbscan.errors import HerbscanError, ParameterError, check_range
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import input_shape
 from herbscan.models import create_model
@@ -109,12 +109,13 @@ class CropSampler:
         return np.stack(xs), np.stack(masks)
 
 
-def painted_sheets(entries, kinds, negatives, style, seed: int):
-    """Each held-out sheet twice, whole: once clean with look-alikes, once stained.
-    Returns (uint8 images, is_stained, descriptions)."""
+def painted_sheets(sheets, kinds, negatives, style, seed: int):
+    """Each sheet (uint8 array, or a cached .npy) twice, whole: once clean with look-alikes,
+    once stained. Returns (uint8 images, is_stained, descriptions)."""
     images, labels, info = [], [], []
-    for i, e in enumerate(entries):
-        sheet = np.load(e)
+    for i, sheet in enumerate(sheets):
+        if not isinstance(sheet, np.ndarray):
+            sheet = np.load(sheet)
         for stained in (False, True):
             rng = np.random.default_rng([seed, i, int(stained)])
             img, _, d = paint(
@@ -136,16 +137,57 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 
 
 @torch.inference_mode()
-def sheet_scores(net, acc: Accel, images) -> np.ndarray:
+def sheet_scores(net, acc: Accel, images, mean=MEAN, std=STD) -> np.ndarray:
     """Stain logit per whole sheet."""
     net.eval()
     out = []
     for img in images:
-        x = acc.to_input(img[None], MEAN, STD)
+        x = acc.to_input(img[None], mean, std)
         with acc.autocast():
             out.append(float(net(x)[0, 1].float()))
     net.train()
     return np.array(out, np.float32)
+
+
+def calibrate(
+    run,
+    paths,
+    *,
+    n: int = 24,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+) -> dict:
+    """The operating point of a stain run on this collection: up to `n` of its sheets (a random
+    sample of `paths`), each painted once clean and once stained with the held-out style, scored
+    by the run; the threshold with the best balanced accuracy there, and what it achieved.
+
+    The shipped model learnt on synthetic sheets; a collection's paper, scanner and labels move
+    its scores, and this moves its threshold with them, without any labelled sheet."""
+    from herbscan.images import load_sheet
+
+    check_range("n", n, 2)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    prep = run.preprocessing
+    sheets, failed = [], 0
+    for i in order:
+        if len(sheets) >= n:
+            break
+        try:
+            sheets.append(load_sheet(paths[i], prep["size"], prep.get("fit", "sheet")))
+        except HerbscanError:
+            failed += 1
+    if len(sheets) < 2:
+        raise ParameterError(
+            f"calibrating needs at least 2 readable sheets of the collection; found {len(sheets)}"
+        )
+    images, y, _ = painted_sheets(sheets, STAIN_KINDS, NEGATIVE_KINDS, STYLES["holdout"], seed)
+    acc = Accel.resolve(device, precision)
+    net = acc.prepare(run.build_model())
+    logits = sheet_scores(net, acc, images, prep["mean"], prep["std"])
+    op = operating_point(1 / (1 + np.exp(-logits)), y)
+    return {**op, "sheets": len(sheets), "unreadable": failed, "auc": auc(logits, y)}
 
 
 def learn_stains(

@@ -83,6 +83,13 @@ def _threshold(
                 "(compare with a column of the manifest, e.g. --compare-col genus)"
             ),
         )
+    if threshold == "calibrate":
+        if run.config["architecture"]["name"] != "stainnet":
+            raise ParameterError(
+                "--threshold calibrate needs a stain run (learn-stains, or --model mercury); "
+                "use auto or a probability"
+            )
+        return pos, None, "calibrate"
     if threshold == "auto":
         if op.get("threshold") is not None:
             return (
@@ -102,7 +109,8 @@ def _probability(threshold: str | float) -> float:
         t = float(threshold)
     except ValueError:
         raise ParameterError(
-            f"threshold must be 'auto' or a probability; got {threshold!r}"
+            f"threshold must be 'auto', 'calibrate' (stain runs) or a probability; got "
+            f"{threshold!r}"
         ) from None
     check_range("threshold", t, 0.0, 1.0)
     return t
@@ -159,6 +167,8 @@ def screen(
     state_path = out / STATE
     if state_path.exists():
         state = json.loads(state_path.read_text())
+        if threshold == "calibrate" and state.get("threshold_source", "").startswith("calibrated"):
+            thr, thr_source = state["threshold"], state["threshold_source"]
         if not resume:
             raise RunError(
                 f"{out}: already holds a screen; pass --resume to finish it or choose another --out"
@@ -196,6 +206,16 @@ def screen(
                 f"(columns: {', '.join(extra) or 'none; give a manifest'})"
             )
         inputs.write_skipped(out / SKIPPED)
+        if threshold == "calibrate":
+            from herbscan.learn_stains import calibrate  # a stain run's own concept
+
+            cal = calibrate(r, [row["path"] for row in rows], device=device, precision=precision)
+            write_json(out / "calibration.json", cal)
+            thr = cal["threshold"]
+            thr_source = (
+                f"calibrated on {cal['sheets']} sheets of this collection painted with stains: "
+                f"balanced accuracy {_pct(cal['balanced_accuracy'])} there"
+            )
         write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra, for_people=False)
         state = {
             "source": str(Path(source).resolve()),
@@ -205,6 +225,7 @@ def screen(
             "shard_size": shard_size,
             "metadata_columns": extra,
             "threshold": thr,
+            "threshold_source": thr_source,
             "skipped": len(inputs.skipped),
             "outside_paths": len(inputs.outside),
             "outside_examples": inputs.outside[:10],
