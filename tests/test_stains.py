@@ -406,8 +406,8 @@ def test_screen_threshold_calibrate_uses_painted_sheets_of_the_collection(tmp_pa
     )
     assert again["threshold"] == cal["threshold"]
     with pytest.raises(ParameterError, match="needs a stain run"):
-        from herbscan.screen import _threshold
         from herbscan.runs import load_run
+        from herbscan.screen import _threshold
 
         r = load_run(run)
         r.config["architecture"]["name"] = "herbnet"
