@@ -412,3 +412,14 @@ def test_screen_threshold_calibrate_uses_painted_sheets_of_the_collection(tmp_pa
         r = load_run(run)
         r.config["architecture"]["name"] = "herbnet"
         _threshold(r, "calibrate")
+
+
+def test_commands_say_where_they_cache_when_the_user_did_not_choose(monkeypatch, capsys):
+    from herbscan.cli import _say_cache
+
+    monkeypatch.delenv("HERBSCAN_CACHE", raising=False)
+    _say_cache(None)
+    assert "caching decoded sheets in" in capsys.readouterr().err
+    monkeypatch.setenv("HERBSCAN_CACHE", "/tmp/somewhere")
+    _say_cache(None)
+    assert capsys.readouterr().err == ""

@@ -76,6 +76,19 @@ def _echo(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def _say_cache(cache_dir: Path | None) -> None:
+    """One line when decoded sheets go to the default cache, which the user did not choose."""
+    import os
+
+    if cache_dir is None and not os.environ.get("HERBSCAN_CACHE"):
+        from herbscan.cache import default_cache_dir
+
+        _echo(
+            f"caching decoded sheets in {default_cache_dir()} (--cache-dir or HERBSCAN_CACHE "
+            "to put them elsewhere; delete the folder when done)"
+        )
+
+
 def _ratios(text: str) -> tuple[float, float, float]:
     from herbscan.errors import ParameterError
 
@@ -215,6 +228,7 @@ def train(
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
 
+    _say_cache(cache_dir)
     run = do_train(
         data,
         out,
@@ -331,6 +345,7 @@ def evaluate(
     """Metrics, predictions.csv and a self-contained report.html."""
     from herbscan.evaluate import evaluate as do_evaluate
 
+    _say_cache(cache_dir)
     m = do_evaluate(
         run,
         data=data,
@@ -606,6 +621,7 @@ def learn_stains(
 
     from herbscan.learn_stains import learn_stains as do_learn
 
+    _say_cache(cache_dir)
     run = do_learn(
         sources,
         out,
