@@ -138,11 +138,12 @@ def main() -> None:
     ap.add_argument("--memory-sizes", default="50,200")
     ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--samples", type=int, default=3000)
+    ap.add_argument("--base", type=int, default=50, help="distinct generated sheets")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     work = args.work or Path(tempfile.mkdtemp(prefix="tiles-scale-"))
-    base = make_sheets(work / "base", 50)
+    base = make_sheets(work / "base", args.base)
     results = {"scale": args.scale, "samples": args.samples, "streaming": {}, "in_memory": {}}
     for n in [int(v) for v in args.sizes.split(",")]:
         data = collection(work, base, n)

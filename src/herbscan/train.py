@@ -16,6 +16,7 @@ import platform
 import shutil
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +125,20 @@ def augment(
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * c + mean + b / STD[0]
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def _prefetched(x, batches: list[np.ndarray]):
+    """Yield (indices, x[indices]) per batch, reading the next batch in a thread while the
+    caller trains on this one (tile windows come from disk; numpy copies release the GIL)."""
+    if not batches:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(x.__getitem__, batches[0])
+        for k, idx in enumerate(batches):
+            pixels = nxt.result()
+            if k + 1 < len(batches):
+                nxt = pool.submit(x.__getitem__, batches[k + 1])
+            yield idx, pixels
 
 
 def _class_weights(y: np.ndarray, k: int) -> np.ndarray:
@@ -780,11 +795,12 @@ def train(
             order = torch.randperm(len(y_tr), generator=gen)
         order = order.numpy()[:per_epoch]
         seen, loss_sum, correct = 0, 0.0, 0
-        for b in range(steps_per_epoch):
-            idx = np.sort(order[b * batch_size : (b + 1) * batch_size])
-            if len(idx) < 2:
-                continue  # BatchNorm needs two samples
-            x = acc.to_input(x_tr[idx], mean, std)
+        batches = [
+            np.sort(order[b * batch_size : (b + 1) * batch_size]) for b in range(steps_per_epoch)
+        ]
+        batches = [idx for idx in batches if len(idx) >= 2]  # BatchNorm needs two samples
+        for idx, pixels in _prefetched(x_tr, batches):
+            x = acc.to_input(pixels, mean, std)
             if augmentation:
                 x = augment(x, gen)
             y = torch.from_numpy(y_tr[idx]).to(acc.device)
