@@ -423,3 +423,25 @@ def test_commands_say_where_they_cache_when_the_user_did_not_choose(monkeypatch,
     monkeypatch.setenv("HERBSCAN_CACHE", "/tmp/somewhere")
     _say_cache(None)
     assert capsys.readouterr().err == ""
+
+
+def test_train_stainnet_from_imagenet_on_labelled_sheets(tiny_collection, tmp_path):
+    from herbscan.manifest import split
+    from herbscan.train import train
+
+    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
+    run = train(
+        data,
+        tmp_path / "r",
+        model="stainnet",
+        size=64,
+        epochs=1,
+        workers=1,
+        progress=False,
+        precision="fp32",
+        pretrained=True,
+    )
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["architecture"]["init"] == "imagenet"
+    assert "efficientnet-lite0" in cfg["architecture"]["weights"]["origin"]
+    assert cfg["preprocessing"]["fit"] == "sheet" and cfg["training"]["linear_probe"] is None

@@ -47,6 +47,7 @@ from herbscan.pretrained import (
     load_backbone_weights,
     pretrained_weights,
     sha256_file,
+    weights_record,
     weights_source,
 )
 from herbscan.progress import Progress
@@ -625,14 +626,14 @@ def train(
         raise ManifestError(f"{data}: fewer than 2 readable training images")
 
     start = "run" if init_run else _backbone_start(model, pretrained, weights)
-    raw = create_model(model, len(classes), input_size=size)
+    raw = create_model(model, len(classes), input_size=size, pretrained=start == "imagenet")
     origin = None  # the weights a started backbone loads: the user's file or ImageNet's
     if init_run is not None:
         origin = _load_init(raw, init_run, len(classes))
-    elif start is not None:
-        origin = load_backbone_weights(
-            raw, weights if start == "file" else pretrained_weights(WEIGHTS_OF.get(model, model))
-        )
+    elif start == "file":
+        origin = load_backbone_weights(raw, weights)
+    elif start == "imagenet":
+        origin = weights_record(pretrained_weights(WEIGHTS_OF.get(model, model)))
     info = model_info(model)
     mean, std = info["mean"] or MEAN, info["std"] or STD
     if init_run is not None:
@@ -650,11 +651,31 @@ def train(
     if started and has_head and fresh_head and not (resume and (ckpt_dir / "state.json").exists()):
         probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std, max(batch_size, 32))
     net_lr = lr * backbone_lr_scale if started else lr
-    opt = torch.optim.AdamW(net.parameters(), lr=net_lr, weight_decay=weight_decay)
+    # a new head that no probe fitted (a conv head) learns at the full rate, the backbone slower
+    head_prefix = getattr(raw, "HEAD_PREFIX", None)
+    untrained_head = started and probe is None and fresh_head and head_prefix
+    groups = (
+        [
+            {
+                "params": [p for n, p in net.named_parameters() if not n.startswith(head_prefix)],
+                "lr": net_lr,
+            },
+            {
+                "params": [p for n, p in net.named_parameters() if n.startswith(head_prefix)],
+                "lr": lr,
+            },
+        ]
+        if untrained_head
+        else [{"params": list(net.parameters()), "lr": net_lr}]
+    )
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     per_epoch = min(len(y_tr), samples_per_epoch or len(y_tr))
     steps_per_epoch = max(1, per_epoch // batch_size + (per_epoch % batch_size > 1))
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=net_lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.15
+        opt,
+        max_lr=[g["lr"] for g in groups],
+        total_steps=max(1, epochs * steps_per_epoch),
+        pct_start=0.15,
     )
     scaler = torch.amp.GradScaler(enabled=acc.precision == "fp16")
     cw = (
