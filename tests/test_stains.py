@@ -445,3 +445,42 @@ def test_train_stainnet_from_imagenet_on_labelled_sheets(tiny_collection, tmp_pa
     assert cfg["architecture"]["init"] == "imagenet"
     assert "efficientnet-lite0" in cfg["architecture"]["weights"]["origin"]
     assert cfg["preprocessing"]["fit"] == "sheet" and cfg["training"]["linear_probe"] is None
+
+
+def test_learn_stains_resumes_a_stopped_job_and_refuses_changed_settings(tmp_path, monkeypatch):
+    from herbscan import learn_stains as ls
+    from herbscan.errors import RunError
+
+    folder = _clean_folder(tmp_path)
+    kw = dict(
+        size=256,
+        crop=64,
+        steps=4,
+        batch_size=2,
+        validation_sheets=2,
+        pretrained=False,
+        precision="fp32",
+        progress=False,
+    )
+    real, calls = ls.sheet_scores, []
+
+    def dies_at_third_validation(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:  # validations at steps 1, 2, 3 and 4: stop at the last
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ls, "sheet_scores", dies_at_third_validation)
+    with pytest.raises(KeyboardInterrupt):
+        ls.learn_stains([folder], tmp_path / "run", **kw)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and len(state["history"]) == 3
+    with pytest.raises(ParameterError, match="unfinished learn-stains job; pass --resume"):
+        ls.learn_stains([folder], tmp_path / "run", **kw)
+    with pytest.raises(RunError, match="started with lr=0.001, not 0.002"):
+        ls.learn_stains([folder], tmp_path / "run", resume=True, **{**kw, "lr": 2e-3})
+    monkeypatch.setattr(ls, "sheet_scores", real)
+    run = ls.learn_stains([folder], tmp_path / "run", resume=True, **kw)
+    rows = (run / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert not (run / "checkpoint").exists() and (run / "run.json").is_file()

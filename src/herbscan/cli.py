@@ -615,6 +615,7 @@ def learn_stains(
         Path | None, typer.Option(help="Decode cache (default: $HERBSCAN_CACHE or ~/.cache).")
     ] = None,
     workers: int = 1,
+    resume: Annotated[bool, typer.Option(help="Continue a stopped job in --out.")] = False,
 ):
     """Learn to find mercury stains from clean sheets: paints stains on them, no labels needed."""
     import json
@@ -640,6 +641,7 @@ def learn_stains(
         device=device,
         cache_dir=cache_dir,
         workers=workers,
+        resume=resume,
     )
     cfg = json.loads((run / "run.json").read_text(encoding="utf-8"))
     op, t = cfg["operating_point"], cfg["training"]

@@ -15,7 +15,9 @@ percent, which the per-cell loss tolerates.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,10 +38,19 @@ from herbscan.models import create_model
 from herbscan.predict import expand_images
 from herbscan.pretrained import pretrained_weights, weights_record
 from herbscan.progress import Progress
-from herbscan.runs import FORMAT, HISTORY, RUN_JSON, SKIPPED, WEIGHTS, load_run, save_tensors
+from herbscan.runs import (
+    FORMAT,
+    HISTORY,
+    RUN_JSON,
+    SKIPPED,
+    WEIGHTS,
+    load_run,
+    load_tensors,
+    save_tensors,
+)
 from herbscan.stainnet import STRIDE, cell_targets
 from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, STYLES, paint, pixels_per_mm, scanner
-from herbscan.train import operating_point
+from herbscan.train import CKPT, _load_checkpoint, _save_checkpoint, operating_point
 
 CLASSES = ["clean", "contaminated"]
 MIN_AREA = 1.5  # pixels' worth of darkening before a cell counts as stained
@@ -211,9 +222,14 @@ def learn_stains(
     cache_dir: str | Path | None = None,
     workers: int = 1,
     progress: bool = True,
+    resume: bool = False,
 ) -> Path:
     """Train a StainNet on painted crops of clean `sources` (folders or image files); return
-    the run folder. See the module docstring."""
+    the run folder. See the module docstring.
+
+    At every validation (a quarter of the steps) the weights, optimiser and sampler state go to
+    `out/checkpoint/`; `resume=True` continues a stopped job from there, refusing changed
+    settings."""
     check_range("size", size, 256, 4096)
     check_range("crop", crop, 64, 1024)
     check_range("steps", steps, 1)
@@ -231,6 +247,34 @@ def learn_stains(
     out = Path(out)
     if (out / RUN_JSON).exists():
         raise ParameterError(f"{out}: a run is already there; choose another --out")
+    ckpt = out / CKPT
+    if (ckpt / "state.json").exists() and not resume:
+        raise ParameterError(
+            f"{out}: holds an unfinished learn-stains job; pass --resume to continue it or "
+            "choose another --out"
+        )
+    settings = json.loads(
+        json.dumps(
+            {
+                "sources": sorted(
+                    str(Path(p).resolve())
+                    for p in (sources if not isinstance(sources, (str, Path)) else [sources])
+                ),
+                "sheets": sheets,
+                "size": size,
+                "crop": crop,
+                "steps": steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "validation_sheets": validation_sheets,
+                "holdout_kinds": list(holdout_kinds),
+                "negatives": list(negatives),
+                "pretrained": pretrained,
+                "init": str(init) if init else None,
+                "seed": seed,
+            }
+        )
+    )
 
     paths, left_out = expand_images(
         list(sources) if not isinstance(sources, (str, Path)) else [sources]
@@ -280,12 +324,19 @@ def learn_stains(
     sampler = CropSampler(train_entries, size, crop, train_kinds, negatives, STYLES["train"], seed)
     checks = sorted({max(1, round(steps * f)) for f in (0.25, 0.5, 0.75, 1.0)})
     out.mkdir(parents=True, exist_ok=True)
-    history, best = [], None
-    t0 = time.monotonic()
-    bar = Progress(steps, "learning stains", unit="step", enabled=progress)
+    history, best, first, spent = [], None, 1, 0.0
+    gen = torch.Generator()
+    if resume and (ckpt / "state.json").exists():
+        meta = _load_checkpoint(ckpt, net, opt, sched, gen, settings)
+        history, first, spent = meta["history"], meta["step"] + 1, meta["seconds"]
+        sampler.rng.bit_generator.state = meta["sampler"]
+        best_state = {k[6:]: v for k, v in load_tensors(ckpt / "best.safetensors").items()}
+        best = (tuple(meta["best_key"]), meta["best_step"], best_state)
+    t0 = time.monotonic() - spent
+    bar = Progress(steps - first + 1, "learning stains", unit="step", enabled=progress)
     with ThreadPoolExecutor(1) as pool:
         nxt = pool.submit(sampler.batch, batch_size)
-        for step in range(1, steps + 1):
+        for step in range(first, steps + 1):
             xb, mb = nxt.result()
             nxt = pool.submit(sampler.batch, batch_size)
             x = acc.to_input(xb, MEAN, STD)
@@ -319,6 +370,27 @@ def learn_stains(
                 key = (row["val_auc"] or 0, row["val_balanced_accuracy"])
                 if best is None or key >= best[0]:
                     best = (key, step, {k: v.detach().clone() for k, v in net.state_dict().items()})
+                    save_tensors(
+                        ckpt / "best.safetensors", {f"model.{k}": v for k, v in best[2].items()}
+                    )
+                if step < steps:
+                    _save_checkpoint(
+                        ckpt,
+                        net,
+                        opt,
+                        sched,
+                        gen,
+                        {
+                            "settings": settings,
+                            "epoch": len(history),
+                            "history": history,
+                            "step": step,
+                            "seconds": time.monotonic() - t0,
+                            "sampler": sampler.rng.bit_generator.state,
+                            "best_key": list(best[0]),
+                            "best_step": best[1],
+                        },
+                    )
         nxt.cancel()
     bar.close()
     seconds = time.monotonic() - t0
@@ -394,4 +466,5 @@ def learn_stains(
         "herbscan_version": __version__,
     }
     write_json(out / RUN_JSON, config)
+    shutil.rmtree(ckpt, ignore_errors=True)
     return out
