@@ -89,7 +89,7 @@ def test_resume_continues_and_matches_uninterrupted(split_csv, tmp_path, monkeyp
 
     import herbscan.train as tr
 
-    real = tr._save_checkpoint
+    real = tr.save_checkpoint
     calls = {"n": 0}
 
     def crash_after_two(*args, **kwargs):
@@ -98,10 +98,10 @@ def test_resume_continues_and_matches_uninterrupted(split_csv, tmp_path, monkeyp
         if calls["n"] == 2:
             raise KeyboardInterrupt  # as if killed after epoch 2's checkpoint
 
-    monkeypatch.setattr(tr, "_save_checkpoint", crash_after_two)
+    monkeypatch.setattr(tr, "save_checkpoint", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         train(split_csv, tmp_path / "part", epochs=4, patience=0, **FAST)
-    monkeypatch.setattr(tr, "_save_checkpoint", real)
+    monkeypatch.setattr(tr, "save_checkpoint", real)
     with pytest.raises(RunError, match="--resume"):
         train(split_csv, tmp_path / "part", epochs=4, patience=0, **FAST)
     train(split_csv, tmp_path / "part", epochs=4, patience=0, resume=True, **FAST)
@@ -179,8 +179,8 @@ def test_checkpoint_clock_saves_at_most_once_per_interval(split_csv, tmp_path, m
     import herbscan.train as tr
 
     saved = []
-    real = tr._save_checkpoint
-    monkeypatch.setattr(tr, "_save_checkpoint", lambda *a: (saved.append(a[-1]["epoch"]), real(*a)))
+    real = tr.save_checkpoint
+    monkeypatch.setattr(tr, "save_checkpoint", lambda *a: (saved.append(a[-1]["epoch"]), real(*a)))
     train(split_csv, tmp_path / "c", epochs=4, patience=0, **dict(FAST, checkpoint_seconds=3600))
     assert saved == [1]  # the first epoch, then nothing within the hour
     saved.clear()

@@ -50,7 +50,7 @@ from herbscan.runs import (
 )
 from herbscan.stainnet import STRIDE, cell_targets
 from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, STYLES, paint, pixels_per_mm, scanner
-from herbscan.train import CKPT, _load_checkpoint, _save_checkpoint, operating_point
+from herbscan.train import CKPT, load_checkpoint, operating_point, save_checkpoint
 
 CLASSES = ["clean", "contaminated"]
 MIN_AREA = 1.5  # pixels' worth of darkening before a cell counts as stained
@@ -327,7 +327,7 @@ def learn_stains(
     history, best, first, spent = [], None, 1, 0.0
     gen = torch.Generator()
     if resume and (ckpt / "state.json").exists():
-        meta = _load_checkpoint(ckpt, net, opt, sched, gen, settings)
+        meta = load_checkpoint(ckpt, net, opt, sched, gen, settings)
         history, first, spent = meta["history"], meta["step"] + 1, meta["seconds"]
         sampler.rng.bit_generator.state = meta["sampler"]
         best_state = {k[6:]: v for k, v in load_tensors(ckpt / "best.safetensors").items()}
@@ -374,7 +374,7 @@ def learn_stains(
                         ckpt / "best.safetensors", {f"model.{k}": v for k, v in best[2].items()}
                     )
                 if step < steps:
-                    _save_checkpoint(
+                    save_checkpoint(
                         ckpt,
                         net,
                         opt,

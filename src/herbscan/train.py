@@ -764,7 +764,7 @@ def train(
         "settings": settings,
     }
     if resume and (ckpt_dir / "state.json").exists():
-        state = _load_checkpoint(ckpt_dir, net, opt, sched, gen, settings)
+        state = load_checkpoint(ckpt_dir, net, opt, sched, gen, settings)
         config["metrics"] = state["metrics"]
 
     def record(row: dict, t0: float) -> None:
@@ -850,7 +850,7 @@ def train(
         if stopped_early or epoch == epochs:
             break
         if time.monotonic() - last_ckpt >= checkpoint_seconds:
-            _save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
+            save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
             last_ckpt = time.monotonic()
     bar.close()
     if mode == "tiles":
@@ -1126,7 +1126,7 @@ def _write_config(
     write_json(out / RUN_JSON, config)
 
 
-def _save_checkpoint(folder: Path, net, opt, sched, gen, state: dict) -> None:
+def save_checkpoint(folder: Path, net, opt, sched, gen, state: dict) -> None:
     """Weights, optimiser moments and RNG state as tensors; everything else as JSON."""
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     opt_state = opt.state_dict()
@@ -1140,7 +1140,7 @@ def _save_checkpoint(folder: Path, net, opt, sched, gen, state: dict) -> None:
     write_json(folder / "state.json", json.loads(json.dumps(meta, default=float)))
 
 
-def _load_checkpoint(folder: Path, net, opt, sched, gen, settings: dict) -> dict:
+def load_checkpoint(folder: Path, net, opt, sched, gen, settings: dict) -> dict:
     meta = json.loads((folder / "state.json").read_text())
     old = meta.get("settings", {})
     changed = [k for k in settings if old.get(k) != settings[k]]
