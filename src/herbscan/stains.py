@@ -517,18 +517,27 @@ def _text(rng, img, ppm, plant):
     """A block of typed or stamped text: at a few pixels per millimetre, letters are clusters
     of dark specks, the look-alike every sheet carries on its labels."""
     h, w = img.shape[:2]
-    size = max(4, round(rng.uniform(1.2, 3.5) * ppm))
+    s = _SUPER + 1  # drawn large and shrunk: strokes come out soft and grey, as in a scan
+    size = max(4, round(rng.uniform(1.5, 5.0) * ppm * s))  # em of 6-14 pt type
     font = ImageFont.load_default(size=size)
     lines = [
         "".join(rng.choice(list(_GLYPHS), size=int(rng.integers(5, 40))))
         for _ in range(int(rng.integers(1, 10)))
     ]
-    im = Image.new("L", (w, h), 0)
-    d = ImageDraw.Draw(im)
     x0, y0 = rng.uniform(-0.1, 0.8) * w, rng.uniform(-0.1, 0.9) * h
-    for i, line in enumerate(lines):
-        d.text((x0, y0 + i * size * rng.uniform(1.1, 1.6)), line, fill=255, font=font)
-    alpha = np.asarray(im, np.float32) / 255
+    step = size * rng.uniform(1.1, 1.6)
+    bw = int(min(w - x0, max(len(t) for t in lines) * size) + 1) if x0 < w else 0
+    bh = int(min(h - y0, len(lines) * step + size) + 1) if y0 < h else 0
+    alpha = np.zeros((h, w), np.float32)
+    if bw > 0 and bh > 0:  # draw only the block's box, at s× scale
+        ox, oy = max(0, int(x0)), max(0, int(y0))
+        big = Image.new("L", (max(1, (bw - (ox - int(x0))) * s), max(1, (bh - (oy - int(y0))) * s)))
+        d = ImageDraw.Draw(big)
+        for i, line in enumerate(lines):
+            d.text(((x0 - ox) * s, (y0 - oy) * s + i * step), line, fill=255, font=font)
+        small = np.asarray(big.resize((big.width // s, big.height // s), Image.Resampling.BOX))
+        small = small[: h - oy, : w - ox].astype(np.float32) / 255
+        alpha[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
     out = img
     if rng.random() < 0.5:  # printed on a label slip
         ys, xs = np.nonzero(alpha > 0)
