@@ -484,3 +484,19 @@ def test_learn_stains_resumes_a_stopped_job_and_refuses_changed_settings(tmp_pat
     rows = (run / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
     assert not (run / "checkpoint").exists() and (run / "run.json").is_file()
+
+
+def test_text_blocks_anywhere_on_any_image_size():
+    """Text half outside the image, on tiny crops and large sheets, never fails."""
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        h, w = (int(v) for v in rng.integers(16, 400, 2))
+        img, s, d = paint(
+            rng,
+            paper(h, w, seed),
+            stained=False,
+            negatives=["text"],
+            n_negatives=2,
+            ppm=float(rng.uniform(1, 8)),
+        )
+        assert img.shape == (h, w, 3) and d["negatives"] == ["text", "text"]

@@ -525,13 +525,13 @@ def _text(rng, img, ppm, plant):
         for _ in range(int(rng.integers(1, 10)))
     ]
     x0, y0 = rng.uniform(-0.1, 0.8) * w, rng.uniform(-0.1, 0.9) * h
-    step = size * rng.uniform(1.1, 1.6)
-    bw = int(min(w - x0, max(len(t) for t in lines) * size) + 1) if x0 < w else 0
-    bh = int(min(h - y0, len(lines) * step + size) + 1) if y0 < h else 0
+    step = size * rng.uniform(1.1, 1.6)  # line spacing, in drawing pixels
+    ox, oy = max(0, int(x0)), max(0, int(y0))  # the block's visible box, in image pixels
+    bw = min(w, int(x0 + max(len(t) for t in lines) * size / s) + 1) - ox
+    bh = min(h, int(y0 + (len(lines) * step + size) / s) + 1) - oy
     alpha = np.zeros((h, w), np.float32)
-    if bw > 0 and bh > 0:  # draw only the block's box, at s× scale
-        ox, oy = max(0, int(x0)), max(0, int(y0))
-        big = Image.new("L", (max(1, (bw - (ox - int(x0))) * s), max(1, (bh - (oy - int(y0))) * s)))
+    if bw > 0 and bh > 0:  # draw only that box, at s× scale
+        big = Image.new("L", (bw * s, bh * s))
         d = ImageDraw.Draw(big)
         for i, line in enumerate(lines):
             d.text(((x0 - ox) * s, (y0 - oy) * s + i * step), line, fill=255, font=font)
