@@ -500,3 +500,19 @@ def test_text_blocks_anywhere_on_any_image_size():
             ppm=float(rng.uniform(1, 8)),
         )
         assert img.shape == (h, w, 3) and d["negatives"] == ["text", "text"]
+
+
+def test_screening_with_the_shipped_model_calibrates_on_the_collection(tmp_path):
+    from herbscan.runs import is_shipped, resolve_run
+    from herbscan.screen import screen
+
+    assert is_shipped(resolve_run("mercury")) and not is_shipped(tmp_path)
+    folder = tmp_path / "sheets"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(paper(180, 120, seed=i)).save(folder / f"s{i}.jpg")
+    s = screen(
+        "mercury", folder, tmp_path / "screen", precision="fp32", progress=False, report=False
+    )
+    assert s["threshold_source"].startswith("calibrated on 3 sheets of this collection")
+    assert (tmp_path / "screen" / "calibration.json").is_file()

@@ -112,6 +112,11 @@ def resolve_run(folder: str | Path) -> Path:
     return folder
 
 
+def is_shipped(folder: str | Path) -> bool:
+    """Whether a run folder is one of the runs that come with herbscan."""
+    return any(Path(folder).resolve() == p.resolve() for p in SHIPPED.values())
+
+
 def load_run(folder: str | Path) -> Run:
     """Open a run folder (or a shipped run by name), checking that it is complete."""
     folder = resolve_run(folder)

@@ -34,7 +34,7 @@ from herbscan.manifest import read_inputs, seen_in_training
 from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
 from herbscan.progress import Progress
-from herbscan.runs import load_run, positive_class
+from herbscan.runs import is_shipped, load_run, positive_class
 
 INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged.csv"
 SKIPPED, RESULTS = "skipped.csv", "results.csv"
@@ -151,6 +151,10 @@ def screen(
     manifest that are absolute or lead out of its folder are counted and named in the summary
     (`refuse_outside_paths` refuses them instead).
 
+    `threshold="calibrate"` (stain runs; the default for the shipped `mercury`, whose own
+    operating point comes from synthetic sheets) paints up to 24 of the collection's sheets
+    clean and stained and takes the operating point there (`out/calibration.json`).
+
     `compare_col` names a manifest column holding what the collection records for the run's
     classes (e.g. `genus` for a genus model): a sheet is flagged when the model disagrees with it
     confidently, P(predicted) − P(recorded) ≥ threshold (auto: 0.5) — possible
@@ -163,6 +167,8 @@ def screen(
     out = Path(out)
     r = load_run(run)
     model_id = r.model_id
+    if threshold == "auto" and compare_col is None and is_shipped(r.folder):
+        threshold = "calibrate"  # learnt on synthetic sheets: its own operating point moves
     pos, thr, thr_source = _threshold(r, threshold, compare_col)
     state_path = out / STATE
     if state_path.exists():
