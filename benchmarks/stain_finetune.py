@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -71,7 +72,11 @@ def main() -> None:
             if kw.get("model") != "efficientnet_lite0":
                 kw.setdefault("size", args.size)
             t0 = time.monotonic()
-            if not (out / "run.json").exists():
+            done = (out / "run.json").exists() and json.loads((out / "run.json").read_text())[
+                "training"
+            ].get("complete")
+            if not done:
+                shutil.rmtree(out, ignore_errors=True)
                 train(
                     data,
                     out,
