@@ -190,6 +190,45 @@ def test_screen_with_a_tile_run_reports_heatmaps(tiny_collection, tmp_path):
     assert s["screened"] == s["flagged"] == 14  # threshold 0 flags everything
     html = (tmp_path / "ts" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 14  # heatmap PNGs, not JPEG thumbnails
+    assert len(list((tmp_path / "ts" / "pictures").iterdir())) == 14  # saved while screening
+
+
+def test_screen_report_rebuilds_from_the_screens_files_without_the_model(
+    tiny_collection, tmp_path, monkeypatch
+):
+    import herbscan.screen as sc
+
+    data, _ = split(tiny_collection, tmp_path / "split.csv", seed=1)
+    run = train(
+        data,
+        tmp_path / "trun",
+        mode="tiles",
+        model="herbnet_small",
+        tile_size=32,
+        epochs=1,
+        workers=1,
+        progress=False,
+        precision="fp32",
+    )
+    screen(
+        run,
+        tiny_collection / "contaminated",
+        tmp_path / "ts",
+        threshold=0.0,
+        precision="fp32",
+        progress=False,
+    )
+    first = (tmp_path / "ts" / "report.html").read_text()
+
+    def no_model(*a, **k):
+        raise AssertionError("screen-report loaded the model")
+
+    monkeypatch.setattr(sc, "Predictor", no_model)
+    monkeypatch.setattr(sc, "load_run", no_model)
+    (tmp_path / "ts" / "report.html").unlink()
+    sc.screen_report(tmp_path / "ts")
+    again = (tmp_path / "ts" / "report.html").read_text()
+    assert again.count("data:image/png;base64,") == first.count("data:image/png;base64,") >= 14
 
 
 def test_paths_outside_the_manifests_folder_are_counted_named_and_refusable(

@@ -20,6 +20,7 @@ work, of atomic output and of resumption.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
-from herbscan.fileio import atomic_path, write_csv, write_json
+from herbscan.fileio import atomic_path, atomic_write, write_csv, write_json
 from herbscan.images import thumbnail_jpeg
 from herbscan.manifest import read_inputs, seen_in_training
 from herbscan.metrics import wilson_interval
@@ -260,6 +261,9 @@ def screen(
         "device": device,
         "backend": backend,
         "compare": compare_col,
+        # heatmaps for the report, where the run makes them
+        "pictures": r.preprocessing.get("mode") == "tiles"
+        or (r.config["architecture"]["name"] == "stainnet" and backend == "torch"),
     }
     with Progress(total, "screening", unit="sheets", enabled=progress) as bar:
         if dask:
@@ -280,7 +284,9 @@ def screen(
                         shard_dir,
                         k,
                         part,
-                        predictor.predict([p["path"] for p in part], progress=False),
+                        predictor.predict(
+                            [p["path"] for p in part], progress=False, heatmaps=job["pictures"]
+                        ),
                         job,
                     )
                     bar.update(len(part))
@@ -384,7 +390,7 @@ def screen_report(
     top = sorted(table.filter(pc.field("flagged")).to_pylist(), key=lambda r: -r["score"])[
         :max_gallery
     ]
-    pictures = _pictures(summary, [r["path"] for r in top])
+    pictures = _pictures(out, [r["path"] for r in top])
     flagged = [
         {
             "path": r["path"],
@@ -430,17 +436,36 @@ def screen_report(
     )
 
 
-def _pictures(summary: dict, paths: list[str]) -> dict[str, bytes]:
-    """Thumbnails of the flagged sheets; heatmaps when the run works on tiles."""
-    r = load_run(summary["run"])
-    if r.preprocessing.get("mode") == "tiles" or r.config["architecture"]["name"] == "stainnet":
-        preds = Predictor(r).predict(paths, progress=False, heatmaps=True)
-        return {p.path: p.heatmap for p in preds if p.heatmap}
+PICTURES = "pictures"
+
+
+def _picture_file(folder: Path, path: str) -> Path:
+    return folder / PICTURES / f"{hashlib.sha1(path.encode()).hexdigest()[:20]}.img"
+
+
+def _save_pictures(folder: Path, table: list[dict], preds) -> None:
+    """What the report shows of each flagged sheet, saved while screening: the heatmap when the
+    run makes one (tile and stain runs), else a thumbnail; so the report never needs the model."""
+    for row, pred in zip(table, preds):
+        if not row.get("flagged"):
+            continue
+        data = pred.heatmap
+        if not data:
+            try:
+                data = thumbnail_jpeg(row["path"])
+            except HerbscanError:
+                continue
+        atomic_write(_picture_file(folder, row["path"]), data)
+
+
+def _pictures(out: Path, paths: list[str]) -> dict[str, bytes]:
+    """The saved pictures of these sheets (a thumbnail made now where none was saved)."""
     pics = {}
     for p in paths:
+        f = _picture_file(out, p)
         try:
-            pics[p] = thumbnail_jpeg(p)
-        except HerbscanError:
+            pics[p] = f.read_bytes() if f.is_file() else thumbnail_jpeg(p)
+        except (OSError, HerbscanError):
             pass
     return pics
 
@@ -459,6 +484,7 @@ def _write_shard(shard_dir: Path, k: int, part: list[dict], preds, job: dict) ->
         job["model_id"],
         job.get("compare"),
     )
+    _save_pictures(shard_dir.parent, table, preds)  # before the shard marks the part done
     with atomic_path(shard_dir / f"part-{k:06d}.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(table), str(tmp))
     return len(part)
@@ -481,7 +507,9 @@ def _dask_shard(job: dict, k: int, part: list[dict], shard_dir: str) -> int:
             threads=1,
             backend=job["backend"],
         )
-    preds = _WORKER_PREDICTORS[key].predict([p["path"] for p in part], progress=False)
+    preds = _WORKER_PREDICTORS[key].predict(
+        [p["path"] for p in part], progress=False, heatmaps=job["pictures"]
+    )
     return _write_shard(Path(shard_dir), k, part, preds, job)
 
 
