@@ -15,7 +15,7 @@ Accuracy comes with a 95% Wilson interval over the 158 pooled test predictions, 
 95% bootstrap interval over sheets. Prints a table, then one JSON object on the last line.
 
     python benchmarks/pretrained.py [--models herbnet,efficientnet_lite0,efficientnet_lite2]
-        [--size 320] [--epochs 15] [--folds 5] [--probe-only]
+        [--size 320] [--fit stretch|sheet] [--epochs 15] [--folds 5] [--probe-only]
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def summarise(y, p, k, seed=0) -> dict:
     }
 
 
-def features(model_name: str, paths: list[str], size: int) -> np.ndarray:
+def features(model_name: str, paths: list[str], size: int, fit: str = "stretch") -> np.ndarray:
     """Frozen ImageNet features (global average of the last feature map) of every sheet."""
     from herbscan.accel import Accel
     from herbscan.cache import load_sheets
@@ -111,7 +111,7 @@ def features(model_name: str, paths: list[str], size: int) -> np.ndarray:
     net = create_model(model_name, 2, input_size=size, pretrained=True).eval()
     acc = Accel.resolve("auto", "auto")
     net = acc.prepare(net)
-    x, ok, failures = load_sheets(paths, size, progress=False)
+    x, ok, failures = load_sheets(paths, size, fit, progress=False)
     assert not failures, failures
     out = []
     with torch.no_grad():
@@ -136,6 +136,9 @@ def main() -> None:
     ap.add_argument("--models", default="herbnet,efficientnet_lite0,efficientnet_lite2")
     ap.add_argument("--probes", default="efficientnet_lite0,efficientnet_lite2")
     ap.add_argument("--size", type=int, default=320, help="input size of the pretrained nets")
+    ap.add_argument(
+        "--fit", default="stretch", help="stretch (size²) or sheet (size × 1.5·size, 2:3 upright)"
+    )
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--scratch-epochs", type=int, default=30)
     ap.add_argument("--folds", type=int, default=5)
@@ -161,7 +164,7 @@ def main() -> None:
 
     for name in [m for m in a.probes.split(",") if m]:
         t0 = time.perf_counter()
-        feats = features(name, [str(ALA / r["file"]) for r in rows], a.size)
+        feats = features(name, [str(ALA / r["file"]) for r in rows], a.size, a.fit)
         pred = np.empty(len(rows), np.int64)
         for f in range(a.folds):
             te = np.array(fold_ids) == f
@@ -184,6 +187,7 @@ def main() -> None:
                 run,
                 model=name,
                 size=256 if scratch else a.size,
+                fit=a.fit,
                 epochs=a.scratch_epochs if scratch else a.epochs,
                 patience=10,
                 workers=2,
@@ -232,6 +236,7 @@ def main() -> None:
                 "results": results,
                 "timing": timing,
                 "size": a.size,
+                "fit": a.fit,
                 "epochs": a.epochs,
                 "folds": a.folds,
             }
