@@ -116,6 +116,13 @@ def split(
         str, typer.Option(help="Classes with <3 specimens: error | train | drop")
     ] = "error",
     refuse_outside_paths: OutsidePaths = False,
+    near_duplicates: Annotated[
+        str,
+        typer.Option(
+            help="Near-identical images under different specimen ids: warn (keep each group in "
+            "one split) | error | off"
+        ),
+    ] = "warn",
 ):
     """Split by specimen into train/validation/test, stratified by label."""
     from herbscan.manifest import SPLITS
@@ -131,6 +138,7 @@ def split(
         seed=seed,
         rare=rare,
         refuse_outside_paths=refuse_outside_paths,
+        near_duplicates=near_duplicates,
     )
     width = max(len(c) for c in counts) + 2
     typer.echo(f"{'class':<{width}}" + "".join(f"{s:>12}" for s in SPLITS))

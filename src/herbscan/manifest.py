@@ -272,11 +272,20 @@ def split_manifest(
     ratios: tuple[float, float, float] = (0.7, 0.2, 0.1),
     seed: int = 0,
     rare: str = "error",
+    linked: dict[str, str] | None = None,
 ) -> Manifest:
     """Assign each specimen to train/validation/test, stratified by label, deterministic by seed.
 
     Returns a new Manifest whose rows carry `split`; with `rare` as in the module docstring.
+    `linked` maps specimen ids to a group id: specimens of one group share a split (near-
+    duplicate images under different ids).
     """
+    linked = linked or {}
+
+    def unit(r: dict) -> str:
+        s = manifest.specimen(r)
+        return linked.get(s, s)
+
     check_choice("rare", rare, RARE)
     _check_paths(manifest)
     ratios = tuple(float(r) for r in ratios)
@@ -290,7 +299,7 @@ def split_manifest(
     specimen_label: dict[str, str] = {}
     votes: dict[str, Counter] = defaultdict(Counter)
     for r in manifest.rows:
-        votes[manifest.specimen(r)][manifest.label(r)] += 1
+        votes[unit(r)][manifest.label(r)] += 1
     mixed = [s for s, c in votes.items() if len(c) > 1]
     if mixed:
         warnings.warn(
@@ -343,7 +352,7 @@ def split_manifest(
         if manifest.label(r) in dropped:
             continue
         out = dict(r)
-        out[OUT_SPLIT] = assignment[manifest.specimen(r)]
+        out[OUT_SPLIT] = assignment[unit(r)]
         rows.append(out)
     columns = list(manifest.columns) + [c for c in (OUT_SPLIT,) if c not in manifest.columns]
     return Manifest(
@@ -471,8 +480,16 @@ def split(
     seed: int = 0,
     rare: str = "error",
     refuse_outside_paths: bool = False,
+    near_duplicates: str = "warn",
 ) -> tuple[Path, dict[str, dict[str, int]]]:
-    """Read a source, split it by specimen and write the split manifest; returns (path, counts)."""
+    """Read a source, split it by specimen and write the split manifest; returns (path, counts).
+
+    `near_duplicates`: images under different specimen ids that are near-identical (perceptual
+    hash, `herbscan.neardup`) would put one sheet in training and test. "warn" keeps each such
+    group in one split, says so and lists the pairs in `<out>.near_duplicates.csv`; "error"
+    refuses; "off" does not look (no image is decoded).
+    """
+    check_choice("near_duplicates", near_duplicates, NEAR_DUPLICATES)
     m = read_source(
         source,
         label_col=label_col,
@@ -480,8 +497,45 @@ def split(
         path_col=path_col,
         refuse_outside_paths=refuse_outside_paths,
     )
-    s = split_manifest(m, ratios=ratios, seed=seed, rare=rare)
+    linked = None
+    if near_duplicates != "off":
+        linked = _near_duplicate_groups(m, out, near_duplicates == "error")
+    s = split_manifest(m, ratios=ratios, seed=seed, rare=rare, linked=linked)
     return write_manifest(s, out), split_counts(s)
+
+
+NEAR_DUPLICATES = ("warn", "error", "off")
+
+
+def _near_duplicate_groups(m: Manifest, out: str | Path, refuse: bool) -> dict[str, str]:
+    from herbscan.neardup import fingerprints, linked_groups, near_pairs
+
+    paths = m.paths()
+    keys = [m.specimen(r) for r in m.rows]
+    cross = [p for p in near_pairs(fingerprints(paths)) if keys[p[0]] != keys[p[1]]]
+    if not cross:
+        return {}
+    i, j, _, sim = cross[0]
+    example = f"e.g. {paths[i]} and {paths[j]}, correlation {sim:.2f}"
+    if refuse:
+        raise ManifestError(
+            f"{m.source}: {len(cross)} pair(s) of near-identical images under different "
+            f"specimen ids ({example}); give them one specimen id, remove the copies, or pass "
+            "--near-duplicates warn to keep each group in one split"
+        )
+    report = Path(str(out) + ".near_duplicates.csv")
+    fields = ["path_a", "specimen_a", "path_b", "specimen_b", "hash_bits_apart", "similarity"]
+    rows = [
+        dict(zip(fields, (str(paths[a]), keys[a], str(paths[b]), keys[b], d, s)))
+        for a, b, d, s in cross
+    ]
+    write_csv(report, rows, fields)
+    warnings.warn(
+        f"{len(cross)} pair(s) of near-identical images under different specimen ids "
+        f"({example}); each group is kept in one split (list: {report})",
+        stacklevel=3,
+    )
+    return linked_groups(keys, cross)
 
 
 class Inputs(NamedTuple):
