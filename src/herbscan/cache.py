@@ -175,7 +175,8 @@ def cached_tiles(
 class TileWindows:
     """The tiles of many cached sheets as an array (n, T, T, 3) uint8 whose pixels stay on disk:
     indexing reads just those windows from the memory-mapped sheets. At most `open_sheets`
-    sheets are mapped at once, so memory does not grow with the number of sheets."""
+    sheets are mapped at once (the pages a mapped sheet has been read from count as the
+    process's memory), so memory does not grow with the number of sheets."""
 
     def __init__(
         self,
@@ -183,7 +184,7 @@ class TileWindows:
         sheet: np.ndarray,
         xy: np.ndarray,
         size: int,
-        open_sheets: int = 32,
+        open_sheets: int = 4,
     ):
         self.files, self.size = list(files), int(size)
         self.sheet = np.asarray(sheet, np.int64)
