@@ -29,7 +29,18 @@ def make_sheet(rng: np.random.Generator, dotted: bool, size=(96, 144)) -> Image.
     """A pale sheet; 'dotted' ones carry clusters of dark dots (a trivially learnable class)."""
     w, h = size
     a = np.full((h, w, 3), 235, np.uint8) + rng.integers(0, 15, (h, w, 1), dtype=np.uint8)
-    a[h // 3 : 2 * h // 3, w // 2 - 2 : w // 2 + 2] = (60, 110, 50)  # a stem
+    # a stem and a label where this sheet has them, so no two sheets are near-duplicates
+    x, y0, y1 = (
+        rng.integers(w // 5, 4 * w // 5),
+        rng.integers(h // 8, h // 3),
+        rng.integers(h // 2, 7 * h // 8),
+    )
+    a[y0:y1, x - 2 : x + 2] = (60, 110, 50)
+    for _ in range(3):  # leaves
+        cy, cx = rng.integers(8, h - 8), rng.integers(8, w - 8)
+        a[cy - 5 : cy + 5, cx - 7 : cx + 7] = (80, 120, 60)
+    lx, ly = rng.integers(0, w - 30), rng.integers(0, h - 16)
+    a[ly : ly + 14, lx : lx + 28] = 200  # a label
     if dotted:
         for _ in range(6):
             cy, cx = rng.integers(10, h - 10), rng.integers(10, w - 10)

@@ -183,6 +183,7 @@ def test_tile_windows_keep_few_sheets_mapped(tmp_path):
     tiles = w[np.arange(10)]
     assert [int(t[0, 0, 0]) for t in tiles] == [0, 255, 40, 255, 80, 255, 120, 255, 160, 255]
     assert len(w._open) == 2  # the rest were unmapped
+    assert np.array_equal(w[np.arange(10)], tiles)  # pages given back are read again
 
 
 def test_tile_training_refuses_a_cache_that_will_not_fit(split_csv, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ job leaves no half-written entry. The default location is `$HERBSCAN_CACHE` or
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 from collections.abc import Sequence
@@ -174,9 +175,10 @@ def cached_tiles(
 
 class TileWindows:
     """The tiles of many cached sheets as an array (n, T, T, 3) uint8 whose pixels stay on disk:
-    indexing reads just those windows from the memory-mapped sheets. At most `open_sheets`
-    sheets are mapped at once (the pages a mapped sheet has been read from count as the
-    process's memory), so memory does not grow with the number of sheets."""
+    indexing reads just those windows from the memory-mapped sheets. The pages read are given
+    back after every batch (madvise DONTNEED: they stay in the OS file cache, but no longer
+    count as this process's memory), and at most `open_sheets` sheets stay mapped (each holds a
+    file descriptor), so memory does not grow with the number of sheets."""
 
     def __init__(
         self,
@@ -184,7 +186,7 @@ class TileWindows:
         sheet: np.ndarray,
         xy: np.ndarray,
         size: int,
-        open_sheets: int = 4,
+        open_sheets: int = 256,
     ):
         self.files, self.size = list(files), int(size)
         self.sheet = np.asarray(sheet, np.int64)
@@ -216,11 +218,23 @@ class TileWindows:
             return self[idx[None]][0]
         t = self.size
         out = np.empty((len(idx), t, t, 3), np.uint8)
+        touched = set()
         for j in np.argsort(self.sheet[idx], kind="stable"):  # group the reads by sheet
             i = idx[j]
             x, y = self.xy[i]
-            out[j] = self._map(int(self.sheet[i]))[y : y + t, x : x + t]
+            s = int(self.sheet[i])
+            out[j] = self._map(s)[y : y + t, x : x + t]
+            touched.add(s)
+        for s in touched:
+            _drop_pages(self._open.get(s))
         return out
+
+
+def _drop_pages(a) -> None:
+    """Give back the resident pages of a memory-mapped array (where the OS can)."""
+    mm = getattr(a, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 def tile_cache_bytes(paths: Sequence[str | Path], spec: TileSpec, root: Path) -> int:
