@@ -125,18 +125,14 @@ def evaluate(run_name: str, paths: list[Path], holdout: tuple[str, ...], limit: 
     faint = np.array(scores["faint"])
     res["auc_clean_vs_stained"] = _auc(stained, clean)
     res["calibrated"] = calibrated(clean, np.array(scores["faint"]), np.array(scores["heavy"]))
-    res["auc_clean_vs_faint"] = float(
-        ((faint[:, None] > clean[None, :]).sum() + 0.5 * (faint[:, None] == clean[None, :]).sum())
-        / (len(faint) * len(clean))
-    )
+    res["auc_clean_vs_faint"] = _auc(faint, clean)
     return res
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    return float(
-        ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-        / (len(pos) * len(neg))
-    )
+    from herbscan.learn_stains import auc
+
+    return auc(np.r_[pos, neg], np.r_[np.ones(len(pos)), np.zeros(len(neg))].astype(bool))
 
 
 def calibrated(clean: np.ndarray, faint: np.ndarray, heavy: np.ndarray) -> dict:

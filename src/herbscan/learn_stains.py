@@ -48,7 +48,7 @@ from herbscan.runs import (
     load_tensors,
     save_tensors,
 )
-from herbscan.stainnet import STRIDE, cell_targets
+from herbscan.stainnet import STRIDE, StainNet, cell_targets
 from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, STYLES, paint, pixels_per_mm, scanner
 from herbscan.train import CKPT, load_checkpoint, operating_point, save_checkpoint
 
@@ -308,10 +308,11 @@ def learn_stains(
     acc = Accel.resolve(device, precision)
     torch.manual_seed(seed)
     if init is not None:
-        net = load_run(init).build_model()
-        if type(net).__name__ != "StainNet":
+        start = load_run(init)
+        net = start.build_model()
+        if not isinstance(net, StainNet):
             raise ParameterError(f"{init}: --init needs a stain run (learn-stains output)")
-        weights = {"source": str(init), "sha256": load_run(init).model_id}
+        weights = {"source": str(init), "sha256": start.model_id}
     else:
         net = create_model("stainnet", 2, pretrained=pretrained)
         weights = weights_record(pretrained_weights("efficientnet_lite0")) if pretrained else None
