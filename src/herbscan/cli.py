@@ -232,10 +232,24 @@ def train(
         int | None,
         typer.Option(help="Sheets (tiles in tile mode) drawn per epoch (default: all)."),
     ] = None,
+    add_labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A review's decisions.csv (herbscan review): reviewed sheets join the "
+            "training data (never the test split); the merged manifest is written beside it."
+        ),
+    ] = None,
 ):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
 
+    if add_labels is not None:
+        from herbscan.review.learn import add_labels as do_add_labels
+        from herbscan.review.learn import describe
+
+        merged = add_labels.with_name(f"{Path(data).stem}+reviewed.csv")
+        typer.echo(describe(do_add_labels(data, add_labels, merged)))
+        data = merged
     _say_cache(cache_dir)
     run = do_train(
         data,
@@ -844,6 +858,55 @@ def fetch_mercury(out: Annotated[Path, typer.Option(help="Output folder.")]):
     from herbscan.fetch import fetch_smithsonian_mercury
 
     typer.echo(f"manifest: {fetch_smithsonian_mercury(out)}")
+
+
+@app.command()
+def review(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="A screen's --out folder (flagged sheets), or a transcription's folder "
+            "(labels.csv and its crops)."
+        ),
+    ],
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; anything but 127.0.0.1 serves other machines and "
+            "prints a token every request must carry."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8765,
+    queue: Annotated[
+        str,
+        typer.Option(
+            help="probable: flagged sheets, most probable first | uncertain: every sheet, the "
+            "one whose decision would teach the model most first."
+        ),
+    ] = "probable",
+    reviewer: Annotated[
+        str | None, typer.Option(help="Name or initials recorded with each decision.")
+    ] = None,
+    crops: Annotated[
+        Path | None, typer.Option(help="Label crops folder (default: FOLDER/crops).")
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in a browser.")
+    ] = True,
+):
+    """Review flagged sheets or label drafts in a browser; every decision is kept."""
+    from herbscan.review.server import review as do_review
+
+    do_review(
+        folder,
+        host=host,
+        port=port,
+        queue=queue,
+        reviewer=reviewer,
+        crops=crops,
+        open_browser=open_browser,
+        say=typer.echo,
+    )
 
 
 @app.command()

@@ -1,0 +1,188 @@
+"""Curators' decisions → training labels, and which sheet a decision would teach the model most.
+
+`add_labels` merges the current decisions of a review (`review/decisions.csv`) into a split
+manifest: a reviewed sheet already in the manifest's training or validation split takes the
+reviewed label; a new sheet joins the split of its specimen when the specimen is already there,
+else training or validation by a hash of its specimen id (stable across re-runs); a sheet or
+specimen of the test split is never moved or relabelled, so a run trained with the reviews is
+still measured on the same test sheets as the run before it. `unsure` decisions teach nothing
+and are left out. The counts come back, and are written beside the merged manifest.
+
+`uncertainty` orders sheets for review by how close the model's score lies to its operating
+point, in log-odds: the decision of a sheet on the threshold flips with the smallest change of
+the model, so its label is the one most likely to correct the model (uncertainty sampling,
+Lewis & Gale 1994). Log-odds rather than probability because a threshold is rarely 0.5: with a
+threshold of 0.2, p = 0.1 and p = 0.4 are equally far from it in evidence (log-odds 0.81 and
+0.98 away), not 0.1 and 0.2 apart. Runs with more than two classes and no threshold use the
+margin between the two most probable classes. `benchmarks/review_active.py` measures what this
+order buys against a random order with a simulated reviewer.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from herbscan.errors import ManifestError, ParameterError, check_range
+from herbscan.fileio import unneutralise, write_json
+from herbscan.manifest import OUT_SPLIT, Manifest, read_source, write_manifest
+
+DECISIONS = ("contaminated", "clean", "unsure")
+"""What a curator can decide about a flagged sheet."""
+
+
+def uncertainty(score: float, threshold: float | None = 0.5, second: float | None = None) -> float:
+    """How far a sheet is from changing the model's decision: 0 on the operating point.
+
+    With a `threshold`, |logit(score) − logit(threshold)|; without one, `score − second` (the
+    margin between the two most probable classes). NaN scores (unreadable sheets) are infinitely
+    far: there is nothing to review."""
+    if score is None or not math.isfinite(score):
+        return math.inf
+    if threshold is None:
+        return float(score - (second or 0.0))
+    return abs(_logit(score) - _logit(threshold))
+
+
+def _logit(p: float, eps: float = 1e-6) -> float:
+    p = min(max(float(p), eps), 1 - eps)
+    return math.log(p / (1 - p))
+
+
+def uncertainty_order(
+    scores: Sequence[float], threshold: float | None = 0.5, seconds: Sequence[float] | None = None
+) -> list[int]:
+    """Indices of `scores` from the most uncertain to the least (ties keep their order)."""
+    u = [
+        uncertainty(s, threshold, None if seconds is None else seconds[i])
+        for i, s in enumerate(scores)
+    ]
+    return sorted(range(len(u)), key=lambda i: (u[i], i))
+
+
+def read_decisions(path: str | Path) -> list[dict]:
+    """The rows of a `decisions.csv` written by `herbscan review` (formula escapes undone)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(
+            f"{path}: no such decisions file; review sheets with `herbscan review SCREEN` "
+            "(it writes SCREEN/review/decisions.csv)"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [{k: unneutralise(v or "") for k, v in r.items()} for r in csv.DictReader(f)]
+    need = {"path", "decision"}
+    if rows and not need <= set(rows[0]):
+        raise ManifestError(
+            f"{path}: not a decisions file (columns path and decision missing); give "
+            "SCREEN/review/decisions.csv"
+        )
+    return rows
+
+
+def _hash_share(text: str) -> float:
+    """A number in [0, 1) fixed by `text`: the same specimen always lands in the same split."""
+    return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def add_labels(
+    data: str | Path,
+    decisions: str | Path,
+    out: str | Path,
+    *,
+    positive: str = "contaminated",
+    negative: str = "clean",
+    validation_share: float = 0.2,
+) -> dict:
+    """Write `out`: the split manifest `data` with the reviewed sheets of `decisions` added or
+    relabelled (see the module docstring). Returns the counts, also written to `out` + .json.
+
+    `positive` / `negative` are the manifest's labels for a `contaminated` / `clean` decision;
+    `validation_share` of new specimens go to validation (the operating point is chosen there,
+    and reviewed sheets come from the collection the model is used on)."""
+    check_range("validation_share", validation_share, 0.0, 1.0)
+    m = read_source(data)
+    if not m.has_split():
+        raise ManifestError(
+            f"{data}: has no split column; split it first (herbscan split) so that reviewed "
+            "sheets can join it without touching the test split"
+        )
+    classes = sorted({m.label(r) for r in m.rows})
+    for name, value in (("positive", positive), ("negative", negative)):
+        if value not in classes:
+            raise ParameterError(
+                f"{name} must be one of the manifest's labels {', '.join(classes)}; got {value!r}"
+            )
+    label_of = {"contaminated": positive, "clean": negative}
+    rows = [dict(r) for r in m.rows]
+    by_path = {str(m.path(r).resolve()): r for r in rows}
+    split_of = {m.specimen(r): r.get(OUT_SPLIT, "") for r in m.rows}
+    counts = dict.fromkeys(
+        (
+            "reviewed",
+            "added_train",
+            "added_validation",
+            "relabelled",
+            "confirmed",
+            "test_untouched",
+            "unsure_or_other",
+        ),
+        0,
+    )
+    extra = ["review_decision", "reviewer"]
+    for d in read_decisions(decisions):
+        counts["reviewed"] += 1
+        label = label_of.get(d["decision"])
+        if label is None:
+            counts["unsure_or_other"] += 1
+            continue
+        path = str(Path(d["path"]).resolve())
+        specimen = d.get("specimen_id") or path
+        row = by_path.get(path)
+        split = row.get(OUT_SPLIT, "") if row is not None else split_of.get(specimen)
+        if split == "test":
+            counts["test_untouched"] += 1
+            continue
+        if row is not None:
+            counts["relabelled" if m.label(row) != label else "confirmed"] += 1
+        else:
+            if split not in ("train", "validation"):
+                split = "validation" if _hash_share(specimen) < validation_share else "train"
+            row = {c: "" for c in m.columns}
+            row[m.path_col] = path
+            if m.group_col:
+                row[m.group_col] = specimen
+            row[OUT_SPLIT] = split
+            rows.append(row)
+            by_path[path] = row
+            split_of[specimen] = split
+            counts[f"added_{split}"] += 1
+        row[m.label_col] = label
+        row["review_decision"], row["reviewer"] = d["decision"], d.get("reviewer", "")
+    merged = Manifest(
+        rows,
+        list(m.columns) + [c for c in extra if c not in m.columns],
+        m.root,
+        m.path_col,
+        m.label_col,
+        m.group_col,
+        str(data),
+    )
+    write_manifest(merged, out)
+    summary = {"data": str(data), "decisions": str(decisions), "manifest": str(out), **counts}
+    write_json(Path(str(out) + ".json"), summary)
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """One line for people: how many reviewed sheets were added, and where."""
+    added = summary["added_train"] + summary["added_validation"]
+    return (
+        f"{summary['reviewed']} reviewed sheets: {added} added "
+        f"({summary['added_train']} train, {summary['added_validation']} validation), "
+        f"{summary['relabelled']} relabelled, {summary['confirmed']} confirmed, "
+        f"{summary['test_untouched']} in the test split left as they were, "
+        f"{summary['unsure_or_other']} unsure → {summary['manifest']}"
+    )
