@@ -46,7 +46,8 @@ class DeepZoom:
         self.cache = Path(cache) if cache is not None else None
         self.tile_size, self.overlap, self.quality = tile_size, overlap, quality
         self._levels: dict[int, Image.Image] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the dict of level images
+        self._decode_lock = threading.Lock()
         self._size: tuple[int, int] | None = None
 
     @property
@@ -100,27 +101,35 @@ class DeepZoom:
         lw, lh = self.level_size(level)
         return math.ceil(lw / self.tile_size), math.ceil(lh / self.tile_size)
 
+    def _covering(self, lw: int, lh: int) -> Image.Image | None:
+        """The smallest kept image at least lw×lh (call with the lock held)."""
+        fits = [im for im in self._levels.values() if im.width >= lw and im.height >= lh]
+        return min(fits, key=lambda im: im.width, default=None)
+
     def _level_image(self, level: int) -> Image.Image:
         """The sheet at `level`'s size: from the smallest kept image that covers it, or by a
-        decode (draft for small levels, full for the largest)."""
+        decode (draft for small levels, full for the largest). A decode holds only the decode
+        lock, so the overview's tiles are served from the draft while the full sheet decodes."""
+        lw, lh = self.level_size(level)
         with self._lock:
-            if level in self._levels and self._levels[level].size == self.level_size(level):
-                return self._levels[level]
-            lw, lh = self.level_size(level)
-            bigger = sorted(
-                (k for k, im in self._levels.items() if im.width >= lw and im.height >= lh),
-                key=lambda k: self._levels[k].width,
-            )
-            if bigger:
-                src = self._levels[bigger[0]]
-            else:
-                top = level == self.max_level
-                src = open_rgb(self.path, min_size=None if top else (lw, lh))
-                if src.size == self.size:
-                    self._levels[self.max_level] = src
-            im = src if src.size == (lw, lh) else src.resize((lw, lh), Image.Resampling.LANCZOS)
+            im = self._levels.get(level)
+            if im is not None and im.size == (lw, lh):
+                return im
+            src = self._covering(lw, lh)
+        if src is None:
+            with self._decode_lock:  # one decode at a time: a second caller finds it done
+                with self._lock:
+                    src = self._covering(lw, lh)
+                if src is None:
+                    top = level == self.max_level
+                    src = open_rgb(self.path, min_size=None if top else (lw, lh))
+                    if src.size == self.size:
+                        with self._lock:
+                            self._levels[self.max_level] = src
+        im = src if src.size == (lw, lh) else src.resize((lw, lh), Image.Resampling.LANCZOS)
+        with self._lock:
             self._levels[level] = im
-            return im
+        return im
 
     def prefetch(self) -> None:
         """Decode the full sheet now (e.g. in a thread, while the reviewer looks at the
