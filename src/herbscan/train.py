@@ -39,7 +39,7 @@ from herbscan.cache import (
 )
 from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
 from herbscan.fileio import write_csv, write_json
-from herbscan.images import FITS
+from herbscan.images import FITS, reencode_jpeg
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
 from herbscan.models import WEIGHTS_OF, create_model, list_models, model_info, pretrained_models
@@ -83,6 +83,11 @@ HISTORY_FIELDS = [
     "train_seconds",
 ]
 CKPT = "checkpoint"
+# Other herbaria save their scans at other JPEG qualities, and the artefacts survive the shrink
+# to the model's input (benchmarks/jpeg_quality.py: re-saving ALA scans at q20 changes 15% of a
+# probe's predictions). Half of the training inputs are re-encoded at a quality drawn from this
+# range; the linear probe also sees one re-encoded copy of each training input.
+JPEG_P, JPEG_QUALITY = 0.5, (20, 95)
 
 
 def augment(
@@ -126,6 +131,18 @@ def augment(
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * c + mean + b / STD[0]
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def jpeg_augment(pixels: np.ndarray, rng: np.random.Generator, p: float = JPEG_P) -> np.ndarray:
+    """Re-encode a random share `p` of a uint8 NHWC batch as JPEG at qualities in JPEG_QUALITY."""
+    lo, hi = JPEG_QUALITY
+    chosen = rng.random(len(pixels)) < p
+    if not chosen.any():
+        return pixels
+    out = np.array(pixels, copy=True)
+    for i in np.flatnonzero(chosen):
+        out[i] = reencode_jpeg(out[i], int(rng.integers(lo, hi + 1)))
+    return out
 
 
 def _prefetched(x, batches: list[np.ndarray]):
@@ -649,7 +666,17 @@ def train(
     has_head = any(isinstance(m, torch.nn.Linear) for m in net.modules())
     fresh_head = start in ("imagenet", "file") or (origin or {}).get("head") == "new"
     if started and has_head and fresh_head and not (resume and (ckpt_dir / "state.json").exists()):
-        probe = _linear_probe(net, x_tr, y_tr, len(classes), acc, mean, std, max(batch_size, 32))
+        probe = _linear_probe(
+            net,
+            x_tr,
+            y_tr,
+            len(classes),
+            acc,
+            mean,
+            std,
+            max(batch_size, 32),
+            jpeg_rng=np.random.default_rng([seed, 0x1BE6]) if augmentation else None,
+        )
     net_lr = lr * backbone_lr_scale if started else lr
     # a new head that no probe fitted (a conv head) learns at the full rate, the backbone slower
     head_prefix = getattr(raw, "HEAD_PREFIX", None)
@@ -685,6 +712,7 @@ def train(
     )
     sample_w = torch.tensor(sample_w, dtype=torch.float64)
     gen = torch.Generator().manual_seed(seed)
+    jpeg_rng = np.random.default_rng([seed, 0x3E6])
 
     config = {
         "format": FORMAT,
@@ -716,6 +744,9 @@ def train(
             "patience": patience,
             "samples_per_epoch": samples_per_epoch,
             "augmentation": augmentation,
+            "jpeg_augmentation": (
+                {"p": JPEG_P, "quality": list(JPEG_QUALITY)} if augmentation else None
+            ),
             "backbone_lr_scale": backbone_lr_scale if started else None,
             "linear_probe": probe,
             "precision": acc.precision,
@@ -821,6 +852,8 @@ def train(
         ]
         batches = [idx for idx in batches if len(idx) >= 2]  # BatchNorm needs two samples
         for idx, pixels in _prefetched(x_tr, batches):
+            if augmentation:
+                pixels = jpeg_augment(pixels, jpeg_rng)
             x = acc.to_input(pixels, mean, std)
             if augmentation:
                 x = augment(x, gen)
@@ -1045,27 +1078,39 @@ def _linear_probe(
     mean,
     std,
     batch_size: int,
+    jpeg_rng: np.random.Generator | None = None,
 ) -> dict:
     """Fit the classifier of `net` by `fit_logistic` on the frozen features of `x`, in place;
-    returns what was fitted and its training accuracy."""
+    returns what was fitted and its training accuracy. With `jpeg_rng`, every input also
+    contributes one copy re-encoded as JPEG (see JPEG_QUALITY)."""
     fc = _classifier(net)
     feats: list[torch.Tensor] = []
     hook = fc.register_forward_pre_hook(lambda m, inp: feats.append(inp[0].float().cpu()))
     net.eval()
     try:
         with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                with acc.autocast():
-                    net(acc.to_input(x[i : i + batch_size], mean, std))
+            for copy in (False, True) if jpeg_rng is not None else (False,):
+                for i in range(0, len(x), batch_size):
+                    pixels = np.asarray(x[i : i + batch_size])
+                    if copy:
+                        pixels = jpeg_augment(pixels, jpeg_rng, p=1.0)
+                    with acc.autocast():
+                        net(acc.to_input(pixels, mean, std))
     finally:
         hook.remove()
     f = torch.cat(feats).double()
+    if jpeg_rng is not None:
+        y = np.concatenate([y, y])
     weight, bias = fit_logistic(f, y, k)
     with torch.no_grad():
         fc.weight.copy_(weight.to(fc.weight.dtype))
         fc.bias.copy_(bias.to(fc.bias.dtype))
         train_acc = float(((f @ weight.T + bias).argmax(1) == torch.from_numpy(y)).double().mean())
-    return {"features": int(f.shape[1]), "train_accuracy": round(train_acc, 4)}
+    return {
+        "features": int(f.shape[1]),
+        "inputs": int(f.shape[0]),
+        "train_accuracy": round(train_acc, 4),
+    }
 
 
 def _majority(y) -> float | None:
