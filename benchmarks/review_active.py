@@ -182,7 +182,7 @@ def main() -> None:
             o: np.array([simulate(feats, truth, s, o, rounds) for s in seeds])
             for o in ("uncertainty", "random")
         }
-        print(f"\n{name} ({len(truth)} sheets, {int(truth.sum())} contaminated)")
+        print(f"\n{name} ({len(truth)} sheets, {int(truth.sum())} positive)")
         print(f"{'reviewed':>9} | {'uncertainty order':>22} | {'random order':>22}")
         for k in range(rounds + 1):
             cells = [
