@@ -320,6 +320,57 @@ def compare(
 
 
 @app.command()
+def audit(
+    data: Annotated[Path, typer.Argument(help="Labelled manifest (CSV/TSV) or class folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for audit.json and report.html.")],
+    run: Annotated[
+        Path | None, typer.Option(help="A run trained on DATA: its accuracy per group.")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns to split the run's accuracy by."),
+    ] = None,
+    probes: Annotated[
+        str, typer.Option(help="Comma-separated: metadata, background, border.")
+    ] = "metadata,background,border",
+    split: Annotated[
+        str | None, typer.Option(help="Audit only this split's rows (default: all).")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds, grouped by specimen.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
+    label_col: Annotated[str | None, typer.Option(help="Label column.")] = None,
+    path_col: Annotated[str | None, typer.Option(help="Image path column.")] = None,
+    group_col: Annotated[str | None, typer.Option(help="Specimen id column.")] = None,
+    near_duplicates: Annotated[
+        bool,
+        typer.Option("--near-duplicates/--no-near-duplicates", help="List near-identical images."),
+    ] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+):
+    """Can the label be predicted from things that are not the specimen? Shortcut probes."""
+    from herbscan.audit import audit as do_audit
+
+    result = do_audit(
+        data,
+        out,
+        run=run,
+        group_by=_columns(group_by),
+        probes=[p.strip() for p in probes.split(",") if p.strip()],
+        split=split,
+        folds=folds,
+        seed=seed,
+        label_col=label_col,
+        path_col=path_col,
+        group_col=group_col,
+        near_duplicates=near_duplicates,
+        progress=progress,
+    )
+    for w in result["warnings"] or ["no probe predicts the label above chance"]:
+        typer.echo(f"audit: {w}")
+    typer.echo(f"audit: report in {Path(out) / 'report.html'}")
+
+
+@app.command()
 def models():
     """The registered models: parameters, input size, and pretrained weights (where from)."""
     from herbscan.models import list_models, model_info

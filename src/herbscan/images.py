@@ -238,6 +238,66 @@ def thumbnail_jpeg(path: str | Path, max_side: int = 320, quality: int = 80) -> 
     return buf.getvalue()
 
 
+# The IJG standard luminance table (JPEG spec, Annex K), from which libjpeg scales a quality's
+_IJG_LUMA = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57,
+     69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64,
+     81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=np.float64,
+)  # fmt: skip
+_SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+def jpeg_quality(luma_table) -> float:
+    """The libjpeg quality (1–100) whose scaled standard table is closest to `luma_table`.
+
+    Pillow keeps a table in zig-zag order and the standard one is in row order, but the mean
+    ratio does not depend on the order."""
+    t = np.asarray(luma_table, dtype=np.float64)
+    scale = 100.0 * float(np.mean(t / _IJG_LUMA))
+    q = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return float(np.clip(q, 1.0, 100.0))
+
+
+def file_facts(path: str | Path) -> dict:
+    """What a file says about how it was made, read from its header without decoding pixels:
+    size, bytes, format, JPEG quality and chroma subsampling, EXIF camera and year."""
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            facts = {
+                "width": w,
+                "height": h,
+                "file_bytes": path.stat().st_size,
+                "format": im.format or "",
+                "mode": im.mode,
+                "jpeg_quality": None,
+                "subsampling": "",
+                "camera": "",
+                "year": None,
+            }
+            tables = getattr(im, "quantization", None)
+            if im.format == "JPEG" and tables:
+                facts["jpeg_quality"] = round(jpeg_quality(tables[min(tables)]), 1)
+                from PIL import JpegImagePlugin
+
+                facts["subsampling"] = _SUBSAMPLING.get(JpegImagePlugin.get_sampling(im), "other")
+            exif = im.getexif()
+            camera = " ".join(str(exif.get(t, "")).strip() for t in (0x010F, 0x0110)).strip()
+            facts["camera"] = camera.replace("\x00", "")
+            when = str(exif.get_ifd(0x8769).get(0x9003, "") or exif.get(0x0132, "") or "")
+            if len(when) >= 4 and when[:4].isdigit():
+                facts["year"] = int(when[:4])
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise _fail(path, f"not a readable image ({type(e).__name__}: {e})") from None
+    return facts
+
+
 def reencode_jpeg(array: np.ndarray, quality: int) -> np.ndarray:
     """The uint8 HWC `array` after a round trip through JPEG at `quality` (4:2:0, as most
     scanners save), so training sees the blocking and colour bleeding of other collections."""
