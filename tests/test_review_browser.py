@@ -4,7 +4,8 @@ The driver is the few lines below: Chromium's `--remote-debugging-pipe` speaks C
 messages separated by NUL bytes on file descriptors 3 (in) and 4 (out), so no WebSocket
 library, no Playwright and no browser download are needed; it works offline wherever
 `chromium` is installed (as for the report test), and skips with a message where it is not.
-The tests save the screenshots in docs/review/.
+The screenshots go to a temporary folder; with HERBSCAN_SCREENSHOTS=docs/review they replace
+the ones in the docs (so an ordinary test run leaves the working tree clean).
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from herbscan.review.server import make_server
 from herbscan.review.store import DecisionStore
 
 REPO = Path(__file__).resolve().parents[1]
-SHOTS = REPO / "docs" / "review"
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where screenshots go: HERBSCAN_SCREENSHOTS (relative to the repository) or tmp_path."""
+    chosen = os.environ.get("HERBSCAN_SCREENSHOTS")
+    folder = REPO / chosen if chosen else tmp_path / "shots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _chromium() -> str | None:
@@ -197,7 +205,7 @@ def _url(srv) -> str:
     return f"http://127.0.0.1:{srv.server_address[1]}/"
 
 
-def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser):
+def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser, shots):
     job = make_screen(tmp_path, sizes=((1200, 1800), (1000, 1500), (900, 1350), (600, 900)))
     srv = _serve(job)
     store = DecisionStore(job / "review" / "decisions.sqlite")
@@ -210,7 +218,7 @@ def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser):
         assert browser.js("document.querySelectorAll('#meta script, #meta img').length") == 0
         browser.wait("herbscanReview.viewer.world.getItemCount() === 2")  # sheet + heatmap
         browser.wait("herbscanReview.viewer.world.getItemAt(0).getFullyLoaded()")
-        assert browser.screenshot(SHOTS / "sheet_queue.png") < 300_000
+        assert browser.screenshot(shots / "sheet_queue.png") < 300_000
         # zoom to full resolution: the viewer asks for the top level's tiles, the server cuts
         key = srv.app.job.sheets[0].key
         top = job / "review" / "tiles" / key / "11"
@@ -224,7 +232,7 @@ def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser):
         assert len(list(top.glob("*.jpeg"))) >= 4  # full-resolution tiles were served
         time.sleep(0.3)  # the viewer's next frame starts drawing them
         browser.wait("herbscanReview.viewer.world.getItemAt(0).getFullyLoaded()")
-        assert browser.screenshot(SHOTS / "sheet_zoomed_heatmap.png") < 300_000
+        assert browser.screenshot(shots / "sheet_zoomed_heatmap.png") < 300_000
         # the heatmap overlay toggles with h
         browser.key("h")
         assert browser.js("herbscanReview.viewer.world.getItemAt(1).getOpacity()") == 0
@@ -265,7 +273,7 @@ def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser):
     assert rows == {"HS000": "contaminated"}  # CD's unsure came after the last export
 
 
-def test_label_review_edit_confirm_and_export(tmp_path, browser):
+def test_label_review_edit_confirm_and_export(tmp_path, browser, shots):
     folder = make_labels(tmp_path)
     srv = _serve(folder)
     try:
@@ -284,7 +292,7 @@ def test_label_review_edit_confirm_and_export(tmp_path, browser):
         browser.wait("herbscanReview.job.records[0].reviewed.scientificName")
         browser.js("document.querySelector('tr[data-term=eventDate] button').click(); true")
         browser.wait("herbscanReview.job.records[0].reviewed.eventDate")
-        assert browser.screenshot(SHOTS / "label_review.png") < 300_000
+        assert browser.screenshot(shots / "label_review.png") < 300_000
         browser.js("document.getElementById('export').click(); true")
         browser.wait("document.getElementById('status').textContent.startsWith('exported 1')")
     finally:
