@@ -157,3 +157,28 @@ def test_cli_audit_prints_warnings_and_the_report(tmp_path):
     assert res.exit_code == 0, res.output
     assert "audit: The label can be predicted from file and imaging metadata" in res.output
     assert (tmp_path / "a" / "report.html").is_file()
+
+
+def test_evaluate_counts_test_sheets_with_a_copy_in_training(tiny_run, tmp_path):
+    from herbscan.evaluate import evaluate
+
+    cfg = json.loads((tiny_run / "run.json").read_text())
+    with open(cfg["training"]["data"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    base = __import__("pathlib").Path(cfg["training"]["data"]).parent
+    src = next(r for r in rows if r["split"] == "train")
+    copy = tmp_path / "copy.jpg"
+    Image.open(base / src["path"]).resize((90, 135)).save(copy, quality=75)
+    rows.append(dict(src, path=str(copy), specimen_id="another-id", split="test"))
+    data = tmp_path / "with_copy.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    m = evaluate(tiny_run, data=data, out=tmp_path / "e", progress=False)
+    assert m["near_duplicates_in_training"] == 1
+    assert "have a near-identical image among the" in (tmp_path / "e" / "report.html").read_text()
+    off = evaluate(tiny_run, out=tmp_path / "f", progress=False, near_duplicates=False)
+    assert off["near_duplicates_in_training"] is None
+    own = evaluate(tiny_run, out=tmp_path / "g", progress=False)
+    assert own["near_duplicates_in_training"] == 0

@@ -251,3 +251,15 @@ def test_compare_runs_tells_a_real_difference_from_noise(tmp_path):
     assert real["verdict"].startswith("b is better")
     noise = compare_runs(tmp_path / "a", tmp_path / "c")
     assert not noise["real"] and noise["verdict"].startswith("no real difference")
+
+
+def test_per_class_precision_with_wilson_intervals():
+    y = np.array([0, 0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 1, 0, 0])  # class 2 never predicted
+    probs = np.eye(3)[pred]
+    m = metrics.compute_metrics(y, probs, ["a", "b", "c"])
+    assert m["per_class_precision"] == {"a": 2 / 4, "b": 1 / 3, "c": None}
+    iv = m["intervals"]["per_class_precision"]
+    assert iv["a"] == pytest.approx(list(metrics.wilson_interval(2, 4)))
+    assert iv["b"][0] < 1 / 3 < iv["b"][1] and iv["c"] is None
+    json.dumps(m)  # serialisable

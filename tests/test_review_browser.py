@@ -31,6 +31,7 @@ from herbscan.review.store import DecisionStore
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 @pytest.fixture
 def shots(tmp_path) -> Path:
     """Where screenshots go: HERBSCAN_SCREENSHOTS (relative to the repository) or tmp_path."""

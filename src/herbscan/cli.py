@@ -414,6 +414,13 @@ def evaluate(
         Path | None, typer.Option(help="Default: $HERBSCAN_CACHE or ~/.cache/herbscan")
     ] = None,
     refuse_outside_paths: OutsidePaths = False,
+    near_duplicates: Annotated[
+        str,
+        typer.Option(
+            help="Look for near-identical images between these sheets and the training sheets: "
+            "auto (up to 3,000 images in all), on, off."
+        ),
+    ] = "auto",
 ):
     """Metrics, predictions.csv and a self-contained report.html."""
     from herbscan.evaluate import evaluate as do_evaluate
@@ -432,12 +439,18 @@ def evaluate(
         workers=workers,
         cache_dir=cache_dir,
         refuse_outside_paths=refuse_outside_paths,
+        near_duplicates=_auto_on_off("near_duplicates", near_duplicates),
     )
     where = out or run
     typer.echo(
         f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  n={m['n']} "
         f"(skipped {m['n_skipped']})"
     )
+    if m.get("near_duplicates_in_training"):
+        typer.echo(
+            f"warning: {m['near_duplicates_in_training']} of these sheets have a near-identical "
+            "image among the training or validation sheets; these numbers are optimistic"
+        )
     if m.get("seen_in_training"):
         typer.echo(
             f"warning: {m['seen_in_training']} of these sheets were among the run's "
@@ -844,6 +857,13 @@ def transcribe_eval(
     typer.echo(format_table(result))
     if out:
         atomic_write(out, json.dumps(result, indent=1))
+
+
+def _auto_on_off(name: str, value: str) -> bool | None:
+    from herbscan.errors import check_choice
+
+    check_choice(name, value, ("auto", "on", "off"))
+    return {"auto": None, "on": True, "off": False}[value]
 
 
 def _columns(text: str | None) -> list[str] | None:

@@ -10,7 +10,7 @@ import numpy as np
 from herbscan.errors import HerbscanError, ManifestError, RunError
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import thumbnail_jpeg
-from herbscan.manifest import read_source, seen_in_training
+from herbscan.manifest import OUT_SPLIT, read_source, seen_in_training
 from herbscan.metrics import compute_metrics, resample_groups
 from herbscan.predict import Predictor
 from herbscan.report import write_report
@@ -40,12 +40,18 @@ def evaluate(
     heatmap_max: int = 12,
     progress: bool = True,
     refuse_outside_paths: bool = False,
+    near_duplicates: bool | None = None,
 ) -> dict:
     """Predict a labelled manifest with a Run and write metrics, predictions and the report.
 
     `data` defaults to the manifest the run was trained on, evaluated on `split`. A manifest
     without a split column is evaluated on all its rows. Outputs go to `out` (default: the run
     folder). Returns the metrics dict.
+
+    `near_duplicates`: look for evaluated sheets with a near-identical image among the run's
+    training and validation sheets (`herbscan.neardup`, about 0.15 s per image); None checks
+    when there are at most NEAR_DUPLICATE_LIMIT images in all. metrics.json's
+    `near_duplicates_in_training` is the count, or null when not checked.
     """
     r = load_run(run)
     own_data = data is None
@@ -127,7 +133,11 @@ def evaluate(
             [{"path": str(sub.path(row)), "specimen_id": sub.specimen(row)} for row in sub.rows],
         )
     )
+    near = _near_duplicates_in_training(
+        r.config["training"].get("data"), [rec["path"] for rec in records], near_duplicates
+    )
     metrics.update(
+        near_duplicates_in_training=None if near is None else len(near),
         n_skipped=len(skipped),
         split=split if m.has_split() else "all",
         data=str(Path(data).resolve()),
@@ -166,6 +176,12 @@ def evaluate(
             f"{len(seen)} of these {len(sub.rows)} sheets were among the run's own "
             "training or validation sheets (same file or specimen id): the numbers "
             "below are optimistic and say nothing about new sheets."
+        )
+    if near:
+        notes.append(
+            f"{len(near)} of these sheets have a near-identical image among the run's training "
+            f"or validation sheets under another file name (e.g. {near[0][0]} and "
+            f"{near[0][1]}): they inflate the numbers below; `herbscan audit` lists them all."
         )
     if outside:
         notes.append(
@@ -223,6 +239,27 @@ def evaluate(
         **tile_sections,
     )
     return metrics
+
+
+NEAR_DUPLICATE_LIMIT = 3000
+
+
+def _near_duplicates_in_training(
+    data: str | None, paths: list[str], check: bool | None
+) -> list[tuple[str, str]] | None:
+    """(evaluated path, training path) pairs of near-identical images; None when not checked."""
+    if check is False or not data or not Path(data).is_file():
+        return None
+    try:
+        m = read_source(data, require_label=False)
+    except ManifestError:
+        return None
+    used = [str(m.path(r)) for r in m.rows if r.get(OUT_SPLIT) in ("train", "validation")]
+    if check is None and len(used) + len(paths) > NEAR_DUPLICATE_LIMIT:
+        return None
+    from herbscan.neardup import duplicates_among
+
+    return [(paths[i], used[j]) for i, j, _ in duplicates_among(paths, used)]
 
 
 def report_title(run: Path, data: str | Path, split: str) -> str:

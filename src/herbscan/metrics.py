@@ -260,12 +260,18 @@ def compute_metrics(y_true, probs, classes: list[str], groups: Sequence | None =
     pred = p.argmax(axis=1)
     per_class = per_class_accuracy(t, pred, k)
     present = [a for a in per_class if a is not None]
+    hits = [int(((pred == c) & (t == c)).sum()) for c in range(k)]
+    called = [int((pred == c).sum()) for c in range(k)]
     return {
         "n": int(t.size),
         "classes": classes,
         "accuracy": accuracy(t, pred),
         "balanced_accuracy": float(np.mean(present)),
         "per_class_accuracy": dict(zip(classes, per_class)),
+        # of the sheets predicted as a class, the share that are (recall is per_class_accuracy)
+        "per_class_precision": {
+            c: (h / n if n else None) for c, h, n in zip(classes, hits, called)
+        },
         "confusion_matrix": confusion_matrix(t, pred, k).tolist(),
         "macro_f1": macro_f1(t, pred, k),
         "top_k_accuracy": {str(j): top_k_accuracy(t, p, j) for j in TOP_K if j < k},
@@ -275,6 +281,10 @@ def compute_metrics(y_true, probs, classes: list[str], groups: Sequence | None =
         "intervals": {
             **(iv := intervals(t, p, groups)),
             "per_class_accuracy": dict(zip(classes, iv["per_class_accuracy"])),
+            "per_class_precision": {
+                c: (list(wilson_interval(h, n)) if n else None)
+                for c, h, n in zip(classes, hits, called)
+            },
         },
     }
 

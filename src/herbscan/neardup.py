@@ -160,3 +160,19 @@ def linked_groups(keys: Sequence[str], pairs) -> dict[str, str]:
         if a != b:
             parent[max(a, b)] = min(a, b)
     return {k: find(k) for k in set(keys)}
+
+
+def duplicates_among(
+    paths: Sequence[str | Path], others: Sequence[str | Path]
+) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for each image paths[i] that is near-identical to others[j] (a
+    different file): e.g. test sheets with a copy among the training sheets."""
+    same = {str(Path(p).resolve()) for p in paths}
+    others = [o for o in others if str(Path(o).resolve()) not in same]
+    fp = fingerprints(list(paths) + list(others))
+    n = len(paths)
+    found = []
+    for i, j, _, sim in near_pairs(fp):
+        if i < n <= j:
+            found.append((i, j - n, sim))
+    return found

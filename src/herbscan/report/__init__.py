@@ -164,6 +164,12 @@ def _headline(metrics: dict, classes: list[str]) -> list[dict]:
 
 def _per_class(metrics: dict, classes: list[str]) -> list[dict]:
     cm = metrics["confusion_matrix"]
+    iv = metrics.get("intervals") or {}
+
+    def interval(key: str, name: str) -> str:
+        pair = (iv.get(key) or {}).get(name)
+        return f"{_pct(pair[0])}–{_pct(pair[1])}" if pair else "—"
+
     rows = []
     for i, name in enumerate(classes):
         acc = metrics["per_class_accuracy"].get(name)
@@ -174,6 +180,9 @@ def _per_class(metrics: dict, classes: list[str]) -> list[dict]:
                 "correct": cm[i][i],
                 "predicted": sum(row[i] for row in cm),
                 "accuracy": _pct(acc),
+                "accuracy_interval": interval("per_class_accuracy", name),
+                "precision": _pct((metrics.get("per_class_precision") or {}).get(name)),
+                "precision_interval": interval("per_class_precision", name),
                 "bar": 0.0 if acc is None else round(100 * acc, 1),
             }
         )
