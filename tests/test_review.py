@@ -36,8 +36,14 @@ def _rows(path) -> list[dict]:
 # -- fixtures: a screen folder and a transcription folder made in code ----------------------
 
 
-def make_screen(root: Path, sizes=((600, 900), (500, 750), (640, 960), (480, 720))) -> Path:
-    """A finished screen of synthetic sheets: 3 flagged (the first with a heatmap), 1 not."""
+def make_screen(
+    root: Path,
+    sizes=((600, 900), (500, 750), (640, 960), (480, 720)),
+    positive: str = "contaminated",
+    negative: str = "clean",
+) -> Path:
+    """A finished screen of synthetic sheets: 3 flagged (the first with a heatmap), 1 not; the
+    screened run's classes are `positive` and `negative`."""
     from herbscan.synth import make_sheet
     from herbscan.tiles import heatmap_png
 
@@ -57,9 +63,9 @@ def make_screen(root: Path, sizes=((600, 900), (500, 750), (640, 960), (480, 720
                 "specimen_id": f"HS{i:03d}",
                 "family": EVIL if i == 0 else "Lycopodiaceae",
                 "score": score,
-                "predicted": "contaminated" if score >= 0.5 else "clean",
-                "p_clean": round(1 - score, 4),
-                "p_contaminated": score,
+                "predicted": positive if score >= 0.5 else negative,
+                f"p_{negative}": round(1 - score, 4),
+                f"p_{positive}": score,
                 "flagged": score >= 0.5,
                 "error": "",
                 "model_id": "model-abc",
@@ -73,7 +79,7 @@ def make_screen(root: Path, sizes=((600, 900), (500, 750), (640, 960), (480, 720
     png = heatmap_png(a, coords, 128, heat, np.ones(len(coords), bool))
     (out / "pictures" / f"{key_of(rows[0]['path'])}.img").write_bytes(png)
     (out / "pictures" / f"{key_of(rows[1]['path'])}.img").write_bytes(b"\xff\xd8 a thumbnail")
-    cols = ["path", "specimen_id", "family", "score", "predicted", "p_clean", "p_contaminated"]
+    cols = ["path", "specimen_id", "family", "score", "predicted", f"p_{negative}", f"p_{positive}"]
     with open(out / "flagged.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
@@ -86,8 +92,8 @@ def make_screen(root: Path, sizes=((600, 900), (500, 750), (640, 960), (480, 720
         "complete": True,
         "model_id": "model-abc",
         "threshold": 0.5,
-        "positive_class": "contaminated",
-        "classes": ["clean", "contaminated"],
+        "positive_class": positive,
+        "classes": sorted([negative, positive]),
         "metadata_columns": ["family"],
         "source": str(sheets),
     }
@@ -272,14 +278,14 @@ def test_uncertainty_is_the_log_odds_distance_to_the_operating_point():
     assert uncertainty_order([0.6, 0.9, 0.5], None, [0.3, 0.05, 0.45]) == [2, 0, 1]
 
 
-def _manifest(tmp_path: Path) -> Path:
+def _manifest(tmp_path: Path, pos="contaminated", neg="clean", name="data.csv") -> Path:
     rows = [
-        ("img/t1.jpg", "clean", "T1", "train"),
-        ("img/t2.jpg", "contaminated", "T2", "train"),
-        ("img/v1.jpg", "clean", "V1", "validation"),
-        ("img/x1.jpg", "clean", "X1", "test"),
+        ("img/t1.jpg", neg, "T1", "train"),
+        ("img/t2.jpg", pos, "T2", "train"),
+        ("img/v1.jpg", neg, "V1", "validation"),
+        ("img/x1.jpg", neg, "X1", "test"),
     ]
-    p = tmp_path / "data.csv"
+    p = tmp_path / name
     with open(p, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "specimen_id", "split"])
@@ -320,8 +326,54 @@ def test_add_labels_joins_reviewed_sheets_and_never_touches_the_test_split(tmp_p
     # the same decisions give the same splits (hash of the specimen, not a random draw)
     again = add_labels(data, dec, tmp_path / "review" / "merged2.csv")
     assert again["added_validation"] == summary["added_validation"]
-    with pytest.raises(ParameterError, match="positive must be one of"):
-        add_labels(data, dec, out, positive="stained")
+    with pytest.raises(ParameterError, match="review_positive must be one of"):
+        add_labels(data, dec, out, review_positive="stained")
+
+
+def test_decisions_carry_the_label_they_mean_from_the_screen(tmp_path, serve):
+    job = make_screen(tmp_path, positive="stained", negative="unstained")
+    srv, c = serve(job)
+    keys = [s.key for s in srv.app.job.sheets]
+    assert c.json("POST", "/api/decide", {"key": keys[0], "decision": "contaminated"})[0] == 200
+    assert c.json("POST", "/api/decide", {"key": keys[1], "decision": "clean"})[0] == 200
+    assert c.json("POST", "/api/decide", {"key": keys[2], "decision": "unsure"})[0] == 200
+    dec = job / "review" / "decisions.csv"
+    rows = {r["specimen_id"]: (r["decision"], r["label"]) for r in _rows(dec)}
+    assert rows == {
+        "HS000": ("contaminated", "stained"),
+        "HS001": ("clean", "unstained"),
+        "HS002": ("unsure", ""),
+    }
+    # a manifest labelled like the screened run takes the labels as they are
+    data = _manifest(tmp_path, "stained", "unstained")
+    summary = add_labels(data, dec, tmp_path / "merged.csv")
+    assert summary["added_train"] + summary["added_validation"] == 2
+    from herbscan.manifest import read_source
+
+    m = read_source(tmp_path / "merged.csv")
+    got = {r["specimen_id"]: r["label"] for r in m.rows if r.get("review_decision")}
+    assert got == {"HS000": "stained", "HS001": "unstained"}
+    # a manifest that names its classes otherwise: one line naming its labels and the option
+    other = _manifest(tmp_path, "mercury", "none", name="other.csv")
+    with pytest.raises(ManifestError, match=r"labels mercury, none; pass review_positive="):
+        add_labels(other, dec, tmp_path / "o.csv")
+    summary = add_labels(
+        other, dec, tmp_path / "o.csv", review_positive="mercury", review_negative="none"
+    )
+    m = read_source(tmp_path / "o.csv")
+    got = {r["specimen_id"]: r["label"] for r in m.rows if r.get("review_decision")}
+    assert got == {"HS000": "mercury", "HS001": "none"}
+
+
+def test_a_run_of_several_classes_needs_the_label_of_a_clean_decision(tmp_path):
+    s = DecisionStore(tmp_path / "review" / "decisions.sqlite")
+    s.set_labels({"contaminated": "contaminated", "clean": ""})  # 3 classes: clean is no one
+    s.decide(str(tmp_path / "img" / "n.jpg"), "clean", reviewer="AB", specimen_id="N")
+    dec = s.export_decisions(tmp_path / "review" / "decisions.csv")
+    data = _manifest(tmp_path)
+    with pytest.raises(ManifestError, match="no one label .* pass review_negative=LABEL"):
+        add_labels(data, dec, tmp_path / "o.csv")
+    assert add_labels(data, dec, tmp_path / "o.csv", review_negative="clean")["reviewed"] == 1
 
 
 def test_add_labels_needs_a_split_manifest_and_a_decisions_file(tmp_path):

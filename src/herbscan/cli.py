@@ -239,6 +239,20 @@ def train(
             "training data (never the test split); the merged manifest is written beside it."
         ),
     ] = None,
+    review_positive: Annotated[
+        str | None,
+        typer.Option(
+            help="With --add-labels: the manifest's label for a 'contaminated' decision "
+            "(default: the screen's positive class, recorded in decisions.csv)."
+        ),
+    ] = None,
+    review_negative: Annotated[
+        str | None,
+        typer.Option(
+            help="With --add-labels: the manifest's label for a 'clean' decision (default: the "
+            "screened run's other class, when it has two)."
+        ),
+    ] = None,
 ):
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
@@ -248,7 +262,14 @@ def train(
         from herbscan.review.learn import describe
 
         merged = add_labels.with_name(f"{Path(data).stem}+reviewed.csv")
-        typer.echo(describe(do_add_labels(data, add_labels, merged)))
+        summary = do_add_labels(
+            data,
+            add_labels,
+            merged,
+            review_positive=review_positive,
+            review_negative=review_negative,
+        )
+        typer.echo(describe(summary))
         data = merged
     _say_cache(cache_dir)
     run = do_train(

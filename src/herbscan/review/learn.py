@@ -29,9 +29,9 @@ from pathlib import Path
 from herbscan.errors import ManifestError, ParameterError, check_range
 from herbscan.fileio import unneutralise, write_json
 from herbscan.manifest import OUT_SPLIT, Manifest, read_source, write_manifest
+from herbscan.review.store import LABELLED
 
-DECISIONS = ("contaminated", "clean", "unsure")
-"""What a curator can decide about a flagged sheet."""
+_OPTION = {"contaminated": "review_positive", "clean": "review_negative"}
 
 
 def uncertainty(score: float, threshold: float | None = 0.5, second: float | None = None) -> float:
@@ -92,16 +92,21 @@ def add_labels(
     decisions: str | Path,
     out: str | Path,
     *,
-    positive: str = "contaminated",
-    negative: str = "clean",
+    review_positive: str | None = None,
+    review_negative: str | None = None,
     validation_share: float = 0.2,
 ) -> dict:
     """Write `out`: the split manifest `data` with the reviewed sheets of `decisions` added or
     relabelled (see the module docstring). Returns the counts, also written to `out` + .json.
 
-    `positive` / `negative` are the manifest's labels for a `contaminated` / `clean` decision;
-    `validation_share` of new specimens go to validation (the operating point is chosen there,
-    and reviewed sheets come from the collection the model is used on)."""
+    A decision becomes the label in its `label` column: the class of the screened run it means
+    (`contaminated`: the screen's positive class; `clean`: the run's other class when it has
+    two). `review_positive` / `review_negative` override them: the manifest's labels for a
+    `contaminated` / `clean` decision (needed when the manifest names its classes otherwise, or
+    the screen's run had more than two classes). A decisions file without a `label` column (an
+    older review) means the decision's own name. `validation_share` of new specimens go to
+    validation (the operating point is chosen there, and reviewed sheets come from the
+    collection the model is used on)."""
     check_range("validation_share", validation_share, 0.0, 1.0)
     m = read_source(data)
     if not m.has_split():
@@ -110,12 +115,31 @@ def add_labels(
             "sheets can join it without touching the test split"
         )
     classes = sorted({m.label(r) for r in m.rows})
-    for name, value in (("positive", positive), ("negative", negative)):
-        if value not in classes:
+    given = {"contaminated": review_positive, "clean": review_negative}
+    for decision, value in given.items():
+        if value is not None and value not in classes:
             raise ParameterError(
-                f"{name} must be one of the manifest's labels {', '.join(classes)}; got {value!r}"
+                f"{_OPTION[decision]} must be one of the manifest's labels "
+                f"{', '.join(classes)}; got {value!r}"
             )
-    label_of = {"contaminated": positive, "clean": negative}
+    reviewed = read_decisions(decisions)
+
+    def label_of(d: dict) -> str | None:
+        if d["decision"] not in LABELLED:
+            return None
+        if given[d["decision"]] is not None:
+            return given[d["decision"]]
+        label = d["label"] if "label" in d else d["decision"]
+        if label not in classes:
+            meant = f"label {label!r}" if label else "no one label of the screened run"
+            raise ManifestError(
+                f"{decisions}: a {d['decision']!r} decision means {meant}, but {data} has the "
+                f"labels {', '.join(classes)}; pass {_OPTION[d['decision']]}=LABEL "
+                f"(train --{_OPTION[d['decision']].replace('_', '-')} LABEL)"
+            )
+        return label
+
+    labels = [label_of(d) for d in reviewed]  # every mismatch refused before anything is written
     rows = [dict(r) for r in m.rows]
     by_path = {str(m.path(r).resolve()): r for r in rows}
     split_of = {m.specimen(r): r.get(OUT_SPLIT, "") for r in m.rows}
@@ -132,9 +156,8 @@ def add_labels(
         0,
     )
     extra = ["review_decision", "reviewer"]
-    for d in read_decisions(decisions):
+    for d, label in zip(reviewed, labels, strict=True):
         counts["reviewed"] += 1
-        label = label_of.get(d["decision"])
         if label is None:
             counts["unsure_or_other"] += 1
             continue

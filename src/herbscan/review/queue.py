@@ -106,10 +106,20 @@ class SheetJob:
     sheets: list[Sheet]
     by_key: dict[str, Sheet] = field(default_factory=dict)
     kind: str = "sheets"
+    classes: list[str] = field(default_factory=list)
 
     @property
     def review_dir(self) -> Path:
         return self.folder / REVIEW_DIR
+
+    @property
+    def decision_labels(self) -> dict[str, str]:
+        """The class of the screen's run each decision means: `contaminated` is the screen's
+        positive class; `clean` is the other class of a two-class run ('' where none fits: a
+        run of more classes, or a screen without a positive class)."""
+        pos = self.positive_class if self.positive_class in self.classes else ""
+        others = [c for c in self.classes if c != pos]
+        return {"contaminated": pos or "", "clean": others[0] if pos and len(others) == 1 else ""}
 
     def to_dict(self) -> dict:
         return {
@@ -187,6 +197,7 @@ def load_sheets(folder: str | Path, queue: str = "probable") -> SheetJob:
         positive_class=pos,
         sheets=sheets,
         by_key={s.key: s for s in sheets},
+        classes=[str(c) for c in classes],
     )
 
 

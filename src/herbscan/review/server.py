@@ -108,6 +108,8 @@ class ReviewApp:
         self.job: SheetJob | LabelJob = load_job(folder, queue=queue, crops=crops)
         self.review_dir = self.job.review_dir
         self.store = DecisionStore(self.review_dir / STORE)
+        if isinstance(self.job, SheetJob):  # what a decision means travels with the decisions
+            self.store.set_labels(self.job.decision_labels)
         self.reviewer = (reviewer or _user()).strip()[:100] or "reviewer"
         self.token = token
         self.csrf = secrets.token_urlsafe(24)

@@ -14,10 +14,13 @@ row it expects to undo: when someone else decided the sheet meanwhile, it is ref
 than undoing their decision.
 
 Label fields are kept the same way: one row per confirmed or changed field, the latest current.
+The `meta` table records what a decision means (`set_labels`: the class of the screened run a
+`contaminated` or `clean` decision stands for), so `decisions()` can give training labels.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +31,22 @@ from herbscan.errors import HerbscanError, ParameterError, check_choice
 from herbscan.fileio import write_csv
 
 DECISIONS = ("contaminated", "clean", "unsure")
+"""What a curator can decide about a flagged sheet."""
+LABELLED = ("contaminated", "clean")
+"""The decisions that name a class (`unsure` teaches nothing)."""
+DECISION_COLUMNS = (
+    "path",
+    "specimen_id",
+    "decision",
+    "label",
+    "note",
+    "reviewer",
+    "time",
+    "model_id",
+    "score",
+    "rows_in_history",
+)
+"""The columns of `decisions.csv`; `label` is the class of the screen's run a decision means."""
 FIELD_ACTIONS = ("confirmed", "changed")
 SCHEMA_VERSION = 1
 
@@ -220,30 +239,70 @@ class DecisionStore:
         """Rows written after `after_id` (what a page polls for: other reviewers' decisions)."""
         return self._read("SELECT * FROM decisions WHERE id > ? ORDER BY id", (int(after_id),))
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Remember a fact about the job (e.g. which label a decision means)."""
+        self._write(
+            lambda con: con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        )
+
+    def meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_labels(self, labels: dict[str, str]) -> None:
+        """Which class of the screen's run each decision means (`{"contaminated": "stained",
+        "clean": "unstained"}`; '' where no one class fits)."""
+        self.set_meta("labels", json.dumps({d: labels.get(d) or "" for d in LABELLED}))
+
+    def labels(self) -> dict[str, str]:
+        """The classes decisions mean, as `set_labels` stored them ({} when never stored)."""
+        raw = self.meta("labels")
+        try:
+            found = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            found = {}
+        return {d: str(found.get(d) or "") for d in LABELLED} if isinstance(found, dict) else {}
+
+    def decisions(self) -> list[dict]:
+        """The current decision of every decided sheet, as `decisions.csv` holds them: path,
+        specimen id, decision, the label it means (`labels()`, or the decision's own name where
+        none were ever set; '' for unsure), note, who, when, model, score and how many rows the
+        sheet has in the history. Read in one transaction."""
+        with self._connect() as con:
+            con.execute("BEGIN")
+            try:
+                cur = [
+                    dict(r)
+                    for r in con.execute(
+                        "SELECT d.* FROM decisions d JOIN (SELECT sheet, MAX(id) AS id FROM "
+                        "decisions GROUP BY sheet) m ON d.id = m.id ORDER BY d.id"
+                    )
+                ]
+                counts = dict(
+                    con.execute("SELECT sheet, COUNT(*) FROM decisions GROUP BY sheet").fetchall()
+                )
+                raw = con.execute("SELECT value FROM meta WHERE key = 'labels'").fetchone()
+            finally:
+                con.execute("COMMIT")
+        try:
+            labels = json.loads(raw[0]) if raw else None
+        except json.JSONDecodeError:
+            labels = None
+        if not isinstance(labels, dict):  # never set (an older review): the decision's name
+            labels = {d: d for d in LABELLED}
+        rows = []
+        for r in cur:
+            if not r["decision"]:
+                continue
+            r["path"] = r["sheet"]
+            r["label"] = str(labels.get(r["decision"]) or "")
+            r["rows_in_history"] = counts[r["sheet"]]
+            rows.append(r)
+        return rows
+
     def export_decisions(self, out: str | Path) -> Path:
         """The current decision of every decided sheet as CSV (atomic), for training."""
-        rows = [r for r in self.current().values() if r["decision"]]
-        counts = {}
-        for r in self.history():
-            counts[r["sheet"]] = counts.get(r["sheet"], 0) + 1
-        for r in rows:
-            r["path"] = r["sheet"]
-            r["rows_in_history"] = counts[r["sheet"]]
-        return write_csv(
-            out,
-            rows,
-            [
-                "path",
-                "specimen_id",
-                "decision",
-                "note",
-                "reviewer",
-                "time",
-                "model_id",
-                "score",
-                "rows_in_history",
-            ],
-        )
+        return write_csv(out, self.decisions(), list(DECISION_COLUMNS))
 
     # -- label fields ----------------------------------------------------------------------
 
