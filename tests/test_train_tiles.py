@@ -74,7 +74,8 @@ def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
     assert (
         agg["rule"] in {"mean", "max", "topk", "vote"} and agg["positive_class"] == "contaminated"
     )
-    assert len(agg["candidates"]) == 5
+    assert [c["rule"] for c in agg["candidates"]] == ["mean", "topk", "vote"]
+    assert agg["chosen_because"] and all("p_vs_mean" in c for c in agg["candidates"])
     m = evaluate(run, split="test", precision="fp32", progress=False)
     assert m["n"] == 6
     html = (run / "report.html").read_text()
@@ -208,3 +209,52 @@ def test_samples_per_epoch_caps_the_steps_of_an_epoch(split_csv, tmp_path, monke
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["training"]["samples_per_epoch"] == 32
     assert cfg["training"]["n_train"] > 64  # the tile set itself is larger
+
+
+def _tile_scores(n_sheets, tiles_per_sheet, hot, rng):
+    """Tile probabilities (clean, contaminated) per sheet: stained sheets carry `hot` tiles near
+    1, the rest of every sheet near 0.1."""
+    probs, groups, y = [], [], []
+    for s in range(n_sheets):
+        stained = s % 2
+        p = rng.uniform(0.0, 0.2, tiles_per_sheet)
+        if stained:
+            p[:hot] = rng.uniform(0.9, 1.0, hot)
+        probs.append(np.stack([1 - p, p], 1))
+        groups += [s] * tiles_per_sheet
+        y.append(stained)
+    return np.concatenate(probs), np.array(groups), np.array(y)
+
+
+def test_aggregation_keeps_the_mean_unless_another_rule_wins_beyond_noise():
+    from herbscan.train import AUTO_RULES, choose_aggregation
+
+    classes = ["clean", "contaminated"]
+    assert "max" not in {r for r, _ in AUTO_RULES}  # grows with the number of tiles
+    rng = np.random.default_rng(0)
+    # 12 validation sheets, one hot tile in 40: topk separates them, the mean barely does
+    probs, groups, y = _tile_scores(12, 40, 1, rng)
+    small = choose_aggregation(probs, groups, y, classes)
+    top = next(c for c in small["candidates"] if c["rule"] == "topk")
+    assert small["rule"] == "mean" and top["p_vs_mean"] >= 0.05
+    assert "too few sheets" in small["chosen_because"] or "as good" in small["chosen_because"]
+    # 200 sheets, 3 hot tiles in 200: the mean drowns them, topk (top tenth) does not
+    probs, groups, y = _tile_scores(200, 200, 3, rng)
+    probs[:, 1] += rng.normal(0, 0.02, len(probs))  # noise that swamps 3/200 in the mean
+    probs = np.clip(probs, 0, 1)
+    probs[:, 0] = 1 - probs[:, 1]
+    large = choose_aggregation(probs, groups, y, classes)
+    assert large["rule"] == "topk", large["candidates"]
+    assert "beats the mean rule" in large["chosen_because"]
+
+
+def test_mcnemar_p_is_the_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    from herbscan.metrics import mcnemar_p
+
+    a = np.array([1] * 10 + [0] * 6 + [1] * 2, bool)
+    b = np.array([1] * 10 + [1] * 6 + [0] * 2, bool)
+    assert mcnemar_p(a, b) == pytest.approx(binomtest(2, 8, 0.5).pvalue)
+    assert mcnemar_p(a, a) == 1.0
+    assert mcnemar_p(np.zeros(6, bool), np.ones(6, bool)) == pytest.approx(2 / 64)

@@ -11,7 +11,7 @@ from herbscan.errors import HerbscanError, ManifestError, RunError
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import thumbnail_jpeg
 from herbscan.manifest import OUT_SPLIT, read_source, seen_in_training
-from herbscan.metrics import compute_metrics, resample_groups
+from herbscan.metrics import compute_metrics, mcnemar_p, resample_groups
 from herbscan.predict import Predictor
 from herbscan.report import write_report
 from herbscan.runs import HISTORY, load_run
@@ -166,6 +166,14 @@ def evaluate(
     notes = []
     if any(str(row.get("synthetic", "")).lower() == "true" for row in sub.rows):
         notes.append(SYNTHETIC_NOTE)
+    reviewed = r.config["training"].get("reviewed_labels")
+    if reviewed:  # train --add-labels: curators' decisions joined the training data
+        notes.append(
+            f"{reviewed['added']} reviewed sheets were added to training ({reviewed['train']} "
+            f"train, {reviewed['validation']} validation) and {reviewed['relabelled']} "
+            f"relabelled, from {reviewed['source']}; {reviewed['left_in_test']} reviewed sheets "
+            "of the test split were left as they were."
+        )
     if skipped:
         notes.append(
             f"{len(skipped)} file(s) could not be read and are not counted; see "
@@ -361,8 +369,6 @@ def compare_runs(a: str | Path, b: str | Path, *, n_boot: int = 2000, seed: int 
     both scored (by path) and returns both accuracies, McNemar's exact test on the sheets only
     one got right, a paired bootstrap (over specimens) of the accuracy difference, and a
     one-line verdict."""
-    from scipy.stats import binomtest
-
     from herbscan.fileio import unneutralise
 
     def read(run: str | Path) -> dict[str, dict]:
@@ -382,7 +388,7 @@ def compare_runs(a: str | Path, b: str | Path, *, n_boot: int = 2000, seed: int 
     ok_a = np.array([ra[p]["correct"] == "1" for p in common])
     ok_b = np.array([rb[p]["correct"] == "1" for p in common])
     only_a, only_b = int((ok_a & ~ok_b).sum()), int((ok_b & ~ok_a).sum())
-    p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    p_value = mcnemar_p(ok_a, ok_b)
     diffs = [
         ok_b[idx].mean() - ok_a[idx].mean()
         for idx in resample_groups([ra[p]["specimen_id"] for p in common], n_boot, seed)

@@ -289,6 +289,18 @@ def compute_metrics(y_true, probs, classes: list[str], groups: Sequence | None =
     }
 
 
+def mcnemar_p(right_a, right_b) -> float:
+    """Two-sided exact McNemar test of paired outcomes (bool per sheet): the binomial p-value of
+    the sheets only one of the two got right."""
+    a, b = np.asarray(right_a, bool), np.asarray(right_b, bool)
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2.0**n
+    return float(min(1.0, 2 * tail))
+
+
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion k/n (sensible for small n and k = 0 or n)."""
     if n <= 0:

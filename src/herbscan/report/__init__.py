@@ -399,6 +399,7 @@ def _aggregation(aggregation: Mapping | None) -> dict | None:
             else f"{float(c['threshold']):.3f}",
             "balanced_accuracy": _pct(float(c["balanced_accuracy"])),
             "accuracy": _pct(float(c["accuracy"])),
+            "p_vs_mean": "—" if c.get("p_vs_mean") is None else f"{float(c['p_vs_mean']):.2g}",
             "chosen": _same_rule(c, aggregation),
         }
         for c in candidates
@@ -408,6 +409,7 @@ def _aggregation(aggregation: Mapping | None) -> dict | None:
         "description": description,
         "threshold": None if threshold is None else f"{threshold:.3f}",
         "positive": None if positive is None else str(positive),
+        "because": aggregation.get("chosen_because"),
         "rows": rows,
     }
 
