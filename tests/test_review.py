@@ -312,9 +312,9 @@ def test_add_labels_joins_reviewed_sheets_and_never_touches_the_test_split(tmp_p
     summary = add_labels(data, dec, out)
     assert summary["reviewed"] == 26
     assert summary["relabelled"] == 1 and summary["confirmed"] == 1
-    assert summary["test_untouched"] == 2 and summary["unsure_or_other"] == 1
-    assert summary["added_train"] + summary["added_validation"] == 21
-    assert 1 <= summary["added_validation"] <= 10  # 1 by its specimen, ~20% of the 20 new
+    assert summary["left_in_test"] == 2 and summary["skipped_unsure"] == 1
+    assert summary["added"] == summary["train"] + summary["validation"] == 21
+    assert 1 <= summary["validation"] <= 10  # 1 by its specimen, ~20% of the 20 new
     assert json.loads(Path(str(out) + ".json").read_text())["relabelled"] == 1
     m = read_source(out)
     by = {m.path(r).resolve(): r for r in m.rows}
@@ -325,7 +325,7 @@ def test_add_labels_joins_reviewed_sheets_and_never_touches_the_test_split(tmp_p
     assert [r["split"] for r in m.rows].count("test") == 1
     # the same decisions give the same splits (hash of the specimen, not a random draw)
     again = add_labels(data, dec, tmp_path / "review" / "merged2.csv")
-    assert again["added_validation"] == summary["added_validation"]
+    assert again["validation"] == summary["validation"]
     with pytest.raises(ParameterError, match="review_positive must be one of"):
         add_labels(data, dec, out, review_positive="stained")
 
@@ -347,7 +347,7 @@ def test_decisions_carry_the_label_they_mean_from_the_screen(tmp_path, serve):
     # a manifest labelled like the screened run takes the labels as they are
     data = _manifest(tmp_path, "stained", "unstained")
     summary = add_labels(data, dec, tmp_path / "merged.csv")
-    assert summary["added_train"] + summary["added_validation"] == 2
+    assert summary["added"] == 2
     from herbscan.manifest import read_source
 
     m = read_source(tmp_path / "merged.csv")
@@ -387,30 +387,70 @@ def test_add_labels_needs_a_split_manifest_and_a_decisions_file(tmp_path):
         read_decisions(tmp_path / "missing.csv")
 
 
-def test_train_add_labels_reports_how_many_reviewed_sheets_were_added(tmp_path, monkeypatch):
+def test_train_add_labels_records_and_reports_the_reviewed_sheets(tiny_collection, tmp_path):
+    import shutil
+
+    from herbscan.evaluate import evaluate
+    from herbscan.manifest import read_source, split
+    from herbscan.train import train
+
+    data, _ = split(tiny_collection, tmp_path / "split.csv", ratios=(0.6, 0.2, 0.2), seed=1)
+    m = read_source(data)
+    test_row = next(r for r in m.rows if r["split"] == "test")
+    s = DecisionStore(tmp_path / "review" / "decisions.sqlite")
+    new = tmp_path / "new"
+    new.mkdir()
+    for i, src in enumerate(sorted((tiny_collection / "contaminated").glob("*.jpg"))[:4]):
+        shutil.copy(src, new / f"n{i}.jpg")
+        s.decide(str(new / f"n{i}.jpg"), "contaminated", reviewer="AB", specimen_id=f"N{i}")
+    s.decide(str(m.path(test_row).resolve()), "clean", reviewer="AB")  # stays in test
+    s.decide(str(new / "u.jpg"), "unsure", reviewer="AB", specimen_id="U")
+    dec = s.export_decisions(tmp_path / "review" / "decisions.csv")
+    run = train(
+        data,
+        tmp_path / "run",
+        epochs=1,
+        model="herbnet_small",
+        size=64,
+        batch_size=8,
+        workers=1,
+        progress=False,
+        precision="fp32",
+        add_labels=dec,
+    )
+    cfg = json.loads((run / "run.json").read_text())
+    got = cfg["training"]["reviewed_labels"]
+    assert got["added"] == got["train"] + got["validation"] == 4
+    assert got["left_in_test"] == 1 and got["skipped_unsure"] == 1
+    assert got["source"] == str(dec)
+    assert cfg["training"]["data"] == str((tmp_path / "review" / "split+reviewed.csv").resolve())
+    assert cfg["training"]["n_train"] + cfg["training"]["n_validation"] == 22 + 4
+    evaluate(run, out=tmp_path / "eval", progress=False, precision="fp32")
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "4 reviewed sheets were added to training" in report
+
+
+def test_cli_train_passes_add_labels_to_the_library(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import herbscan.train
     from herbscan.cli import app
 
-    data = _manifest(tmp_path)
-    s = DecisionStore(tmp_path / "review" / "decisions.sqlite")
-    s.decide(str(tmp_path / "img" / "n.jpg"), "contaminated", reviewer="AB", specimen_id="N")
-    dec = s.export_decisions(tmp_path / "review" / "decisions.csv")
     seen = {}
 
-    def fake_train(data, out, **kw):  # the merge is what is tested, not training
-        seen["data"] = Path(data)
+    def fake_train(data, out, **kw):  # the library merges; the CLI only passes it on
+        seen.update(kw)
         raise SystemExit(0)
 
     monkeypatch.setattr(herbscan.train, "train", fake_train)
+    dec = tmp_path / "decisions.csv"
     r = CliRunner().invoke(
-        app, ["train", str(data), "--out", str(tmp_path / "run"), "--add-labels", str(dec)]
+        app,
+        ["train", "d.csv", "--out", "r", "--add-labels", str(dec), "--review-positive", "st"],
     )
     assert r.exit_code == 0, r.output
-    assert "1 reviewed sheets: 1 added" in r.output
-    assert seen["data"] == tmp_path / "review" / "data+reviewed.csv"
-    assert "n.jpg" in seen["data"].read_text()
+    assert seen["add_labels"] == dec and seen["review_positive"] == "st"
+    assert seen["review_negative"] is None
 
 
 # -- job queues -------------------------------------------------------------------------------

@@ -257,20 +257,6 @@ def train(
     """Train a classifier; the best epoch on validation is kept."""
     from herbscan.train import train as do_train
 
-    if add_labels is not None:
-        from herbscan.review.learn import add_labels as do_add_labels
-        from herbscan.review.learn import describe
-
-        merged = add_labels.with_name(f"{Path(data).stem}+reviewed.csv")
-        summary = do_add_labels(
-            data,
-            add_labels,
-            merged,
-            review_positive=review_positive,
-            review_negative=review_negative,
-        )
-        typer.echo(describe(summary))
-        data = merged
     _say_cache(cache_dir)
     run = do_train(
         data,
@@ -304,7 +290,18 @@ def train(
         backbone_lr_scale=backbone_lr_scale,
         init=init,
         samples_per_epoch=samples_per_epoch,
+        add_labels=add_labels,
+        review_positive=review_positive,
+        review_negative=review_negative,
     )
+    if add_labels is not None:
+        import json
+
+        from herbscan.review.learn import describe
+
+        cfg = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
+        if cfg["training"].get("reviewed_labels"):
+            typer.echo(describe(cfg["training"]["reviewed_labels"]))
     typer.echo(_train_summary(run))
 
 

@@ -6,7 +6,8 @@ reviewed label; a new sheet joins the split of its specimen when the specimen is
 else training or validation by a hash of its specimen id (stable across re-runs); a sheet or
 specimen of the test split is never moved or relabelled, so a run trained with the reviews is
 still measured on the same test sheets as the run before it. `unsure` decisions teach nothing
-and are left out. The counts come back, and are written beside the merged manifest.
+and are left out. The counts come back, are written beside the merged manifest, and go into
+run.json (`training.reviewed_labels`) when `train(add_labels=...)` merges them.
 
 `uncertainty` orders sheets for review by how close the model's score lies to its operating
 point, in log-odds: the decision of a sheet on the threshold flips with the smallest change of
@@ -146,12 +147,13 @@ def add_labels(
     counts = dict.fromkeys(
         (
             "reviewed",
-            "added_train",
-            "added_validation",
+            "added",
+            "train",
+            "validation",
             "relabelled",
             "confirmed",
-            "test_untouched",
-            "unsure_or_other",
+            "left_in_test",
+            "skipped_unsure",
         ),
         0,
     )
@@ -159,14 +161,14 @@ def add_labels(
     for d, label in zip(reviewed, labels, strict=True):
         counts["reviewed"] += 1
         if label is None:
-            counts["unsure_or_other"] += 1
+            counts["skipped_unsure"] += 1
             continue
         path = str(Path(d["path"]).resolve())
         specimen = d.get("specimen_id") or path
         row = by_path.get(path)
         split = row.get(OUT_SPLIT, "") if row is not None else split_of.get(specimen)
         if split == "test":
-            counts["test_untouched"] += 1
+            counts["left_in_test"] += 1
             continue
         if row is not None:
             counts["relabelled" if m.label(row) != label else "confirmed"] += 1
@@ -181,7 +183,8 @@ def add_labels(
             rows.append(row)
             by_path[path] = row
             split_of[specimen] = split
-            counts[f"added_{split}"] += 1
+            counts["added"] += 1
+            counts[split] += 1
         row[m.label_col] = label
         row["review_decision"], row["reviewer"] = d["decision"], d.get("reviewer", "")
     merged = Manifest(
@@ -194,18 +197,37 @@ def add_labels(
         str(data),
     )
     write_manifest(merged, out)
-    summary = {"data": str(data), "decisions": str(decisions), "manifest": str(out), **counts}
+    summary = {"source": str(decisions), "data": str(data), "manifest": str(out), **counts}
     write_json(Path(str(out) + ".json"), summary)
     return summary
 
 
+def merge_for_training(
+    data: str | Path,
+    decisions: str | Path,
+    *,
+    review_positive: str | None = None,
+    review_negative: str | None = None,
+) -> tuple[Path, dict]:
+    """`add_labels` as `train(add_labels=...)` uses it: the merged manifest goes beside the
+    decisions (`<data's name>+reviewed.csv`); returns its path and the counts run.json keeps."""
+    merged = Path(decisions).with_name(f"{Path(data).stem}+reviewed.csv")
+    summary = add_labels(
+        data,
+        decisions,
+        merged,
+        review_positive=review_positive,
+        review_negative=review_negative,
+    )
+    return merged, summary
+
+
 def describe(summary: dict) -> str:
     """One line for people: how many reviewed sheets were added, and where."""
-    added = summary["added_train"] + summary["added_validation"]
     return (
-        f"{summary['reviewed']} reviewed sheets: {added} added "
-        f"({summary['added_train']} train, {summary['added_validation']} validation), "
+        f"{summary['reviewed']} reviewed sheets: {summary['added']} added "
+        f"({summary['train']} train, {summary['validation']} validation), "
         f"{summary['relabelled']} relabelled, {summary['confirmed']} confirmed, "
-        f"{summary['test_untouched']} in the test split left as they were, "
-        f"{summary['unsure_or_other']} unsure → {summary['manifest']}"
+        f"{summary['left_in_test']} in the test split left as they were, "
+        f"{summary['skipped_unsure']} unsure → {summary['manifest']}"
     )
