@@ -365,6 +365,35 @@ def test_decisions_carry_the_label_they_mean_from_the_screen(tmp_path, serve):
     assert got == {"HS000": "mercury", "HS001": "none"}
 
 
+def test_a_sheet_is_placed_by_its_file_then_its_specimen_and_never_blindly(tmp_path):
+    from herbscan.manifest import read_source
+
+    data = _manifest(tmp_path)
+    img = tmp_path / "img"
+    s = DecisionStore(tmp_path / "review" / "decisions.sqlite")
+    # the test sheet itself, under another id than the manifest's: its file decides
+    s.decide(str(img / "x1.jpg"), "contaminated", reviewer="AB", specimen_id="OTHER")
+    # a new image of no known specimen: could be the test specimen's second image
+    s.decide(str(img / "x1-back.jpg"), "contaminated", reviewer="AB", specimen_id="")
+    # new specimens: added, and counted as ids the manifest does not know
+    s.decide(str(img / "n1.jpg"), "contaminated", reviewer="AB", specimen_id="N1")
+    s.decide(str(img / "n1b.jpg"), "contaminated", reviewer="AB", specimen_id="N1")
+    dec = s.export_decisions(tmp_path / "review" / "decisions.csv")
+    summary = add_labels(data, dec, tmp_path / "merged.csv")
+    m = read_source(tmp_path / "merged.csv")
+    paths = {m.path(r).resolve(): r for r in m.rows}
+    assert (img / "x1-back.jpg").resolve() not in paths  # neither in train nor in validation
+    assert paths[(img / "x1.jpg").resolve()]["label"] == "clean"
+    assert paths[(img / "n1.jpg").resolve()]["split"] == paths[(img / "n1b.jpg").resolve()]["split"]
+    assert summary["left_in_test"] == 1 and summary["skipped_no_specimen"] == 1
+    assert summary["added"] == 2 and summary["specimens_not_in_manifest"] == 1
+    # a manifest without specimen ids: every image is its own specimen, so it is added
+    plain = tmp_path / "plain.csv"
+    plain.write_text("path,label,split\nimg/a.jpg,clean,train\nimg/b.jpg,contaminated,test\n")
+    summary = add_labels(plain, dec, tmp_path / "merged2.csv")
+    assert summary["skipped_no_specimen"] == 0 and summary["added"] == 4
+
+
 def test_a_run_of_several_classes_needs_the_label_of_a_clean_decision(tmp_path):
     s = DecisionStore(tmp_path / "review" / "decisions.sqlite")
     s.set_labels({"contaminated": "contaminated", "clean": ""})  # 3 classes: clean is no one

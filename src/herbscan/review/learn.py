@@ -1,9 +1,10 @@
 """Curators' decisions → training labels, and which sheet a decision would teach the model most.
 
 `add_labels` merges the current decisions of a review (`review/decisions.csv`) into a split
-manifest: a reviewed sheet already in the manifest's training or validation split takes the
-reviewed label; a new sheet joins the split of its specimen when the specimen is already there,
-else training or validation by a hash of its specimen id (stable across re-runs); a sheet or
+manifest: a reviewed sheet already in the manifest's training or validation split (found by its
+resolved path) takes the reviewed label; a new sheet joins the split of its specimen when the
+specimen is already there, else training or validation by a hash of its specimen id (stable
+across re-runs), and a new sheet without a specimen id is left out (see `add_labels`); a sheet or
 specimen of the test split is never moved or relabelled, so a run trained with the reviews is
 still measured on the same test sheets as the run before it. `unsure` decisions teach nothing
 and are left out. The counts come back, are written beside the merged manifest, and go into
@@ -107,7 +108,20 @@ def add_labels(
     the screen's run had more than two classes). A decisions file without a `label` column (an
     older review) means the decision's own name. `validation_share` of new specimens go to
     validation (the operating point is chosen there, and reviewed sheets come from the
-    collection the model is used on)."""
+    collection the model is used on).
+
+    Which split a reviewed sheet belongs to is decided by its file first (the resolved path of
+    a manifest row: that row's split, even if the screen gave it another specimen id), then by
+    its specimen id (a new image of a manifest specimen joins that specimen's split). A new
+    sheet with no specimen id, when the manifest has specimen ids, is left out and counted
+    (`skipped_no_specimen`) rather than refused or added: nothing says it is not another image
+    of a test specimen, and putting it in training could leak that specimen into the model
+    (the test split is what every later run is measured on), while refusing the whole merge
+    for a few such sheets would throw away every other decision. Without a specimen column in
+    the manifest every image is its own specimen, so such a sheet is added like any other.
+    Specimen ids of the decisions that the manifest does not know are counted
+    (`specimens_not_in_manifest`): they join training or validation as new specimens, so a count
+    near the number of reviewed sheets can mean the screen and the manifest use different ids."""
     check_range("validation_share", validation_share, 0.0, 1.0)
     m = read_source(data)
     if not m.has_split():
@@ -154,9 +168,12 @@ def add_labels(
             "confirmed",
             "left_in_test",
             "skipped_unsure",
+            "skipped_no_specimen",
+            "specimens_not_in_manifest",
         ),
         0,
     )
+    unknown: set[str] = set()
     extra = ["review_decision", "reviewer"]
     for d, label in zip(reviewed, labels, strict=True):
         counts["reviewed"] += 1
@@ -164,9 +181,19 @@ def add_labels(
             counts["skipped_unsure"] += 1
             continue
         path = str(Path(d["path"]).resolve())
-        specimen = d.get("specimen_id") or path
-        row = by_path.get(path)
-        split = row.get(OUT_SPLIT, "") if row is not None else split_of.get(specimen)
+        given_id = (d.get("specimen_id") or "").strip()
+        row = by_path.get(path)  # the same file first: its split, whatever id the screen gave
+        if row is not None:
+            split = row.get(OUT_SPLIT, "")
+        elif not given_id and m.group_col:
+            counts["skipped_no_specimen"] += 1  # its specimen could be one of the test split's
+            continue
+        else:
+            specimen = given_id or path
+            split = split_of.get(specimen)
+            if split is None and given_id and given_id not in unknown:
+                unknown.add(given_id)
+                counts["specimens_not_in_manifest"] += 1
         if split == "test":
             counts["left_in_test"] += 1
             continue
@@ -229,5 +256,8 @@ def describe(summary: dict) -> str:
         f"({summary['train']} train, {summary['validation']} validation), "
         f"{summary['relabelled']} relabelled, {summary['confirmed']} confirmed, "
         f"{summary['left_in_test']} in the test split left as they were, "
-        f"{summary['skipped_unsure']} unsure → {summary['manifest']}"
+        f"{summary['skipped_unsure']} unsure, "
+        f"{summary.get('skipped_no_specimen', 0)} left out for want of a specimen id, "
+        f"{summary.get('specimens_not_in_manifest', 0)} specimen ids new to the manifest "
+        f"→ {summary['manifest']}"
     )
