@@ -689,6 +689,69 @@ def test_malformed_requests_get_4xx_and_the_server_goes_on(screen_job, serve):
     assert srv.app.store.history() == []  # none of it was a decision
 
 
+def _raw(srv, data: bytes) -> bytes:
+    """Send bytes as they are on a new connection; the answer's first bytes."""
+    with socket.create_connection(srv.server_address[:2], timeout=5) as s:
+        s.sendall(data)
+        return s.recv(4096)
+
+
+def test_odd_lengths_query_fields_ids_and_nesting_get_400_not_500(screen_job, serve, capfd):
+    srv, c = serve(screen_job)
+    key = srv.app.job.sheets[0].key
+    head = f"Host: 127.0.0.1\r\nX-CSRF-Token: {srv.app.csrf}\r\n".encode()
+    deep = b"[" * 30_000 + b"]" * 30_000
+    nested = b'{"key": "' + key.encode() + b'", "decision": ' + deep + b"}"
+    many = "&".join(f"f{i}=1" for i in range(25))
+    huge = b'{"key": "' + key.encode() + b'", "expected": ' + b"7" * 5000 + b"}"
+    for raw in (
+        # a digit that is not 0-9 (latin-1 superscript two): isdigit() says yes, int() no
+        b"POST /api/decide HTTP/1.1\r\n" + head + b"Content-Length: \xb2\r\n\r\nxx",
+        b"POST /api/decide HTTP/1.1\r\n" + head + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n",
+        f"GET /api/job?{many} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+        b"GET /api/decisions?since=" + b"9" * 30 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /api/decisions?since=-" + b"9" * 30 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"POST /api/decide HTTP/1.1\r\n"
+        + head
+        + f"Content-Length: {len(deep)}\r\n\r\n".encode()
+        + deep,
+        b"POST /api/decide HTTP/1.1\r\n"
+        + head
+        + f"Content-Length: {len(nested)}\r\n\r\n".encode()
+        + nested,
+        b"POST /api/undo HTTP/1.1\r\n"
+        + head
+        + f"Content-Length: {len(huge)}\r\n\r\n".encode()
+        + huge,
+    ):
+        answer = _raw(srv, raw)
+        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 413")), (raw[:60], answer[:200])
+    assert c.request("GET", "/api/job")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
+    assert srv.app.store.history() == []
+
+
+def test_a_client_gone_before_its_error_is_sent_is_dropped_quietly(
+    screen_job, serve, capfd, monkeypatch
+):
+    from herbscan.review.server import Handler
+
+    srv, c = serve(screen_job)
+    sent = Handler._json
+
+    def gone(self, status, obj):
+        if status >= 400:
+            raise BrokenPipeError(32, "Broken pipe")
+        return sent(self, status, obj)
+
+    monkeypatch.setattr(Handler, "_json", gone)
+    answer = _raw(srv, b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer == b""  # closed without an answer: the client is gone anyway
+    monkeypatch.setattr(Handler, "_json", sent)
+    assert c.request("GET", "/api/job")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_token_guards_every_request_when_set(screen_job, serve):
     srv, c = serve(screen_job, token="s3cret-token")
     assert srv.url.endswith("/?token=s3cret-token")
@@ -736,6 +799,7 @@ def test_label_endpoints_edit_and_export(label_job, serve):
     )
     assert row["action"] == "confirmed"
     assert c.request("POST", "/api/field", {"key": key, "field": "path", "value": "x"})[0] == 400
+    assert c.request("POST", "/api/field", {"key": key, "field": ["x"], "value": "x"})[0] == 400
     status, out = c.json("POST", "/api/export-labels", {})
     assert out["records"] == 1
     rows = _rows(out["path"])

@@ -16,8 +16,10 @@ Safe by default:
 - POSTs must carry the page's CSRF token in `X-CSRF-Token` and a JSON body under 64 KB.
 - the page writes every value with `textContent` (never as HTML); responses forbid framing,
   sniffing and referrers, and a Content-Security-Policy allows only the app's own scripts.
-- a malformed request gets a 4xx answer and the server goes on; an unexpected error a 500
-  without details (the traceback goes to the log).
+- a malformed request gets a 4xx answer and the server goes on (odd Content-Length digits,
+  too many query fields, ids beyond 64 bits, JSON nested too deep or with 5000-digit numbers
+  included); an unexpected error a 500 without details (the traceback goes to the log); a
+  client that leaves before its answer is dropped quietly.
 """
 
 from __future__ import annotations
@@ -247,7 +249,7 @@ class ReviewApp:
     def set_field(self, body: dict) -> dict:
         rec = self._record(body.get("key"))
         field, value = body.get("field"), body.get("value")
-        if field not in rec.fields:
+        if not isinstance(field, str) or field not in rec.fields:
             raise BadRequest(400, "field must be a Darwin Core term of the transcription")
         if not isinstance(value, str) or len(value) > 5000:
             raise BadRequest(400, "value must be text of at most 5000 characters")
@@ -384,7 +386,11 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._error(400, "malformed URL")
             return None
-        query = parse_qs(url.query, max_num_fields=20)
+        try:
+            query = parse_qs(url.query, max_num_fields=20)
+        except ValueError:  # more fields than that: no page of ours sends them
+            self._error(400, "too many query fields")
+            return None
         if not self._host_ok():
             self._error(403, "the Host header must name this machine")
             return None
@@ -395,21 +401,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method) -> None:
         try:
-            method()
-        except BadRequest as e:
-            self._error(e.status, str(e))
-        except (TileError, ParameterError) as e:
-            self._error(404 if isinstance(e, TileError) else 400, str(e))
-        except HerbscanError as e:  # an unreadable sheet: say which, to the reviewer
-            self._error(422, str(e))
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception:  # noqa: BLE001 - a bug must not stop the server
-            traceback.print_exc(file=sys.stderr)
             try:
-                self._error(500, "internal error (see the server's log)")
-            except OSError:
+                method()
+            except BadRequest as e:
+                self._error(e.status, str(e))
+            except (TileError, ParameterError) as e:
+                self._error(404 if isinstance(e, TileError) else 400, str(e))
+            except HerbscanError as e:  # an unreadable sheet: say which, to the reviewer
+                self._error(422, str(e))
+            except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
+            except Exception:  # noqa: BLE001 - a bug must not stop the server
+                traceback.print_exc(file=sys.stderr)
+                self._error(500, "internal error (see the server's log)")
+        except OSError:  # the client left before its error answer: nobody to tell
+            self.close_connection = True
 
     # -- GET ----------------------------------------------------------------------------------
 
@@ -439,11 +445,10 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, app.job_info())
             return
         if path == "/api/decisions":
-            try:
-                after = int((query.get("since") or ["0"])[0])
-            except ValueError:
-                raise BadRequest(400, "since must be a decision id") from None
-            self._json(200, {"decisions": app.decisions_since(after)})
+            since = (query.get("since") or ["0"])[0]
+            if not (since.isascii() and since.isdigit() and len(since) <= 18):  # SQLite: 64 bits
+                raise BadRequest(400, "since must be a decision id")
+            self._json(200, {"decisions": app.decisions_since(int(since))})
             return
         if m := _DZI.match(path):
             dz = app.zoom(m.group(1))
@@ -485,9 +490,11 @@ class Handler(BaseHTTPRequestHandler):
         path, _ = guarded
         app = self.app
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None:
             raise BadRequest(411, "a Content-Length is needed")
-        if int(length) > MAX_BODY:
+        if not (length.isascii() and length.isdigit()):  # '²' is a digit to isdigit() alone
+            raise BadRequest(400, "the Content-Length must be a number of bytes")
+        if len(length) > 9 or int(length) > MAX_BODY:
             raise BadRequest(413, f"the body is larger than {MAX_BODY} bytes")
         raw = self.rfile.read(int(length))
         if not hmac.compare_digest(
@@ -496,7 +503,7 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(403, "missing or wrong CSRF token: reload the page")
         try:
             body = json.loads(raw.decode("utf-8")) if raw else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8 or JSON, too deep, a 5000-digit number
             raise BadRequest(400, "the body must be JSON") from None
         if not isinstance(body, dict):
             raise BadRequest(400, "the body must be a JSON object")
