@@ -17,6 +17,7 @@ import json
 import os
 import select
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -274,6 +275,15 @@ def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser, shots):
     assert rows == {"HS000": "contaminated"}  # CD's unsure came after the last export
 
 
+def _field_rows(folder: Path) -> dict[str, int]:
+    """How many rows the store holds per field: one per edit a person made."""
+    con = sqlite3.connect(folder / "review" / "decisions.sqlite")
+    try:
+        return dict(con.execute("SELECT field, COUNT(*) FROM fields GROUP BY field").fetchall())
+    finally:
+        con.close()
+
+
 def test_label_review_edit_confirm_and_export(tmp_path, browser, shots):
     folder = make_labels(tmp_path)
     srv = _serve(folder)
@@ -293,6 +303,10 @@ def test_label_review_edit_confirm_and_export(tmp_path, browser, shots):
         browser.wait("herbscanReview.job.records[0].reviewed.scientificName")
         browser.js("document.querySelector('tr[data-term=eventDate] button').click(); true")
         browser.wait("herbscanReview.job.records[0].reviewed.eventDate")
+        # leaving the field (Enter moved on, the click moved again) saves nothing twice
+        browser.js("document.querySelector('tr[data-term=country] input').focus(); true")
+        time.sleep(0.5)
+        assert _field_rows(folder) == {"scientificName": 1, "eventDate": 1}
         assert browser.screenshot(shots / "label_review.png") < 300_000
         browser.js("document.getElementById('export').click(); true")
         browser.wait("document.getElementById('status').textContent.startsWith('exported 1')")

@@ -42,15 +42,26 @@ function stateCell(td, rv) {
   td.textContent = rv ? rv.action + " by " + rv.reviewer : "";
 }
 
+// the value last saved (or being saved) per record and field: Enter saves, and the change event
+// that follows when the focus moves on must not save the same value a second time
+const lastSaved = new Map();
+
 async function save(r, term, input, td) {
+  const id = r.key + "\u0000" + term;
+  const value = input.value;
+  if (lastSaved.get(id) === value) return;
+  lastSaved.set(id, value);
   try {
-    const row = await api("/api/field", {key: r.key, field: term, value: input.value,
+    const row = await api("/api/field", {key: r.key, field: term, value: value,
       reviewer: reviewer()});
     r.reviewed[term] = row;
     stateCell(td, row);
     say("saved " + term, true);
     renderQueue();
-  } catch (e) { say(e.message); }
+  } catch (e) {
+    if (lastSaved.get(id) === value) lastSaved.delete(id);  // not saved: let the next try go
+    say(e.message);
+  }
 }
 
 function show(i) {
@@ -67,6 +78,7 @@ function show(i) {
   for (const term of order(r)) {
     const tr = el("tr", {class: r.needsReview.includes(term) ? "review" : "", "data-term": term});
     const rv = r.reviewed[term];
+    if (rv && !lastSaved.has(r.key + "\u0000" + term)) lastSaved.set(r.key + "\u0000" + term, rv.value);
     const input = el("input", {name: term});
     input.value = rv ? rv.value : r.fields[term];
     const c = r.confidence[term];
