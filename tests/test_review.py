@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -548,6 +549,37 @@ def test_deep_zoom_follows_exif_orientation(tmp_path):
     dz = DeepZoom(tmp_path / "r.jpg")
     assert dz.size == (400, 800)
     assert dz._level_image(dz.max_level).size == (400, 800)
+
+
+def test_one_worker_decodes_only_the_sheet_asked_for_last(screen_job, monkeypatch):
+    from herbscan.review.server import ReviewApp
+
+    started, gate, done = threading.Event(), threading.Event(), []
+
+    def slow_decode(self):  # a 4000×6000 sheet takes a while: the first holds the worker
+        started.set()
+        gate.wait(10)
+        done.append((self.path.name, threading.current_thread().name))
+
+    monkeypatch.setattr(DeepZoom, "prefetch", slow_decode)
+    app = ReviewApp(screen_job, reviewer="AB")
+    keys = [s.key for s in app.job.sheets]
+    before = threading.active_count()
+    try:
+        app.prefetch(keys[0])
+        assert started.wait(10)
+        for k in (keys[1], keys[2], keys[1], keys[2]):  # a reviewer paging fast
+            app.prefetch(k)
+        assert threading.active_count() <= before + 1
+        gate.set()
+        end = time.monotonic() + 10
+        while len(done) < 2 and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert [name for name, _ in done] == ["HS000.jpg", "HS002.jpg"]
+        assert len({thread for _, thread in done}) == 1
+    finally:
+        app.close()
 
 
 # -- the HTTP endpoints ---------------------------------------------------------------------------

@@ -119,6 +119,10 @@ class ReviewApp:
         self._open: OrderedDict[str, DeepZoom] = OrderedDict()
         self._open_lock = threading.Lock()
         self._export_lock = threading.Lock()
+        self._wanted: str | None = None  # the sheet the prefetch worker decodes next
+        self._prefetch_cv = threading.Condition()
+        self._prefetcher: threading.Thread | None = None
+        self._closed = False
 
     # -- sheets ----------------------------------------------------------------------------
 
@@ -138,15 +142,42 @@ class ReviewApp:
         return dz
 
     def prefetch(self, key: str) -> None:
-        """Decode a sheet fully in a background thread (errors show when its tiles are asked)."""
+        """Have the sheet decoded fully in the background, while its overview shows.
 
-        def work():
+        One worker thread decodes one sheet at a time, and only the one asked for last: a
+        reviewer paging fast through the queue asks for many, and a full decode of each (about
+        100 MB and a second for a 4000×6000 sheet) in a thread of its own would pile up memory
+        and compete with the tiles of the sheet on screen. A sheet passed over is decoded when
+        its tiles are asked for; errors show there too."""
+        with self._prefetch_cv:
+            if self._closed:
+                return
+            self._wanted = key
+            if self._prefetcher is None:
+                self._prefetcher = threading.Thread(
+                    target=self._prefetch_loop, name="herbscan-prefetch", daemon=True
+                )
+                self._prefetcher.start()
+            self._prefetch_cv.notify()
+
+    def _prefetch_loop(self) -> None:
+        while True:
+            with self._prefetch_cv:
+                while self._wanted is None and not self._closed:
+                    self._prefetch_cv.wait()
+                if self._closed:
+                    return
+                key, self._wanted = self._wanted, None
             try:
                 self.zoom(key).prefetch()
             except Exception:  # noqa: BLE001 - a bad sheet answers its own tile requests
                 pass
 
-        threading.Thread(target=work, daemon=True).start()
+    def close(self) -> None:
+        """Stop the prefetch worker (after the sheet it is decoding, if any)."""
+        with self._prefetch_cv:
+            self._closed = True
+            self._prefetch_cv.notify_all()
 
     def decide(self, body: dict) -> dict:
         sheet = self._sheet(body)
@@ -529,6 +560,10 @@ class ReviewServer(ThreadingHTTPServer):
     def __init__(self, app: ReviewApp, host: str, port: int, verbose: bool = False):
         self.app, self.verbose = app, verbose
         super().__init__((host, port), Handler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.app.close()
 
     @property
     def url(self) -> str:
