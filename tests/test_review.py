@@ -500,6 +500,31 @@ def test_queues_of_a_screen(screen_job):
         load_sheets(screen_job / "pictures")
 
 
+def test_a_corrupt_screen_folder_is_one_line_naming_the_file_and_the_fix(
+    screen_job, monkeypatch, capsys
+):
+    from herbscan.cli import main
+
+    state = (screen_job / "screen.json").read_text()
+    for bad in ('{"complete": true, "classes": [', "[1, 2]"):  # cut short; not an object
+        (screen_job / "screen.json").write_text(bad)
+        with pytest.raises(ManifestError, match=r"screen\.json: .*screen .* again"):
+            load_sheets(screen_job)
+    monkeypatch.setattr(sys, "argv", ["herbscan", "review", str(screen_job), "--no-open"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out = capsys.readouterr()
+    assert stop.value.code == 2 and "Traceback" not in out.err + out.out
+    assert len((out.err + out.out).strip().splitlines()) == 1 and "screen.json" in out.err + out.out
+    (screen_job / "screen.json").write_text(state)
+    (screen_job / "flagged.csv").write_text("file,score\na.jpg,0.9\n")  # no path column
+    with pytest.raises(ManifestError, match=r"flagged\.csv: no path column.*--resume"):
+        load_sheets(screen_job)
+    (screen_job / "results.csv").write_bytes(b"path,score\n\xff\xfe.jpg,0.9\n")  # not UTF-8
+    with pytest.raises(ManifestError, match=r"results\.csv: not UTF-8.*--resume"):
+        load_sheets(screen_job, queue="uncertain")
+
+
 def test_relative_sheet_paths_are_found_from_the_screen_source(tmp_path, monkeypatch):
     src = tmp_path / "coll" / "data"
     src.mkdir(parents=True)

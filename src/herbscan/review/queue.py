@@ -34,9 +34,21 @@ def key_of(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:20]
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: unneutralise(v or "") for k, v in r.items()} for r in csv.DictReader(f)]
+def _read_csv(path: Path, need: str | None = None, fix: str = "") -> list[dict]:
+    """The rows of a job's table; `need` names a column it must have. A table that cannot be
+    read is one error naming it and `fix`."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [{k: unneutralise(v or "") for k, v in r.items()} for r in reader]
+            columns = reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text; {fix}") from None
+    except csv.Error as e:
+        raise ManifestError(f"{path}: not a readable CSV ({e}); {fix}") from None
+    if need is not None and need not in columns:
+        raise ManifestError(f"{path}: no {need} column; {fix}")
+    return rows
 
 
 def _float(v) -> float:
@@ -143,7 +155,13 @@ def load_sheets(folder: str | Path, queue: str = "probable") -> SheetJob:
             f"{folder}: not a screen folder (no screen.json); give the --out folder of "
             "`herbscan screen`, or a folder with labels.csv from `herbscan transcribe`"
         )
-    state = json.loads(state_path.read_text(encoding="utf-8"))
+    redo = "restore it from a copy, or screen the collection again with another --out"
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{state_path}: not a screen's JSON ({e}); {redo}") from None
+    if not isinstance(state, dict):
+        raise ManifestError(f"{state_path}: not a screen's state (no JSON object); {redo}")
     if not state.get("complete"):
         raise ManifestError(
             f"{folder}: the screen is unfinished; finish it with `herbscan screen ... --resume`"
@@ -153,7 +171,11 @@ def load_sheets(folder: str | Path, queue: str = "probable") -> SheetJob:
     thr = state.get("threshold")
     pos = state.get("positive_class")
     table = folder / ("flagged.csv" if queue == "probable" else "results.csv")
-    rows = _read_csv(table) if table.is_file() else []
+    fix = (
+        f"it is not {table.name} as `herbscan screen` wrote it: run the same screen with "
+        "--resume to write it again from its shards"
+    )
+    rows = _read_csv(table, "path", fix) if table.is_file() else []
     if queue == "uncertain":
         rows = [r for r in rows if not r.get("error")]
         scores = [_float(r.get("score")) for r in rows]
