@@ -894,6 +894,31 @@ def test_two_servers_on_one_folder_see_each_others_decisions(screen_job, serve):
     assert {d["reviewer"] for d in seen["decisions"]} == {"A", "B"}
 
 
+def test_add_labels_reads_the_store_not_a_stale_csv(screen_job, serve, tmp_path):
+    import shutil
+
+    srv, c = serve(screen_job)
+    keys = [s.key for s in srv.app.job.sheets]
+    assert c.json("POST", "/api/decide", {"key": keys[0], "decision": "contaminated"})[0] == 200
+    # another server process on the folder decides; its export of decisions.csv has not
+    # happened yet (or lost the race to this one's)
+    other = DecisionStore(screen_job / "review" / "decisions.sqlite")
+    other.decide(str(srv.app.job.sheets[1].path), "clean", reviewer="CD", specimen_id="HS001")
+    dec = screen_job / "review" / "decisions.csv"
+    assert [r["specimen_id"] for r in _rows(dec)] == ["HS000"]  # the stale snapshot
+    for given in (dec, screen_job / "review", screen_job / "review" / "decisions.sqlite"):
+        got = {r["specimen_id"]: (r["decision"], r["label"]) for r in read_decisions(given)}
+        assert got == {"HS000": ("contaminated", "contaminated"), "HS001": ("clean", "clean")}
+    summary = add_labels(_manifest(tmp_path), dec, tmp_path / "merged.csv")
+    assert summary["reviewed"] == 2 and summary["added"] == 2
+    # a copy under another name is read as it is
+    shutil.copy(dec, screen_job / "review" / "edited.csv")
+    assert len(read_decisions(screen_job / "review" / "edited.csv")) == 1
+    # exports hold the write lock, so the file written last has the latest decisions
+    srv.app.export_decisions()
+    assert [r["specimen_id"] for r in _rows(dec)] == ["HS000", "HS001"]
+
+
 def test_cli_review_needs_a_job_folder(tmp_path):
     from typer.testing import CliRunner
 

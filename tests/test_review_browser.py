@@ -27,6 +27,7 @@ import pytest
 from PIL import Image
 from test_review import make_labels, make_screen
 
+from herbscan.review.learn import read_decisions
 from herbscan.review.server import make_server
 from herbscan.review.store import DecisionStore
 
@@ -270,9 +271,12 @@ def test_sheet_review_zoom_keyboard_undo_and_restart(tmp_path, browser, shots):
         assert badges[0] == "contaminated" and badges[2] == "unsure"
     finally:
         _stop(srv)
-    with open(job / "review" / "decisions.csv", newline="", encoding="utf-8") as f:
-        rows = {r["specimen_id"]: r["decision"] for r in csv.DictReader(f)}
-    assert rows == {"HS000": "contaminated"}  # CD's unsure came after the last export
+    # CD's unsure came after the last export of decisions.csv: training reads the store
+    rows = read_decisions(job / "review" / "decisions.csv")
+    assert {Path(r["path"]).name: r["decision"] for r in rows} == {
+        "HS000.jpg": "contaminated",
+        "HS002.jpg": "unsure",
+    }
 
 
 def _field_rows(folder: Path) -> dict[str, int]:

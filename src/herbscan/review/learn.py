@@ -1,6 +1,7 @@
 """Curators' decisions → training labels, and which sheet a decision would teach the model most.
 
-`add_labels` merges the current decisions of a review (`review/decisions.csv`) into a split
+`add_labels` merges the current decisions of a review (`review/decisions.csv`, or rather the
+store beside it when it is there: see `read_decisions`) into a split
 manifest: a reviewed sheet already in the manifest's training or validation split (found by its
 resolved path) takes the reviewed label; a new sheet joins the split of its specimen when the
 specimen is already there, else training or validation by a hash of its specimen id (stable
@@ -31,7 +32,7 @@ from pathlib import Path
 from herbscan.errors import ManifestError, ParameterError, check_range
 from herbscan.fileio import unneutralise, write_json
 from herbscan.manifest import OUT_SPLIT, Manifest, read_source, write_manifest
-from herbscan.review.store import LABELLED
+from herbscan.review.store import DECISIONS_FILE, LABELLED, STORE_FILE, DecisionStore
 
 _OPTION = {"contaminated": "review_positive", "clean": "review_negative"}
 
@@ -66,8 +67,22 @@ def uncertainty_order(
 
 
 def read_decisions(path: str | Path) -> list[dict]:
-    """The rows of a `decisions.csv` written by `herbscan review` (formula escapes undone)."""
+    """The current decisions of a review: `path` is its `decisions.csv`, its `decisions.sqlite`
+    or the review folder holding them.
+
+    Beside `decisions.csv` (or in the folder) the SQLite store is read when it is there: it is
+    the record, and the CSV a snapshot that another server process on the same folder may not
+    have rewritten since its last decision. A CSV under another name (a copy someone edited) is
+    read as it is, formula escapes undone."""
     path = Path(path)
+    if path.is_dir():
+        db, path = path / STORE_FILE, path / DECISIONS_FILE
+    elif path.suffix == ".sqlite":
+        db = path
+    else:
+        db = path.with_name(STORE_FILE) if path.name == DECISIONS_FILE else None
+    if db is not None and db.is_file():
+        return DecisionStore(db).decisions()
     if not path.is_file():
         raise ManifestError(
             f"{path}: no such decisions file; review sheets with `herbscan review SCREEN` "
@@ -238,7 +253,8 @@ def merge_for_training(
 ) -> tuple[Path, dict]:
     """`add_labels` as `train(add_labels=...)` uses it: the merged manifest goes beside the
     decisions (`<data's name>+reviewed.csv`); returns its path and the counts run.json keeps."""
-    merged = Path(decisions).with_name(f"{Path(data).stem}+reviewed.csv")
+    name = f"{Path(data).stem}+reviewed.csv"
+    merged = Path(decisions) / name if Path(decisions).is_dir() else Path(decisions).with_name(name)
     summary = add_labels(
         data,
         decisions,

@@ -44,12 +44,18 @@ from herbscan.errors import HerbscanError, ParameterError
 from herbscan.fileio import write_csv
 from herbscan.review.dzi import DeepZoom, TileError
 from herbscan.review.queue import LabelJob, SheetJob, load_job
-from herbscan.review.store import DECISIONS, Conflict, DecisionStore
+from herbscan.review.store import (
+    DECISIONS,
+    DECISIONS_FILE,
+    STORE_FILE,
+    Conflict,
+    DecisionStore,
+)
 
 MAX_BODY = 64 * 1024
 OPEN_SHEETS = 2
 """Sheets whose decoded pyramid stays in memory (a 4000×6000 sheet: about 100 MB)."""
-STORE, DECISIONS_CSV, LABELS_CSV = "decisions.sqlite", "decisions.csv", "labels_reviewed.csv"
+STORE, DECISIONS_CSV, LABELS_CSV = STORE_FILE, DECISIONS_FILE, "labels_reviewed.csv"
 TOKEN_COOKIE = "herbscan_token"
 _TILE = re.compile(r"^/dzi/([0-9a-f]{20})_files/(\d{1,2})/(\d{1,6})_(\d{1,6})\.jpeg$")
 _DZI = re.compile(r"^/dzi/([0-9a-f]{20})\.dzi$")

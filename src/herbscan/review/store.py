@@ -30,6 +30,8 @@ from pathlib import Path
 from herbscan.errors import HerbscanError, ParameterError, check_choice
 from herbscan.fileio import write_csv
 
+STORE_FILE, DECISIONS_FILE = "decisions.sqlite", "decisions.csv"
+"""The store and its export, in a job's review folder."""
 DECISIONS = ("contaminated", "clean", "unsure")
 """What a curator can decide about a flagged sheet."""
 LABELLED = ("contaminated", "clean")
@@ -271,38 +273,23 @@ class DecisionStore:
         with self._connect() as con:
             con.execute("BEGIN")
             try:
-                cur = [
-                    dict(r)
-                    for r in con.execute(
-                        "SELECT d.* FROM decisions d JOIN (SELECT sheet, MAX(id) AS id FROM "
-                        "decisions GROUP BY sheet) m ON d.id = m.id ORDER BY d.id"
-                    )
-                ]
-                counts = dict(
-                    con.execute("SELECT sheet, COUNT(*) FROM decisions GROUP BY sheet").fetchall()
-                )
-                raw = con.execute("SELECT value FROM meta WHERE key = 'labels'").fetchone()
+                return _decisions(con)
             finally:
                 con.execute("COMMIT")
-        try:
-            labels = json.loads(raw[0]) if raw else None
-        except json.JSONDecodeError:
-            labels = None
-        if not isinstance(labels, dict):  # never set (an older review): the decision's name
-            labels = {d: d for d in LABELLED}
-        rows = []
-        for r in cur:
-            if not r["decision"]:
-                continue
-            r["path"] = r["sheet"]
-            r["label"] = str(labels.get(r["decision"]) or "")
-            r["rows_in_history"] = counts[r["sheet"]]
-            rows.append(r)
-        return rows
 
     def export_decisions(self, out: str | Path) -> Path:
-        """The current decision of every decided sheet as CSV (atomic), for training."""
-        return write_csv(out, self.decisions(), list(DECISION_COLUMNS))
+        """The current decision of every decided sheet as CSV (atomic), for training.
+
+        Read and written while holding the store's write lock: two server processes export in
+        the order of their decisions, so the file written last holds the latest of them (a
+        plain read could take a snapshot, lose the race to write the file to a newer export,
+        and then overwrite it with older decisions)."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                return write_csv(out, _decisions(con), list(DECISION_COLUMNS))
+            finally:
+                con.execute("COMMIT")  # nothing was written: commit and rollback are the same
 
     # -- label fields ----------------------------------------------------------------------
 
@@ -337,6 +324,34 @@ class DecisionStore:
         for r in self._read(sql + " ORDER BY f.id", args):
             out.setdefault(r["record"], {})[r["field"]] = r
         return out
+
+
+def _decisions(con) -> list[dict]:
+    """`DecisionStore.decisions` on an open connection (inside the caller's transaction)."""
+    cur = [
+        dict(r)
+        for r in con.execute(
+            "SELECT d.* FROM decisions d JOIN (SELECT sheet, MAX(id) AS id FROM "
+            "decisions GROUP BY sheet) m ON d.id = m.id ORDER BY d.id"
+        )
+    ]
+    counts = dict(con.execute("SELECT sheet, COUNT(*) FROM decisions GROUP BY sheet").fetchall())
+    raw = con.execute("SELECT value FROM meta WHERE key = 'labels'").fetchone()
+    try:
+        labels = json.loads(raw[0]) if raw else None
+    except json.JSONDecodeError:
+        labels = None
+    if not isinstance(labels, dict):  # never set (an older review): the decision's name
+        labels = {d: d for d in LABELLED}
+    rows = []
+    for r in cur:
+        if not r["decision"]:
+            continue
+        r["path"] = r["sheet"]
+        r["label"] = str(labels.get(r["decision"]) or "")
+        r["rows_in_history"] = counts[r["sheet"]]
+        rows.append(r)
+    return rows
 
 
 def _current_row(con, sheet: str):
