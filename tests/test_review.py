@@ -869,6 +869,32 @@ def test_label_endpoints_edit_and_export(label_job, serve):
     assert job["records"][0]["reviewed"]["eventDate"]["action"] == "confirmed"
 
 
+def test_records_without_a_file_stay_apart_and_the_export_is_for_import(label_job, serve):
+    rows = _rows(label_job / "labels.csv")
+    for r in rows:
+        r["file"] = ""  # a transcription of sheets it could not name
+    with open(label_job / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    job = load_labels(label_job)
+    assert len({r.key for r in job.records}) == 2 and len(job.by_key) == 2
+    srv, c = serve(label_job)
+    key = srv.app.job.records[0].key
+    value = "=Lycopodium annotinum"  # a value as typed, not a formula to guard against
+    status, _ = c.json(
+        "POST", "/api/field", {"key": key, "field": "scientificName", "value": value}
+    )
+    assert status == 200
+    _, info = c.json("GET", "/api/job")
+    assert [bool(r["reviewed"]) for r in info["records"]] == [True, False]
+    status, out = c.json("POST", "/api/export-labels", {})
+    assert out["records"] == 1
+    exported = _rows(out["path"])
+    assert exported[0]["scientificName"] == value  # for database import: no leading '
+    assert exported[0]["specimen_id"] == "S0" and exported[0]["file"] == ""
+
+
 def test_two_servers_on_one_folder_see_each_others_decisions(screen_job, serve):
     a, ca = serve(screen_job)
     b, cb = serve(screen_job)

@@ -244,6 +244,9 @@ class Record:
     needs_review: list
     crops: list[Path]
     error: str = ""
+    ident: str = ""
+    """What the store files the record's edits under and its key hashes: its file, or for a
+    row without one, its line in the CSV and its specimen id (so such rows stay apart)."""
 
     def to_dict(self) -> dict:
         return {
@@ -320,7 +323,7 @@ def load_labels(folder: str | Path, crops: str | Path | None = None) -> LabelJob
     else:
         crops_dir = next((d for d in (folder / "crops", folder) if d.is_dir()), None)
     records = []
-    for r in rows:
+    for line, r in enumerate(rows, start=2):  # the header is line 1
         try:
             conf = json.loads(r.get("fieldConfidence") or "{}")
             boxes = json.loads(r.get("labelBoxes") or "[]")
@@ -335,9 +338,10 @@ def load_labels(folder: str | Path, crops: str | Path | None = None) -> LabelJob
             if p.is_file():
                 found.append(p)
         needs = [t for t in (r.get("needsReview") or "").split("|") if t]
+        ident = r.get("file") or f"#{line}:{r.get('specimen_id', '')}"
         records.append(
             Record(
-                key=key_of(r.get("file", "")),
+                key=key_of(ident),
                 file=r.get("file", ""),
                 specimen_id=r.get("specimen_id", ""),
                 fields={c: r.get(c, "") for c in DWC_COLUMNS},
@@ -345,6 +349,7 @@ def load_labels(folder: str | Path, crops: str | Path | None = None) -> LabelJob
                 needs_review=needs,
                 crops=found,
                 error=r.get("error", ""),
+                ident=ident,
             )
         )
     # fields to review first, then the least confident

@@ -269,7 +269,7 @@ class ReviewApp:
                 rec = self.job.by_key[r["key"]]
                 r["reviewed"] = {
                     f: {k: e[k] for k in ("value", "action", "reviewer", "time")}
-                    for f, e in edits.get(rec.file, {}).items()
+                    for f, e in edits.get(rec.ident, {}).items()
                 }
         return info
 
@@ -291,13 +291,14 @@ class ReviewApp:
         if not isinstance(value, str) or len(value) > 5000:
             raise BadRequest(400, "value must be text of at most 5000 characters")
         row = self.store.set_field(
-            rec.file, field, value, original=rec.fields[field], reviewer=self._reviewer(body)
+            rec.ident, field, value, original=rec.fields[field], reviewer=self._reviewer(body)
         )
         return {k: row[k] for k in ("field", "value", "action", "reviewer", "time")}
 
     def export_labels(self) -> dict:
         """`review/labels_reviewed.csv`: every record a person reviewed, as Darwin Core, with
-        the fields they confirmed and changed, by whom and when (atomic)."""
+        the fields they confirmed and changed, by whom and when (atomic; written for database
+        import, so values are not formula-escaped)."""
         from herbscan.labels.transcribe import DWC_COLUMNS
 
         if not isinstance(self.job, LabelJob):
@@ -305,7 +306,7 @@ class ReviewApp:
         edits = self.store.fields()
         rows = []
         for rec in self.job.records:
-            done = edits.get(rec.file)
+            done = edits.get(rec.ident)
             if not done:
                 continue
             row = {"file": rec.file, "specimen_id": rec.specimen_id, **rec.fields}
@@ -330,7 +331,9 @@ class ReviewApp:
             "reviewedBy",
             "reviewedAt",
         ]
-        out = write_csv(self.review_dir / LABELS_CSV, rows, cols)
+        # for a collection database to import: values as the reviewers typed them, no `'` before
+        # a leading = + - @ (the spreadsheet guard of files for people)
+        out = write_csv(self.review_dir / LABELS_CSV, rows, cols, for_people=False)
         return {"path": str(out), "records": len(rows)}
 
     def crop(self, key: str, k: int) -> Path:

@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE INDEX IF NOT EXISTS decisions_sheet ON decisions(sheet, id);
 CREATE TABLE IF NOT EXISTS fields (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    record TEXT NOT NULL,            -- the transcription row's file
+    record TEXT NOT NULL,            -- the transcription row's file (Record.ident)
     field TEXT NOT NULL,             -- a Darwin Core term
     value TEXT NOT NULL,
     original TEXT NOT NULL,          -- the draft's value
