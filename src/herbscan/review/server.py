@@ -2,9 +2,10 @@
 
 `ThreadingHTTPServer` serves a static page (HTML, JavaScript, the vendored OpenSeadragon) and a
 JSON API; every decision goes to the job's `DecisionStore` before the answer, and
-`review/decisions.csv` is rewritten (atomically) after each one, so training always finds the
-current decisions. The standard library is enough for one curator or a handful: no framework,
-no new dependency, nothing to install on a collection's workstation.
+`review/decisions.csv` is rewritten (atomically) after each one, for people; training reads the
+store itself (`learn.read_decisions`), which another server process may have written since.
+The standard library is enough for one curator or a handful: no framework, no new dependency,
+nothing to install on a collection's workstation.
 
 Safe by default:
 - binds 127.0.0.1; another `host` needs a token (printed in the URL). The first request carries
