@@ -356,3 +356,16 @@ def test_pretrained_run_records_jpeg_augmentation_and_probe_copies(split_csv, tm
     )
     t = json.loads((off / "run.json").read_text())["training"]
     assert t["jpeg_augmentation"] is None and t["linear_probe"]["inputs"] == t["n_train"]
+
+
+def test_batch_size_fits_the_input_so_whole_sheet_stain_models_fit_in_memory(split_csv, tmp_path):
+    from herbscan.accel import INFER_PIXELS, TRAIN_PIXELS, fit_batch
+
+    assert fit_batch(32, (1536, 1024), TRAIN_PIXELS) == 4  # StainNet: ~1.25 GB per sheet
+    assert fit_batch(32, (320, 320), TRAIN_PIXELS) == 32
+    assert fit_batch(64, (1536, 1024), INFER_PIXELS) == 8
+    assert fit_batch(2, (1536, 1024), INFER_PIXELS) == 2  # never raised
+    assert fit_batch(64, (20000, 20000), INFER_PIXELS) == 1
+    assert Predictor("mercury").batch_size == 8
+    run = train(split_csv, tmp_path / "r", **{k: v for k, v in FAST.items() if k != "batch_size"})
+    assert json.loads((run / "run.json").read_text())["training"]["batch_size"] == 32

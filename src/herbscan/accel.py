@@ -17,7 +17,19 @@ import torch
 from herbscan.errors import ParameterError, check_choice
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Pixels per batch that keep activations within a few GB: a training step keeps every layer's
+# output for the backward pass (StainNet at 1024 × 1536: about 1.25 GB per sheet, measured),
+# inference only a layer or two at a time.
+TRAIN_PIXELS = 4 * 1024 * 1536
+INFER_PIXELS = 8 * 1024 * 1536
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def fit_batch(requested: int, shape: tuple[int, int], budget: int) -> int:
+    """`requested`, lowered so that a batch of (height, width) inputs stays within `budget`
+    pixels (at least 1): large inputs (a stain detector's whole sheet) must not run a laptop out
+    of memory at a batch size chosen for 320² inputs."""
+    return max(1, min(int(requested), budget // max(1, shape[0] * shape[1])))
 
 
 def cpu_supports_bf16() -> bool:

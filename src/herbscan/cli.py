@@ -171,7 +171,10 @@ def train(
         str | None, typer.Option(help="stretch (default) | pad | sheet (2:3 portrait)")
     ] = None,
     epochs: int = 30,
-    batch_size: int = 32,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Inputs per step (default 32; fewer for whole sheets at 1024 px)."),
+    ] = None,
     lr: float = 2e-3,
     precision: Precision = "auto",
     device: Device = "auto",

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from herbscan.accel import Accel
+from herbscan.accel import INFER_PIXELS, Accel, fit_batch
 from herbscan.cache import iter_sheets, load_tile_sheets
 from herbscan.errors import ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write, write_csv
-from herbscan.images import scan_folder
+from herbscan.images import input_shape, scan_folder
 from herbscan.runs import Run, load_run
 from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
 from herbscan.workers import worker_pool
@@ -78,7 +78,10 @@ class Predictor:
             from herbscan.export import onnx_model
 
             self.model = onnx_model(self.run, int8=backend == "onnx-int8", threads=threads)
-        self.batch_size, self.workers, self.cache_dir = batch_size, workers, cache_dir
+        prep = self.run.preprocessing
+        shape = input_shape(prep["size"], prep.get("fit", "stretch"))
+        self.batch_size = fit_batch(batch_size, shape, INFER_PIXELS)
+        self.workers, self.cache_dir = workers, cache_dir
         self._pool = None
 
     @contextmanager

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from herbscan import __version__
-from herbscan.accel import Accel
+from herbscan.accel import INFER_PIXELS, TRAIN_PIXELS, Accel, fit_batch
 from herbscan.cache import (
     TileMeta,
     TileWindows,
@@ -39,7 +39,7 @@ from herbscan.cache import (
 )
 from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
 from herbscan.fileio import write_csv, write_json
-from herbscan.images import FITS, reencode_jpeg
+from herbscan.images import FITS, input_shape, reencode_jpeg
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
 from herbscan.models import WEIGHTS_OF, create_model, list_models, model_info, pretrained_models
@@ -433,7 +433,7 @@ def train(
     size: int | None = None,
     fit: str | None = None,
     epochs: int = 30,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     lr: float = 2e-3,
     weight_decay: float = 0.05,
     precision: str = "auto",
@@ -518,6 +518,10 @@ def train(
     if size is None:
         size = default_size(model)
     check_range("epochs", epochs, 0)
+    shape = input_shape(size, fit) if mode == "full" else (tile_size, tile_size)
+    if batch_size is None:  # 32, fewer where one input is a whole sheet at a stain's scale
+        batch_size = fit_batch(32, shape, TRAIN_PIXELS)
+    eval_batch = fit_batch(max(batch_size, 64), shape, INFER_PIXELS)
     for name, v in (
         ("batch_size", batch_size),
         ("size", size),
@@ -856,7 +860,7 @@ def train(
         the linear probe alone, so a fine-tune that never beats it keeps the probe)."""
         epoch = row["epoch"]
         if len(y_va):
-            probs = acc.predict_proba(net, x_va, mean, std, batch_size=max(batch_size, 64))
+            probs = acc.predict_proba(net, x_va, mean, std, batch_size=eval_batch)
             yv = y_va
             if g_va is not None:  # tiles: score sheets by the paper's mean rule
                 probs, yv = group_probs(probs, g_va, len(sheet_y_va)), sheet_y_va
@@ -941,12 +945,12 @@ def train(
     bar.close()
     if mode == "tiles":
         config["aggregation"] = _aggregation(
-            out, net, acc, x_va, g_va, sheet_y_va, classes, aggregate, batch_size, (mean, std)
+            out, net, acc, x_va, g_va, sheet_y_va, classes, aggregate, eval_batch, (mean, std)
         )
     pos = positive_class(classes)
     if pos is not None and len(y_va):
         config["operating_point"] = _operating_point(
-            out, net, acc, x_va, y_va, g_va, sheet_y_va, classes, config, batch_size
+            out, net, acc, x_va, y_va, g_va, sheet_y_va, classes, config, eval_batch
         )
     _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -985,7 +989,7 @@ def _operating_point(
             "n": len(sheet_y_va),
         }
     net.load_state_dict(load_tensors(out / WEIGHTS))
-    probs = acc.predict_proba(net, x_va, mean, std, batch_size=max(batch_size, 64))
+    probs = acc.predict_proba(net, x_va, mean, std, batch_size=batch_size)
     return {
         "positive_class": pos,
         "source": "validation split",
@@ -1015,7 +1019,7 @@ def _aggregation(
             "candidates": [],
         }
     net.load_state_dict(load_tensors(out / WEIGHTS))
-    probs = acc.predict_proba(net, x_va, *norm, batch_size=max(batch_size, 64))
+    probs = acc.predict_proba(net, x_va, *norm, batch_size=batch_size)
     if rule == "auto":
         return choose_aggregation(probs, g_va, sheet_y_va, classes)
     chosen = choose_aggregation(probs, g_va, sheet_y_va, classes, rules=((rule, None),))
