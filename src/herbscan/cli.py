@@ -366,6 +366,7 @@ def audit(
         bool,
         typer.Option("--near-duplicates/--no-near-duplicates", help="List near-identical images."),
     ] = True,
+    workers: Annotated[int, typer.Option(help="Processes that decode and mask sheets.")] = 2,
     progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
 ):
     """Can the label be predicted from things that are not the specimen? Shortcut probes."""
@@ -384,6 +385,7 @@ def audit(
         path_col=path_col,
         group_col=group_col,
         near_duplicates=near_duplicates,
+        workers=workers,
         progress=progress,
     )
     for w in result["warnings"] or ["no probe predicts the label above chance"]:
