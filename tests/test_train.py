@@ -369,3 +369,31 @@ def test_batch_size_fits_the_input_so_whole_sheet_stain_models_fit_in_memory(spl
     assert Predictor("mercury").batch_size == 8
     run = train(split_csv, tmp_path / "r", **{k: v for k, v in FAST.items() if k != "batch_size"})
     assert json.loads((run / "run.json").read_text())["training"]["batch_size"] == 32
+
+
+def test_load_run_names_a_missing_or_mistyped_key_of_run_json(tiny_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_run, folder)
+    path = folder / "run.json"
+    good = json.loads(path.read_text())
+    assert load_run(folder).classes == good["classes"]
+
+    def broken(edit) -> str:
+        cfg = json.loads(json.dumps(good))
+        edit(cfg)
+        path.write_text(json.dumps(cfg))
+        with pytest.raises(RunError) as e:
+            load_run(folder)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+        return str(e.value)
+
+    assert "'preprocessing.size' is missing" in broken(lambda c: c["preprocessing"].pop("size"))
+    msg = broken(lambda c: c["preprocessing"].update(size="64"))
+    assert "'preprocessing.size' must be int, not str" in msg
+    assert "'architecture.name' is missing" in broken(lambda c: c["architecture"].pop("name"))
+    assert "two or more class names" in broken(lambda c: c.update(classes=["clean"]))
+    assert "'preprocessing.tile_size' is missing" in broken(
+        lambda c: c["preprocessing"].update(mode="tiles")
+    )

@@ -99,6 +99,55 @@ class Run:
         return model.eval()
 
 
+# What every reader of run.json relies on: key path → accepted types. Tile runs need more.
+_NUMBER = (int, float)
+REQUIRED = {
+    "classes": list,
+    "preprocessing": dict,
+    "preprocessing.mode": str,
+    "preprocessing.size": int,
+    "preprocessing.mean": (list, type(None)),
+    "preprocessing.std": (list, type(None)),
+    "architecture": dict,
+    "architecture.name": str,
+    "training": dict,
+}
+REQUIRED_TILES = {
+    "preprocessing.tile_size": int,
+    "preprocessing.stride": int,
+    "preprocessing.scale": _NUMBER,
+    "preprocessing.min_entropy": _NUMBER,
+    "aggregation": dict,
+    "aggregation.rule": str,
+}
+
+
+def check_config(config: object, path: Path) -> None:
+    """Refuse a run.json that lacks a key its readers need or holds a value of the wrong type,
+    in one line naming the key and the file (a hand edit or a cut-short copy, not a traceback
+    later in some other module)."""
+    if not isinstance(config, dict):
+        raise RunError(f"{path}: not a JSON object; restore or retrain the run")
+    preprocessing = config.get("preprocessing")
+    tiles = isinstance(preprocessing, dict) and preprocessing.get("mode") == "tiles"
+    for key, types in {**REQUIRED, **(REQUIRED_TILES if tiles else {})}.items():
+        value: object = config
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise RunError(f"{path}: key {key!r} is missing; restore run.json or retrain")
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, types):
+            allowed = types if isinstance(types, tuple) else (types,)
+            names = " or ".join(t.__name__ for t in allowed)
+            raise RunError(
+                f"{path}: key {key!r} must be {names}, not {type(value).__name__} "
+                f"({value!r:.40}); restore run.json or retrain"
+            )
+    classes = config["classes"]
+    if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise RunError(f"{path}: key 'classes' must list two or more class names; retrain")
+
+
 SHIPPED = {"mercury": Path(__file__).parent / "weights" / "mercury"}
 """Runs that come with herbscan, by name: `herbscan screen mercury FOLDER`."""
 
@@ -134,11 +183,12 @@ def load_run(folder: str | Path) -> Run:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{cfg_path}: not valid JSON ({e}); restore or retrain the run") from None
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
         raise RunError(
-            f"{cfg_path}: format {config.get('format')!r} is not {FORMAT!r}; retrain "
-            "with this herbscan version"
+            f"{cfg_path}: format {found!r} is not {FORMAT!r}; retrain with this herbscan version"
         )
+    check_config(config, cfg_path)
     if not (folder / WEIGHTS).is_file():
         raise RunError(
             f"{folder}: no {WEIGHTS} (training did not finish an epoch?); resume with "
