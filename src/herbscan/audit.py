@@ -236,8 +236,9 @@ def _view_job(path: str) -> tuple[np.ndarray | None, np.ndarray | None, float, s
         return None, None, 0.0, failure(path, e)
 
 
-def _features(images: list[np.ndarray]) -> np.ndarray:
-    """Frozen ImageNet features (global average) of images, at FEATURE_SIZE²."""
+def _features(views: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Frozen ImageNet features (global average) of each list of images, at FEATURE_SIZE²,
+    from one network loaded once."""
     import torch
     from PIL import Image
 
@@ -249,19 +250,21 @@ def _features(images: list[np.ndarray]) -> np.ndarray:
     acc = Accel.resolve("auto", "auto")
     net = acc.prepare(create_model(FEATURE_NET, 2, input_size=FEATURE_SIZE, pretrained=True))
     net.eval()
-    out = []
-    with torch.no_grad():
+
+    def embed(images: list[np.ndarray]) -> np.ndarray:
+        out = []
         for i in range(0, len(images), 16):
+            chunk = images[i : i + 16]
             batch = np.stack(
-                [
-                    np.asarray(fit_square(Image.fromarray(a), FEATURE_SIZE))
-                    for a in images[i : i + 16]
-                ]
+                [np.asarray(fit_square(Image.fromarray(a), FEATURE_SIZE)) for a in chunk]
             )
             with acc.autocast():
                 f = net.forward_features(acc.to_input(batch, info["mean"], info["std"]))
             out.append(f.float().mean(dim=(2, 3)).cpu().numpy())
-    return np.concatenate(out)
+        return np.concatenate(out)
+
+    with torch.no_grad():
+        return {name: embed(images) for name, images in views.items()}
 
 
 def _per_group(run, m, rows, group_by: list[str], progress: bool) -> dict:
@@ -301,9 +304,8 @@ def _per_group(run, m, rows, group_by: list[str], progress: bool) -> dict:
 
 
 def _near_duplicates(paths: list[Path], keys: list[str], splits: list[str]) -> list[dict]:
-    from herbscan.neardup import fingerprints, near_pairs
+    from herbscan.neardup import pairs_across
 
-    pairs = near_pairs(fingerprints(paths))
     return [
         {
             "path_a": str(paths[i]),
@@ -315,8 +317,7 @@ def _near_duplicates(paths: list[Path], keys: list[str], splits: list[str]) -> l
             "hash_bits_apart": d,
             "similarity": s,
         }
-        for i, j, d, s in pairs
-        if keys[i] != keys[j]
+        for i, j, d, s in pairs_across(paths, keys)
     ]
 
 
@@ -454,8 +455,9 @@ def audit(
                 masked.append(share)
                 ok.append(j)
         ok_idx = np.array(ok, dtype=np.int64)
+        features = _features(views)
         for p in image_probes:
-            feats = _features(views[p])
+            feats = features[p]
             sub_groups = [groups[j] for j in ok]
             pred = _cv_predict(feats, y[ok_idx], fold_ids[ok_idx], len(classes))
             result["probes"][p] = score(y[ok_idx], pred, sub_groups, len(classes))

@@ -16,6 +16,7 @@ with `for_people=False`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -83,6 +84,17 @@ def write_csv(
         for row in rows:
             w.writerow({k: neutralise(v) for k, v in row.items()} if for_people else row)
     return Path(path)
+
+
+def path_key(path: str) -> str:
+    """A short, stable file-name stem for a sheet's path: 20 hex digits of its SHA-1."""
+    return hashlib.sha1(path.encode()).hexdigest()[:20]
+
+
+def picture_file(folder: str | Path, path: str) -> Path:
+    """Where a screen in `folder` keeps the picture (heatmap or thumbnail) of the sheet at
+    `path`: written by `screen`, read by `screen-report` and the review app."""
+    return Path(folder) / "pictures" / f"{path_key(path)}.img"
 
 
 def write_json(path: str | Path, obj: dict) -> Path:

@@ -238,7 +238,7 @@ def thumbnail_jpeg(path: str | Path, max_side: int = 320, quality: int = 80) -> 
     return buf.getvalue()
 
 
-# The IJG standard luminance table (JPEG spec, Annex K), from which libjpeg scales a quality's
+# The IJG standard luminance table (JPEG spec, Annex K), which libjpeg scales for each quality
 _IJG_LUMA = np.array(
     [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57,
      69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64,

@@ -508,11 +508,11 @@ NEAR_DUPLICATES = ("warn", "error", "off")
 
 
 def _near_duplicate_groups(m: Manifest, out: str | Path, refuse: bool) -> dict[str, str]:
-    from herbscan.neardup import fingerprints, linked_groups, near_pairs
+    from herbscan.neardup import linked_groups, pairs_across
 
     paths = m.paths()
     keys = [m.specimen(r) for r in m.rows]
-    cross = [p for p in near_pairs(fingerprints(paths)) if keys[p[0]] != keys[p[1]]]
+    cross = pairs_across(paths, keys)
     if not cross:
         return {}
     i, j, _, sim = cross[0]

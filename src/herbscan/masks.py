@@ -63,14 +63,15 @@ def specimen_mask(rgb: np.ndarray, margin: float = 0.003, min_area: float = 2e-5
 def hide(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """`rgb` with the masked pixels painted in the colour of the paper around them (a wide
     blur of the unmasked paper), so neither the specimen nor its outline is left to see."""
-    paper = np.linalg.norm(rgb.astype(np.float32) - paper_colour(rgb), axis=2) < 2 * MIN_STEP
+    colour = paper_colour(rgb)
+    paper = np.linalg.norm(rgb.astype(np.float32) - colour, axis=2) < 2 * MIN_STEP
     keep = (~mask & paper).astype(np.float32)
     sigma = 0.03 * max(mask.shape)
     weight = ndimage.gaussian_filter(keep, sigma)
     fill = np.empty(rgb.shape, np.float32)
     for c in range(3):
         fill[..., c] = ndimage.gaussian_filter(rgb[..., c] * keep, sigma) / np.maximum(weight, 1e-3)
-    flat = np.where(weight[..., None] > 1e-3, fill, paper_colour(rgb))
+    flat = np.where(weight[..., None] > 1e-3, fill, colour)
     out = rgb.copy()
     out[mask] = np.clip(np.round(flat[mask]), 0, 255).astype(np.uint8)
     return out

@@ -90,7 +90,7 @@ def _standard(x: np.ndarray) -> np.ndarray:
 
 def similarity(a: np.ndarray, b: np.ndarray, shift: int = SHIFT) -> float:
     """Highest correlation of two standardised thumbnails over shifts of up to `shift` px and
-    scales of ±6% (a copy cropped by a few percent is shifted and enlarged)."""
+    scales of ±5% (a copy cropped by a few percent is shifted and enlarged)."""
     m = shift
     core = _standard(a[m:-m, m:-m])
     h, w = core.shape
@@ -160,6 +160,12 @@ def linked_groups(keys: Sequence[str], pairs) -> dict[str, str]:
         if a != b:
             parent[max(a, b)] = min(a, b)
     return {k: find(k) for k in set(keys)}
+
+
+def pairs_across(paths: Sequence[str | Path], keys: Sequence[str]) -> list[tuple]:
+    """Near-duplicate pairs (i, j, hash distance, similarity) of images under different keys
+    (specimen ids): one sheet saved twice, which a split by specimen cannot keep together."""
+    return [p for p in near_pairs(fingerprints(paths)) if keys[p[0]] != keys[p[1]]]
 
 
 def duplicates_among(

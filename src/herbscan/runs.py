@@ -122,12 +122,10 @@ REQUIRED_TILES = {
 }
 
 
-def check_config(config: object, path: Path) -> None:
+def check_config(config: dict, path: Path) -> None:
     """Refuse a run.json that lacks a key its readers need or holds a value of the wrong type,
     in one line naming the key and the file (a hand edit or a cut-short copy, not a traceback
     later in some other module)."""
-    if not isinstance(config, dict):
-        raise RunError(f"{path}: not a JSON object; restore or retrain the run")
     preprocessing = config.get("preprocessing")
     tiles = isinstance(preprocessing, dict) and preprocessing.get("mode") == "tiles"
     for key, types in {**REQUIRED, **(REQUIRED_TILES if tiles else {})}.items():

@@ -20,7 +20,6 @@ work, of atomic output and of resumption.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
-from herbscan.fileio import atomic_path, atomic_write, write_csv, write_json
+from herbscan.fileio import atomic_path, atomic_write, picture_file, write_csv, write_json
 from herbscan.images import thumbnail_jpeg
 from herbscan.manifest import read_inputs, seen_in_training
 from herbscan.metrics import wilson_interval
@@ -436,13 +435,6 @@ def screen_report(
     )
 
 
-PICTURES = "pictures"
-
-
-def _picture_file(folder: Path, path: str) -> Path:
-    return folder / PICTURES / f"{hashlib.sha1(path.encode()).hexdigest()[:20]}.img"
-
-
 def _save_pictures(folder: Path, table: list[dict], preds) -> None:
     """What the report shows of each flagged sheet, saved while screening: the heatmap when the
     run makes one (tile and stain runs), else a thumbnail; so the report never needs the model."""
@@ -455,14 +447,14 @@ def _save_pictures(folder: Path, table: list[dict], preds) -> None:
                 data = thumbnail_jpeg(row["path"])
             except HerbscanError:
                 continue
-        atomic_write(_picture_file(folder, row["path"]), data)
+        atomic_write(picture_file(folder, row["path"]), data)
 
 
 def _pictures(out: Path, paths: list[str]) -> dict[str, bytes]:
     """The saved pictures of these sheets (a thumbnail made now where none was saved)."""
     pics = {}
     for p in paths:
-        f = _picture_file(out, p)
+        f = picture_file(out, p)
         try:
             pics[p] = f.read_bytes() if f.is_file() else thumbnail_jpeg(p)
         except (OSError, HerbscanError):

@@ -41,7 +41,7 @@ from herbscan.errors import ManifestError, ParameterError, RunError, check_choic
 from herbscan.fileio import write_csv, write_json
 from herbscan.images import FITS, input_shape, reencode_jpeg
 from herbscan.manifest import Manifest, read_source
-from herbscan.metrics import accuracy, macro_f1, per_class_accuracy
+from herbscan.metrics import accuracy, macro_f1, mcnemar_p, per_class_accuracy
 from herbscan.models import WEIGHTS_OF, create_model, list_models, model_info, pretrained_models
 from herbscan.pretrained import (
     load_backbone_weights,
@@ -372,8 +372,6 @@ def choose_aggregation(
     AGGREGATION_ALPHA) on the same sheets. Picking the best of several rules on 30 sheets would
     otherwise pick one that wins there by a sheet or two and fails elsewhere. `rules` are
     (rule, k) pairs, the first one the default."""
-    from herbscan.metrics import mcnemar_p
-
     pos = positive_class(classes)
     pi = classes.index(pos) if pos else None
     candidates, right = [], []
@@ -730,7 +728,7 @@ def train(
             acc,
             mean,
             std,
-            max(batch_size, 32),
+            eval_batch,
             jpeg_rng=np.random.default_rng([seed, 0x1BE6]) if augmentation else None,
         )
     net_lr = lr * backbone_lr_scale if started else lr

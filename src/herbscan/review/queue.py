@@ -14,24 +14,20 @@ nothing else.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from herbscan.errors import ManifestError, check_choice
-from herbscan.fileio import unneutralise
+from herbscan.fileio import path_key, picture_file, unneutralise
 from herbscan.review.learn import uncertainty_order
 
 QUEUES = ("probable", "uncertain")
 REVIEW_DIR = "review"
 
 
-def key_of(path: str) -> str:
-    """The URL key of a sheet or record: 20 hex digits of the SHA-1 of its path (the same
-    hash screen uses for its pictures)."""
-    return hashlib.sha1(path.encode()).hexdigest()[:20]
+key_of = path_key  # the URL key of a sheet or record: the stem screen names its pictures by
 
 
 def _read_csv(path: Path, need: str | None = None, fix: str = "") -> list[dict]:
@@ -197,7 +193,7 @@ def load_sheets(folder: str | Path, queue: str = "probable") -> SheetJob:
         if key in seen:
             continue
         seen.add(key)
-        picture = folder / "pictures" / f"{key}.img"
+        picture = picture_file(folder, r["path"])
         sheets.append(
             Sheet(
                 key=key,
