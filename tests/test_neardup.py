@@ -114,3 +114,19 @@ def test_split_of_distinct_sheets_says_nothing(tmp_path):
     src = _collection(tmp_path, copy_under_other_id=False)
     split(src, tmp_path / "s.csv", group_col="catalogNumber")  # warnings are errors in tests
     assert not (tmp_path / "s.csv.near_duplicates.csv").exists()
+
+
+def test_duplicates_among_indexes_the_others_as_given(tmp_path):
+    from conftest import make_sheet
+
+    from herbscan.neardup import duplicates_among
+
+    rng = np.random.default_rng(5)
+    make_sheet(rng, True, size=(200, 300)).save(tmp_path / "a.png")
+    b = make_sheet(rng, False, size=(200, 300))
+    b.save(tmp_path / "b.png")
+    b.resize((160, 240)).save(tmp_path / "b_copy.png")
+    # the test sheet itself is among the others (left out), before the copy of it
+    others = [tmp_path / "b.png", tmp_path / "a.png", tmp_path / "b_copy.png"]
+    found = duplicates_among([tmp_path / "b.png"], others)
+    assert [(i, j) for i, j, _ in found] == [(0, 2)]

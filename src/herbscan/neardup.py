@@ -174,11 +174,7 @@ def duplicates_among(
     """(i, j, similarity) for each image paths[i] that is near-identical to others[j] (a
     different file): e.g. test sheets with a copy among the training sheets."""
     same = {str(Path(p).resolve()) for p in paths}
-    others = [o for o in others if str(Path(o).resolve()) not in same]
-    fp = fingerprints(list(paths) + list(others))
+    kept = [j for j, o in enumerate(others) if str(Path(o).resolve()) not in same]
+    fp = fingerprints(list(paths) + [others[j] for j in kept])
     n = len(paths)
-    found = []
-    for i, j, _, sim in near_pairs(fp):
-        if i < n <= j:
-            found.append((i, j - n, sim))
-    return found
+    return [(i, kept[j - n], sim) for i, j, _, sim in near_pairs(fp) if i < n <= j]
