@@ -86,6 +86,15 @@ def write_csv(
     return Path(path)
 
 
+def read_people_csv(path: str | Path) -> tuple[list[dict], list[str]]:
+    """(rows, columns) of a CSV that `write_csv` wrote for people, with every cell as it was
+    before the formula escape (`unneutralise`) and missing trailing cells as ""."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = [{k: unneutralise(v or "") for k, v in r.items()} for r in reader]
+        return rows, list(reader.fieldnames or [])
+
+
 def path_key(path: str) -> str:
     """A short, stable file-name stem for a sheet's path: 20 hex digits of its SHA-1."""
     return hashlib.sha1(path.encode()).hexdigest()[:20]

@@ -23,14 +23,13 @@ order buys against a random order with a simulated reviewer.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from herbscan.errors import ManifestError, ParameterError, check_range
-from herbscan.fileio import unneutralise, write_json
+from herbscan.fileio import read_people_csv, write_json
 from herbscan.manifest import OUT_SPLIT, Manifest, read_source, write_manifest
 from herbscan.review.store import DECISIONS_FILE, LABELLED, STORE_FILE, DecisionStore
 
@@ -88,8 +87,7 @@ def read_decisions(path: str | Path) -> list[dict]:
             f"{path}: no such decisions file; review sheets with `herbscan review SCREEN` "
             "(it writes SCREEN/review/decisions.csv)"
         )
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [{k: unneutralise(v or "") for k, v in r.items()} for r in csv.DictReader(f)]
+    rows, _ = read_people_csv(path)
     need = {"path", "decision"}
     if rows and not need <= set(rows[0]):
         raise ManifestError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from herbscan.errors import ManifestError, check_choice
-from herbscan.fileio import path_key, picture_file, unneutralise
+from herbscan.fileio import path_key, picture_file, read_people_csv
 from herbscan.review.learn import uncertainty_order
 
 QUEUES = ("probable", "uncertain")
@@ -34,10 +34,7 @@ def _read_csv(path: Path, need: str | None = None, fix: str = "") -> list[dict]:
     """The rows of a job's table; `need` names a column it must have. A table that cannot be
     read is one error naming it and `fix`."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = [{k: unneutralise(v or "") for k, v in r.items()} for r in reader]
-            columns = reader.fieldnames or []
+        rows, columns = read_people_csv(path)
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not UTF-8 text; {fix}") from None
     except csv.Error as e:
