@@ -105,12 +105,13 @@ def tile_probs(run: Path, paths: list[str]) -> list[np.ndarray]:
 
 
 def choose(sheets: list[np.ndarray], y: np.ndarray, rules) -> dict:
-    from herbscan.train import choose_aggregation
+    from herbscan.views import choose_aggregation
 
     probs = np.concatenate(sheets)
     groups = np.concatenate([np.full(len(s), i) for i, s in enumerate(sheets)])
     if rules == "old":
-        from herbscan.train import group_probs, operating_point
+        from herbscan.metrics import operating_point
+        from herbscan.views import group_probs
 
         best = None
         for rule, k in OLD_RULES:

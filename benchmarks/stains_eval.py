@@ -97,14 +97,14 @@ def evaluate(run_name: str, paths: list[Path], holdout: tuple[str, ...], limit: 
             x = np.asarray(
                 Image.fromarray(img).resize(
                     (
-                        prep["size"],
-                        prep["size"] * 3 // 2 if prep["fit"] == "sheet" else prep["size"],
+                        prep.size,
+                        prep.size * 3 // 2 if prep.fit == "sheet" else prep.size,
                     ),
                     Image.Resampling.BILINEAR,
                 )
             )
             with torch.inference_mode(), acc.autocast():
-                logits = net(acc.to_input(x[None].copy(), prep["mean"], prep["std"])).float()
+                logits = net(acc.to_input(x[None].copy(), prep.mean, prep.std)).float()
             scores[v].append(float(torch.softmax(logits, 1)[0, 1]))
     seconds = time.monotonic() - t0
     res = {"run": run_name, "n_sheets": len(paths[:limit]), "seconds": round(seconds, 1)}
@@ -138,8 +138,7 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 def calibrated(clean: np.ndarray, faint: np.ndarray, heavy: np.ndarray) -> dict:
     """Accuracy when the threshold is chosen on painted sheets of the same collection (what
     learn-stains' validation does): 2-fold over the sheets, odd and even, pooled."""
-    from herbscan.metrics import wilson_interval
-    from herbscan.train import operating_point
+    from herbscan.metrics import operating_point, wilson_interval
 
     right = total = 0
     for fold in (0, 1):
@@ -168,10 +167,8 @@ def reference_heatmaps(run_name: str, out: Path) -> list[dict]:
     acc = Accel.resolve(precision="fp32")
     rows, tiles = [], []
     for name, box in panels.items():
-        sheet = fig.crop(box).resize(
-            (prep["size"], prep["size"] * 3 // 2), Image.Resampling.BICUBIC
-        )
-        x = acc.to_input(np.asarray(sheet)[None].copy(), prep["mean"], prep["std"])
+        sheet = fig.crop(box).resize((prep.size, prep.size * 3 // 2), Image.Resampling.BICUBIC)
+        x = acc.to_input(np.asarray(sheet)[None].copy(), prep.mean, prep.std)
         with torch.inference_mode():
             cells = torch.sigmoid(net.cell_logits(x)[0]).numpy()
             p = float(torch.softmax(net(x), 1)[0, 1])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from herbscan.learn_stains import learn_stains
-from herbscan.runs import load_tensors, save_tensors
+from herbscan.runs import RunConfig, load_tensors, save_tensors
 from herbscan.synth import make_sheet
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "herbscan" / "weights" / "mercury"
@@ -67,17 +67,17 @@ def main() -> None:
         for k, v in load_tensors(run / "model.safetensors").items()
     }
     save_tensors(args.dest / "model.safetensors", state)
-    cfg = json.loads((run / "run.json").read_text())
-    cfg["training"]["sources"] = [f"herbscan.synth clean sheets: {args.sheets}, seed {args.seed}"]
-    (args.dest / "run.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    cfg = RunConfig.load(run / "run.json")
+    cfg.training.sources = [f"herbscan.synth clean sheets: {args.sheets}, seed {args.seed}"]
+    cfg.save(args.dest)
     shutil.copy(run / "history.csv", args.dest / "history.csv")
     print(
         json.dumps(
             {
                 "dest": str(args.dest),
-                "metrics": cfg["metrics"],
-                "operating_point": cfg["operating_point"],
-                "train_seconds": cfg["training"]["train_seconds"],
+                "metrics": cfg.metrics,
+                "operating_point": cfg.to_dict()["operating_point"],
+                "train_seconds": cfg.training.train_seconds,
                 "torch": torch.__version__,
             }
         )

@@ -602,7 +602,7 @@ def test_transcribe_synthetic_sheets_end_to_end(tesseract, tmp_path):
     assert by_id["upright"]["decimalLatitude"] == pytest.approx(57.35)  # numbers, not text
     assert isinstance(by_id["upright"]["ocrConfidence"], float)
     assert by_id["broken"]["ocrConfidence"] is None and by_id["broken"]["seconds"] is None
-    assert not out.with_name("labels.csv.partial.jsonl").exists()
+    assert not out.with_name("labels.csv.partial").exists()
 
 
 def test_crop_names_do_not_collide():
@@ -620,36 +620,52 @@ def test_crop_names_do_not_collide():
     assert names["/a/x/1.jpg"].startswith("1-") and names["/a/y/1.jpg"].startswith("1-")
 
 
-def test_transcribe_resumes_from_its_journal(tesseract, tmp_path):
+def _killed_job(folder, rows, options, units):
+    """A transcription folder as a killed job leaves it: inputs fixed, some units saved."""
+    from herbscan.jobs import Job
+
+    job = Job.open(
+        folder,
+        options=options,
+        start=lambda: (rows, ["path", "specimen_id"], {"kind": "transcribe"}),
+        resume=False,
+        unit_size=1,
+    )
+    for k, records in units.items():
+        job.save_records(k, records)
+    return job
+
+
+OPTIONS = {"lang": "eng", "layout": "sheet", "catalog": "auto", "min_name_score": 80.0,
+           "names": None}  # fmt: skip
+
+
+def test_transcribe_resumes_from_its_saved_units(tesseract, tmp_path, monkeypatch):
+    import importlib
+
     from herbscan.labels import transcribe
 
+    monkeypatch.setattr(importlib.import_module("herbscan.labels.transcribe"), "UNIT_SIZE", 1)
     synthetic_sheet(tmp_path / "a.jpg")
     rows = [
         {"path": str(tmp_path / "a.jpg"), "specimen_id": "a"},
         {"path": str(tmp_path / "done.jpg"), "specimen_id": "done"},
     ]
     out = tmp_path / "labels.csv"
-    journal = tmp_path / "labels.csv.partial.jsonl"
-    # a killed run left one finished sheet and half a line
-    journal.write_text(
-        json.dumps(
-            {
-                "file": str(tmp_path / "done.jpg"),
-                "specimen_id": "done",
-                "scientificName": "From the journal",
-            }
-        )
-        + '\n{"file": "x',
-        encoding="utf-8",
-    )
+    folder = tmp_path / "labels.csv.partial"
+    # a killed run finished the second sheet only, and left a temporary file of the first
+    done = {"file": rows[1]["path"], "specimen_id": "done", "scientificName": "From the unit"}
+    _killed_job(folder, rows, OPTIONS, {1: [done]})
+    (folder / "units" / ".part-000000.json.tmp").write_text('[{"file": "x', encoding="utf-8")
     with pytest.raises(ParameterError, match="--resume"):
         transcribe(rows, out, progress=False)
-    transcribe(rows, out, resume=True, progress=False)
+    # the inputs were fixed when the job started: a resume with another list reads the first
+    transcribe(rows[:1], out, resume=True, progress=False)
     recs = list(csv.DictReader(out.read_text(encoding="utf-8").splitlines()))
     assert [r["specimen_id"] for r in recs] == ["a", "done"]
-    assert recs[1]["scientificName"] == "From the journal"  # not read again
+    assert recs[1]["scientificName"] == "From the unit"  # not read again
     assert recs[0]["scientificName"] == "Lycopodium annotinum L."
-    assert not journal.exists()
+    assert not folder.exists()
 
 
 def test_transcribe_resume_redoes_failures_and_keeps_its_options(tesseract, tmp_path):
@@ -658,25 +674,16 @@ def test_transcribe_resume_redoes_failures_and_keeps_its_options(tesseract, tmp_
     synthetic_sheet(tmp_path / "a.jpg")
     rows = [{"path": str(tmp_path / "a.jpg"), "specimen_id": "a"}]
     out = tmp_path / "labels.csv"
-    journal = tmp_path / "labels.csv.partial.jsonl"
-    options = {
-        "lang": "eng",
-        "layout": "sheet",
-        "catalog": "auto",
-        "min_name_score": 80.0,
-        "names": None,
-    }
+    folder = tmp_path / "labels.csv.partial"
     # the image was broken when the job ran, and has been replaced since
     failed = {"file": str(tmp_path / "a.jpg"), "specimen_id": "a", "error": "a.jpg: truncated"}
-    journal.write_text(
-        json.dumps({"options": {**options, "layout": "label"}}) + "\n" + json.dumps(failed) + "\n",
-        encoding="utf-8",
-    )
-    with pytest.raises(ParameterError, match="started with layout='label'"):
+    _killed_job(folder, rows, {**OPTIONS, "layout": "label"}, {0: [failed]})
+    with pytest.raises(ParameterError, match="started with layout 'label', not 'sheet'"):
         transcribe(rows, out, resume=True, progress=False)
-    journal.write_text(
-        json.dumps({"options": options}) + "\n" + json.dumps(failed) + "\n", encoding="utf-8"
-    )
+    import shutil
+
+    shutil.rmtree(folder)
+    _killed_job(folder, rows, OPTIONS, {0: [failed]})
     transcribe(rows, out, resume=True, progress=False)
     (rec,) = csv.DictReader(out.read_text(encoding="utf-8").splitlines())
     assert rec["error"] == "" and rec["scientificName"] == "Lycopodium annotinum L."

@@ -334,15 +334,15 @@ def test_the_shipped_mercury_model_flags_stains_it_was_not_trained_on():
 
     run = load_run("mercury")
     cfg = run.config
-    assert cfg["architecture"]["name"] == "stainnet" and cfg["preprocessing"]["fit"] == "sheet"
-    assert "herbscan.synth" in cfg["training"]["sources"][0]  # no collection's images inside
+    assert cfg.architecture.name == "stainnet" and cfg.preprocessing.fit == "sheet"
+    assert "herbscan.synth" in cfg.training.sources[0]  # no collection's images inside
     net, acc = run.build_model().float().eval(), Accel.resolve(precision="fp32")
     prep = run.preprocessing
     for seed in (910, 911, 912):
         scores = []
         for stained in (False, True):
             im, _ = make_sheet(np.random.default_rng(seed), stained=stained, size=(1024, 1536))
-            x = acc.to_input(np.asarray(im)[None].copy(), prep["mean"], prep["std"])
+            x = acc.to_input(np.asarray(im)[None].copy(), prep.mean, prep.std)
             with torch.no_grad():
                 scores.append(float(torch.softmax(net(x), 1)[0, 1]))
         assert scores[0] < 0.5 < scores[1], (seed, scores)
@@ -410,7 +410,7 @@ def test_screen_threshold_calibrate_uses_painted_sheets_of_the_collection(tmp_pa
         from herbscan.screen import _threshold
 
         r = load_run(run)
-        r.config["architecture"]["name"] = "herbnet"
+        r.config.architecture.name = "herbnet"
         _threshold(r, "calibrate")
 
 
@@ -444,7 +444,7 @@ def test_train_stainnet_from_imagenet_on_labelled_sheets(tiny_collection, tmp_pa
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["architecture"]["init"] == "imagenet"
     assert "efficientnet-lite0" in cfg["architecture"]["weights"]["origin"]
-    assert cfg["preprocessing"]["fit"] == "sheet" and cfg["training"]["linear_probe"] is None
+    assert cfg["preprocessing"]["fit"] == "sheet" and "linear_probe" not in cfg["training"]
 
 
 def test_learn_stains_resumes_a_stopped_job_and_refuses_changed_settings(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from herbscan.errors import ManifestError, RunError
 from herbscan.evaluate import evaluate
 from herbscan.manifest import split
 from herbscan.predict import Predictor, predict
-from herbscan.runs import load_run
+from herbscan.runs import SCHEMA, RunConfig, load_run
 from herbscan.train import train
 
 FAST = dict(
@@ -200,7 +200,7 @@ def test_outputs_are_readable_by_others(split_csv, tmp_path):
 
 
 def test_operating_point_numbers():
-    from herbscan.train import operating_point
+    from herbscan.metrics import operating_point
 
     scores = np.array([0.1, 0.2, 0.35, 0.4, 0.7, 0.9])
     pos = np.array([False, False, True, False, True, True])
@@ -354,8 +354,8 @@ def test_pretrained_run_records_jpeg_augmentation_and_probe_copies(split_csv, tm
         augmentation=False,
         **dict(FAST, model="efficientnet_lite0"),
     )
-    t = json.loads((off / "run.json").read_text())["training"]
-    assert t["jpeg_augmentation"] is None and t["linear_probe"]["inputs"] == t["n_train"]
+    t = RunConfig.load(off / "run.json").training
+    assert t.jpeg_augmentation is None and t.linear_probe["inputs"] == t.n_train
 
 
 def test_batch_size_fits_the_input_so_whole_sheet_stain_models_fit_in_memory(split_csv, tmp_path):
@@ -397,3 +397,53 @@ def test_load_run_names_a_missing_or_mistyped_key_of_run_json(tiny_run, tmp_path
     assert "'preprocessing.tile_size' is missing" in broken(
         lambda c: c["preprocessing"].update(mode="tiles")
     )
+
+
+def test_run_config_names_unknown_keys_and_refuses_a_newer_schema(tiny_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_run, folder)
+    path = folder / "run.json"
+    good = json.loads(path.read_text())
+    assert good["schema"] == SCHEMA and list(good)[:2] == ["format", "schema"]
+    cfg = load_run(folder).config
+    assert cfg.preprocessing.mode == "full" and cfg.training.kind == "train"
+    assert RunConfig.from_dict(cfg.to_dict(), path) == cfg  # what it writes, it reads back
+
+    def refused(edit) -> str:
+        bad = json.loads(json.dumps(good))
+        edit(bad)
+        path.write_text(json.dumps(bad))
+        with pytest.raises(RunError) as e:
+            load_run(folder)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+        return str(e.value)
+
+    assert "unknown key 'training.epochz'" in refused(lambda c: c["training"].update(epochz=3))
+    assert "unknown key 'colour'" in refused(lambda c: c.update(colour="red"))
+    assert "'training.complete' must be bool" in refused(
+        lambda c: c["training"].update(complete="yes")
+    )
+    assert "'preprocessing.mean' must be list or null" in refused(
+        lambda c: c["preprocessing"].update(mean="0.5")
+    )
+    assert "newer than this herbscan knows" in refused(lambda c: c.update(schema=SCHEMA + 1))
+
+
+def test_run_json_of_schema_1_is_migrated(tmp_path):
+    """Runs written before run.json had a schema version (the shipped detector's was one) open
+    with the same meaning: the herbscan version moves under `versions`."""
+    from pathlib import Path
+
+    old = json.loads((Path(__file__).parent / "data" / "run_schema1.json").read_text())
+    assert "schema" not in old and old["herbscan_version"] == "0.1.0"
+    cfg = RunConfig.from_dict(old, "run_schema1.json")
+    assert cfg.schema == SCHEMA and cfg.versions == {"herbscan": "0.1.0"}
+    assert cfg.training.kind == "learn-stains" and cfg.training.steps == old["training"]["steps"]
+    assert cfg.preprocessing.size == 1024 and cfg.preprocessing.fit == "sheet"
+    assert cfg.operating_point.raw_threshold == old["operating_point"]["raw_threshold"]
+    cfg.save(tmp_path)
+    again = json.loads((tmp_path / "run.json").read_text())
+    assert again["schema"] == SCHEMA and "herbscan_version" not in again
+    assert again["training"]["stain_kinds"] == old["training"]["stain_kinds"]

@@ -11,9 +11,11 @@ import pytest
 from herbscan.evaluate import evaluate
 from herbscan.manifest import read_source, split
 from herbscan.predict import predict
+from herbscan.runs import RunConfig
 from herbscan.tileindex import tile_index
 from herbscan.tiles import TileSpec
-from herbscan.train import _tile_split, tile_sample_weights, train
+from herbscan.train import train
+from herbscan.views import Tiles, tile_sample_weights
 
 FAST = dict(
     mode="tiles",
@@ -44,7 +46,7 @@ def test_tiles_never_straddle_splits(split_csv, tmp_path):
     classes = ["clean", "contaminated"]
     spec = TileSpec(32)
     sets = {
-        s: _tile_split(m, s, classes, spec, 0.0, {}, False, 1, [], False)
+        s: Tiles(spec, 0.0).samples(m, s, classes, False, 1, [], False)
         for s in ("train", "validation", "test")
     }
     paths = {s: set(ts.paths) for s, ts in sets.items()}
@@ -100,12 +102,8 @@ def test_explicit_threshold_and_tile_labels(split_csv, tmp_path):
     m = read_source(split_csv)
     first = m.subset("train").paths()[0]
     (tmp_path / "tl.csv").write_text(f"sheet,x,y,label\n{first},0,0,contaminated\n")
-    from herbscan.train import read_tile_labels
-
-    labels = read_tile_labels(tmp_path / "tl.csv", ["clean", "contaminated"])
-    ts = _tile_split(
-        m, "train", ["clean", "contaminated"], TileSpec(32), 0.0, labels, False, 1, [], False
-    )
+    view = Tiles(TileSpec(32), 0.0, tile_labels=tmp_path / "tl.csv")
+    ts = view.samples(m, "train", ["clean", "contaminated"], False, 1, [], False)
     i = ts.paths.index(str(first))
     own = ts.y[ts.sheet == i]
     sheet_label = ts.sheet_y[i]
@@ -146,8 +144,8 @@ def test_tile_mode_with_three_classes(tmp_path):
     run = train(data, tmp_path / "run", epochs=2, **FAST)
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["classes"] == ["Abies", "Betula", "Carex"]
-    assert cfg["aggregation"]["positive_class"] is None
-    assert cfg["aggregation"]["threshold"] is None
+    agg = RunConfig.load(run / "run.json").aggregation
+    assert agg.positive_class is None and agg.threshold is None
     m = evaluate(run, precision="fp32", progress=False)
     assert m["n"] == 6 and len(m["confusion_matrix"]) == 3
     assert "2" in m["top_k_accuracy"]
@@ -157,9 +155,9 @@ def test_cached_tiles_stream_from_disk_and_equal_the_in_memory_ones(split_csv, t
     from herbscan.cache import TileWindows
 
     m, classes, spec = read_source(split_csv), ["clean", "contaminated"], TileSpec(32)
-    args = (m, "train", classes, spec, 3.0, {})
-    memory = _tile_split(*args, False, 1, [], False)
-    streamed = _tile_split(*args, tmp_path / "cache", 2, [], False)
+    view = Tiles(spec, 3.0)
+    memory = view.samples(m, "train", classes, False, 1, [], False)
+    streamed = view.samples(m, "train", classes, tmp_path / "cache", 2, [], False)
     assert isinstance(memory.x, np.ndarray) and isinstance(streamed.x, TileWindows)
     assert streamed.x.shape == memory.x.shape and len(streamed.x) > 50
     assert np.array_equal(streamed.x[:], memory.x)
@@ -227,7 +225,7 @@ def _tile_scores(n_sheets, tiles_per_sheet, hot, rng):
 
 
 def test_aggregation_keeps_the_mean_unless_another_rule_wins_beyond_noise():
-    from herbscan.train import AUTO_RULES, choose_aggregation
+    from herbscan.views import AUTO_RULES, choose_aggregation
 
     classes = ["clean", "contaminated"]
     assert "max" not in {r for r, _ in AUTO_RULES}  # grows with the number of tiles

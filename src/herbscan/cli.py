@@ -298,31 +298,30 @@ def train(
         review_negative=review_negative,
     )
     if add_labels is not None:
-        import json
-
         from herbscan.review.learn import describe
+        from herbscan.runs import RunConfig
 
-        cfg = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
-        if cfg["training"].get("reviewed_labels"):
-            typer.echo(describe(cfg["training"]["reviewed_labels"]))
+        reviewed = RunConfig.load(Path(run) / "run.json").training.reviewed_labels
+        if reviewed:
+            typer.echo(describe(reviewed))
     typer.echo(_train_summary(run))
 
 
 def _train_summary(run: Path) -> str:
     """What `train` ends with: where the run is, its best epoch, and validation accuracy next to
     the majority-class baseline it has to beat."""
-    import json
+    from herbscan.runs import RunConfig
 
-    cfg = json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
-    t = cfg["training"]
-    val = (cfg.get("metrics") or {}).get("validation") or {}
-    line = f"run saved in {run}: best epoch {t.get('best_epoch')} of {t.get('epochs_run')}"
+    cfg = RunConfig.load(Path(run) / "run.json")
+    t = cfg.training
+    val = (cfg.metrics or {}).get("validation") or {}
+    line = f"run saved in {run}: best epoch {t.best_epoch} of {t.epochs_run}"
     if val.get("val_accuracy") is not None:
         line += f", validation accuracy {val['val_accuracy']:.3f}"
-        if t.get("validation_majority") is not None:
+        if t.validation_majority is not None:
             line += (
                 f" (always answering the most common class: "
-                f"{t['validation_majority']:.3f}, n={t.get('n_validation')})"
+                f"{t.validation_majority:.3f}, n={t.n_validation})"
             )
     else:
         line += " (no validation sheets: the last epoch was kept)"
@@ -727,9 +726,8 @@ def learn_stains(
     resume: Annotated[bool, typer.Option(help="Continue a stopped job in --out.")] = False,
 ):
     """Learn to find mercury stains from clean sheets: paints stains on them, no labels needed."""
-    import json
-
     from herbscan.learn_stains import learn_stains as do_learn
+    from herbscan.runs import RunConfig
 
     _say_cache(cache_dir)
     run = do_learn(
@@ -752,12 +750,12 @@ def learn_stains(
         workers=workers,
         resume=resume,
     )
-    cfg = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    op, t = cfg["operating_point"], cfg["training"]
+    cfg = RunConfig.load(run / "run.json")
+    op, t = cfg.operating_point, cfg.training
     typer.echo(
-        f"run saved in {run}: {t['n_train_sheets']} sheets, {t['steps']} steps in "
-        f"{t['train_seconds']:.0f} s; on {op['n']} painted held-out sheets: balanced accuracy "
-        f"{op['balanced_accuracy']:.3f}, AUC {cfg['metrics']['validation']['val_auc']:.3f}"
+        f"run saved in {run}: {t.n_train_sheets} sheets, {t.steps} steps in "
+        f"{t.train_seconds:.0f} s; on {op.n} painted held-out sheets: balanced accuracy "
+        f"{op.balanced_accuracy:.3f}, AUC {cfg.metrics['validation']['val_auc']:.3f}"
     )
     typer.echo(f"next: herbscan screen {run} COLLECTION --out screen/")
 

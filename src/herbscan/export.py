@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from herbscan.cache import load_sheets, load_tile_sheets
 from herbscan.errors import ParameterError, RunError
 from herbscan.fileio import atomic_path, write_json
-from herbscan.images import input_shape
 from herbscan.manifest import read_source
 from herbscan.runs import Run, load_run
-from herbscan.tiles import TileSpec
+from herbscan.views import view_of
 
 ONNX, ONNX_INT8, ONNX_JSON = "model.onnx", "model.int8.onnx", "onnx.json"
 
@@ -65,27 +63,16 @@ class OnnxModel:
 
 def _validation_inputs(run: Run, limit: int) -> np.ndarray:
     """Model inputs from the run's validation split: sheets, or the kept tiles of sheets."""
-    data = run.config.get("training", {}).get("data")
+    data = run.config.training.data
     if not data or not Path(data).exists():
         raise RunError(
             f"{run.folder}: the manifest it was trained on is gone, so agreement "
             "cannot be measured; restore it"
         )
-    m = read_source(data, label_col=run.config.get("label_column")).subset("validation")
-    prep = run.preprocessing
-    paths = m.paths()[:limit]
-    if prep.get("mode") == "tiles":
-        spec = TileSpec(prep["tile_size"], prep["stride"], prep["scale"])
-        tiles = [
-            kt.tiles
-            for _, kt, _ in load_tile_sheets(
-                paths, spec, cache_dir=None, progress=False, keep_above=prep["min_entropy"]
-            )
-            if kt
-        ]
-        return np.concatenate(tiles) if tiles else np.zeros((0,) * 4, np.uint8)
-    arrays, _, _ = load_sheets(paths, prep["size"], prep["fit"], cache_dir=None, progress=False)
-    return arrays
+    m = read_source(data, label_col=run.config.label_column).subset("validation")
+    view = view_of(run.config)
+    inputs = [si.inputs for _, si, _ in view.sheets(m.paths()[:limit], cache_dir=False) if si]
+    return np.concatenate(inputs) if inputs else np.zeros((0, *view.input_shape, 3), np.uint8)
 
 
 def export_onnx(
@@ -99,7 +86,7 @@ def export_onnx(
     r = load_run(run)
     prep = r.preprocessing
     net = r.build_model().float().eval()
-    x = torch.zeros(2, 3, *input_shape(prep["size"], prep.get("fit", "stretch")))
+    x = torch.zeros(2, 3, *view_of(r.config).input_shape)
     raw = r.folder / ".model.raw.onnx"
     with warnings.catch_warnings():
         # the TorchScript exporter needs only `onnx`; the newer one also needs onnxscript
@@ -124,7 +111,7 @@ def export_onnx(
     from herbscan.accel import Accel
 
     ref = (
-        Accel.resolve("cpu", "fp32").predict_proba(net, inputs, prep["mean"], prep["std"]).argmax(1)
+        Accel.resolve("cpu", "fp32").predict_proba(net, inputs, prep.mean, prep.std).argmax(1)
         if len(inputs)
         else np.zeros(0)
     )
@@ -132,7 +119,7 @@ def export_onnx(
     def agreement(path: Path) -> float | None:
         if not len(inputs):
             return None
-        got = OnnxModel(path).predict_proba(inputs, prep["mean"], prep["std"]).argmax(1)
+        got = OnnxModel(path).predict_proba(inputs, prep.mean, prep.std).argmax(1)
         return float((got == ref).mean())
 
     report = {"n": len(inputs), "fp32": {"file": ONNX, "agreement": agreement(r.folder / ONNX)}}

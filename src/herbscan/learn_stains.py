@@ -32,25 +32,30 @@ from herbscan.accel import Accel
 from herbscan.cache import SheetCache, cache_root, check_free_space, iter_sheets
 from herbscan.efficientnet import MEAN, STD
 from herbscan.errors import HerbscanError, ParameterError, check_range
-from herbscan.fileio import write_csv, write_json
+from herbscan.fileio import write_csv
 from herbscan.images import input_shape
+from herbscan.metrics import operating_point
 from herbscan.models import create_model
 from herbscan.predict import expand_images
 from herbscan.pretrained import pretrained_weights, weights_record
 from herbscan.progress import Progress
 from herbscan.runs import (
-    FORMAT,
     HISTORY,
     RUN_JSON,
     SKIPPED,
     WEIGHTS,
+    Architecture,
+    OperatingPoint,
+    Preprocessing,
+    RunConfig,
+    Training,
     load_run,
     load_tensors,
     save_tensors,
 )
 from herbscan.stainnet import STRIDE, StainNet, cell_targets
 from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, STYLES, paint, pixels_per_mm, scanner
-from herbscan.train import CKPT, load_checkpoint, operating_point, save_checkpoint
+from herbscan.train import CKPT, load_checkpoint, save_checkpoint
 
 CLASSES = ["clean", "contaminated"]
 MIN_AREA = 1.5  # pixels' worth of darkening before a cell counts as stained
@@ -186,7 +191,7 @@ def calibrate(
         if len(sheets) >= n:
             break
         try:
-            sheets.append(load_sheet(paths[i], prep["size"], prep.get("fit", "sheet")))
+            sheets.append(load_sheet(paths[i], prep.size, prep.fit))
         except HerbscanError:
             failed += 1
     if len(sheets) < 2:
@@ -196,7 +201,7 @@ def calibrate(
     images, y, _ = painted_sheets(sheets, STAIN_KINDS, NEGATIVE_KINDS, STYLES["holdout"], seed)
     acc = Accel.resolve(device, precision)
     net = acc.prepare(run.build_model())
-    logits = sheet_scores(net, acc, images, prep["mean"], prep["std"])
+    logits = sheet_scores(net, acc, images, prep.mean, prep.std)
     op = operating_point(1 / (1 + np.exp(-logits)), y)
     return {**op, "sheets": len(sheets), "unreadable": failed, "auc": auc(logits, y)}
 
@@ -405,67 +410,59 @@ def learn_stains(
     save_tensors(out / WEIGHTS, {k: v.float() for k, v in net.state_dict().items()})
     write_csv(out / HISTORY, history, list(history[0]))
     write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
-    config = {
-        "format": FORMAT,
-        "task": "classification",
-        "classes": CLASSES,
-        "label_column": None,
-        "preprocessing": {
-            "mode": "full",
-            "size": size,
-            "fit": "sheet",
-            "mean": list(MEAN),
-            "std": list(STD),
-        },
-        "architecture": {
-            "name": "stainnet",
-            "kwargs": {},
-            "parameters": sum(p.numel() for p in net.parameters()),
-            "init": "run" if init else "imagenet" if pretrained else "scratch",
-            "weights": weights,
-        },
-        "training": {
-            "kind": "learn-stains",
-            "data": None,
-            "sources": [
+    config = RunConfig(
+        classes=CLASSES,
+        preprocessing=Preprocessing(
+            mode="full", size=size, fit="sheet", mean=list(MEAN), std=list(STD)
+        ),
+        architecture=Architecture(
+            name="stainnet",
+            parameters=sum(p.numel() for p in net.parameters()),
+            init="run" if init else "imagenet" if pretrained else "scratch",
+            weights=weights,
+        ),
+        training=Training(
+            kind="learn-stains",
+            sources=[
                 str(s) for s in (sources if not isinstance(sources, (str, Path)) else [sources])
             ],
-            "n_train_sheets": len(train_entries),
-            "n_validation_sheets": len(val_entries),
-            "validation": "each held-out sheet painted once clean and once stained, style "
+            n_train_sheets=len(train_entries),
+            n_validation_sheets=len(val_entries),
+            validation="each held-out sheet painted once clean and once stained, style "
             f"'{val_style.name}'",
-            "size": size,
-            "crop": crop,
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "stain_kinds": list(train_kinds),
-            "holdout_kinds": list(holdout_kinds),
-            "negatives": list(negatives),
-            "seed": seed,
-            "best_epoch": best[1],
-            "epochs_run": steps,
-            "precision": acc.precision,
-            "device": str(acc.device),
-            "train_seconds": round(seconds, 1),
-            "complete": True,
-        },
-        "metrics": {
+            size=size,
+            crop=crop,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            stain_kinds=list(train_kinds),
+            holdout_kinds=list(holdout_kinds),
+            negatives=list(negatives),
+            seed=seed,
+            best_epoch=best[1],
+            epochs_run=steps,
+            precision=acc.precision,
+            device=str(acc.device),
+            train_seconds=round(seconds, 1),
+            complete=True,
+        ),
+        metrics={
             "validation": {
                 "val_auc": auc(scores, val_y),
                 "val_accuracy": op["accuracy"],
                 "n": len(val_y),
             }
-        },
-        "operating_point": {
-            "positive_class": "contaminated",
-            "source": "painted validation sheets (folded into the model: flag at 0.5)",
-            "threshold": 0.5,
-            "raw_threshold": op["threshold"],
+        },  # fmt: skip
+        operating_point=OperatingPoint(
+            positive_class="contaminated",
+            source="painted validation sheets (folded into the model: flag at 0.5)",
+            threshold=0.5,
+            raw_threshold=op["threshold"],
             **{k: op[k] for k in ("balanced_accuracy", "precision", "recall", "accuracy", "n")},
-        },
-        "herbscan_version": __version__,
-    }
-    write_json(out / RUN_JSON, config)
+        ),
+        seed=seed,
+        versions={"herbscan": __version__, "torch": torch.__version__},
+    )
+    config.save(out)
     shutil.rmtree(ckpt, ignore_errors=True)
     return out

@@ -310,3 +310,32 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
+    """The threshold on P(positive) with the best balanced accuracy (ties: nearest 0.5), and
+    the precision and recall it gives on these sheets."""
+    scores = np.asarray(scores, dtype=np.float64)
+    is_positive = np.asarray(is_positive, dtype=bool)
+    best = None
+    for t in sorted(set(np.round(scores, 4)) | {0.5}):
+        flag = scores >= t
+        rates = [
+            flag[is_positive].mean() if is_positive.any() else None,
+            (~flag[~is_positive]).mean() if (~is_positive).any() else None,
+        ]
+        bal = float(np.mean([r for r in rates if r is not None]))
+        key = (bal, -abs(t - 0.5))
+        if best is None or key > best[0]:
+            best = (key, float(t), bal)
+    _, t, bal = best
+    flag = scores >= t
+    tp = int((flag & is_positive).sum())
+    return {
+        "threshold": t,
+        "balanced_accuracy": bal,
+        "precision": tp / int(flag.sum()) if flag.any() else None,
+        "recall": tp / int(is_positive.sum()) if is_positive.any() else None,
+        "accuracy": float((flag == is_positive).mean()),
+        "n": len(scores),
+    }

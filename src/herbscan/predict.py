@@ -17,25 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.accel import INFER_PIXELS, Accel, fit_batch
-from herbscan.cache import iter_sheets, load_tile_sheets
 from herbscan.errors import ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write, write_csv
-from herbscan.images import input_shape, scan_folder
+from herbscan.images import scan_folder
 from herbscan.runs import Run, load_run
-from herbscan.tiles import KeptTiles, TileSpec, aggregate, heatmap_png
+from herbscan.tiles import heatmap_png
+from herbscan.views import SheetInputs, TileScores, view_of
 from herbscan.workers import worker_pool
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
-
-
-@dataclass
-class TileScores:
-    """Where a sheet's tiles were and what the model made of them (tile-mode runs)."""
-
-    coords: list[tuple[int, int]]
-    kept: np.ndarray  # bool per window: passed the entropy filter
-    scores: np.ndarray  # P(positive class) per window (or of the predicted class); NaN if dropped
-    entropy: np.ndarray  # bits per window
 
 
 @dataclass
@@ -78,9 +68,8 @@ class Predictor:
             from herbscan.export import onnx_model
 
             self.model = onnx_model(self.run, int8=backend == "onnx-int8", threads=threads)
-        prep = self.run.preprocessing
-        shape = input_shape(prep["size"], prep.get("fit", "stretch"))
-        self.batch_size = fit_batch(batch_size, shape, INFER_PIXELS)
+        self.view = view_of(self.run.config)
+        self.batch_size = fit_batch(batch_size, self.view.input_shape, INFER_PIXELS)
         self.workers, self.cache_dir = workers, cache_dir
         self._pool = None
 
@@ -102,22 +91,23 @@ class Predictor:
         prep = self.run.preprocessing
         if self.backend == "torch":
             return self.accel.predict_proba(
-                self.model, arrays, prep["mean"], prep["std"], self.batch_size
+                self.model, arrays, prep.mean, prep.std, self.batch_size
             )
-        return self.model.predict_proba(arrays, prep["mean"], prep["std"], self.batch_size)
+        return self.model.predict_proba(arrays, prep.mean, prep.std, self.batch_size)
 
     @property
     def classes(self) -> list[str]:
         return self.run.classes
 
     @property
-    def mode(self) -> str:
-        return self.run.preprocessing.get("mode", "full")
-
-    @property
     def dense(self) -> bool:
         """Whether the model scores cells of the sheet (StainNet), so heatmaps come for free."""
         return self.backend == "torch" and hasattr(self.model, "cell_logits")
+
+    @property
+    def makes_heatmaps(self) -> bool:
+        """Whether `predict(heatmaps=True)` draws one per sheet (tile views, dense models)."""
+        return self.view.heatmaps or self.dense
 
     def _dense_proba(self, arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (n, 2), P(stain) per cell (n, h/16, w/16)) from one forward pass."""
@@ -127,7 +117,7 @@ class Predictor:
         probs, maps = [], []
         with torch.inference_mode():
             for i in range(0, len(arrays), self.batch_size):
-                x = self.accel.to_input(arrays[i : i + self.batch_size], prep["mean"], prep["std"])
+                x = self.accel.to_input(arrays[i : i + self.batch_size], prep.mean, prep.std)
                 with self.accel.autocast():
                     cells = self.model.cell_logits(x)
                 cells = cells.float()
@@ -136,101 +126,52 @@ class Predictor:
                 maps.append(torch.sigmoid(cells).cpu().numpy())
         return np.concatenate(probs), np.concatenate(maps)
 
+    def sheets(self, paths, progress: bool = False, thumbnails: bool = False):
+        """(index, SheetInputs or None, error) per path: the view's model inputs per sheet."""
+        return self.view.sheets(
+            paths, cache_dir=self.cache_dir, workers=self.workers, progress=progress,
+            pool=self._pool, thumbnails=thumbnails,
+        )  # fmt: skip
+
     def predict(
         self, paths: Sequence[str | Path], progress: bool = True, heatmaps: bool = False
     ) -> list[Prediction]:
-        """Probabilities per sheet; in tile mode, with tile scores (and heatmap PNGs if asked)."""
-        if self.mode == "tiles":
-            return self._predict_tiles(paths, progress, heatmaps)
-        prep = self.run.preprocessing
+        """One prediction per sheet, in order; with tile scores for tile runs and, if asked and
+        the run makes them, a heatmap PNG. Inputs of several sheets share a batch."""
         results: list[Prediction | None] = [None] * len(paths)
-        batch: list[tuple[int, np.ndarray]] = []
+        queue: list[tuple[int, SheetInputs]] = []
         dense = heatmaps and self.dense
+        draw = heatmaps and self.makes_heatmaps
 
         def flush():
-            arrays = np.stack([a for _, a in batch])
+            arrays = np.concatenate([si.inputs for _, si in queue])
             probs, maps = self._dense_proba(arrays) if dense else (self._proba(arrays), None)
-            for j, ((i, a), pr) in enumerate(zip(batch, probs)):
-                results[i] = Prediction(str(paths[i]), pr, self.classes[int(pr.argmax())])
+            at = 0
+            for i, si in queue:
+                n = len(si.inputs)
+                r = self.view.result(si, probs[at : at + n], self.classes)
+                pred = Prediction(si.path, r.probs, r.label, tiles=r.tiles)
                 if dense:
-                    results[i].heatmap = cell_heatmap(a, maps[j])
-            batch.clear()
+                    pred.heatmap = cell_heatmap(si.inputs[0], maps[at])
+                elif draw:
+                    pred.heatmap = self.view.heatmap(si, r)
+                results[i] = pred
+                at += n
+            queue.clear()
 
-        for i, a, err in iter_sheets(
-            paths,
-            prep["size"],
-            prep["fit"],
-            cache_dir=self.cache_dir,
-            workers=self.workers,
-            progress=progress,
-            pool=self._pool,
-        ):
-            if a is None:
+        queued = 0
+        for i, si, err in self.sheets(paths, progress, thumbnails=draw):
+            if si is None:
                 results[i] = Prediction(str(paths[i]), None, "", err)
                 continue
-            batch.append((i, a))
-            if len(batch) >= self.batch_size:
+            queue.append((i, si))
+            queued += len(si.inputs)
+            if queued >= self.batch_size:
                 flush()
-        if batch:
+                queued = 0
+        if queue:
             flush()
         return results
-
-    @property
-    def tile_spec(self) -> TileSpec:
-        p = self.run.preprocessing
-        return TileSpec(p["tile_size"], p["stride"], p["scale"])
-
-    def _predict_tiles(self, paths, progress: bool, heatmaps: bool) -> list[Prediction]:
-        results = []
-        for i, kt, err in self.kept_tiles(paths, progress, thumbnails=heatmaps):
-            if kt is None:
-                results.append(Prediction(str(paths[i]), None, "", err))
-                continue
-            pred = self.predict_kept(kt)
-            if heatmaps:
-                pred.heatmap = self.heatmap(kt, pred)
-            results.append(pred)
-        return results
-
-    def kept_tiles(self, paths, progress: bool = False, thumbnails: bool = True):
-        """(index, KeptTiles or None, error) per sheet, by the run's tiling and threshold."""
-        return load_tile_sheets(
-            paths,
-            self.tile_spec,
-            cache_dir=self.cache_dir,
-            workers=self.workers,
-            progress=progress,
-            keep_above=self.run.preprocessing["min_entropy"],
-            thumbnails=thumbnails,
-            pool=self._pool,
-        )
-
-    def predict_kept(self, kt: KeptTiles) -> Prediction:
-        """Aggregate the kept tiles of one sheet into a sheet prediction."""
-        agg = self.run.config.get("aggregation", {})
-        tile_probs = self._proba(kt.tiles)
-        probs = aggregate(tile_probs, agg.get("rule", "mean"), agg.get("k"))
-        classes = self.classes
-        pos = agg.get("positive_class")
-        if pos in classes and agg.get("threshold") is not None:
-            pi = classes.index(pos)
-            label = pos if probs[pi] >= agg["threshold"] else classes[1 - pi]
-            column = pi
-        else:
-            column = int(probs.argmax())
-            label = classes[column]
-        scores = np.full(len(kt.coords), np.nan, np.float32)
-        scores[kt.kept] = tile_probs[:, column]
-        return Prediction(
-            kt.path, probs, label, tiles=TileScores(kt.coords, kt.kept, scores, kt.entropy)
-        )
-
-    def heatmap(self, kt: KeptTiles, pred: Prediction) -> bytes:
-        """PNG of the sheet thumbnail with each kept tile tinted by its score."""
-        t = pred.tiles
-        return heatmap_png(
-            kt.thumbnail, t.coords, self.tile_spec.size, t.scores, t.kept, sheet_shape=kt.shape
-        )
 
 
 def cell_heatmap(image: np.ndarray, cells: np.ndarray, min_score: float = 0.1) -> bytes:
@@ -286,7 +227,7 @@ def predict(
     predictor = Predictor(
         run, device=device, precision=precision, batch_size=batch_size, workers=workers
     )
-    if heatmaps is not None and predictor.mode != "tiles" and not predictor.dense:
+    if heatmaps is not None and not predictor.makes_heatmaps:
         raise ParameterError(
             f"{run}: heatmaps need a tile-mode run (train with --mode tiles) or a stain run "
             "(learn-stains, or mercury)"

@@ -19,7 +19,6 @@ work, of atomic output and of resumption.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -28,15 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
-from herbscan.fileio import atomic_path, atomic_write, picture_file, write_csv, write_json
+from herbscan.fileio import atomic_write, picture_file, write_csv, write_json
 from herbscan.images import thumbnail_jpeg
+from herbscan.jobs import Job, save_unit
 from herbscan.manifest import read_inputs, seen_in_training
 from herbscan.metrics import wilson_interval
 from herbscan.predict import Predictor
-from herbscan.progress import Progress
 from herbscan.runs import is_shipped, load_run, positive_class
+from herbscan.views import view_of
 
-INPUTS, STATE, SHARDS, FLAGGED = "inputs.csv", "screen.json", "shards", "flagged.csv"
+STATE, SHARDS, FLAGGED = "screen.json", "shards", "flagged.csv"
 SKIPPED, RESULTS = "skipped.csv", "results.csv"
 REPORT = "report.html"
 # Darwin Core terms (and storage words) worth grouping by when present and not asked otherwise
@@ -62,8 +62,8 @@ def _threshold(
     run, threshold: str | float, compare_col: str | None = None
 ) -> tuple[str | None, float | None, str]:
     """(positive class, probability threshold, where it came from)."""
-    op = run.config.get("operating_point") or {}
-    pos = op.get("positive_class") or positive_class(run.classes)
+    op = run.config.operating_point
+    pos = op.positive_class if op else positive_class(run.classes)
     if compare_col is not None:
         margin = DEFAULT_MARGIN if threshold == "auto" else _probability(threshold)
         return (
@@ -84,20 +84,20 @@ def _threshold(
             ),
         )
     if threshold == "calibrate":
-        if run.config["architecture"]["name"] != "stainnet":
+        if run.config.architecture.name != "stainnet":
             raise ParameterError(
                 "--threshold calibrate needs a stain run (learn-stains, or --model mercury); "
                 "use auto or a probability"
             )
         return pos, None, "calibrate"
     if threshold == "auto":
-        if op.get("threshold") is not None:
+        if op is not None and op.threshold is not None:
             return (
                 pos,
-                float(op["threshold"]),
+                float(op.threshold),
                 (
-                    f"the run's validation operating point: precision {_pct(op.get('precision'))}, "
-                    f"recall {_pct(op.get('recall'))} on {op.get('n')} validation sheets"
+                    f"the run's validation operating point: precision {_pct(op.precision)}, "
+                    f"recall {_pct(op.recall)} on {op.n} validation sheets"
                 ),
             )
         return pos, 0.5, "0.5 (the run records no operating point)"
@@ -170,41 +170,13 @@ def screen(
     if threshold == "auto" and compare_col is None and is_shipped(r.folder):
         threshold = "calibrate"  # learnt on synthetic sheets: its own operating point moves
     pos, thr, thr_source = _threshold(r, threshold, compare_col)
-    state_path = out / STATE
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if threshold == "calibrate" and state.get("threshold_source", "").startswith("calibrated"):
-            thr, thr_source = state["threshold"], state["threshold_source"]
-        if not resume:
-            raise RunError(
-                f"{out}: already holds a screen; pass --resume to finish it or choose another --out"
-            )
-        if state["model_id"] != model_id:
-            raise RunError(
-                f"{out}: was screened with model {state['model_id']}, not "
-                f"{model_id}; use the same run or another --out"
-            )
-        if state.get("compare_col") != compare_col:
-            raise RunError(
-                f"{out}: was screened with compare_col {state.get('compare_col')!r}, "
-                f"not {compare_col!r}; resume with the same --compare-col or choose "
-                "another --out"
-            )
-        if state.get("threshold", thr) != thr:
-            raise RunError(
-                f"{out}: was screened with threshold {state['threshold']}, not "
-                f"{thr}; resume with the same --threshold or choose another --out"
-            )
-        with open(out / INPUTS, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        extra = state["metadata_columns"]
-    else:
+
+    def start() -> tuple[list[dict], list[str], dict]:
+        """A new screen: fix its inputs (and calibrate its threshold on them if asked)."""
         inputs = read_inputs(
-            source,
-            path_col=path_col,
-            group_col=group_col,
+            source, path_col=path_col, group_col=group_col,
             refuse_outside_paths=refuse_outside_paths,
-        )
+        )  # fmt: skip
         rows, extra = inputs.rows, inputs.extra
         if compare_col is not None and compare_col not in extra:
             raise ParameterError(
@@ -212,26 +184,24 @@ def screen(
                 f"(columns: {', '.join(extra) or 'none; give a manifest'})"
             )
         inputs.write_skipped(out / SKIPPED)
+        t, source_of_t = thr, thr_source
         if threshold == "calibrate":
             from herbscan.learn_stains import calibrate  # a stain run's own concept
 
             cal = calibrate(r, [row["path"] for row in rows], device=device, precision=precision)
             write_json(out / "calibration.json", cal)
-            thr = cal["threshold"]
-            thr_source = (
+            t = cal["threshold"]
+            source_of_t = (
                 f"calibrated on {cal['sheets']} sheets of this collection painted with stains: "
                 f"balanced accuracy {_pct(cal['balanced_accuracy'])} there"
             )
-        write_csv(out / INPUTS, rows, ["path", "specimen_id"] + extra, for_people=False)
-        state = {
+        info = {
             "source": str(Path(source).resolve()),
             "run": str(r.folder.resolve()),
             "model_id": model_id,
-            "n_inputs": len(rows),
-            "shard_size": shard_size,
             "metadata_columns": extra,
-            "threshold": thr,
-            "threshold_source": thr_source,
+            "threshold": t,
+            "threshold_source": source_of_t,
             "skipped": len(inputs.skipped),
             "outside_paths": len(inputs.outside),
             "outside_examples": inputs.outside[:10],
@@ -239,16 +209,22 @@ def screen(
             "group_by": list(group_by) if group_by else None,
             **_seen_in_training(r, rows),
         }
-        write_json(state_path, state)
-    shard_size = state["shard_size"]
-    classes = r.classes
-    n_shards = (len(rows) + shard_size - 1) // shard_size
-    shard_dir = out / SHARDS
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    todo = [k for k in range(n_shards) if not (shard_dir / f"part-{k:06d}.parquet").exists()]
+        return rows, ["path", "specimen_id"] + extra, info
 
-    total = sum(min(shard_size, len(rows) - k * shard_size) for k in todo)
-    job = {
+    job = Job.open(
+        out,
+        options={"model": model_id, "compare_col": compare_col, "threshold": threshold},
+        start=start,
+        resume=resume,
+        unit_size=shard_size,
+        state_name=STATE,
+        units_name=SHARDS,
+        suffix=".parquet",
+        what="screen",
+    )
+    thr, thr_source = job.state["threshold"], job.state["threshold_source"]
+    extra, classes = job.state["metadata_columns"], r.classes
+    payload = {
         "run": str(r.folder),
         "classes": classes,
         "extra": extra,
@@ -261,39 +237,29 @@ def screen(
         "backend": backend,
         "compare": compare_col,
         # heatmaps for the report, where the run makes them
-        "pictures": r.preprocessing.get("mode") == "tiles"
-        or (r.config["architecture"]["name"] == "stainnet" and backend == "torch"),
+        "pictures": view_of(r.config).heatmaps
+        or (r.config.architecture.name == "stainnet" and backend == "torch"),
     }
-    with Progress(total, "screening", unit="sheets", enabled=progress) as bar:
-        if dask:
-            _run_dask(dask, job, rows, todo, shard_size, shard_dir, bar)
-        else:
-            predictor = Predictor(
-                r,
-                device=device,
-                precision=precision,
-                batch_size=batch_size,
-                workers=workers,
-                backend=backend,
-            )
-            with predictor.pool():  # one pool of decoding workers for the whole job
-                for k in todo:
-                    part = rows[k * shard_size : (k + 1) * shard_size]
-                    _write_shard(
-                        shard_dir,
-                        k,
-                        part,
-                        predictor.predict(
-                            [p["path"] for p in part], progress=False, heatmaps=job["pictures"]
-                        ),
-                        job,
-                    )
-                    bar.update(len(part))
+    if dask:
+        job.run_dask(dask, _dask_shard, payload, description="screening", progress=progress)
+    else:
+        predictor = Predictor(
+            r, device=device, precision=precision, batch_size=batch_size, workers=workers,
+            backend=backend,
+        )  # fmt: skip
+
+        def shard(k: int, part: list[dict]) -> None:
+            paths = [p["path"] for p in part]
+            preds = predictor.predict(paths, progress=False, heatmaps=payload["pictures"])
+            _write_shard(job.units_dir, k, part, preds, payload)
+
+        with predictor.pool():  # one pool of decoding workers for the whole job
+            job.run(shard, description="screening", progress=progress)
 
     # column-wise, so a screen of millions of sheets is summarised without a dict per row
     import pyarrow.compute as pc
 
-    table = pq.read_table(shard_dir)
+    table = pq.read_table(job.units_dir)
     flagged_t = table.filter(pc.field("flagged"))
     flagged = sorted(flagged_t.to_pylist(), key=lambda x: -x["score"])
     people = (
@@ -309,19 +275,18 @@ def screen(
         (_rounded(x) for batch in table.to_batches() for x in batch.to_pylist()),
         people + ["flagged", "error", "model_id"],
     )
-    summary = dict(
-        state,
-        screened=table.num_rows,
-        failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
-        flagged=len(flagged),
-        positive_class=pos,
-        threshold=thr,
-        threshold_source=thr_source,
-        classes=classes,
-        shards=n_shards,
-        complete=True,
+    summary = job.finish(
+        dict(
+            screened=table.num_rows,
+            failed=int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
+            flagged=len(flagged),
+            positive_class=pos,
+            threshold=thr,
+            threshold_source=thr_source,
+            classes=classes,
+            shards=job.n_units,
+        )
     )
-    write_json(state_path, summary)
     if report:
         screen_report(out, group_by=group_by)
     return summary
@@ -476,9 +441,10 @@ def _write_shard(shard_dir: Path, k: int, part: list[dict], preds, job: dict) ->
         job["model_id"],
         job.get("compare"),
     )
-    _save_pictures(shard_dir.parent, table, preds)  # before the shard marks the part done
-    with atomic_path(shard_dir / f"part-{k:06d}.parquet") as tmp:
-        pq.write_table(pa.Table.from_pylist(table), str(tmp))
+    _save_pictures(Path(shard_dir).parent, table, preds)  # before the shard marks the part done
+    save_unit(
+        shard_dir, k, ".parquet", lambda tmp: pq.write_table(pa.Table.from_pylist(table), str(tmp))
+    )
     return len(part)
 
 
@@ -503,55 +469,6 @@ def _dask_shard(job: dict, k: int, part: list[dict], shard_dir: str) -> int:
         [p["path"] for p in part], progress=False, heatmaps=job["pictures"]
     )
     return _write_shard(Path(shard_dir), k, part, preds, job)
-
-
-def _run_dask(
-    address: str,
-    job: dict,
-    rows: list[dict],
-    todo: list[int],
-    shard_size: int,
-    shard_dir: Path,
-    bar: Progress,
-) -> None:
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise ParameterError(
-            "dask is not installed; pip install 'herbscan[dask]' (or drop "
-            "--dask to use the local engine)"
-        ) from None
-    cluster = None
-    if address.startswith("local:"):
-        try:
-            n = int(address.split(":", 1)[1])
-        except ValueError:
-            raise ParameterError(
-                f"dask must be 'local:N' or a scheduler address; got {address!r}"
-            ) from None
-        check_range("dask local workers", n, 1)
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        address = cluster.scheduler_address
-    try:
-        with Client(address) as client:
-            futures = [
-                client.submit(
-                    _dask_shard,
-                    job,
-                    k,
-                    rows[k * shard_size : (k + 1) * shard_size],
-                    str(shard_dir),
-                    pure=False,
-                )
-                for k in todo
-            ]
-            for fut in as_completed(futures):
-                bar.update(fut.result())
-    finally:
-        if cluster is not None:
-            cluster.close()
 
 
 def _shard_table(
@@ -607,7 +524,7 @@ def _rounded(row: dict) -> dict:
 
 
 def _seen_in_training(run, rows: list[dict]) -> dict:
-    seen = seen_in_training(run.config.get("training", {}).get("data"), rows)
+    seen = seen_in_training(run.config.training.data, rows)
     return {
         "seen_in_training": None if seen is None else len(seen),
         "seen_examples": (seen or [])[:5],

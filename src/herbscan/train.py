@@ -17,7 +17,7 @@ import shutil
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,21 +27,11 @@ import torch.nn.functional as F
 
 from herbscan import __version__
 from herbscan.accel import INFER_PIXELS, TRAIN_PIXELS, Accel, fit_batch
-from herbscan.cache import (
-    TileMeta,
-    TileWindows,
-    cache_root,
-    cached_tiles,
-    check_free_space,
-    load_sheets,
-    load_tile_sheets,
-    tile_cache_bytes,
-)
 from herbscan.errors import ManifestError, ParameterError, RunError, check_choice, check_range
 from herbscan.fileio import write_csv, write_json
-from herbscan.images import FITS, input_shape, reencode_jpeg
+from herbscan.images import FITS, reencode_jpeg
 from herbscan.manifest import Manifest, read_source
-from herbscan.metrics import accuracy, macro_f1, mcnemar_p, per_class_accuracy
+from herbscan.metrics import accuracy, macro_f1
 from herbscan.models import WEIGHTS_OF, create_model, list_models, model_info, pretrained_models
 from herbscan.pretrained import (
     load_backbone_weights,
@@ -57,16 +47,19 @@ from herbscan.runs import (
     RUN_JSON,
     SKIPPED,
     WEIGHTS,
+    Architecture,
+    Preprocessing,
+    RunConfig,
+    Training,
     load_run,
     load_tensors,
     positive_class,
     save_tensors,
 )
-from herbscan.tiles import AGGREGATIONS, TileSpec, cut, otsu_threshold
-from herbscan.tiles import aggregate as aggregate_tiles
+from herbscan.tiles import AGGREGATIONS
+from herbscan.views import Samples, View, _class_weights, create_view
 
 BALANCE = ("loss", "sampler", "none")
-MODES = ("full", "tiles")
 DEFAULT_MODEL = "efficientnet_lite0"
 """ImageNet-started EfficientNet-Lite0: on 158 ALA sheets (4 genera, 5-fold CV) 0.79–0.82
 accuracy against 0.36 for herbnet from scratch (majority class 0.46); see README."""
@@ -159,270 +152,6 @@ def _prefetched(x, batches: list[np.ndarray]):
             yield idx, pixels
 
 
-def _class_weights(y: np.ndarray, k: int) -> np.ndarray:
-    counts = np.bincount(y, minlength=k).astype(np.float64)
-    return len(y) / (k * np.maximum(counts, 1))
-
-
-def _load_split(
-    m: Manifest,
-    split: str,
-    classes: list[str],
-    size: int,
-    fit: str,
-    cache_dir,
-    workers: int,
-    skipped: list[dict],
-    progress: bool,
-):
-    sub = m.subset(split)
-    paths = sub.paths()
-    arrays, ok, failures = load_sheets(
-        paths, size, fit, cache_dir=cache_dir, workers=workers, progress=progress
-    )
-    for p, err in failures:
-        skipped.append({"path": p, "split": split, "error": err})
-    labels = [sub.label(sub.rows[i]) for i in ok]
-    y = np.array([classes.index(lab) for lab in labels], dtype=np.int64)
-    return arrays, y
-
-
-@dataclass
-class TileSet:
-    """Kept tiles of one split: arrays for training plus which sheet each tile came from."""
-
-    x: np.ndarray | TileWindows  # (n_tiles, T, T, 3) uint8
-    y: np.ndarray  # (n_tiles,) class index (sheet label unless a tile label overrides)
-    sheet: np.ndarray  # (n_tiles,) index into sheet_y
-    sheet_y: np.ndarray  # (n_sheets,) sheet label
-    entropies: dict  # class name -> all tile entropies of that class's sheets
-    n_tiles_total: int
-    paths: list[str]  # sheet paths, aligned with sheet_y
-
-
-def _sheet_tiles(paths, spec: TileSpec, cache_dir, workers, progress):
-    """(index, sheet tiles or None, error) per path: TileMeta (pixels stay in the tile cache)
-    when there is a cache, else SheetTiles decoded in memory."""
-    root = cache_root(cache_dir)
-    if root is not None:
-        return cached_tiles(paths, spec, root, workers=workers, progress=progress)
-    return load_tile_sheets(paths, spec, cache_dir=False, workers=workers, progress=progress)
-
-
-def _entropies(m: Manifest, spec: TileSpec, cache_dir, workers, progress) -> list[np.ndarray]:
-    return [
-        st.entropy.copy() if st is not None else np.zeros(0, np.float32)
-        for _, st, _ in _sheet_tiles(m.paths(), spec, cache_dir, workers, progress)
-    ]
-
-
-def _tile_split(
-    m: Manifest,
-    split: str,
-    classes: list[str],
-    spec: TileSpec,
-    min_entropy: float,
-    tile_labels: dict,
-    cache_dir,
-    workers: int,
-    skipped: list[dict],
-    progress: bool,
-) -> TileSet:
-    """The kept tiles of a split's sheets (at least the most textured tile of each sheet).
-
-    With a cache, `x` is a TileWindows that reads each batch's windows from the cached sheets,
-    so memory does not grow with the number of sheets; without one, the tiles are cut into
-    memory."""
-    sub = m.subset(split)
-    xs, ys, sheets, sheet_y, paths, files, xy = [], [], [], [], [], [], []
-    entropies: dict[str, list[np.ndarray]] = {c: [] for c in classes}
-    total = 0
-    for i, st, err in _sheet_tiles(sub.paths(), spec, cache_dir, workers, progress):
-        if st is None:
-            skipped.append({"path": str(sub.paths()[i]), "split": split, "error": err})
-            continue
-        label = sub.label(sub.rows[i])
-        keep = np.flatnonzero(st.entropy >= min_entropy)
-        if keep.size == 0:
-            keep = np.array([int(np.argmax(st.entropy))])
-        coords = [st.coords[j] for j in keep]
-        key = str(Path(st.path).resolve())
-        tile_y = [classes.index(tile_labels.get((key, x, y), label)) for x, y in coords]
-        if isinstance(st, TileMeta):
-            files.append(st.sheet_file)
-            xy.append(np.asarray(coords, np.int64).reshape(-1, 2))
-        else:
-            xs.append(cut(st.sheet, coords, spec.size))
-        ys.append(np.array(tile_y, np.int64))
-        sheets.append(np.full(len(keep), len(sheet_y), np.int64))
-        sheet_y.append(classes.index(label))
-        paths.append(st.path)
-        entropies[label].append(st.entropy)
-        total += len(st.coords)
-    size = spec.size
-    sheet = np.concatenate(sheets) if sheets else np.zeros(0, np.int64)
-    if files:
-        x = TileWindows(files, sheet, np.concatenate(xy), size)
-    else:
-        x = np.concatenate(xs) if xs else np.zeros((0, size, size, 3), np.uint8)
-    return TileSet(
-        x,
-        np.concatenate(ys) if ys else np.zeros(0, np.int64),
-        sheet,
-        np.array(sheet_y, np.int64),
-        {c: np.concatenate(v) if v else np.zeros(0) for c, v in entropies.items()},
-        total,
-        paths,
-    )
-
-
-def tile_sample_weights(tile_sheet: np.ndarray, sheet_y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Sampling weight per tile so that every class, and every sheet within a class, is drawn
-    equally often whatever its number of tiles (a 3,000-tile sheet can't drown a 300-tile one).
-    """
-    n_sheets = np.bincount(sheet_y, minlength=n_classes).astype(np.float64)
-    per_sheet = np.bincount(tile_sheet, minlength=len(sheet_y)).astype(np.float64)
-    w = 1.0 / (n_sheets[sheet_y[tile_sheet]] * per_sheet[tile_sheet])
-    return w / w.sum()
-
-
-def read_tile_labels(path: str | Path | None, classes: list[str]) -> dict:
-    """Tile-level labels {(resolved sheet path, x, y): label} from a CSV of sheet,x,y,label.
-
-    `sheet` is resolved against the CSV's folder; x and y are window origins at the working
-    scale, as in the tile index written by `herbscan tiles`.
-    """
-    if path is None:
-        return {}
-    t = read_source(path, path_col="sheet", label_col="label")
-    out = {}
-    for r in t.rows:
-        for c in ("x", "y"):
-            if not str(r.get(c, "")).strip().lstrip("-").isdigit():
-                raise ManifestError(
-                    f"{path}: column {c!r} must hold integer pixel origins; got {r.get(c)!r}"
-                )
-        if r["label"] not in classes:
-            raise ManifestError(
-                f"{path}: tile label {r['label']!r} is not a class of the "
-                f"training data ({', '.join(classes)})"
-            )
-        out[(str(t.path(r).resolve()), int(r["x"]), int(r["y"]))] = r["label"]
-    return out
-
-
-def group_probs(
-    probs: np.ndarray, groups: np.ndarray, n_groups: int, rule: str = "mean", k: int | None = None
-) -> np.ndarray:
-    """Aggregate tile probabilities into one row per sheet."""
-    order = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[order], np.arange(n_groups + 1))
-    return np.stack(
-        [aggregate_tiles(probs[order[bounds[i] : bounds[i + 1]]], rule, k) for i in range(n_groups)]
-    )
-
-
-def operating_point(scores: np.ndarray, is_positive: np.ndarray) -> dict:
-    """The threshold on P(positive) with the best balanced accuracy (ties: nearest 0.5), and
-    the precision and recall it gives on these sheets."""
-    scores = np.asarray(scores, dtype=np.float64)
-    is_positive = np.asarray(is_positive, dtype=bool)
-    best = None
-    for t in sorted(set(np.round(scores, 4)) | {0.5}):
-        flag = scores >= t
-        rates = [
-            flag[is_positive].mean() if is_positive.any() else None,
-            (~flag[~is_positive]).mean() if (~is_positive).any() else None,
-        ]
-        bal = float(np.mean([r for r in rates if r is not None]))
-        key = (bal, -abs(t - 0.5))
-        if best is None or key > best[0]:
-            best = (key, float(t), bal)
-    _, t, bal = best
-    flag = scores >= t
-    tp = int((flag & is_positive).sum())
-    return {
-        "threshold": t,
-        "balanced_accuracy": bal,
-        "precision": tp / int(flag.sum()) if flag.any() else None,
-        "recall": tp / int(is_positive.sum()) if is_positive.any() else None,
-        "accuracy": float((flag == is_positive).mean()),
-        "n": len(scores),
-    }
-
-
-# Rules `auto` chooses among: each is invariant to the number of tiles on a sheet (a mean, a
-# share, or the mean of the top tenth). `max` and `topk` with a fixed k grow with the number of
-# tiles, so a sheet scanned at a higher resolution than the validation sheets crosses their
-# threshold by having more tiles; they stay available by name.
-AUTO_RULES = (("mean", None), ("topk", None), ("vote", None))
-AGGREGATION_ALPHA = 0.05
-
-
-def choose_aggregation(
-    probs: np.ndarray,
-    groups: np.ndarray,
-    sheet_y: np.ndarray,
-    classes: list[str],
-    rules: tuple = AUTO_RULES,
-) -> dict:
-    """Pick the sheet-aggregation rule (and, for two classes, a decision threshold on
-    P(positive)) on validation sheets: the paper's mean rule, unless another rule of AUTO_RULES
-    has a higher balanced accuracy *and* beats it in a paired test (McNemar, p <
-    AGGREGATION_ALPHA) on the same sheets. Picking the best of several rules on 30 sheets would
-    otherwise pick one that wins there by a sheet or two and fails elsewhere. `rules` are
-    (rule, k) pairs, the first one the default."""
-    pos = positive_class(classes)
-    pi = classes.index(pos) if pos else None
-    candidates, right = [], []
-    for rule, k in rules:
-        sp = group_probs(probs, groups, len(sheet_y), rule, k)
-        if pi is None:
-            pred = sp.argmax(1)
-            pcs = [v for v in per_class_accuracy(sheet_y, pred, len(classes)) if v is not None]
-            ok = pred == sheet_y
-            row = {
-                "rule": rule,
-                "k": k,
-                "threshold": None,
-                "balanced_accuracy": float(np.mean(pcs)),
-                "accuracy": float(ok.mean()),
-            }
-        else:
-            op = operating_point(sp[:, pi], sheet_y == pi)
-            ok = (sp[:, pi] >= op["threshold"]) == (sheet_y == pi)
-            row = {
-                "rule": rule,
-                "k": k,
-                "threshold": op["threshold"],
-                "balanced_accuracy": op["balanced_accuracy"],
-                "accuracy": op["accuracy"],
-                "precision": op["precision"],
-                "recall": op["recall"],
-            }
-        right.append(ok)
-        candidates.append(row)
-    for row, ok in zip(candidates, right):
-        row["p_vs_mean"] = mcnemar_p(ok, right[0])
-    best = max(range(len(candidates)), key=lambda i: candidates[i]["balanced_accuracy"])
-    n = len(sheet_y)
-    if best == 0:
-        why = f"the paper's mean rule is as good as any other on {n} validation sheets"
-    elif candidates[best]["p_vs_mean"] < AGGREGATION_ALPHA:
-        why = (
-            f"{candidates[best]['rule']} beats the mean rule on {n} validation sheets "
-            f"(McNemar p = {candidates[best]['p_vs_mean']:.3g})"
-        )
-    else:
-        why = (
-            f"{candidates[best]['rule']} scored higher on {n} validation sheets, but not beyond "
-            f"their noise (McNemar p = {candidates[best]['p_vs_mean']:.2g}): too few sheets to "
-            "choose another rule, so the paper's mean rule is kept"
-        )
-        best = 0
-    return dict(candidates[best], positive_class=pos, candidates=candidates, chosen_because=why)
-
-
 def train(
     data: str | Path,
     out: str | Path,
@@ -501,44 +230,34 @@ def train(
     trains on the merged manifest and run.json's `training.reviewed_labels` keeps the counts.
     """
     check_choice("balance", balance, BALANCE)
-    check_choice("mode", mode, MODES)
+    check_choice("aggregate", aggregate, ("auto",) + AGGREGATIONS)
     init_run = None
     if init is not None:
         if weights is not None or pretrained:
             raise ParameterError("give --init, or --weights / --pretrained, not both")
         init_run = load_run(init)
-        model = init_run.config["architecture"]["name"]
-        size = size or init_run.preprocessing["size"]
-        fit = fit or init_run.preprocessing.get("fit", "stretch")
+        model = init_run.config.architecture.name
+        size = size or init_run.preprocessing.size
+        fit = fit or init_run.preprocessing.fit
     check_choice("model", model, list_models())
     fit = fit or model_info(model)["fit"]
     check_choice("fit", fit, FITS)
-    if size is None:
-        size = default_size(model)
-    check_range("epochs", epochs, 0)
-    shape = input_shape(size, fit) if mode == "full" else (tile_size, tile_size)
+    size = size or default_size(model)
+    view = create_view(
+        mode, size=size, fit=fit, tile_size=tile_size, stride=stride, scale=scale,
+        min_entropy=min_entropy, tile_labels=tile_labels,
+    )  # fmt: skip
+    size = view.size
     if batch_size is None:  # 32, fewer where one input is a whole sheet at a stain's scale
-        batch_size = fit_batch(32, shape, TRAIN_PIXELS)
-    eval_batch = fit_batch(max(batch_size, 64), shape, INFER_PIXELS)
-    for name, v in (
-        ("batch_size", batch_size),
-        ("size", size),
-        ("workers", workers),
-    ):
+        batch_size = fit_batch(32, view.input_shape, TRAIN_PIXELS)
+    eval_batch = fit_batch(max(batch_size, 64), view.input_shape, INFER_PIXELS)
+    check_range("epochs", epochs, 0)
+    for name, v in (("batch_size", batch_size), ("size", size), ("workers", workers)):
         check_range(name, v, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("patience", patience, 0)
     if samples_per_epoch is not None:
         check_range("samples_per_epoch", samples_per_epoch, 2)
-    check_choice("aggregate", aggregate, ("auto",) + AGGREGATIONS)
-    if min_entropy != "auto":
-        try:
-            min_entropy = float(min_entropy)
-        except ValueError:
-            raise ParameterError(
-                f"min_entropy must be 'auto' or a number of bits; got {min_entropy!r}"
-            ) from None
-        check_range("min_entropy", min_entropy, 0.0, 8.0)
     reviewed_labels = None
     if add_labels is not None:  # curators' decisions join the data (never its test split)
         from herbscan.review.learn import merge_for_training
@@ -546,47 +265,366 @@ def train(
         data, reviewed_labels = merge_for_training(
             data, add_labels, review_positive=review_positive, review_negative=review_negative
         )
-    spec = TileSpec(tile_size, stride or tile_size, scale)
     out = Path(out)
     ckpt_dir = out / CKPT
-    if (out / RUN_JSON).exists():
-        finished = _finished(out)
-        if finished:
-            if resume:
-                _check_same_settings(
-                    out,
-                    data=str(Path(data).resolve()),
-                    model=model,
-                    mode=mode,
-                    fit=fit,
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    lr=lr,
-                    weight_decay=weight_decay,
-                    seed=seed,
-                    augmentation=augmentation,
-                    **(
-                        {"size": size}
-                        if mode == "full"
-                        else {"tile_size": spec.size, "stride": spec.stride, "scale": spec.scale}
-                    ),
-                )
-                warnings.warn(
-                    f"{out}: the run is already complete; nothing to resume", stacklevel=2
-                )
-                return out
-            raise RunError(f"{out}: already holds a finished run; choose another --out")
-        if not resume:
-            raise RunError(
-                f"{out}: holds an unfinished run; pass --resume to continue it or "
-                "choose another --out"
-            )
-        if not (ckpt_dir / "state.json").exists():
-            warnings.warn(
-                f"{out}: no checkpoint to resume from; training starts again at epoch 1",
-                stacklevel=2,
-            )
+    requested = dict(
+        data=str(Path(data).resolve()), model=model, mode=mode, fit=fit, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+        augmentation=augmentation, **view.identity(),
+    )  # fmt: skip
+    if _finished_or_refused(out, resume, requested):
+        return out
+    m, classes = _training_manifest(data, label_col, path_col, group_col, refuse_outside_paths)
 
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    acc = Accel.resolve(device, precision)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped: list[dict] = []
+    view.check_space(m.subset("train").paths() + m.subset("validation").paths(), cache_dir)
+    view.prepare(m.subset("train"), cache_dir, workers, progress)
+    tr, va = (
+        view.samples(m, split, classes, cache_dir, workers, skipped, progress)
+        for split in ("train", "validation")
+    )
+    write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
+    empty = [c for i, c in enumerate(classes) if not (tr.y == i).any()]
+    if empty:
+        raise ManifestError(
+            f"{data}: every training image of class(es) {', '.join(empty)} "
+            f"failed to load (see {out / SKIPPED}); fix those files"
+        )
+    if len(tr.y) < 2:
+        raise ManifestError(f"{data}: fewer than 2 readable training images")
+    balance = view.balance(balance)
+
+    start = "run" if init_run else _backbone_start(model, pretrained, weights)
+    raw = create_model(model, len(classes), input_size=size, pretrained=start == "imagenet")
+    origin = None  # the weights a started backbone loads: the user's file or ImageNet's
+    if init_run is not None:
+        origin = _load_init(raw, init_run, len(classes))
+    elif start == "file":
+        origin = load_backbone_weights(raw, weights)
+    elif start == "imagenet":
+        origin = weights_record(pretrained_weights(WEIGHTS_OF.get(model, model)))
+    info = model_info(model)
+    mean, std = info["mean"] or MEAN, info["std"] or STD
+    if init_run is not None:
+        mean, std = init_run.preprocessing.mean, init_run.preprocessing.std
+    net = acc.prepare(raw)
+    started = start is not None
+    if epochs == 0 and not started:
+        raise ParameterError(
+            "epochs must be at least 1 when training from scratch (0 fits only the linear "
+            "probe on a pretrained backbone)"
+        )
+    probe = None
+    has_head = any(isinstance(m, torch.nn.Linear) for m in net.modules())
+    fresh_head = start in ("imagenet", "file") or (origin or {}).get("head") == "new"
+    if started and has_head and fresh_head and not (resume and (ckpt_dir / "state.json").exists()):
+        probe = _linear_probe(
+            net, tr.x, tr.y, len(classes), acc, mean, std, eval_batch,
+            jpeg_rng=np.random.default_rng([seed, 0x1BE6]) if augmentation else None,
+        )  # fmt: skip
+
+    config = RunConfig(
+        classes=classes,
+        label_column=m.label_col,
+        preprocessing=Preprocessing(
+            **{"fit": fit, **view.preprocessing()},
+            mean=list(mean),
+            std=list(std),
+            **view.counts(tr, va),
+        ),
+        architecture=Architecture(
+            name=model,
+            parameters=sum(p.numel() for p in net.parameters()),
+            init=start or "scratch",
+            weights=origin,
+        ),
+        training=Training(
+            data=str(Path(data).resolve()),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            balance=balance,
+            patience=patience,
+            samples_per_epoch=samples_per_epoch,
+            augmentation=augmentation,
+            jpeg_augmentation=(
+                {"p": JPEG_P, "quality": list(JPEG_QUALITY)} if augmentation else None
+            ),
+            backbone_lr_scale=backbone_lr_scale if started else None,
+            linear_probe=probe,
+            precision=acc.precision,
+            device=str(acc.device),
+            seed=seed,
+            n_train=len(tr.y),
+            n_validation=len(va.y),
+            n_skipped=len(skipped),
+            validation_majority=_majority(va.sheet_y),
+            reviewed_labels=reviewed_labels,
+        ),
+        seed=seed,
+        versions={
+            "herbscan": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    settings = {
+        "data": config.training.data,
+        "model": model,
+        "mode": mode,
+        "classes": classes,
+        "preprocessing": asdict(config.preprocessing),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "balance": balance,
+        "seed": seed,
+        "augmentation": augmentation,
+        "init": start or "scratch",
+        "backbone_lr_scale": backbone_lr_scale,
+    }
+    loop = _Loop(
+        net=net, raw=raw, acc=acc, view=view, config=config, out=out, tr=tr, va=va,
+        mean=mean, std=std, eval_batch=eval_batch, started=started, seed=seed,
+    )  # fmt: skip
+    loop.setup(lr, weight_decay, backbone_lr_scale, batch_size, epochs, samples_per_epoch,
+               probe, fresh_head, origin, balance, len(classes))  # fmt: skip
+    state = _initial_state(settings)
+    if resume and (ckpt_dir / "state.json").exists():
+        state = load_checkpoint(ckpt_dir, net, loop.opt, loop.sched, loop.gen, settings)
+        config.metrics = state["metrics"]
+    loop.state = state
+    stopped_early = loop.run(
+        epochs, patience, augmentation, checkpoint_seconds, probe, origin, model, progress
+    )
+    net.load_state_dict(load_tensors(out / WEIGHTS))
+    probs = (
+        acc.predict_proba(net, va.x, mean, std, batch_size=eval_batch)
+        if len(va.y)
+        else np.zeros((0, len(classes)), np.float32)
+    )
+    config.aggregation = view.choose_rule(probs, va, classes, aggregate)
+    if positive_class(classes) is not None and len(va.y):
+        config.operating_point = view.operating_point(probs, va, classes)
+    _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return out
+
+
+@dataclass
+class _Loop:
+    """The epoch loop of one training run: optimiser, sampling, validation and checkpoints."""
+
+    net: torch.nn.Module
+    raw: torch.nn.Module
+    acc: Accel
+    view: View
+    config: RunConfig
+    out: Path
+    tr: Samples
+    va: Samples
+    mean: list
+    std: list
+    eval_batch: int
+    started: bool
+    seed: int
+    state: dict = field(default_factory=dict)
+
+    def setup(
+        self, lr, weight_decay, backbone_lr_scale, batch_size, epochs, samples_per_epoch,
+        probe, fresh_head, origin, balance, n_classes,
+    ) -> None:  # fmt: skip
+        """AdamW with a one-cycle schedule; a new head that no probe fitted (a conv head)
+        learns at the full rate, a started backbone at `backbone_lr_scale` × lr."""
+        net, started = self.net, self.started
+        net_lr = lr * backbone_lr_scale if started else lr
+        head_prefix = getattr(self.raw, "HEAD_PREFIX", None)
+        untrained_head = started and probe is None and fresh_head and head_prefix
+        if untrained_head:
+            head = [p for n, p in net.named_parameters() if n.startswith(head_prefix)]
+            body = [p for n, p in net.named_parameters() if not n.startswith(head_prefix)]
+            groups = [{"params": body, "lr": net_lr}, {"params": head, "lr": lr}]
+        else:
+            groups = [{"params": list(net.parameters()), "lr": net_lr}]
+        self.opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        n = len(self.tr.y)
+        self.per_epoch = min(n, samples_per_epoch or n)
+        self.batch_size = batch_size
+        self.steps_per_epoch = max(
+            1, self.per_epoch // batch_size + (self.per_epoch % batch_size > 1)
+        )
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt,
+            max_lr=[g["lr"] for g in groups],
+            total_steps=max(1, epochs * self.steps_per_epoch),
+            pct_start=0.15,
+        )
+        self.scaler = torch.amp.GradScaler(enabled=self.acc.precision == "fp16")
+        self.cw = (
+            torch.tensor(_class_weights(self.tr.y, n_classes), dtype=torch.float32).to(
+                self.acc.device
+            )
+            if balance == "loss"
+            else None
+        )
+        self.balance = balance
+        self.sample_w = torch.tensor(
+            self.view.sample_weights(self.tr, n_classes), dtype=torch.float64
+        )
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.jpeg_rng = np.random.default_rng([self.seed, 0x3E6])
+
+    def record(self, row: dict, t0: float, bar: Progress) -> None:
+        """Validate, log the epoch and keep its weights if it is the best so far (epoch 0 is
+        the linear probe alone, so a fine-tune that never beats it keeps the probe)."""
+        state, va, out = self.state, self.va, self.out
+        epoch = row["epoch"]
+        n_classes = len(self.config.classes)
+        if len(va.y):
+            probs = self.acc.predict_proba(
+                self.net, va.x, self.mean, self.std, batch_size=self.eval_batch
+            )
+            probs, yv = self.view.sheet_probs(probs, va), va.sheet_y
+            pred = probs.argmax(1)
+            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1)).mean())
+            row["val_accuracy"] = accuracy(yv, pred)
+            row["val_macro_f1"] = macro_f1(yv, pred, n_classes)
+            bar.update(0, val_acc=row["val_accuracy"])
+        row["seconds"] = time.monotonic() - t0
+        state["seconds"] += row["seconds"]
+        state["history"].append(row)
+        write_csv(out / HISTORY, state["history"], HISTORY_FIELDS, for_people=False)
+
+        score = (row["val_macro_f1"], -row["val_loss"]) if len(va.y) else (epoch, 0.0)
+        if state["best"] is None or score > tuple(state["best"]):
+            state.update(best=list(score), best_epoch=epoch, bad_epochs=0)
+            self.config.metrics = state["metrics"] = {
+                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy", "val_macro_f1")},
+                "best_epoch": epoch,
+            }
+            save_tensors(out / WEIGHTS, self.net.state_dict(), {"format": FORMAT})
+            _write_config(out, self.config, state, epoch, stopped_early=False)
+        else:
+            state["bad_epochs"] += 1
+
+    def epoch(self, epoch: int, augmentation: bool, bar: Progress) -> dict:
+        """One pass of `per_epoch` samples; returns the history row (before validation)."""
+        t0 = time.monotonic()
+        net, acc, tr, gen = self.net, self.acc, self.tr, self.gen
+        net.train()
+        if self.started:  # BatchNorm keeps the backbone's statistics (see _freeze_batchnorm)
+            _freeze_batchnorm(net)
+        if self.balance == "sampler":
+            order = torch.multinomial(self.sample_w, len(tr.y), replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(tr.y), generator=gen)
+        order = order.numpy()[: self.per_epoch]
+        bs = self.batch_size
+        batches = [np.sort(order[b * bs : (b + 1) * bs]) for b in range(self.steps_per_epoch)]
+        batches = [idx for idx in batches if len(idx) >= 2]  # BatchNorm needs two samples
+        seen, loss_sum, correct = 0, 0.0, 0
+        for idx, pixels in _prefetched(tr.x, batches):
+            if augmentation:
+                pixels = jpeg_augment(pixels, self.jpeg_rng)
+            x = acc.to_input(pixels, self.mean, self.std)
+            if augmentation:
+                x = augment(x, gen)
+            y = torch.from_numpy(tr.y[idx]).to(acc.device)
+            with acc.autocast():
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, weight=self.cw, label_smoothing=0.05)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            bar.update(1, epoch=epoch, loss=loss_sum / seen, acc=correct / seen)
+        return {
+            "epoch": epoch,
+            "train_seconds": time.monotonic() - t0,  # the steps alone, without validation
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "lr": self.sched.get_last_lr()[0],
+        }
+
+    def run(
+        self, epochs, patience, augmentation, checkpoint_seconds, probe, origin, model, progress
+    ) -> bool:
+        """Epochs until `epochs` or early stopping; returns whether it stopped early."""
+        state = self.state
+        ckpt_dir = self.out / CKPT
+        total_steps = (epochs - state["epoch"]) * self.steps_per_epoch
+        bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
+        head_ready = probe is not None or (origin or {}).get("head") == "kept"
+        if head_ready and state["epoch"] == 0 and (len(self.va.y) or epochs == 0):
+            self.record({"epoch": 0, "lr": 0.0}, time.monotonic(), bar)
+        last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
+        stopped_early = False
+        for epoch in range(state["epoch"] + 1, epochs + 1):
+            t0 = time.monotonic()
+            row = self.epoch(epoch, augmentation, bar)
+            self.record(row, t0, bar)
+            state["epoch"] = epoch
+            stopped_early = patience > 0 and state["bad_epochs"] >= patience and epoch < epochs
+            if stopped_early or epoch == epochs:
+                break
+            if time.monotonic() - last_ckpt >= checkpoint_seconds:
+                save_checkpoint(ckpt_dir, self.net, self.opt, self.sched, self.gen, state)
+                last_ckpt = time.monotonic()
+        bar.close()
+        return stopped_early
+
+
+def _initial_state(settings: dict) -> dict:
+    return {
+        "epoch": 0,
+        "best": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "seconds": 0.0,
+        "metrics": None,
+        "settings": json.loads(json.dumps(settings)),
+    }
+
+
+def _finished_or_refused(out: Path, resume: bool, requested: dict) -> bool:
+    """True when `out` already holds this finished run (resume: nothing to do); refuses a
+    finished run with other settings, or an unfinished one without --resume."""
+    if not (out / RUN_JSON).exists():
+        return False
+    if _finished(out):
+        if resume:
+            _check_same_settings(out, **requested)
+            warnings.warn(f"{out}: the run is already complete; nothing to resume", stacklevel=3)
+            return True
+        raise RunError(f"{out}: already holds a finished run; choose another --out")
+    if not resume:
+        raise RunError(
+            f"{out}: holds an unfinished run; pass --resume to continue it or choose another --out"
+        )
+    if not (out / CKPT / "state.json").exists():
+        warnings.warn(
+            f"{out}: no checkpoint to resume from; training starts again at epoch 1", stacklevel=3
+        )
+    return False
+
+
+def _training_manifest(
+    data, label_col, path_col, group_col, refuse_outside_paths
+) -> tuple[Manifest, list[str]]:
+    """The split manifest and its classes, refusing what cannot train (one line each)."""
     m = read_source(
         data,
         label_col=label_col,
@@ -628,401 +666,8 @@ def train(
             "have no training sheets; re-run herbscan split"
         )
     if not val_m.rows:
-        warnings.warn(f"{data}: no validation rows; the last epoch is kept", stacklevel=2)
-
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
-    acc = Accel.resolve(device, precision)
-    out.mkdir(parents=True, exist_ok=True)
-    skipped: list[dict] = []
-    tiles_cfg: dict = {}
-    g_va = sheet_y_va = None
-    if mode == "full":
-        x_tr, y_tr = _load_split(
-            m, "train", classes, size, fit, cache_dir, workers, skipped, progress
-        )
-        x_va, y_va = _load_split(
-            m, "validation", classes, size, fit, cache_dir, workers, skipped, progress
-        )
-        sample_w = _class_weights(y_tr, len(classes))[y_tr]
-    else:
-        size = spec.size
-        root = cache_root(cache_dir)
-        if root is not None:
-            sheets = m.subset("train").paths() + m.subset("validation").paths()
-            check_free_space(root, tile_cache_bytes(sheets, spec, root), "the tile cache")
-        threshold = min_entropy
-        if threshold == "auto":
-            ent = _entropies(train_m, spec, cache_dir, workers, progress)
-            threshold = otsu_threshold(np.concatenate(ent)) if any(len(e) for e in ent) else 0.0
-        labels_map = read_tile_labels(tile_labels, classes)
-        tr = _tile_split(
-            m, "train", classes, spec, threshold, labels_map, cache_dir, workers, skipped, progress
-        )
-        va = _tile_split(
-            m,
-            "validation",
-            classes,
-            spec,
-            threshold,
-            labels_map,
-            cache_dir,
-            workers,
-            skipped,
-            progress,
-        )
-        x_tr, y_tr, x_va, y_va = tr.x, tr.y, va.x, va.y
-        g_va, sheet_y_va = va.sheet, va.sheet_y
-        sample_w = tile_sample_weights(tr.sheet, tr.sheet_y, len(classes))
-        balance = "sampler"
-        tiles_cfg = {
-            "tile_size": spec.size,
-            "stride": spec.stride,
-            "scale": spec.scale,
-            "min_entropy": float(threshold),
-            "min_entropy_rule": "otsu" if min_entropy == "auto" else "fixed",
-            "train_tiles_total": tr.n_tiles_total,
-            "train_tiles_kept": len(y_tr),
-            "validation_tiles_kept": len(y_va),
-            "tile_labels": str(tile_labels) if tile_labels else None,
-        }
-    write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
-    empty = [c for i, c in enumerate(classes) if not (y_tr == i).any()]
-    if empty:
-        raise ManifestError(
-            f"{data}: every training image of class(es) {', '.join(empty)} "
-            f"failed to load (see {out / SKIPPED}); fix those files"
-        )
-    if len(y_tr) < 2:
-        raise ManifestError(f"{data}: fewer than 2 readable training images")
-
-    start = "run" if init_run else _backbone_start(model, pretrained, weights)
-    raw = create_model(model, len(classes), input_size=size, pretrained=start == "imagenet")
-    origin = None  # the weights a started backbone loads: the user's file or ImageNet's
-    if init_run is not None:
-        origin = _load_init(raw, init_run, len(classes))
-    elif start == "file":
-        origin = load_backbone_weights(raw, weights)
-    elif start == "imagenet":
-        origin = weights_record(pretrained_weights(WEIGHTS_OF.get(model, model)))
-    info = model_info(model)
-    mean, std = info["mean"] or MEAN, info["std"] or STD
-    if init_run is not None:
-        mean, std = init_run.preprocessing["mean"], init_run.preprocessing["std"]
-    net = acc.prepare(raw)
-    started = start is not None
-    if epochs == 0 and not started:
-        raise ParameterError(
-            "epochs must be at least 1 when training from scratch (0 fits only the linear "
-            "probe on a pretrained backbone)"
-        )
-    probe = None
-    has_head = any(isinstance(m, torch.nn.Linear) for m in net.modules())
-    fresh_head = start in ("imagenet", "file") or (origin or {}).get("head") == "new"
-    if started and has_head and fresh_head and not (resume and (ckpt_dir / "state.json").exists()):
-        probe = _linear_probe(
-            net,
-            x_tr,
-            y_tr,
-            len(classes),
-            acc,
-            mean,
-            std,
-            eval_batch,
-            jpeg_rng=np.random.default_rng([seed, 0x1BE6]) if augmentation else None,
-        )
-    net_lr = lr * backbone_lr_scale if started else lr
-    # a new head that no probe fitted (a conv head) learns at the full rate, the backbone slower
-    head_prefix = getattr(raw, "HEAD_PREFIX", None)
-    untrained_head = started and probe is None and fresh_head and head_prefix
-    groups = (
-        [
-            {
-                "params": [p for n, p in net.named_parameters() if not n.startswith(head_prefix)],
-                "lr": net_lr,
-            },
-            {
-                "params": [p for n, p in net.named_parameters() if n.startswith(head_prefix)],
-                "lr": lr,
-            },
-        ]
-        if untrained_head
-        else [{"params": list(net.parameters()), "lr": net_lr}]
-    )
-    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    per_epoch = min(len(y_tr), samples_per_epoch or len(y_tr))
-    steps_per_epoch = max(1, per_epoch // batch_size + (per_epoch % batch_size > 1))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=[g["lr"] for g in groups],
-        total_steps=max(1, epochs * steps_per_epoch),
-        pct_start=0.15,
-    )
-    scaler = torch.amp.GradScaler(enabled=acc.precision == "fp16")
-    cw = (
-        torch.tensor(_class_weights(y_tr, len(classes)), dtype=torch.float32, device=acc.device)
-        if balance == "loss"
-        else None
-    )
-    sample_w = torch.tensor(sample_w, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    jpeg_rng = np.random.default_rng([seed, 0x3E6])
-
-    config = {
-        "format": FORMAT,
-        "task": "classification",
-        "classes": classes,
-        "label_column": m.label_col,
-        "preprocessing": {
-            "mode": mode,
-            "size": size,
-            "fit": fit,
-            "mean": list(mean),
-            "std": list(std),
-            **tiles_cfg,
-        },
-        "architecture": {
-            "name": model,
-            "kwargs": {},
-            "parameters": sum(p.numel() for p in net.parameters()),
-            "init": start or "scratch",
-            "weights": origin,
-        },
-        "training": {
-            "data": str(Path(data).resolve()),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "balance": balance,
-            "patience": patience,
-            "samples_per_epoch": samples_per_epoch,
-            "augmentation": augmentation,
-            "jpeg_augmentation": (
-                {"p": JPEG_P, "quality": list(JPEG_QUALITY)} if augmentation else None
-            ),
-            "backbone_lr_scale": backbone_lr_scale if started else None,
-            "linear_probe": probe,
-            "precision": acc.precision,
-            "device": str(acc.device),
-            "seed": seed,
-            "n_train": len(y_tr),
-            "n_validation": len(y_va),
-            "n_skipped": len(skipped),
-            "validation_majority": _majority(y_va if g_va is None else sheet_y_va),
-            "reviewed_labels": reviewed_labels,
-        },
-        "seed": seed,
-        "versions": {
-            "herbscan": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-    settings = {
-        "data": config["training"]["data"],
-        "model": model,
-        "mode": mode,
-        "classes": classes,
-        "preprocessing": config["preprocessing"],
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "balance": balance,
-        "seed": seed,
-        "augmentation": augmentation,
-        "init": start or "scratch",
-        "backbone_lr_scale": backbone_lr_scale,
-    }
-    settings = json.loads(json.dumps(settings))
-    state = {
-        "epoch": 0,
-        "best": None,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "history": [],
-        "seconds": 0.0,
-        "metrics": None,
-        "settings": settings,
-    }
-    if resume and (ckpt_dir / "state.json").exists():
-        state = load_checkpoint(ckpt_dir, net, opt, sched, gen, settings)
-        config["metrics"] = state["metrics"]
-
-    def record(row: dict, t0: float) -> None:
-        """Validate, log the epoch and keep its weights if it is the best so far (epoch 0 is
-        the linear probe alone, so a fine-tune that never beats it keeps the probe)."""
-        epoch = row["epoch"]
-        if len(y_va):
-            probs = acc.predict_proba(net, x_va, mean, std, batch_size=eval_batch)
-            yv = y_va
-            if g_va is not None:  # tiles: score sheets by the paper's mean rule
-                probs, yv = group_probs(probs, g_va, len(sheet_y_va)), sheet_y_va
-            pred = probs.argmax(1)
-            row["val_loss"] = float(-np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1)).mean())
-            row["val_accuracy"] = accuracy(yv, pred)
-            row["val_macro_f1"] = macro_f1(yv, pred, len(classes))
-            bar.update(0, val_acc=row["val_accuracy"])
-        row["seconds"] = time.monotonic() - t0
-        state["seconds"] += row["seconds"]
-        state["history"].append(row)
-        write_csv(out / HISTORY, state["history"], HISTORY_FIELDS, for_people=False)
-
-        score = (row["val_macro_f1"], -row["val_loss"]) if len(y_va) else (epoch, 0.0)
-        if state["best"] is None or score > tuple(state["best"]):
-            state.update(best=list(score), best_epoch=epoch, bad_epochs=0)
-            config["metrics"] = state["metrics"] = {
-                "validation": {k: row.get(k) for k in ("val_loss", "val_accuracy", "val_macro_f1")},
-                "best_epoch": epoch,
-            }
-            save_tensors(out / WEIGHTS, net.state_dict(), {"format": FORMAT})
-            _write_config(out, config, state, epoch, stopped_early=False)
-        else:
-            state["bad_epochs"] += 1
-
-    total_steps = (epochs - state["epoch"]) * steps_per_epoch
-    bar = Progress(total_steps, f"training {model}", unit="steps", enabled=progress)
-    head_ready = probe is not None or (origin or {}).get("head") == "kept"
-    if head_ready and state["epoch"] == 0 and (len(y_va) or epochs == 0):
-        record({"epoch": 0, "lr": 0.0}, time.monotonic())
-    last_ckpt = -math.inf  # the first epoch always leaves a checkpoint
-    stopped_early = False
-    for epoch in range(state["epoch"] + 1, epochs + 1):
-        t0 = time.monotonic()
-        net.train()
-        if started:  # BatchNorm keeps the backbone's statistics (see _freeze_batchnorm)
-            _freeze_batchnorm(net)
-        if balance == "sampler":
-            order = torch.multinomial(sample_w, len(y_tr), replacement=True, generator=gen)
-        else:
-            order = torch.randperm(len(y_tr), generator=gen)
-        order = order.numpy()[:per_epoch]
-        seen, loss_sum, correct = 0, 0.0, 0
-        batches = [
-            np.sort(order[b * batch_size : (b + 1) * batch_size]) for b in range(steps_per_epoch)
-        ]
-        batches = [idx for idx in batches if len(idx) >= 2]  # BatchNorm needs two samples
-        for idx, pixels in _prefetched(x_tr, batches):
-            if augmentation:
-                pixels = jpeg_augment(pixels, jpeg_rng)
-            x = acc.to_input(pixels, mean, std)
-            if augmentation:
-                x = augment(x, gen)
-            y = torch.from_numpy(y_tr[idx]).to(acc.device)
-            with acc.autocast():
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, weight=cw, label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            bar.update(1, epoch=epoch, loss=loss_sum / seen, acc=correct / seen)
-        row = {
-            "epoch": epoch,
-            "train_seconds": time.monotonic() - t0,  # the steps alone, without validation
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "lr": sched.get_last_lr()[0],
-        }
-        record(row, t0)
-        state["epoch"] = epoch
-        stopped_early = patience > 0 and state["bad_epochs"] >= patience and epoch < epochs
-        if stopped_early or epoch == epochs:
-            break
-        if time.monotonic() - last_ckpt >= checkpoint_seconds:
-            save_checkpoint(ckpt_dir, net, opt, sched, gen, state)
-            last_ckpt = time.monotonic()
-    bar.close()
-    if mode == "tiles":
-        config["aggregation"] = _aggregation(
-            out, net, acc, x_va, g_va, sheet_y_va, classes, aggregate, eval_batch, (mean, std)
-        )
-    pos = positive_class(classes)
-    if pos is not None and len(y_va):
-        config["operating_point"] = _operating_point(
-            out, net, acc, x_va, y_va, g_va, sheet_y_va, classes, config, eval_batch
-        )
-    _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return out
-
-
-def _operating_point(
-    out: Path,
-    net,
-    acc: Accel,
-    x_va,
-    y_va,
-    g_va,
-    sheet_y_va,
-    classes: list[str],
-    config: dict,
-    batch_size: int,
-) -> dict:
-    """For two classes: the validation operating point `screen --threshold auto` flags by, with
-    its precision and recall. Tile runs use their chosen aggregation and threshold."""
-    mean, std = config["preprocessing"]["mean"], config["preprocessing"]["std"]
-    pos = positive_class(classes)
-    pi = classes.index(pos)
-    agg = config.get("aggregation")
-    if agg is not None:
-        chosen = next(
-            c for c in agg["candidates"] if c["rule"] == agg["rule"] and c["k"] == agg["k"]
-        )
-        return {
-            "positive_class": pos,
-            "source": f"aggregation {agg['rule']}",
-            **{
-                k: chosen.get(k)
-                for k in ("threshold", "balanced_accuracy", "precision", "recall", "accuracy")
-            },
-            "n": len(sheet_y_va),
-        }
-    net.load_state_dict(load_tensors(out / WEIGHTS))
-    probs = acc.predict_proba(net, x_va, mean, std, batch_size=batch_size)
-    return {
-        "positive_class": pos,
-        "source": "validation split",
-        **operating_point(probs[:, pi], y_va == pi),
-    }
-
-
-def _aggregation(
-    out: Path,
-    net,
-    acc: Accel,
-    x_va,
-    g_va,
-    sheet_y_va,
-    classes: list[str],
-    rule: str,
-    batch_size: int,
-    norm: tuple,
-) -> dict:
-    """The sheet-aggregation rule for a tile run, chosen on validation with the best weights."""
-    if not len(sheet_y_va):
-        return {
-            "rule": "mean" if rule == "auto" else rule,
-            "k": None,
-            "threshold": None,
-            "positive_class": positive_class(classes),
-            "candidates": [],
-        }
-    net.load_state_dict(load_tensors(out / WEIGHTS))
-    probs = acc.predict_proba(net, x_va, *norm, batch_size=batch_size)
-    if rule == "auto":
-        return choose_aggregation(probs, g_va, sheet_y_va, classes)
-    chosen = choose_aggregation(probs, g_va, sheet_y_va, classes, rules=((rule, None),))
-    chosen["chosen_because"] = f"asked for ({rule})"
-    return chosen
+        warnings.warn(f"{data}: no validation rows; the last epoch is kept", stacklevel=3)
+    return m, classes
 
 
 def default_size(model: str) -> int:
@@ -1069,7 +714,7 @@ def _load_init(net: torch.nn.Module, run, n_classes: int) -> dict:
         state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in load_tensors(file).items()}
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise RunError(f"{file}: weights do not fit {run.config['architecture']['name']}")
+            raise RunError(f"{file}: weights do not fit {run.config.architecture.name}")
         return {**record, "head": "kept"}
     load_backbone_weights(net, file)
     return {**record, "head": "new"}
@@ -1174,23 +819,23 @@ def _majority(y) -> float | None:
 
 def _check_same_settings(out: Path, **requested) -> None:
     """Refuse to resume a finished run with other settings than it was trained with."""
-    cfg = json.loads((out / RUN_JSON).read_text())
-    t, p = cfg["training"], cfg["preprocessing"]
+    cfg = RunConfig.load(out / RUN_JSON)
+    t, p = cfg.training, cfg.preprocessing
     recorded = {
-        "data": t["data"],
-        "model": cfg["architecture"]["name"],
-        "mode": p["mode"],
-        "fit": p["fit"],
-        "epochs": t["epochs"],
-        "batch_size": t["batch_size"],
-        "lr": t["lr"],
-        "weight_decay": t["weight_decay"],
-        "seed": t["seed"],
-        "augmentation": t["augmentation"],
-        "size": p["size"],
-        "tile_size": p.get("tile_size"),
-        "stride": p.get("stride"),
-        "scale": p.get("scale"),
+        "data": t.data,
+        "model": cfg.architecture.name,
+        "mode": p.mode,
+        "fit": p.fit,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "weight_decay": t.weight_decay,
+        "seed": t.seed,
+        "augmentation": t.augmentation,
+        "size": p.size,
+        "tile_size": p.tile_size,
+        "stride": p.stride,
+        "scale": p.scale,
     }
     changed = [
         f"{k}={v!r} (the run has {recorded[k]!r})"
@@ -1206,22 +851,19 @@ def _check_same_settings(out: Path, **requested) -> None:
 
 def _finished(out: Path) -> bool:
     try:
-        return bool(json.loads((out / RUN_JSON).read_text())["training"].get("complete"))
-    except (OSError, ValueError, KeyError, TypeError):
+        return RunConfig.load(out / RUN_JSON).training.complete
+    except (OSError, RunError):
         return False
 
 
 def _write_config(
-    out: Path, config: dict, state: dict, epoch: int, stopped_early: bool, complete: bool = False
-) -> None:
-    config["training"].update(
-        best_epoch=state["best_epoch"],
-        epochs_run=epoch,
-        stopped_early=stopped_early,
-        complete=complete,
-        train_seconds=round(state["seconds"], 2),
-    )
-    write_json(out / RUN_JSON, config)
+    out: Path, config: RunConfig, state: dict, epoch: int, stopped_early: bool,
+    complete: bool = False,
+) -> None:  # fmt: skip
+    t = config.training
+    t.best_epoch, t.epochs_run, t.stopped_early = state["best_epoch"], epoch, stopped_early
+    t.complete, t.train_seconds = complete, round(state["seconds"], 2)
+    config.save(out)
 
 
 def save_checkpoint(folder: Path, net, opt, sched, gen, state: dict) -> None:

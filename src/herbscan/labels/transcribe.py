@@ -1,10 +1,12 @@
 """A collection's sheets → Darwin Core record drafts (CSV and JSON), one row per sheet.
 
 Each sheet is read (barcodes, labels, OCR) and parsed in a worker process; tesseract itself runs
-single-threaded, so `workers` processes keep that many cores busy. Every finished sheet is
-appended to a journal next to the output (`labels.csv.partial.jsonl`), so a killed job resumes
-where it stopped with `resume=True`; the CSV and JSON are written atomically at the end and the
-journal removed. A sheet that cannot be read becomes a row with its `error`. Before writing,
+single-threaded, so `workers` processes keep that many cores busy. The job runs on
+`herbscan.jobs`: its inputs are fixed in a folder next to the output (`labels.csv.partial/`) and
+every UNIT_SIZE finished sheets are saved there as one file, so a killed job (even `kill -9`)
+resumes where it stopped with `resume=True`; the CSV and JSON are written atomically at the end
+and the folder removed. A sheet that cannot be read becomes a row with its `error`, and is read
+again on resume (its image may have been fixed since). Before writing,
 the job looks at the collection as a whole once: where its barcodes are evidently not its
 catalogue numbers, barcodes taken as catalogue numbers are sent for review
 (`distrust_barcodes`).
@@ -17,6 +19,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import as_completed
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from herbscan.errors import HerbscanError, ParameterError, check_choice, check_range
 from herbscan.fileio import atomic_write
+from herbscan.jobs import Job
 from herbscan.labels.fields import BARCODE_STANDIN, CATALOG_SOURCES, REVIEW, parse_label
 from herbscan.labels.names import Checklist
 from herbscan.labels.ocr import check_languages, find_tesseract
@@ -173,7 +177,6 @@ def transcribe(
     checklist = Checklist.read(names) if names else None
     find_tesseract()
     check_languages(lang)
-    journal = out.with_name(out.name + ".partial.jsonl")
     options = {
         "lang": lang,
         "layout": layout,
@@ -181,8 +184,17 @@ def transcribe(
         "min_name_score": min_name_score,
         "names": str(Path(names).resolve()) if names else None,
     }
-    done = _journalled(journal, options, resume)
-    todo = [r for r in rows if str(r["path"]) not in done]
+    folder = out.with_name(out.name + ".partial")
+    keep = sorted({k for r in rows for k in r} - {"path", "specimen_id"})
+    job = Job.open(
+        folder,
+        options=options,
+        start=lambda: (rows, ["path", "specimen_id", *keep], {"kind": "transcribe"}),
+        resume=resume,
+        unit_size=UNIT_SIZE,
+        what="transcription",
+        error=ParameterError,
+    )
     kwargs = {
         "lang": lang,
         "layout": layout,
@@ -191,44 +203,57 @@ def transcribe(
         "min_name_score": min_name_score,
         "catalog": catalog,
     }
-    fresh = not journal.exists()
-    with (
-        journal.open("a", encoding="utf-8") as jf,
-        Progress(len(rows), "transcribe", unit="sheets", enabled=progress) as bar,
-    ):
-        if fresh:
-            jf.write(json.dumps({"options": options}) + "\n")
-            jf.flush()
-        bar.update(len(rows) - len(todo))
+    names_of = _crop_names(job.rows) if crops else {}
+    # units to do: missing ones, and finished ones with sheets that failed (read those again)
+    todo = {k: [None] * len(job.unit_rows(k)) for k in job.todo()}
+    for k in set(range(job.n_units)) - set(todo):
+        kept = job.records(k)
+        if any(rec.get("error") for rec in kept):
+            todo[k] = [None if rec.get("error") else rec for rec in kept]
 
-        def record(r: dict, rec: dict) -> None:
+    def finished(k: int, records: list[dict]) -> None:
+        job.save_records(k, records)
+
+    with Progress(len(job.rows), "transcribe", unit="sheets", enabled=progress) as bar:
+        bar.update(len(job.rows) - sum(r.count(None) for r in todo.values()))
+        waiting = {k: recs.count(None) for k, recs in todo.items()}
+
+        def record(k: int, i: int, row: dict, rec: dict) -> None:
             full = {c: "" for c in COLUMNS}
             full.update(rec)
-            full["file"], full["specimen_id"] = str(r["path"]), r.get("specimen_id", "")
-            done[full["file"]] = full
-            jf.write(json.dumps(full, ensure_ascii=False) + "\n")
-            jf.flush()
+            full["file"], full["specimen_id"] = str(row["path"]), row.get("specimen_id", "")
+            todo[k][i] = full
+            waiting[k] -= 1
             bar.update(1)
+            if not waiting[k]:
+                finished(k, todo[k])
 
-        names_of = _crop_names(rows) if crops else {}
-        jobs = [
-            (str(r["path"]), {**kwargs, "crop_name": names_of.get(str(r["path"]))}) for r in todo
+        sheets = [
+            (k, i, row, (str(row["path"]), {**kwargs, "crop_name": names_of.get(str(row["path"]))}))
+            for k in sorted(todo)
+            for i, row in enumerate(job.unit_rows(k))
+            if todo[k][i] is None
         ]
-        if workers == 1 or len(todo) <= 1:
-            for r, job in zip(todo, jobs, strict=True):
-                record(r, _job(job))
-        else:
+        for k in [k for k, n in waiting.items() if not n]:  # nothing left to read in it
+            finished(k, todo[k])
+        if workers == 1 or len(sheets) <= 1:
+            for k, i, row, args in sheets:
+                record(k, i, row, _job(args))
+        else:  # one pool for the whole job; a unit is saved once its last sheet is back
             with worker_pool(workers) as pool:
-                futures = {pool.submit(_job, job): r for r, job in zip(todo, jobs, strict=True)}
+                futures = {pool.submit(_job, args): (k, i, row) for k, i, row, args in sheets}
                 for fut in as_completed(futures):
-                    record(futures[fut], fut.result())
-    records = [done[str(r["path"])] for r in rows if str(r["path"]) in done]
+                    record(*futures[fut], fut.result())
+    records = [rec for k in range(job.n_units) for rec in job.records(k)]  # in input order
     if catalog == "auto":
         distrust_barcodes(records)
     write_records(records, out)
-    journal.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
     return summarise(records)
 
+
+UNIT_SIZE = 16
+"""Sheets per saved unit of a transcription job: a kill loses at most the units in flight."""
 
 MIN_DISAGREE = 5
 """Sheets on which a confident catalogue number differs from the barcode before a job takes
@@ -288,37 +313,6 @@ def _crop_names(rows: list[dict]) -> dict[str, str]:
         p: s if count[s] == 1 else f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}"
         for p, s in stems.items()
     }
-
-
-def _journalled(journal: Path, options: dict, resume: bool) -> dict[str, dict]:
-    """The sheets an unfinished job finished, by file, when resuming it with the same options
-    (sheets that failed are done again: their image may have been fixed since)."""
-    if not journal.exists():
-        return {}
-    if not resume:
-        raise ParameterError(
-            f"{journal} holds an unfinished job; add --resume to go on "
-            "with it, or delete it to start again"
-        )
-    done: dict[str, dict] = {}
-    for line in journal.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if "options" in rec:
-            changed = [k for k in options if rec["options"].get(k) != options[k]]
-            if changed:
-                was = ", ".join(f"{k}={rec['options'].get(k)!r}" for k in changed)
-                raise ParameterError(
-                    f"{journal} was started with {was}; resume with the same "
-                    "options, or delete it to start again with new ones"
-                )
-        elif rec.get("error"):
-            done.pop(rec["file"], None)
-        else:
-            done[rec["file"]] = rec
-    return done
 
 
 def write_records(records: list[dict], out: Path) -> None:

@@ -37,7 +37,7 @@ _FACTS = (
     ("outside_paths", "Image paths outside the source's folder"),
     ("outside_examples", "First paths outside the source's folder"),
     ("metadata_columns", "Metadata columns"),
-    ("shard_size", "Sheets per result file"),
+    ("unit_size", "Sheets per result file"),
     ("shards", "Result files"),
     ("complete", "Screen finished"),
 )
