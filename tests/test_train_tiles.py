@@ -65,7 +65,7 @@ def test_balanced_sampling_weights():
     assert per_sheet.tolist() == pytest.approx([0.25, 0.25, 0.5])
 
 
-def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
+def test_tile_mode_train_evaluate_predict(split_csv, tmp_path, monkeypatch):
     run = train(split_csv, tmp_path / "run", epochs=3, patience=0, **FAST)
     cfg = json.loads((run / "run.json").read_text())
     prep, agg = cfg["preprocessing"], cfg["aggregation"]
@@ -78,8 +78,12 @@ def test_tile_mode_train_evaluate_predict(split_csv, tmp_path):
     )
     assert [c["rule"] for c in agg["candidates"]] == ["mean", "topk", "vote"]
     assert agg["chosen_because"] and all("p_vs_mean" in c for c in agg["candidates"])
+    # nobody chose a cache: evaluating a tile run tiles the sheets in memory, leaving nothing
+    # in the default cache (a tiled sheet is tens of MB)
+    monkeypatch.delenv("HERBSCAN_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     m = evaluate(run, split="test", precision="fp32", progress=False)
-    assert m["n"] == 6
+    assert m["n"] == 6 and not (tmp_path / "home").exists()
     html = (run / "report.html").read_text()
     for section in ("Tile entropy", "Sheet aggregation", "Tile heatmaps"):
         assert section in html

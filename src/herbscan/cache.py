@@ -35,6 +35,11 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "herbscan"
 
 
+def cache_chosen(cache_dir: str | Path | None | bool) -> bool:
+    """Whether the user chose where (or whether) to cache: a flag, or HERBSCAN_CACHE."""
+    return cache_dir is not None or bool(os.environ.get("HERBSCAN_CACHE"))
+
+
 def _key(path: str | Path) -> str:
     """Identity of a file's content without reading it: absolute path, size, mtime."""
     p = Path(path).resolve()

@@ -446,8 +446,11 @@ def evaluate(
 ):
     """Metrics, predictions.csv and a self-contained report.html."""
     from herbscan.evaluate import evaluate as do_evaluate
+    from herbscan.runs import load_run
+    from herbscan.views import view_of
 
-    _say_cache(cache_dir)
+    if view_of(load_run(run).config).caches_by_default:
+        _say_cache(cache_dir)
     m = do_evaluate(
         run,
         data=data,

@@ -298,19 +298,9 @@ def train(
         raise ManifestError(f"{data}: fewer than 2 readable training images")
     balance = view.balance(balance)
 
-    start = "run" if init_run else _backbone_start(model, pretrained, weights)
-    raw = create_model(model, len(classes), input_size=size, pretrained=start == "imagenet")
-    origin = None  # the weights a started backbone loads: the user's file or ImageNet's
-    if init_run is not None:
-        origin = _load_init(raw, init_run, len(classes))
-    elif start == "file":
-        origin = load_backbone_weights(raw, weights)
-    elif start == "imagenet":
-        origin = weights_record(pretrained_weights(WEIGHTS_OF.get(model, model)))
-    info = model_info(model)
-    mean, std = info["mean"] or MEAN, info["std"] or STD
-    if init_run is not None:
-        mean, std = init_run.preprocessing.mean, init_run.preprocessing.std
+    raw, start, origin, mean, std = _network(
+        model, len(classes), size, init_run, pretrained, weights
+    )
     net = acc.prepare(raw)
     started = start is not None
     if epochs == 0 and not started:
@@ -327,54 +317,13 @@ def train(
             jpeg_rng=np.random.default_rng([seed, 0x1BE6]) if augmentation else None,
         )  # fmt: skip
 
-    config = RunConfig(
-        classes=classes,
-        label_column=m.label_col,
-        preprocessing=Preprocessing(
-            **{"fit": fit, **view.preprocessing()},
-            mean=list(mean),
-            std=list(std),
-            **view.counts(tr, va),
-        ),
-        architecture=Architecture(
-            name=model,
-            parameters=sum(p.numel() for p in net.parameters()),
-            init=start or "scratch",
-            weights=origin,
-        ),
-        training=Training(
-            data=str(Path(data).resolve()),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            balance=balance,
-            patience=patience,
-            samples_per_epoch=samples_per_epoch,
-            augmentation=augmentation,
-            jpeg_augmentation=(
-                {"p": JPEG_P, "quality": list(JPEG_QUALITY)} if augmentation else None
-            ),
-            backbone_lr_scale=backbone_lr_scale if started else None,
-            linear_probe=probe,
-            precision=acc.precision,
-            device=str(acc.device),
-            seed=seed,
-            n_train=len(tr.y),
-            n_validation=len(va.y),
-            n_skipped=len(skipped),
-            validation_majority=_majority(va.sheet_y),
-            reviewed_labels=reviewed_labels,
-        ),
-        seed=seed,
-        versions={
-            "herbscan": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
+    config = _run_config(
+        view, m, classes, fit, mean, std, model, net, start, origin, tr, va, probe, acc, skipped,
+        reviewed_labels, data=data, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, balance=balance, patience=patience,
+        samples_per_epoch=samples_per_epoch, augmentation=augmentation,
+        backbone_lr_scale=backbone_lr_scale if started else None, seed=seed,
+    )  # fmt: skip
     settings = {
         "data": config.training.data,
         "model": model,
@@ -417,6 +366,81 @@ def train(
     _write_config(out, config, state, state["epoch"], stopped_early=stopped_early, complete=True)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return out
+
+
+def _network(model, n_classes, size, init_run, pretrained, weights):
+    """(network, where it starts, record of its weights, input mean, std): from an earlier run
+    (`init_run`), a weights file, ImageNet, or scratch."""
+    start = "run" if init_run else _backbone_start(model, pretrained, weights)
+    raw = create_model(model, n_classes, input_size=size, pretrained=start == "imagenet")
+    origin = None  # the weights a started backbone loads: the user's file or ImageNet's
+    if init_run is not None:
+        origin = _load_init(raw, init_run, n_classes)
+    elif start == "file":
+        origin = load_backbone_weights(raw, weights)
+    elif start == "imagenet":
+        origin = weights_record(pretrained_weights(WEIGHTS_OF.get(model, model)))
+    info = model_info(model)
+    mean, std = info["mean"] or MEAN, info["std"] or STD
+    if init_run is not None:
+        mean, std = init_run.preprocessing.mean, init_run.preprocessing.std
+    return raw, start, origin, mean, std
+
+
+def _run_config(
+    view, m, classes, fit, mean, std, model, net, start, origin, tr, va, probe, acc, skipped,
+    reviewed_labels, *, data, epochs, batch_size, lr, weight_decay, balance, patience,
+    samples_per_epoch, augmentation, backbone_lr_scale, seed,
+) -> RunConfig:  # fmt: skip
+    """run.json of a training run as it starts (metrics and the rest are added as it goes)."""
+    return RunConfig(
+        classes=classes,
+        label_column=m.label_col,
+        preprocessing=Preprocessing(
+            **{"fit": fit, **view.preprocessing()},
+            mean=list(mean),
+            std=list(std),
+            **view.counts(tr, va),
+        ),
+        architecture=Architecture(
+            name=model,
+            parameters=sum(p.numel() for p in net.parameters()),
+            init=start or "scratch",
+            weights=origin,
+        ),
+        training=Training(
+            data=str(Path(data).resolve()),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            balance=balance,
+            patience=patience,
+            samples_per_epoch=samples_per_epoch,
+            augmentation=augmentation,
+            jpeg_augmentation=(
+                {"p": JPEG_P, "quality": list(JPEG_QUALITY)} if augmentation else None
+            ),
+            backbone_lr_scale=backbone_lr_scale,
+            linear_probe=probe,
+            precision=acc.precision,
+            device=str(acc.device),
+            seed=seed,
+            n_train=len(tr.y),
+            n_validation=len(va.y),
+            n_skipped=len(skipped),
+            validation_majority=_majority(va.sheet_y),
+            reviewed_labels=reviewed_labels,
+        ),
+        seed=seed,
+        versions={
+            "herbscan": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
 @dataclass

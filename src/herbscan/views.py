@@ -21,6 +21,7 @@ import numpy as np
 from herbscan.cache import (
     TileMeta,
     TileWindows,
+    cache_chosen,
     cache_root,
     cached_tiles,
     check_free_space,
@@ -114,6 +115,7 @@ class FullSheets:
     """One sample per sheet: the whole sheet resized to `size` (the paper's 256² method)."""
 
     heatmaps = False  # a dense model (StainNet) draws its own; a whole-sheet input has none
+    caches_by_default = True  # decoded inputs are small: re-evaluating a run reads them back
 
     def __init__(self, size: int, fit: str = "stretch"):
         self.size, self.fit = size, fit
@@ -202,6 +204,8 @@ class Tiles:
     `aggregation` (the paper's mean, unless validation chose another rule)."""
 
     heatmaps = True
+    # a tiled sheet is 25-70 MB on disk: prediction caches it only where the user chose a place
+    caches_by_default = False
 
     def __init__(
         self,
@@ -381,6 +385,8 @@ class Tiles:
     def sheets(
         self, paths, *, cache_dir=None, workers=1, progress=False, pool=None, thumbnails=False
     ) -> Iterator[tuple[int, SheetInputs | None, str]]:
+        if not cache_chosen(cache_dir):
+            cache_dir = False
         for i, kt, err in load_tile_sheets(
             paths, self.spec, cache_dir=cache_dir, workers=workers, progress=progress,
             keep_above=self.threshold, thumbnails=thumbnails, pool=pool,
