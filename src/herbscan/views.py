@@ -152,15 +152,14 @@ class FullSheets:
         self, m: Manifest, split: str, classes, cache_dir, workers, skipped, progress
     ) -> Samples:
         sub = m.subset(split)
+        paths = sub.paths()
         arrays, ok, failures = load_sheets(
-            sub.paths(), self.size, self.fit, cache_dir=cache_dir, workers=workers,
-            progress=progress,
-        )  # fmt: skip
+            paths, self.size, self.fit, cache_dir=cache_dir, workers=workers, progress=progress
+        )
         for p, err in failures:
             skipped.append({"path": p, "split": split, "error": err})
         y = np.array([classes.index(sub.label(sub.rows[i])) for i in ok], dtype=np.int64)
-        paths = [str(sub.paths()[i]) for i in ok]
-        return Samples(arrays, y, np.arange(len(y)), y, paths, len(y))
+        return Samples(arrays, y, np.arange(len(y)), y, [str(paths[i]) for i in ok], len(y))
 
     def sample_weights(self, s: Samples, n_classes: int) -> np.ndarray:
         """Each class drawn equally often when balancing by sampler."""
@@ -301,12 +300,13 @@ class Tiles:
         cut into memory."""
         labels = read_tile_labels(self.tile_labels, classes)
         sub = m.subset(split)
+        sub_paths = sub.paths()
         xs, ys, sheets, sheet_y, paths, files, xy = [], [], [], [], [], [], []
         entropies: dict[str, list[np.ndarray]] = {c: [] for c in classes}
         total = 0
-        for i, st, err in self._sheet_tiles(sub.paths(), cache_dir, workers, progress):
+        for i, st, err in self._sheet_tiles(sub_paths, cache_dir, workers, progress):
             if st is None:
-                skipped.append({"path": str(sub.paths()[i]), "split": split, "error": err})
+                skipped.append({"path": str(sub_paths[i]), "split": split, "error": err})
                 continue
             label = sub.label(sub.rows[i])
             keep = np.flatnonzero(st.entropy >= self.threshold)
