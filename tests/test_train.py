@@ -397,38 +397,20 @@ def test_load_run_names_a_missing_or_mistyped_key_of_run_json(tiny_run, tmp_path
     assert "'preprocessing.tile_size' is missing" in broken(
         lambda c: c["preprocessing"].update(mode="tiles")
     )
-
-
-def test_run_config_names_unknown_keys_and_refuses_a_newer_schema(tiny_run, tmp_path):
-    import shutil
-
-    folder = tmp_path / "copy"
-    shutil.copytree(tiny_run, folder)
-    path = folder / "run.json"
-    good = json.loads(path.read_text())
+    assert "unknown key 'training.epochz'" in broken(lambda c: c["training"].update(epochz=3))
+    assert "unknown key 'colour'" in broken(lambda c: c.update(colour="red"))
+    assert "'training.complete' must be bool" in broken(
+        lambda c: c["training"].update(complete="yes")
+    )
+    assert "'preprocessing.mean' must be list or null" in broken(
+        lambda c: c["preprocessing"].update(mean="0.5")
+    )
+    assert "newer than this herbscan knows" in broken(lambda c: c.update(schema=SCHEMA + 1))
+    path.write_text(json.dumps(good))
     assert good["schema"] == SCHEMA and list(good)[:2] == ["format", "schema"]
     cfg = load_run(folder).config
     assert cfg.preprocessing.mode == "full" and cfg.training.kind == "train"
     assert RunConfig.from_dict(cfg.to_dict(), path) == cfg  # what it writes, it reads back
-
-    def refused(edit) -> str:
-        bad = json.loads(json.dumps(good))
-        edit(bad)
-        path.write_text(json.dumps(bad))
-        with pytest.raises(RunError) as e:
-            load_run(folder)
-        assert str(path) in str(e.value) and "\n" not in str(e.value)
-        return str(e.value)
-
-    assert "unknown key 'training.epochz'" in refused(lambda c: c["training"].update(epochz=3))
-    assert "unknown key 'colour'" in refused(lambda c: c.update(colour="red"))
-    assert "'training.complete' must be bool" in refused(
-        lambda c: c["training"].update(complete="yes")
-    )
-    assert "'preprocessing.mean' must be list or null" in refused(
-        lambda c: c["preprocessing"].update(mean="0.5")
-    )
-    assert "newer than this herbscan knows" in refused(lambda c: c.update(schema=SCHEMA + 1))
 
 
 def test_run_json_of_schema_1_is_migrated(tmp_path):
