@@ -516,3 +516,89 @@ def test_screening_with_the_shipped_model_calibrates_on_the_collection(tmp_path)
     )
     assert s["threshold_source"].startswith("calibrated on 3 sheets of this collection")
     assert (tmp_path / "screen" / "calibration.json").is_file()
+
+
+NEW_LOOK_ALIKES = ("form", "frame", "coin", "finger", "specks", "stems")
+
+
+@pytest.mark.parametrize("kind", NEW_LOOK_ALIKES)
+def test_real_sheet_look_alikes_paint_in_millimetres_and_are_never_stain(kind):
+    """Label forms, scanner frames, coins, fingers, paper specks and stems change the sheet,
+    never count as stain, and cover the same share of it at twice the pixels per millimetre."""
+    assert kind in NEGATIVE_KINDS
+    share = {}
+    for scale in (1, 2):
+        base = np.asarray(Image.fromarray(paper()).resize((200 * scale, 300 * scale)))
+        fractions = []
+        for seed in range(8):
+            img, strength, d = paint(
+                np.random.default_rng(seed),
+                base,
+                stained=False,
+                negatives=[kind],
+                n_negatives=1,
+                ppm=4.0 * scale,
+            )
+            assert d["negatives"] == [kind] and strength.max() == 0
+            assert img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
+            changed = np.abs(img - base.astype(np.float32) / 255).max(axis=2) > 0.06
+            fractions.append(changed.mean())
+        assert max(fractions) > 0, (kind, scale)
+        share[scale] = np.mean(fractions)
+    assert 0.6 < share[2] / share[1] < 1.6, (kind, share)
+    # painted under stains, they still never count as stain themselves
+    _, strength, _ = paint(
+        np.random.default_rng(0), paper(), stained=True, kinds=["blotch"], negatives=[kind]
+    )
+    assert strength.max() > 0
+
+
+def test_paper_specks_are_sparse_and_never_clustered():
+    """Mercury speckles gather in clusters; paper inclusions are each on their own."""
+    from scipy import ndimage
+
+    base = np.full((600, 400, 3), 235, np.uint8)
+    for seed in range(6):
+        img, _, _ = paint(
+            np.random.default_rng(seed), base, stained=False, negatives=["specks"], n_negatives=1
+        )
+        dark = ndimage.binary_dilation(img.mean(axis=2) < 0.8, iterations=2)  # fibres whole
+        labels, n = ndimage.label(dark)
+        assert n >= 1
+        ppm = pixels_per_mm(base.shape)
+        per_cm2 = n / (base.shape[0] * base.shape[1] / (ppm * 10) ** 2)
+        assert per_cm2 < 0.5
+        c = np.array(ndimage.center_of_mass(dark, labels, range(1, n + 1)))
+        if n > 1:
+            gap = np.sqrt(((c[:, None] - c[None]) ** 2).sum(-1)) + np.eye(n) * 1e9
+            assert gap.min() / ppm > 2  # no two specks within 2 mm
+
+
+def test_scanner_frames_darken_an_edge_and_forms_draw_dotted_leaders():
+    base = paper(300, 200)
+    for seed in range(6):
+        img, _, _ = paint(
+            np.random.default_rng(seed), base, stained=False, negatives=["frame"], n_negatives=1
+        )
+        lum = img.mean(axis=2)
+        edges = [lum[:2].mean(), lum[-2:].mean(), lum[:, :2].mean(), lum[:, -2:].mean()]
+        assert min(edges) < 0.5 and lum[150, 60] > 0.7  # dark at an edge, paper in the middle
+    # a form of dotted leaders only: rows of small separate dots at a regular pitch
+    from scipy import ndimage
+
+    seen = 0
+    for seed in range(40):
+        img, _, _ = paint(
+            np.random.default_rng(seed),
+            np.full((600, 600, 3), 240, np.uint8),
+            stained=False,
+            negatives=["form"],
+            n_negatives=1,
+            ppm=6.0,
+        )
+        labels, n = ndimage.label(img.mean(axis=2) < 0.6)
+        if n < 20:
+            continue
+        sizes = np.bincount(labels.ravel())[1:] / 36  # mm²
+        seen += int(((sizes > 0.01) & (sizes < 0.5)).sum() >= 10)  # dots of 0.2-0.6 mm
+    assert seen >= 5

@@ -11,7 +11,10 @@ National Herbarium sheets in `../shared/data/mercury-reference`): clustered grey
 from a few dots to hundreds, loose scattered speckles, grey clouds and blotches, grey halos
 around the plant, greyed plant tissue and grey tide lines. Look-alikes (`NEGATIVE_KINDS`): dust,
 ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers, barcodes, plant debris,
-typed text, and the mottled, veined texture of dried leaves. Text and leaf texture are added to
+typed text, the mottled, veined texture of dried leaves, and what the top-scoring cells of clean
+sheets of other herbaria showed: printed label forms with dotted leader lines and rules, dark
+scanner frames with rulers, scale bars and colour bars on them, coins, finger tips, sparse paper
+specks and fibres, and dark branching stems. Text, leaf texture and label forms are added to
 half of the sheets besides: the first detectors, trained without them, called the labels and
 leaves of other herbaria's sheets mercury.
 
@@ -58,6 +61,12 @@ NEGATIVE_KINDS = (
     "debris",
     "texture",
     "text",
+    "form",
+    "frame",
+    "coin",
+    "finger",
+    "specks",
+    "stems",
 )
 _SUPER = 3  # dots are drawn 3× supersampled: a 0.2 mm speck at 4 px/mm is a grey pixel
 
@@ -551,6 +560,344 @@ def _text(rng, img, ppm, plant):
     return _blend(out, alpha * rng.uniform(0.6, 1.0), colour[int(rng.integers(len(colour)))])
 
 
+# --- look-alikes found on real sheets of other herbaria (the top-scoring cells of clean sheets)
+
+_PRINT_INKS = [(0.04, 0.04, 0.05), (0.2, 0.2, 0.22), (0.08, 0.1, 0.35), (0.3, 0.2, 0.12)]
+
+
+def _paste_alpha(shape, x0: float, y0: float, big: Image.Image, s: int) -> np.ndarray:
+    """A full-size alpha map with `big` (drawn at s× scale, its origin at image pixel
+    (x0, y0) rounded down to >= 0) shrunk into place."""
+    h, w = shape
+    ox, oy = max(0, int(x0)), max(0, int(y0))
+    alpha = np.zeros((h, w), np.float32)
+    small = np.asarray(big.resize((big.width // s, big.height // s), Image.Resampling.BOX))
+    small = small[: h - oy, : w - ox].astype(np.float32) / 255
+    alpha[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
+    return alpha
+
+
+def _words(rng, lo: int, hi: int) -> str:
+    return "".join(rng.choice(list(_GLYPHS), size=int(rng.integers(lo, hi + 1))))
+
+
+def _form(rng, img, ppm, plant):
+    """A printed label form: rows of dotted leader lines (". . . . .", dots 0.2-0.6 mm at a
+    regular pitch) and rule lines for the collector to fill in, with or without printed field
+    names and typed entries. At 3-4 px/mm a leader line is a row of grey specks."""
+    h, w = img.shape[:2]
+    s = _SUPER + 1
+    lw, lh = rng.uniform(40, 130) * ppm, rng.uniform(15, 80) * ppm  # label size, px
+    x0, y0 = rng.uniform(-0.3, 0.9) * w, rng.uniform(-0.3, 0.9) * h
+    ox, oy = max(0, int(x0)), max(0, int(y0))
+    bw, bh = min(w, int(x0 + lw) + 1) - ox, min(h, int(y0 + lh) + 1) - oy
+    if bw <= 0 or bh <= 0:
+        return img
+    printed = Image.new("L", (bw * s, bh * s), 0)
+    typed = Image.new("L", (bw * s, bh * s), 0)
+    dp, dt = ImageDraw.Draw(printed), ImageDraw.Draw(typed)
+
+    def px(mm_x: float, mm_y: float) -> tuple[float, float]:  # label mm -> drawing px
+        return ((x0 - ox) + mm_x * ppm) * s, ((y0 - oy) + mm_y * ppm) * s
+
+    em = rng.uniform(1.5, 3.5)  # type size, mm
+    font = ImageFont.load_default(size=max(4, round(em * ppm * s)))
+    dot_r = rng.uniform(0.1, 0.3)  # leader dots 0.2-0.6 mm across
+    pitch = max(rng.uniform(0.6, 2.5), 2.2 * dot_r + 0.25)  # mm between dot centres
+    typed_dots = rng.random() < 0.3  # leaders typeset as periods rather than drawn dots
+    p_dots = rng.choice([1.0, 0.8, 0.5, 0.0])  # the rest of the rows are rule lines
+    rule_w = max(1, round(rng.uniform(0.08, 0.35) * ppm * s))
+    names, fill = rng.random() < 0.75, rng.uniform(0.0, 0.8)  # field names; filled-in share
+    margin = rng.uniform(2, 6)
+    lw_mm, lh_mm = lw / ppm, lh / ppm
+    y = margin
+    if rng.random() < 0.6:  # a title line
+        y += em * 1.6
+        dp.text(px(margin, y - em * 1.3), _words(rng, 8, 30).upper(), fill=255, font=font)
+    row_h = rng.uniform(max(3.0, em * 1.3), 9.0)
+    while y + row_h < lh_mm - margin / 2:
+        y += row_h
+        x = margin
+        for _field in range(int(rng.integers(1, 3))):
+            x_end = lw_mm - margin if _field else x + rng.uniform(0.4, 1.0) * (lw_mm - margin - x)
+            if names:
+                name = _words(rng, 3, 12) + rng.choice([":", "", "."])
+                dp.text(px(x, y - em), name, fill=255, font=font, anchor="ls")
+                x += dp.textlength(name, font=font) / (ppm * s) + rng.uniform(0.5, 2)
+            if x_end - x < 3:
+                break
+            if rng.random() < p_dots:
+                if typed_dots:
+                    gap = " " if rng.random() < 0.5 else ""
+                    unit = dp.textlength("." + gap, font=font) / (ppm * s)
+                    dp.text(px(x, y), ("." + gap) * int((x_end - x) / unit), 255, font, "ls")
+                else:
+                    for xd in np.arange(x + dot_r, x_end, pitch):
+                        cx, cy = px(float(xd), y)
+                        r = dot_r * ppm * s
+                        dp.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+            else:
+                dp.line((*px(x, y + 0.3), *px(x_end, y + 0.3)), fill=255, width=rule_w)
+            if rng.random() < fill:  # typed or stamped entry on the line
+                dt.text(px(x + rng.uniform(0, 4), y - 0.4), _words(rng, 4, 30), 255, font, "ls")
+            x = x_end + rng.uniform(2, 6)
+            if x > lw_mm - margin - 10:
+                break
+    if rng.random() < 0.4:  # a printed border
+        dp.rectangle((*px(1, 1), *px(lw_mm - 1, lh_mm - 1)), outline=255, width=rule_w)
+    out = img
+    if rng.random() < 0.7:  # on its own slip of paper
+        out = img.copy()
+        slip = rng.uniform(0.85, 1.0) + rng.uniform(-0.04, 0.03, 3)
+        out[oy : oy + bh, ox : ox + bw] = np.clip(slip, 0, 1).astype(np.float32)
+    ink = _PRINT_INKS[int(rng.integers(len(_PRINT_INKS)))]
+    out = _blend(out, _paste_alpha((h, w), x0, y0, printed, s) * rng.uniform(0.5, 1.0), ink)
+    entry = _PRINT_INKS[int(rng.integers(len(_PRINT_INKS)))]
+    return _blend(out, _paste_alpha((h, w), x0, y0, typed, s) * rng.uniform(0.6, 1.0), entry)
+
+
+def _strip(rng, ppm: float, length: int, thick: int, frame) -> np.ndarray:
+    """A reference strip lying on a scanner frame, (thick, length, 3): a ruler, a black and
+    white scale bar, a grey scale or a colour bar."""
+    kind = rng.choice(["ruler", "checker", "grey", "colour"])
+    out = np.empty((thick, length, 3), np.float32)
+    out[:] = frame
+    if kind == "ruler":
+        light = rng.random() < 0.6
+        bg, fg = (rng.uniform(0.82, 0.97), rng.uniform(0.0, 0.12))[:: 1 if light else -1]
+        out[:] = bg
+        s = _SUPER
+        im = Image.new("L", (length * s, thick * s), 0)
+        d = ImageDraw.Draw(im)
+        tw = max(1, round(rng.uniform(0.1, 0.3) * ppm * s))
+        for i, x in enumerate(np.arange(rng.uniform(0, 3), length / ppm, 1.0)):
+            tl = (0.25, 0.4, 0.6)[2 if i % 10 == 0 else 1 if i % 5 == 0 else 0]
+            d.line((x * ppm * s, 0, x * ppm * s, tl * thick * s), fill=255, width=tw)
+        a = np.asarray(im.resize((length, thick), Image.Resampling.BOX), np.float32) / 255
+        return _blend(out, a, (fg,) * 3)
+    if kind == "checker":
+        block = max(1, int(rng.choice([5.0, 10.0]) * ppm))
+        rows = 2 if rng.random() < 0.3 else 1
+        yy, xx = np.mgrid[:thick, :length]
+        on = ((xx // block) + (yy * rows // max(1, thick))) % 2 == 0
+        out[:] = np.where(on[..., None], rng.uniform(0.0, 0.1), rng.uniform(0.85, 0.98))
+        return out
+    n = int(rng.integers(6, 25))
+    patch = length / n
+    gap = int(rng.uniform(0, 1.5) * ppm)
+    values = np.linspace(rng.uniform(0.0, 0.1), rng.uniform(0.85, 1.0), n)
+    for i in range(n):
+        x, x1 = int(i * patch), int((i + 1) * patch) - gap
+        c = (values[i],) * 3 if kind == "grey" else rng.random(3)
+        out[:, x : max(x + 1, x1)] = np.asarray(c, np.float32)
+    return out
+
+
+def _frame(rng, img, ppm, plant):
+    """A dark scanner frame or background margin along one to three edges of the image (the
+    sheet did not fill the scan), often with a ruler, scale bar, grey scale or colour bar."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.7:
+        col = np.full(3, rng.uniform(0.0, 0.12), np.float32) + rng.uniform(-0.02, 0.02, 3)
+    else:  # grey, blue, green or brown backing
+        col = rng.uniform(0.05, 0.4, 3).astype(np.float32)
+    yy, xx = np.ogrid[:h, :w]
+    mask = np.zeros((h, w), np.float32)
+    bands = []
+    for side in rng.choice(4, size=int(rng.integers(1, 4)), replace=False):
+        width = rng.uniform(2, 45) * ppm
+        tilt = rng.uniform(-0.02, 0.02)
+        along, across, n = (xx, yy, h) if side < 2 else (yy, xx, w)
+        dist = across if side % 2 == 0 else (n - 1 - across)
+        edge = width + tilt * (along - along.mean())
+        mask = np.maximum(mask, np.clip(edge - dist + 0.5, 0, 1))
+        bands.append((int(side), width))
+    mask = _soft(mask, rng.uniform(0, 0.6) * ppm)
+    grain = _noise_field(rng, (h, w), rng.uniform(0.5, 10) * ppm) - 0.5
+    colour = np.clip(col + rng.uniform(0, 0.08) * grain[..., None], 0, 1)
+    a = mask[..., None]
+    out = img * (1 - a) + colour * a
+    for side, width in bands:
+        if rng.random() > 0.6:
+            continue
+        n_along = w if side < 2 else h
+        length = int(min(n_along, rng.uniform(40, 250) * ppm))
+        thick = max(2, int(min(width * rng.uniform(0.4, 1.3), rng.uniform(4, 20) * ppm)))
+        strip = _strip(rng, ppm, length, thick, col)
+        start = int(rng.uniform(-0.2, 1.0) * max(1, n_along - length))
+        off = int(rng.uniform(0, max(1.0, width - thick)))
+        if side % 2 == 1:  # far edge: the strip's ticks still face the sheet's edge
+            strip = strip[::-1]
+        if side >= 2:
+            strip = strip.transpose(1, 0, 2)
+        sh, sw = strip.shape[:2]
+        if side == 0:
+            y, x = off, start
+        elif side == 1:
+            y, x = h - off - sh, start
+        elif side == 2:
+            y, x = start, off
+        else:
+            y, x = start, w - off - sw
+        ys, xs = max(0, y), max(0, x)
+        ye, xe = min(h, y + sh), min(w, x + sw)
+        if ye > ys and xe > xs:
+            out[ys:ye, xs:xe] = strip[ys - y : ye - y, xs - x : xe - x]
+    return out
+
+
+def _coin(rng, img, ppm, plant):
+    """A coin, washer or other small metallic disc lying on the sheet, with its shadow."""
+    h, w = img.shape[:2]
+    r = rng.uniform(4, 15) * ppm  # 8-30 mm across
+    cx, cy = rng.uniform(-0.05, 1.05) * w, rng.uniform(-0.05, 1.05) * h
+    x0, x1 = max(0, int(cx - 1.3 * r)), min(w, int(cx + 1.3 * r) + 2)
+    y0, y1 = max(0, int(cy - 1.3 * r)), min(h, int(cy + 1.3 * r) + 2)
+    if x1 <= x0 or y1 <= y0:
+        return img
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xx - cx, yy - cy
+    d = np.hypot(dx, dy)
+    disc = np.clip(r - d + 0.5, 0, 1)
+    metal = [(0.6, 0.6, 0.62), (0.62, 0.42, 0.26), (0.7, 0.6, 0.32), (0.35, 0.35, 0.36)]
+    base = np.asarray(metal[int(rng.integers(len(metal)))], np.float32) * rng.uniform(0.7, 1.2)
+    a = rng.uniform(0, 2 * np.pi)
+    light = 1 + rng.uniform(0.1, 0.4) * (np.cos(a) * dx + np.sin(a) * dy) / r
+    rim = 1 - rng.uniform(0.1, 0.4) * np.exp(-(((d / r - 0.9) / 0.04) ** 2))
+    relief = _noise_field(rng, d.shape, rng.uniform(0.4, 2) * ppm) - 0.5
+    shade = light * rim * (1 + rng.uniform(0, 0.4) * relief * (d < 0.82 * r))
+    colour = np.clip(base * shade[..., None], 0, 1)
+    out = img.copy()
+    patch = out[y0:y1, x0:x1]
+    sx, sy = rng.normal(0, 0.6 * ppm, 2)
+    shadow = _soft(np.clip(r - np.hypot(dx - sx, dy - sy) + 0.5, 0, 1), rng.uniform(0.3, 1.5) * ppm)
+    patch = _blend(patch, shadow * rng.uniform(0.1, 0.4), (0.1, 0.1, 0.1))
+    a = disc[..., None]
+    out[y0:y1, x0:x1] = patch * (1 - a) + colour * a
+    return out
+
+
+def _finger(rng, img, ppm, plant):
+    """A finger tip (bare or gloved) reaching in from an edge of the image, holding the sheet."""
+    h, w = img.shape[:2]
+    side = int(rng.integers(4))
+    rad = rng.uniform(6, 11) * ppm
+    reach = rng.uniform(5, 60) * ppm
+    t = rng.uniform(0, 1)
+    ang = rng.normal(0, 0.4) + (np.pi / 2, -np.pi / 2, 0.0, np.pi)[side]
+    bx, by = [(t * w, 0), (t * w, h), (0, t * h), (w, t * h)][side]
+    ux, uy = np.cos(ang), np.sin(ang)
+    tx, ty = bx + reach * ux, by + reach * uy  # tip centre
+    sx, sy = tx - (reach + 4 * rad) * ux, ty - (reach + 4 * rad) * uy  # far outside
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    vx, vy = tx - sx, ty - sy
+    along = np.clip(((xx - sx) * vx + (yy - sy) * vy) / (vx * vx + vy * vy), 0, 1)
+    px_, py_ = sx + along * vx - xx, sy + along * vy - yy
+    d = np.hypot(px_, py_)
+    mask = np.clip(rad - d + 0.5, 0, 1)
+    if not mask.any():
+        return img
+    skins = [(0.87, 0.68, 0.57), (0.76, 0.56, 0.44), (0.55, 0.38, 0.28), (0.38, 0.26, 0.2)]
+    gloves = [(0.35, 0.45, 0.8), (0.5, 0.4, 0.75), (0.92, 0.92, 0.9)]
+    pal = gloves if rng.random() < 0.25 else skins
+    base = np.asarray(pal[int(rng.integers(len(pal)))], np.float32) + rng.uniform(-0.04, 0.04, 3)
+    shade = 1 - rng.uniform(0.2, 0.45) * (d / rad) ** 2  # rounded: darker at the sides
+    colour = np.clip(base * shade[..., None], 0, 1)
+    if pal is skins and rng.random() < 0.6:  # a nail near the tip
+        nx, ny = tx - 0.45 * rad * ux, ty - 0.45 * rad * uy
+        nd = np.hypot(((xx - nx) * ux + (yy - ny) * uy) / 0.55, (xx - nx) * -uy + (yy - ny) * ux)
+        nail = np.clip(0.5 * rad - nd + 0.5, 0, 1)[..., None] * rng.uniform(0.3, 0.7)
+        colour = colour * (1 - nail) + np.asarray((0.93, 0.8, 0.78), np.float32) * nail
+    shadow = _soft(mask, rng.uniform(0.5, 2) * ppm) * rng.uniform(0.1, 0.35)
+    out = _blend(img, shadow, (0.1, 0.1, 0.1))
+    a = _soft(mask, 0.4)[..., None]
+    return out * (1 - a) + colour * a
+
+
+def _specks(rng, img, ppm, plant):
+    """Paper inclusions: tiny dark fibres and dots scattered sparsely and evenly over the sheet,
+    each one on its own (mercury's speckles gather in clusters)."""
+    h, w = img.shape[:2]
+    area_cm2 = h * w / (ppm * 10) ** 2
+    n = 1 + int(rng.poisson(area_cm2 * rng.uniform(0.01, 0.12)))
+    # jittered grid, so that no two specks are close: sparse and even, never a cluster
+    g = max(1, int(np.ceil(np.sqrt(n * 2))))
+    cells = rng.choice(g * g, size=min(n, g * g), replace=False)
+    xs = (cells % g + rng.uniform(0.15, 0.85, len(cells))) * w / g
+    ys = (cells // g + rng.uniform(0.15, 0.85, len(cells))) * h / g
+    fibre = rng.random(len(cells)) < rng.uniform(0.2, 0.8)
+    out = img
+    colours = [(0.1, 0.1, 0.1), (0.3, 0.22, 0.15), (0.12, 0.15, 0.35), (0.4, 0.4, 0.4)]
+    group = rng.integers(0, 2, len(cells))
+    palette = rng.choice(len(colours), 2)
+    for k in range(2):
+        pick = ~fibre & (group == k)
+        r = np.clip(rng.lognormal(np.log(0.1), 0.4, pick.sum()), 0.05, 0.3) * ppm
+        alpha = _dots(rng, (h, w), xs[pick], ys[pick], r, rng.uniform(0.3, 0.9, pick.sum()))
+        s = _SUPER
+        im = Image.new("L", (w * s, h * s), 0)
+        d = ImageDraw.Draw(im)
+        for x, y in zip(xs[fibre & (group == k)], ys[fibre & (group == k)]):
+            a, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 4) * ppm
+            pts = [(x * s, y * s)]
+            for _ in range(3):
+                a += rng.normal(0, 0.5)
+                x, y = x + length / 3 * np.cos(a), y + length / 3 * np.sin(a)
+                pts.append((x * s, y * s))
+            width = max(1, round(rng.uniform(0.05, 0.2) * ppm * s))
+            d.line(pts, fill=int(rng.uniform(100, 230)), width=width)
+        alpha = np.maximum(alpha, np.asarray(im.resize((w, h), Image.Resampling.BOX)) / 255)
+        out = _blend(out, alpha, colours[int(palette[k])])
+    return out
+
+
+def _stems(rng, img, ppm, plant):
+    """Dark stems, twigs and petioles: long tapering strokes, brown to near black with a darker
+    outline and a lighter core, bending and branching, with nodes."""
+    h, w = img.shape[:2]
+    s = 2
+    outline = Image.new("L", (w * s, h * s), 0)
+    core = Image.new("L", (w * s, h * s), 0)
+    do, dc = ImageDraw.Draw(outline), ImageDraw.Draw(core)
+
+    def stem(x, y, a, length, width, depth):
+        step = rng.uniform(1.5, 5) * ppm
+        n = max(2, int(length / step))
+        for i in range(n):
+            wd = width * (1 - 0.7 * i / n)
+            a += rng.normal(0, 0.12)
+            x1, y1 = x + step * np.cos(a), y + step * np.sin(a)
+            wp = max(1, round(wd * s))
+            do.line((x * s, y * s, x1 * s, y1 * s), fill=255, width=wp)
+            r = wd * s / 2
+            do.ellipse((x1 * s - r, y1 * s - r, x1 * s + r, y1 * s + r), fill=255)
+            if wd * 0.4 * s >= 1:
+                dc.line((x * s, y * s, x1 * s, y1 * s), fill=255, width=round(wd * 0.4 * s))
+            if rng.random() < 0.08:  # a node
+                r = wd * s * rng.uniform(0.6, 0.9)
+                do.ellipse((x1 * s - r, y1 * s - r, x1 * s + r, y1 * s + r), fill=255)
+            if depth < 2 and rng.random() < 0.12:
+                side = rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)
+                stem(x1, y1, a + side, length * rng.uniform(0.2, 0.5), wd * 0.6, depth + 1)
+            x, y = x1, y1
+
+    for x, y in _centres(rng, (h, w), plant, int(rng.integers(1, 4)), 0.5):
+        stem(
+            x,
+            y,
+            rng.uniform(0, 2 * np.pi),
+            rng.uniform(20, 200) * ppm,
+            rng.uniform(0.5, 3) * ppm,
+            0,
+        )
+    a_out = np.asarray(outline.resize((w, h), Image.Resampling.BOX), np.float32) / 255
+    a_core = np.asarray(core.resize((w, h), Image.Resampling.BOX), np.float32) / 255
+    browns = [(0.22, 0.15, 0.09), (0.1, 0.09, 0.07), (0.24, 0.24, 0.12), (0.32, 0.16, 0.1)]
+    base = np.asarray(browns[int(rng.integers(len(browns)))], np.float32)
+    out = _blend(img, a_out, base)
+    return _blend(out, a_core * rng.uniform(0.3, 0.8), np.clip(base * rng.uniform(1.3, 2.0), 0, 1))
+
+
 _NEGATIVES = {
     "dust": _dust,
     "ink": _ink,
@@ -565,6 +912,12 @@ _NEGATIVES = {
     "debris": _debris,
     "texture": _texture,
     "text": _text,
+    "form": _form,
+    "frame": _frame,
+    "coin": _coin,
+    "finger": _finger,
+    "specks": _specks,
+    "stems": _stems,
 }
 
 
@@ -595,8 +948,8 @@ def paint(
     """Paint look-alikes (and stains when `stained`) onto an (h, w, 3) RGB image.
 
     `ppm` is the image's pixels per millimetre (default: the image is a whole sheet). When
-    `n_negatives` is None it is drawn (0-4), and leaf texture and text are each added to half
-    of the images besides. Returns
+    `n_negatives` is None it is drawn (0-4), and leaf texture, text and a label form are each
+    added to half of the images besides. Returns
     (float32 image in [0, 1], float32 (h, w) stain strength in [0, 1], description).
     """
     kinds = _check_kinds(kinds, STAIN_KINDS, "stain")
@@ -610,7 +963,7 @@ def paint(
     if drawn:
         n_negatives = int(rng.choice([0, 1, 1, 2, 2, 3, 4]))
     used_neg = [str(k) for k in rng.choice(negatives, size=n_negatives)] if negatives else []
-    for common in ("texture", "text") if drawn else ():  # on most real sheets: leaves, labels
+    for common in ("texture", "text", "form") if drawn else ():  # most real sheets have these
         if common in negatives and common not in used_neg and rng.random() < 0.5:
             used_neg.insert(0, common)
     for k in used_neg:
