@@ -5,7 +5,10 @@ colour bar, dirt and foxing), written as JPEGs to a work folder; `learn_stains` 
 look-alikes on them and starts from the ImageNet EfficientNet-Lite0 weights (Apache-2.0). No image
 of `../shared` or of any collection goes into the weights.
 
-    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--work /tmp/mercury]
+    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--work /tmp/mercury] [--resume]
+
+`--resume` continues a stopped job in the same `--work` folder from its last checkpoint (one
+every quarter of the steps) instead of starting again.
 
 Writes src/herbscan/weights/mercury/{run.json, model.safetensors (fp16), history.csv}.
 """
@@ -45,13 +48,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=DEST)
+    ap.add_argument("--resume", action="store_true", help="continue a stopped job in --work")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="herbscan-mercury-"))
     sheets = work / "sheets"
     if not sheets.is_dir() or len(list(sheets.glob("*.jpg"))) < args.sheets:
         synth_sheets(sheets, args.sheets, args.seed)
     run = work / "run"
-    shutil.rmtree(run, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(run, ignore_errors=True)
     learn_stains(
         [sheets],
         run,
@@ -60,6 +65,7 @@ def main() -> None:
         seed=args.seed,
         cache_dir=work / "cache",
         validation_sheets=24,
+        resume=args.resume,
     )
     args.dest.mkdir(parents=True, exist_ok=True)
     state = {
