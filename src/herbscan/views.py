@@ -30,7 +30,7 @@ from herbscan.cache import (
     load_tile_sheets,
     tile_cache_bytes,
 )
-from herbscan.errors import ManifestError, ParameterError, check_choice
+from herbscan.errors import ManifestError, ParameterError, check_choice, check_range
 from herbscan.images import input_shape
 from herbscan.manifest import Manifest, read_source
 from herbscan.metrics import mcnemar_p, operating_point, per_class_accuracy
@@ -460,8 +460,6 @@ def create_view(
             raise ParameterError(
                 f"min_entropy must be 'auto' or a number of bits; got {min_entropy!r}"
             ) from None
-        from herbscan.errors import check_range
-
         check_range("min_entropy", min_entropy, 0.0, 8.0)
     return Tiles(TileSpec(tile_size, stride or tile_size, scale), min_entropy, None, tile_labels)
 

@@ -211,9 +211,6 @@ def transcribe(
         if any(rec.get("error") for rec in kept):
             todo[k] = [None if rec.get("error") else rec for rec in kept]
 
-    def finished(k: int, records: list[dict]) -> None:
-        job.save_records(k, records)
-
     with Progress(len(job.rows), "transcribe", unit="sheets", enabled=progress) as bar:
         bar.update(len(job.rows) - sum(r.count(None) for r in todo.values()))
         waiting = {k: recs.count(None) for k, recs in todo.items()}
@@ -226,7 +223,7 @@ def transcribe(
             waiting[k] -= 1
             bar.update(1)
             if not waiting[k]:
-                finished(k, todo[k])
+                job.save_records(k, todo[k])
 
         sheets = [
             (k, i, row, (str(row["path"]), {**kwargs, "crop_name": names_of.get(str(row["path"]))}))
@@ -235,7 +232,7 @@ def transcribe(
             if todo[k][i] is None
         ]
         for k in [k for k, n in waiting.items() if not n]:  # nothing left to read in it
-            finished(k, todo[k])
+            job.save_records(k, todo[k])
         if workers == 1 or len(sheets) <= 1:
             for k, i, row, args in sheets:
                 record(k, i, row, _job(args))
