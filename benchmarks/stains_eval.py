@@ -20,7 +20,7 @@ With --heatmaps DIR it also writes a heatmap of the two US National Herbarium sh
 ../shared/data/mercury-reference.
 
     python benchmarks/stains_eval.py RUN [RUN ...] [--holdout-kinds halo,tideline]
-        [--sources DIR ...] [--heatmaps docs/screenshots]
+        [--sources DIR ...] [--heatmaps docs/screenshots] [--cache /tmp/painted]
 """
 
 from __future__ import annotations
@@ -77,9 +77,34 @@ def painted(sheet: np.ndarray, version: str, i: int, holdout: tuple[str, ...]):
     return scanner(rng, img), d
 
 
-def evaluate(run_name: str, paths: list[Path], holdout: tuple[str, ...], limit: int | None):
-    from herbscan.accel import Accel
+def painted_cached(paths, i: int, version: str, holdout, cache: Path | None) -> np.ndarray:
+    """Sheet i painted as `version` at 1024 px wide; kept in `cache` (if given) for the next run,
+    so comparing runs paints each image once."""
     from herbscan.images import load_sheet
+
+    f = None
+    if cache is not None:
+        tag = ",".join(holdout) or "all"
+        f = cache / f"{Path(paths[i]).stem}-{i}-{VERSIONS.index(version)}-{tag}.npy"
+        if f.exists():
+            return np.load(f)
+    img, _ = painted(load_sheet(paths[i], 1024, "sheet"), version, i, holdout)
+    if f is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp.npy")
+        np.save(tmp, img)
+        os.replace(tmp, f)
+    return img
+
+
+def evaluate(
+    run_name: str,
+    paths: list[Path],
+    holdout: tuple[str, ...],
+    limit: int | None,
+    cache: Path | None = None,
+):
+    from herbscan.accel import Accel
     from herbscan.runs import load_run
 
     r = load_run(run_name)
@@ -90,10 +115,9 @@ def evaluate(run_name: str, paths: list[Path], holdout: tuple[str, ...], limit: 
     versions = VERSIONS if holdout else VERSIONS[:-1]
     scores = {v: [] for v in versions}
     t0 = time.monotonic()
-    for i, p in enumerate(paths[:limit]):
-        sheet = load_sheet(p, 1024, "sheet")
+    for i in range(len(paths[:limit])):
         for v in versions:
-            img, _ = painted(sheet, v, i, holdout)
+            img = painted_cached(paths, i, v, holdout, cache)
             x = np.asarray(
                 Image.fromarray(img).resize(
                     (
@@ -204,6 +228,9 @@ def main() -> None:
     ap.add_argument("--holdout-kinds", default="")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--heatmaps", type=Path, default=None)
+    ap.add_argument(
+        "--cache", type=Path, default=None, help="keep the painted images here for later runs"
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     from herbscan.predict import expand_images
@@ -213,7 +240,7 @@ def main() -> None:
     holdout = tuple(k for k in args.holdout_kinds.split(",") if k)
     results = []
     for run in args.runs:
-        res = evaluate(run, paths, holdout, args.limit)
+        res = evaluate(run, paths, holdout, args.limit, args.cache)
         if args.heatmaps is not None:
             res["mercury_reference"] = reference_heatmaps(run, args.heatmaps / Path(run).name)
         results.append(res)

@@ -1,0 +1,122 @@
+"""Does learning stains from a collection's own clean sheets beat the shipped detector there?
+
+The clean sheets of other herbaria in ../shared/data (the stains_eval sources) stand in for a
+collection. 2-fold over its sheets: `learn-stains` on one half (from the shipped `mercury`, or
+from ImageNet), then every sheet of the other half is painted four ways as in
+`benchmarks/stains_eval.py` (clean, hard negatives, faint, heavy; held-out style) and scored by
+the adapted run and by the shipped model. Prints AUC (clean vs stained, vs faint, vs heavy,
+hard negatives vs stained), specificity and detection at the run's own threshold, and accuracy
+with a threshold calibrated on painted sheets, pooled over both folds, then one JSON line.
+
+    python benchmarks/stain_adapt.py [--init mercury|imagenet] [--steps 200]
+        [--cache /tmp/painted] [--work /tmp/stain-adapt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import stains_eval as se  # noqa: E402
+
+VERSIONS = se.VERSIONS[:-1]
+
+
+def scores(run, paths, idx, cache) -> dict[str, list[float]]:
+    """P(contaminated) of each painted version of sheets `idx`."""
+    from herbscan.accel import Accel
+    from herbscan.runs import load_run
+
+    r = load_run(run)
+    prep = r.preprocessing
+    acc = Accel.resolve()
+    net = acc.prepare(r.build_model()).eval()
+    out = {v: [] for v in VERSIONS}
+    for i in idx:
+        for v in VERSIONS:
+            img = se.painted_cached(paths, int(i), v, (), cache)
+            x = np.asarray(
+                Image.fromarray(img).resize(
+                    (prep.size, prep.size * 3 // 2), Image.Resampling.BILINEAR
+                )
+            )
+            with torch.inference_mode(), acc.autocast():
+                logits = net(acc.to_input(x[None].copy(), prep.mean, prep.std)).float()
+            out[v].append(float(torch.softmax(logits, 1)[0, 1]))
+    return out
+
+
+def summary(s: dict[str, list[float]]) -> dict:
+    s = {k: np.array(v) for k, v in s.items()}
+    clean, faint, heavy = s["clean"], s["faint"], s["heavy"]
+    stained = np.r_[faint, heavy]
+    return {
+        "auc": round(se._auc(stained, clean), 3),
+        "auc_faint": round(se._auc(faint, clean), 3),
+        "auc_heavy": round(se._auc(heavy, clean), 3),
+        "auc_hard_negatives": round(se._auc(stained, s["hard negatives"]), 3),
+        "specificity": round(float((clean < 0.5).mean()), 3),
+        "faint_found": round(float((faint >= 0.5).mean()), 3),
+        "heavy_found": round(float((heavy >= 0.5).mean()), 3),
+        "calibrated_accuracy": round(se.calibrated(clean, faint, heavy)["accuracy"], 3),
+        "n_sheets": len(clean),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", choices=["mercury", "imagenet"], default="mercury")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--sources", nargs="*", type=Path, default=se.DEFAULT_SOURCES)
+    ap.add_argument("--cache", type=Path, default=None, help="painted images, kept for later runs")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/stain-adapt"))
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    from herbscan.learn_stains import learn_stains
+    from herbscan.predict import expand_images
+
+    paths, _ = expand_images(args.sources)
+    paths = sorted(paths)
+    fold = np.arange(len(paths)) % 2
+    pooled = {name: {v: [0.0] * len(paths) for v in VERSIONS} for name in ("shipped", "adapted")}
+    seconds = []
+    for f in (0, 1):
+        train, test = np.nonzero(fold != f)[0], np.nonzero(fold == f)[0]
+        out = args.work / f"{args.init}-{args.steps}" / f"fold{f}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.monotonic()
+        learn_stains(
+            [paths[i] for i in train],
+            out,
+            steps=args.steps,
+            init="mercury" if args.init == "mercury" else None,
+            validation_sheets=6,
+            cache_dir=args.work / "cache",
+            progress=False,
+            seed=f,
+        )
+        seconds.append(round(time.monotonic() - t0, 1))
+        for name, run in (("shipped", "mercury"), ("adapted", out)):
+            s = scores(run, paths, test, args.cache)
+            for v in VERSIONS:
+                for j, i in enumerate(test):
+                    pooled[name][v][i] = s[v][j]
+    res = {name: summary(pooled[name]) for name in pooled}
+    res.update(init=args.init, steps=args.steps, learn_seconds=seconds)
+    for name in ("shipped", "adapted"):
+        print(f"{name:>8}: " + ", ".join(f"{k} {v}" for k, v in res[name].items()))
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
