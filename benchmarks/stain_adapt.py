@@ -6,7 +6,8 @@ from ImageNet), then every sheet of the other half is painted four ways as in
 `benchmarks/stains_eval.py` (clean, hard negatives, faint, heavy; held-out style) and scored by
 the adapted run and by the shipped model. Prints AUC (clean vs stained, vs faint, vs heavy,
 hard negatives vs stained), specificity and detection at the run's own threshold, and accuracy
-with a threshold calibrated on painted sheets, pooled over both folds, then one JSON line.
+with a threshold calibrated on painted sheets, pooled over both folds, then one JSON line. The
+pooled scores go to WORK/INIT-STEPS/scores.json for paired comparisons between runs.
 
     python benchmarks/stain_adapt.py [--init mercury|imagenet] [--steps 200]
         [--cache /tmp/painted] [--work /tmp/stain-adapt]
@@ -99,7 +100,7 @@ def main() -> None:
             [paths[i] for i in train],
             out,
             steps=args.steps,
-            init="mercury" if args.init == "mercury" else None,
+            init=args.init,
             validation_sheets=6,
             cache_dir=args.work / "cache",
             progress=False,
@@ -111,6 +112,7 @@ def main() -> None:
             for v in VERSIONS:
                 for j, i in enumerate(test):
                     pooled[name][v][i] = s[v][j]
+    (args.work / f"{args.init}-{args.steps}" / "scores.json").write_text(json.dumps(pooled))
     res = {name: summary(pooled[name]) for name in pooled}
     res.update(init=args.init, steps=args.steps, learn_seconds=seconds)
     for name in ("shipped", "adapted"):

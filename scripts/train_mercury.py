@@ -65,6 +65,7 @@ def main() -> None:
         seed=args.seed,
         cache_dir=work / "cache",
         validation_sheets=24,
+        init="imagenet",
         resume=args.resume,
     )
     args.dest.mkdir(parents=True, exist_ok=True)

@@ -177,7 +177,7 @@ def test_learn_stains_writes_a_run_every_command_accepts(tmp_path):
         steps=2,
         batch_size=2,
         validation_sheets=2,
-        pretrained=False,
+        init="scratch",
         precision="fp32",
         progress=False,
         holdout_kinds=["tideline"],
@@ -195,7 +195,7 @@ def test_learn_stains_writes_a_run_every_command_accepts(tmp_path):
     )
     assert all(p.probs is not None and p.probs.shape == (2,) for p in preds)
     with pytest.raises(ParameterError, match="already there"):
-        learn_stains([folder], run, steps=1, pretrained=False, progress=False)
+        learn_stains([folder], run, steps=1, init="scratch", progress=False)
 
 
 def test_learn_stains_refuses_what_it_cannot_use(tmp_path):
@@ -203,7 +203,7 @@ def test_learn_stains_refuses_what_it_cannot_use(tmp_path):
 
     folder = _clean_folder(tmp_path, n=2)
     with pytest.raises(ParameterError, match="at least 3 readable sheets"):
-        learn_stains([folder], tmp_path / "r", pretrained=False, progress=False)
+        learn_stains([folder], tmp_path / "r", init="scratch", progress=False)
     with pytest.raises(ParameterError, match="unknown stain kind 'rust'"):
         learn_stains([folder], tmp_path / "r", holdout_kinds=["rust"], progress=False)
     with pytest.raises(ParameterError, match="multiples of 16"):
@@ -219,7 +219,7 @@ def test_the_decode_cache_is_checked_for_space(tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=10_000))
     with pytest.raises(ParameterError, match="decode cache needs about .* GB.*--cache-dir"):
-        ls.learn_stains([folder], tmp_path / "r", pretrained=False, progress=False)
+        ls.learn_stains([folder], tmp_path / "r", init="scratch", progress=False)
     assert ls.cache_bytes(1000, 1024) == 1000 * (1536 * 1024 * 3 + 128)
 
 
@@ -238,7 +238,7 @@ def test_train_init_from_a_stain_run_keeps_its_model_and_scale(tiny_collection, 
         steps=1,
         batch_size=2,
         validation_sheets=2,
-        pretrained=False,
+        init="scratch",
         precision="fp32",
         progress=False,
     )
@@ -289,7 +289,8 @@ def test_cli_learn_stains_then_screen_and_heatmaps(monkeypatch, capsys, tmp_path
         2,
         "--validation-sheets",
         2,
-        "--no-pretrained",
+        "--init",
+        "scratch",
         "--precision",
         "fp32",
     )
@@ -382,7 +383,7 @@ def test_screen_threshold_calibrate_uses_painted_sheets_of_the_collection(tmp_pa
         steps=1,
         batch_size=2,
         validation_sheets=2,
-        pretrained=False,
+        init="scratch",
         precision="fp32",
         progress=False,
     )
@@ -463,7 +464,7 @@ def test_learn_stains_resumes_a_stopped_job_and_refuses_changed_settings(tmp_pat
         steps=4,
         batch_size=2,
         validation_sheets=2,
-        pretrained=False,
+        init="scratch",
         precision="fp32",
         progress=False,
     )
@@ -599,3 +600,23 @@ def test_scanner_frames_darken_an_edge_and_forms_draw_dotted_leaders():
         sizes = np.bincount(labels.ravel())[1:] / 36  # mm²
         seen += int(((sizes > 0.01) & (sizes < 0.5)).sum() >= 10)  # dots of 0.2-0.6 mm
     assert seen >= 5
+
+
+def test_learn_stains_adapts_the_shipped_detector_by_default(tmp_path):
+    from herbscan.learn_stains import default_steps, learn_stains
+    from herbscan.runs import load_run, resolve_run
+
+    folder = _clean_folder(tmp_path)
+    run = learn_stains(
+        [folder], tmp_path / "run", size=256, crop=64, steps=2, batch_size=2, validation_sheets=2,
+        precision="fp32", progress=False,
+    )  # fmt: skip
+    cfg = load_run(run).config
+    assert cfg.architecture.init == "run"
+    assert cfg.architecture.weights["source"] == "mercury"
+    assert cfg.architecture.weights["sha256"] == load_run(resolve_run("mercury")).model_id
+    assert (default_steps("mercury"), default_steps(run), default_steps("imagenet")) == (
+        200,
+        200,
+        600,
+    )

@@ -706,7 +706,9 @@ def learn_stains(
     size: Annotated[
         int, typer.Option(help="Working width in pixels (2:3 sheet; 1024 ≈ 3.7 px/mm).")
     ] = 1024,
-    steps: int = 600,
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps (default: 200 from a stain run, else 600).")
+    ] = None,
     batch_size: int = 16,
     crop: int = 256,
     lr: float = 1e-3,
@@ -716,9 +718,12 @@ def learn_stains(
         typer.Option(help="Stain kinds kept out of training, used only to validate (comma list)."),
     ] = None,
     init: Annotated[
-        Path | None, typer.Option(help="Start from this stain run (or 'mercury').")
-    ] = None,
-    pretrained: bool = True,
+        str,
+        typer.Option(
+            help="Start from: mercury (the shipped detector, adapted to your sheets), a stain "
+            "run folder, imagenet or scratch."
+        ),
+    ] = "mercury",
     seed: int = 0,
     precision: Precision = "auto",
     device: Device = "auto",
@@ -745,7 +750,6 @@ def learn_stains(
         validation_sheets=validation_sheets,
         holdout_kinds=_columns(holdout_kinds) or (),
         init=init,
-        pretrained=pretrained,
         seed=seed,
         precision=precision,
         device=device,
