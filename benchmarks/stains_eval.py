@@ -21,6 +21,8 @@ With --heatmaps DIR it also writes a heatmap of the two US National Herbarium sh
 
     python benchmarks/stains_eval.py RUN [RUN ...] [--holdout-kinds halo,tideline]
         [--sources DIR ...] [--heatmaps docs/screenshots] [--cache /tmp/painted]
+
+With several runs it also prints each one's AUC gain over the first, paired on the same sheets.
 """
 
 from __future__ import annotations
@@ -150,7 +152,32 @@ def evaluate(
     res["auc_clean_vs_stained"] = _auc(stained, clean)
     res["calibrated"] = calibrated(clean, np.array(scores["faint"]), np.array(scores["heavy"]))
     res["auc_clean_vs_faint"] = _auc(faint, clean)
+    res["_scores"] = {v: np.array(scores[v]) for v in versions}
     return res
+
+
+def _gain(a: dict, b: dict, pos: tuple[str, ...], idx: np.ndarray) -> float:
+    stained = [np.concatenate([r[v][idx] for v in pos]) for r in (a, b)]
+    return _auc(stained[1], b["clean"][idx]) - _auc(stained[0], a["clean"][idx])
+
+
+def paired_gain(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> dict:
+    """AUC of run b minus run a on the same painted sheets, with a 95% interval from resampling
+    sheets (each sheet keeps its clean and stained versions together)."""
+    rng = np.random.default_rng(seed)
+    n = len(a["clean"])
+    out = {}
+    for name, pos in (
+        ("auc_clean_vs_stained", ("faint", "heavy")),
+        ("auc_clean_vs_faint", ("faint",)),
+    ):
+        boots = [_gain(a, b, pos, rng.integers(0, n, n)) for _ in range(n_boot)]
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        out[name] = {
+            "gain": round(_gain(a, b, pos, np.arange(n)), 3),
+            "ci95": [round(lo, 3), round(hi, 3)],
+        }
+    return out
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -268,6 +295,17 @@ def main() -> None:
                 f"  mercury-reference panel {row['panel']}: P(contaminated) "
                 f"{row['p_contaminated']}, {row['cells_flagged']}/{row['cells']} cells flagged"
             )
+    for res in results[1:]:
+        res["vs_first_run"] = paired_gain(results[0]["_scores"], res["_scores"])
+        print(
+            f"\n{res['run']} against {results[0]['run']} (paired, 95% bootstrap over sheets): "
+            + "; ".join(
+                f"{k} {d['gain']:+.3f} ({d['ci95'][0]:+.3f}…{d['ci95'][1]:+.3f})"
+                for k, d in res["vs_first_run"].items()
+            )
+        )
+    for res in results:
+        res.pop("_scores")
     print(json.dumps(results))
 
 

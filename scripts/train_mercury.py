@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--freeze-blocks", type=int, default=5, help="ImageNet blocks kept as they are (0: none)"
+    )
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=DEST)
     ap.add_argument("--resume", action="store_true", help="continue a stopped job in --work")
@@ -66,6 +69,7 @@ def main() -> None:
         cache_dir=work / "cache",
         validation_sheets=24,
         init="imagenet",
+        freeze_blocks=args.freeze_blocks,
         resume=args.resume,
     )
     args.dest.mkdir(parents=True, exist_ok=True)

@@ -620,3 +620,25 @@ def test_learn_stains_adapts_the_shipped_detector_by_default(tmp_path):
         200,
         600,
     )
+
+
+def test_freezing_keeps_the_stem_and_first_blocks_and_their_batchnorm():
+    net = StainNet()
+    net.freeze(5)
+    frozen = {
+        k: v.clone()
+        for k, v in net.state_dict().items()
+        if k.startswith(("_conv_stem", "_bn0", "_blocks.0.", "_blocks.4."))
+    }
+    rest = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("_blocks.5.")}
+    net.train()
+    assert not net._bn0.training and net._blocks[5].training
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    loss = net.cell_logits(torch.randn(2, 3, 64, 64)).sigmoid().mean()
+    loss.backward()
+    opt.step()
+    after = net.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(after[k], v) for k, v in rest.items())
+    with pytest.raises(ParameterError, match="choose 0 to 11 blocks"):
+        StainNet().freeze(12)

@@ -226,6 +226,7 @@ def learn_stains(
     holdout_kinds=(),
     negatives=NEGATIVE_KINDS,
     init: str | Path = "mercury",
+    freeze_blocks: int = 0,
     seed: int = 0,
     device: str = "auto",
     precision: str = "auto",
@@ -239,9 +240,11 @@ def learn_stains(
 
     `init` is where the detector starts: "mercury" (the shipped detector, adapted to these
     sheets; the default), another stain run's folder, "imagenet" (Lite0's ImageNet weights) or
-    "scratch". `steps` defaults to 200 from a stain run and 600 otherwise. Learnt on 28 clean
-    sheets of other herbaria and tested on the other 28, 200 steps from `mercury` scored AUC
-    0.73, 200 from ImageNet 0.68 (docs/measurements.md, stop 30).
+    "scratch". `freeze_blocks` keeps the stem and that many first blocks as they start (the
+    shipped detector froze 5, its stride-8 ImageNet filters). `steps` defaults to 200 from a
+    stain run and 600 otherwise. Learnt on 28 clean sheets of other herbaria and tested on the
+    other 28, 200 steps from `mercury` scored AUC 0.73, 200 from ImageNet 0.68
+    (docs/measurements.md, stop 30).
 
     At every validation (a quarter of the steps) the weights, optimiser and sampler state go to
     `out/checkpoint/`; `resume=True` continues a stopped job from there, refusing changed
@@ -288,6 +291,7 @@ def learn_stains(
                 "holdout_kinds": list(holdout_kinds),
                 "negatives": list(negatives),
                 "init": str(init),
+                "freeze_blocks": freeze_blocks,
                 "seed": seed,
             }
         )
@@ -337,8 +341,10 @@ def learn_stains(
         pretrained = str(init) == "imagenet"
         net = create_model("stainnet", 2, pretrained=pretrained)
         weights = weights_record(pretrained_weights("efficientnet_lite0")) if pretrained else None
+    net.freeze(freeze_blocks)
     net = acc.prepare(net).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
 
     val_style = STYLES["holdout"]
@@ -454,6 +460,7 @@ def learn_stains(
             stain_kinds=list(train_kinds),
             holdout_kinds=list(holdout_kinds),
             negatives=list(negatives),
+            frozen_blocks=freeze_blocks or None,
             seed=seed,
             best_epoch=best[1],
             epochs_run=steps,

@@ -181,6 +181,7 @@ class Training:
     stain_kinds: list[str] | None = None
     holdout_kinds: list[str] | None = None
     negatives: list[str] | None = None
+    frozen_blocks: int | None = None
 
 
 @dataclass

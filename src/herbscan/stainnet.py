@@ -50,6 +50,28 @@ class StainNet(nn.Module):
         )
         nn.init.constant_(self.stain_head[2].bias, -4.0)  # start from "almost no cell is stained"
         self.top_k = int(top_k)
+        self.frozen_blocks = 0
+
+    def freeze(self, n_blocks: int) -> None:
+        """Keep the stem and the first `n_blocks` blocks as they are (weights and BatchNorm
+        statistics): low-level ImageNet filters then survive training on synthetic sheets."""
+        if not 0 <= n_blocks <= len(self._blocks):
+            raise ParameterError(f"freeze: choose 0 to {len(self._blocks)} blocks, not {n_blocks}")
+        self.frozen_blocks = int(n_blocks)
+        for m in self._frozen():
+            m.requires_grad_(False)
+        self.train(self.training)
+
+    def _frozen(self) -> list[nn.Module]:
+        if not self.frozen_blocks:
+            return []
+        return [self._conv_stem, self._bn0, *self._blocks[: self.frozen_blocks]]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self._frozen():
+            m.eval()
+        return self
 
     def cell_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(n, h/16, w/16) stain logit per cell."""
