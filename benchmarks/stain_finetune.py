@@ -15,6 +15,7 @@ per seed and pooled over the seeds with 95% Wilson intervals, seconds per run, a
 object on the last line.
 
     python benchmarks/stain_finetune.py [--seeds 0,1,2] [--epochs 4] [--size 768] [--work DIR]
+        [--only mercury,scratch]
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main() -> None:
     ap.add_argument("--specimens", type=int, default=150)
     ap.add_argument("--readme-epochs", type=int, default=15)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument(
+        "--only", default="", help="recipes whose names start with these words (comma list)"
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     warnings.simplefilter("ignore")
@@ -62,6 +66,8 @@ def main() -> None:
         "scratch": dict(model="stainnet", fit="sheet", pretrained=False, epochs=args.epochs),
         "README recipe": dict(model="efficientnet_lite0", epochs=args.readme_epochs),
     }
+    only = tuple(w.strip().lower() for w in args.only.split(",") if w.strip())
+    recipes = {k: v for k, v in recipes.items() if not only or k.lower().startswith(only)}
     results = {name: {"k": 0, "n": 0, "seconds": 0.0, "per_seed": []} for name in recipes}
     for seed in [int(s) for s in args.seeds.split(",")]:
         data, _ = split(manifest, work / f"split{seed}.csv", group_col="catalogNumber", seed=seed)
