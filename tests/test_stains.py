@@ -208,6 +208,8 @@ def test_learn_stains_refuses_what_it_cannot_use(tmp_path):
         learn_stains([folder], tmp_path / "r", holdout_kinds=["rust"], progress=False)
     with pytest.raises(ParameterError, match="multiples of 16"):
         learn_stains([folder], tmp_path / "r", size=1000, progress=False)
+    with pytest.raises(ParameterError, match="--init imagnet: choose mercury, imagenet, scratch"):
+        learn_stains([folder], tmp_path / "r", init="imagnet", progress=False)
 
 
 def test_the_decode_cache_is_checked_for_space(tmp_path, monkeypatch):

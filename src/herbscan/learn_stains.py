@@ -31,7 +31,7 @@ from herbscan import __version__
 from herbscan.accel import Accel
 from herbscan.cache import SheetCache, cache_root, check_free_space, iter_sheets
 from herbscan.efficientnet import MEAN, STD
-from herbscan.errors import HerbscanError, ParameterError, check_range
+from herbscan.errors import HerbscanError, ParameterError, RunError, check_range
 from herbscan.fileio import write_csv
 from herbscan.images import input_shape
 from herbscan.metrics import operating_point
@@ -252,6 +252,13 @@ def learn_stains(
     check_range("size", size, 256, 4096)
     check_range("crop", crop, 64, 1024)
     from_run = str(init) not in FRESH_INITS
+    if from_run:  # before the decode, so a mistyped --init costs nothing
+        try:
+            start = load_run(init)
+        except RunError as e:
+            raise ParameterError(
+                f"--init {init}: choose mercury, imagenet, scratch or a stain run folder ({e})"
+            ) from None
     steps = default_steps(init) if steps is None else steps
     check_range("steps", steps, 1)
     check_range("batch_size", batch_size, 1)
@@ -329,7 +336,6 @@ def learn_stains(
     acc = Accel.resolve(device, precision)
     torch.manual_seed(seed)
     if from_run:
-        start = load_run(init)
         net = start.build_model()
         if not isinstance(net, StainNet):
             raise ParameterError(
