@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -35,26 +33,10 @@ VERSIONS = se.VERSIONS[:-1]
 
 def scores(run, paths, idx, cache) -> dict[str, list[float]]:
     """P(contaminated) of each painted version of sheets `idx`."""
-    from herbscan.accel import Accel
-    from herbscan.runs import load_run
-
-    r = load_run(run)
-    prep = r.preprocessing
-    acc = Accel.resolve()
-    net = acc.prepare(r.build_model()).eval()
-    out = {v: [] for v in VERSIONS}
-    for i in idx:
-        for v in VERSIONS:
-            img = se.painted_cached(paths, int(i), v, (), cache)
-            x = np.asarray(
-                Image.fromarray(img).resize(
-                    (prep.size, prep.size * 3 // 2), Image.Resampling.BILINEAR
-                )
-            )
-            with torch.inference_mode(), acc.autocast():
-                logits = net(acc.to_input(x[None].copy(), prep.mean, prep.std)).float()
-            out[v].append(float(torch.softmax(logits, 1)[0, 1]))
-    return out
+    score = se.scorer(run)
+    return {
+        v: [score(se.painted_cached(paths, int(i), v, (), cache)) for i in idx] for v in VERSIONS
+    }
 
 
 def summary(s: dict[str, list[float]]) -> dict:

@@ -99,6 +99,26 @@ def painted_cached(paths, i: int, version: str, holdout, cache: Path | None) -> 
     return img
 
 
+def scorer(run_name: str):
+    """A function from a painted sheet image to the run's P(contaminated)."""
+    from herbscan.accel import Accel
+    from herbscan.runs import load_run
+
+    r = load_run(run_name)
+    prep = r.preprocessing
+    acc = Accel.resolve()
+    net = acc.prepare(r.build_model())
+    shape = (prep.size, prep.size * 3 // 2 if prep.fit == "sheet" else prep.size)
+
+    def score(img: np.ndarray) -> float:
+        x = np.asarray(Image.fromarray(img).resize(shape, Image.Resampling.BILINEAR))
+        with torch.inference_mode(), acc.autocast():
+            logits = net(acc.to_input(x[None].copy(), prep.mean, prep.std)).float()
+        return float(torch.softmax(logits, 1)[0, 1])
+
+    return score
+
+
 def evaluate(
     run_name: str,
     paths: list[Path],
@@ -106,32 +126,13 @@ def evaluate(
     limit: int | None,
     cache: Path | None = None,
 ):
-    from herbscan.accel import Accel
-    from herbscan.runs import load_run
-
-    r = load_run(run_name)
-    prep = r.preprocessing
-    net = r.build_model()
-    acc = Accel.resolve()
-    net = acc.prepare(net)
+    score = scorer(run_name)
     versions = VERSIONS if holdout else VERSIONS[:-1]
     scores = {v: [] for v in versions}
     t0 = time.monotonic()
     for i in range(len(paths[:limit])):
         for v in versions:
-            img = painted_cached(paths, i, v, holdout, cache)
-            x = np.asarray(
-                Image.fromarray(img).resize(
-                    (
-                        prep.size,
-                        prep.size * 3 // 2 if prep.fit == "sheet" else prep.size,
-                    ),
-                    Image.Resampling.BILINEAR,
-                )
-            )
-            with torch.inference_mode(), acc.autocast():
-                logits = net(acc.to_input(x[None].copy(), prep.mean, prep.std)).float()
-            scores[v].append(float(torch.softmax(logits, 1)[0, 1]))
+            scores[v].append(score(painted_cached(paths, i, v, holdout, cache)))
     seconds = time.monotonic() - t0
     res = {"run": run_name, "n_sheets": len(paths[:limit]), "seconds": round(seconds, 1)}
     for v in versions:
