@@ -558,6 +558,23 @@ def test_real_sheet_look_alikes_paint_in_millimetres_and_are_never_stain(kind):
     assert strength.max() > 0
 
 
+def test_aged_paper_browns_the_paper_and_leaves_the_plant_alone():
+    """Ageing darkens blue more than red (yellow-brown, where mercury is grey), varies across the
+    sheet in patches, never touches the plant and never counts as stain."""
+    base = paper(300, 200)
+    stem = base[150, 100].astype(np.float32) / 255
+    for seed in range(6):
+        img, strength, d = paint(
+            np.random.default_rng(seed), base, stained=False, negatives=["ageing"], n_negatives=1
+        )
+        assert d["negatives"] == ["ageing"] and strength.max() == 0
+        loss = 1 - img[:, :50] / (base[:, :50].astype(np.float32) / 255)  # paper only
+        red, blue = loss[..., 0].mean(), loss[..., 2].mean()
+        assert blue > 0.02 and blue > 2 * red, (seed, red, blue)
+        assert loss[..., 2].std() > 0.005  # patchy, not a flat cast
+        np.testing.assert_allclose(img[150, 100], stem, atol=1e-6)
+
+
 def test_paper_specks_are_sparse_and_never_clustered():
     """Mercury speckles gather in clusters; paper inclusions are each on their own."""
     from scipy import ndimage

@@ -14,9 +14,9 @@ ink, pencil, foxing, glue, water stains, shadows, colour charts, rulers, barcode
 typed text, the mottled, veined texture of dried leaves, and what the top-scoring cells of clean
 sheets of other herbaria showed: printed label forms with dotted leader lines and rules, dark
 scanner frames with rulers, scale bars and colour bars on them, coins, finger tips, sparse paper
-specks and fibres, and dark branching stems. Text, leaf texture and label forms are added to
-half of the sheets besides: the first detectors, trained without them, called the labels and
-leaves of other herbaria's sheets mercury.
+specks and fibres, dark branching stems, and aged paper (yellow-brown patches, a browned side).
+Text, leaf texture, label forms and aged paper are added to half of the sheets besides: the first
+detectors, trained without them, called the labels and leaves of other herbaria's sheets mercury.
 
 `paint(rng, image, ...)` returns the painted image and a per-pixel stain strength map (how much
 each pixel was darkened by stains, 0-1), which the detector learns from cell by cell. `Style`
@@ -67,7 +67,9 @@ NEGATIVE_KINDS = (
     "finger",
     "specks",
     "stems",
+    "ageing",
 )
+_COMMON = ("texture", "text", "form", "ageing")  # most real sheets have these: half get each
 _SUPER = 3  # dots are drawn 3× supersampled: a 0.2 mm speck at 4 px/mm is a grey pixel
 
 
@@ -429,6 +431,25 @@ def _shadow(rng, img, ppm, plant):
         ramp = (np.cos(a) * xx + np.sin(a) * yy) / max(h, w)
         alpha = np.clip((ramp - ramp.max() + rng.uniform(0.05, 0.3)) * 4, 0, 1)
     return _blend(img, alpha * rng.uniform(0.1, 0.35), (0.1, 0.1, 0.1))
+
+
+def _ageing(rng, img, ppm, plant):
+    """Old paper: patchy yellow-brown discolouration, a browned side and fibre grain. Paper
+    browns as it ages (blue is lost first), while mercury greys it: the hue tells them apart."""
+    h, w = img.shape[:2]
+    coarse = _noise_field(rng, (h, w), rng.uniform(10, 60) * ppm)
+    patches = _noise_field(rng, (h, w), rng.uniform(1.5, 8) * ppm)
+    field = rng.uniform(0.04, 0.2) * coarse + rng.uniform(0.0, 0.12) * patches**2
+    if rng.random() < 0.5:  # a side browned by light or handling
+        yy, xx = np.mgrid[:h, :w].astype(np.float32)
+        a = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(a) * xx + np.sin(a) * yy) / max(h, w)
+        field = field + rng.uniform(0.03, 0.15) * np.clip(ramp - ramp.mean() + 0.5, 0, 1) ** 2
+    grain = _noise_field(rng, (h, w), rng.uniform(0.15, 0.5) * ppm) - 0.5
+    loss = np.array([rng.uniform(0.1, 0.3), rng.uniform(0.3, 0.55), 1.0], np.float32)
+    factor = 1 - field[..., None] * loss - rng.uniform(0.0, 0.05) * grain[..., None]
+    paper = 1 - plant[..., None].astype(np.float32) if plant is not None else 1.0
+    return img * (1 + (factor - 1) * paper)
 
 
 def _chart(rng, img, ppm, plant):
@@ -918,6 +939,7 @@ _NEGATIVES = {
     "finger": _finger,
     "specks": _specks,
     "stems": _stems,
+    "ageing": _ageing,
 }
 
 
@@ -963,7 +985,7 @@ def paint(
     if drawn:
         n_negatives = int(rng.choice([0, 1, 1, 2, 2, 3, 4]))
     used_neg = [str(k) for k in rng.choice(negatives, size=n_negatives)] if negatives else []
-    for common in ("texture", "text", "form") if drawn else ():  # most real sheets have these
+    for common in _COMMON if drawn else ():
         if common in negatives and common not in used_neg and rng.random() < 0.5:
             used_neg.insert(0, common)
     for k in used_neg:
