@@ -68,15 +68,8 @@ NEGATIVE_KINDS = (
     "specks",
     "stems",
     "ageing",
-    "handwriting",
 )
-_COMMON = (
-    "texture",
-    "text",
-    "form",
-    "ageing",
-    "handwriting",
-)  # most real sheets have these: half get each
+_COMMON = ("texture", "text", "form", "ageing")  # most real sheets have these: half get each
 _SUPER = 3  # dots are drawn 3× supersampled: a 0.2 mm speck at 4 px/mm is a grey pixel
 
 
@@ -684,56 +677,6 @@ def _form(rng, img, ppm, plant):
     return _blend(out, _paste_alpha((h, w), x0, y0, typed, s) * rng.uniform(0.6, 1.0), entry)
 
 
-_HAND_INKS = [(0.05, 0.05, 0.06), (0.28, 0.18, 0.1), (0.1, 0.12, 0.38), (0.42, 0.42, 0.45)]
-
-
-def _handwriting(rng, img, ppm, plant):
-    """Handwritten notes in ink or pencil (labels, determination slips, the sheet itself):
-    slanted cursive strokes 1-4 mm high with ascenders, descenders and dots. At 3-4 px/mm their
-    loops are rows of dark specks, as typed text is, but joined and irregular."""
-    h, w = img.shape[:2]
-    s = _SUPER
-    xh = rng.uniform(1.0, 4.0)  # x-height, mm
-    lines, length = int(rng.integers(1, 6)), rng.uniform(15, 120)  # mm
-    pitch, slant = xh * rng.uniform(2.2, 3.5), rng.uniform(-0.1, 0.5)
-    x0, y0 = rng.uniform(-0.2, 0.9) * w, rng.uniform(-0.1, 0.9) * h
-    ox, oy = max(0, int(x0)), max(0, int(y0))
-    bw = min(w, int(x0 + (length + 2 * xh) * ppm) + 1) - ox
-    bh = min(h, int(y0 + (lines + 1) * pitch * ppm) + 1) - oy
-    if bw <= 0 or bh <= 0:
-        return img
-    big = Image.new("L", (bw * s, bh * s), 0)
-    d = ImageDraw.Draw(big)
-    pen = max(1, round(rng.uniform(0.12, 0.5) * ppm * s))
-
-    def px(x_mm, y_mm):  # sheet-block mm -> drawing px
-        return ((x0 - ox) + x_mm * ppm) * s, ((y0 - oy) + y_mm * ppm) * s
-
-    for line in range(lines):
-        base = (line + 1) * pitch
-        x = rng.uniform(0, 10)
-        while x < length:
-            n = int(rng.integers(2, 10))  # letters in the word
-            width = n * xh * rng.uniform(0.6, 1.0)
-            reach = rng.choice([1.0, 1.0, 1.0, 2.3, -1.2], size=n)  # x-height, ascender, descender
-            t = np.linspace(0, n, n * 16)
-            amp = np.interp(t, np.arange(n) + 0.5, reach)
-            up = np.sin(np.pi * (t % 1)) ** 2  # each letter rises and returns to the baseline
-            ys = base - xh * np.where(amp > 0, amp * up, 0) + xh * np.where(amp < 0, -amp * up, 0)
-            xs = x + t / n * width + 0.25 * xh * np.cos(2 * np.pi * t) + slant * (base - ys)
-            xs, ys = xs + rng.normal(0, 0.04 * xh, len(t)), ys + rng.normal(0, 0.04 * xh, len(t))
-            d.line([px(a, b) for a, b in zip(xs.tolist(), ys.tolist())], fill=255, width=pen)
-            for _ in range(int(rng.random() < 0.4)):  # the dot of an i
-                cx, cy = px(x + rng.uniform(0, width), base - 1.8 * xh)
-                r = pen * 0.8
-                d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
-            x += width + rng.uniform(1.0, 2.5) * xh
-    ink = np.asarray(_HAND_INKS[int(rng.integers(len(_HAND_INKS)))], np.float32)
-    ink = np.clip(ink + rng.uniform(-0.04, 0.04, 3), 0, 1)
-    alpha = _paste_alpha((h, w), x0, y0, big, s) * rng.uniform(0.5, 1.0)
-    return _blend(img, alpha, ink)
-
-
 def _strip(rng, ppm: float, length: int, thick: int, frame) -> np.ndarray:
     """A reference strip lying on a scanner frame, (thick, length, 3): a ruler, a black and
     white scale bar, a grey scale or a colour bar."""
@@ -997,7 +940,6 @@ _NEGATIVES = {
     "specks": _specks,
     "stems": _stems,
     "ageing": _ageing,
-    "handwriting": _handwriting,
 }
 
 
