@@ -243,8 +243,8 @@ def learn_stains(
     "scratch". `freeze_blocks` keeps the stem and that many first blocks as they start (the
     shipped detector froze 5, its stride-8 ImageNet filters). `steps` defaults to 200 from a
     stain run and 600 otherwise. Learnt on 28 clean sheets of other herbaria and tested on the
-    other 28, 200 steps from `mercury` scored AUC 0.75, 600 from ImageNet 0.70
-    (docs/measurements.md, stop 30).
+    other 28, 200 steps from `mercury` scored AUC 0.71-0.73 and 600 from ImageNet 0.70; the
+    shipped `mercury` alone scores 0.72 (docs/measurements.md, stops 30-31).
 
     At every validation (a quarter of the steps) the weights, optimiser and sampler state go to
     `out/checkpoint/`; `resume=True` continues a stopped job from there, refusing changed
