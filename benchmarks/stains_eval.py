@@ -94,7 +94,9 @@ def painted(sheet: np.ndarray, version: str, i: int, holdout: tuple[str, ...]):
 def painted_second(path: Path, version: str, i: int) -> np.ndarray:
     """Sheet painted by the independent painter (benchmarks/second_painter.py) at its native
     resolution, as a stain is part of the scan, then brought to 1024 px wide."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     import second_painter
 
     from herbscan.images import fit_square, open_rgb
