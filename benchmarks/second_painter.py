@@ -290,6 +290,15 @@ def _specks(
                 _add_patch(acc, x0, y0, dens[j])
 
 
+def _speck_patch(rng, xs, ys, r, od, pad: int, **kw) -> tuple[np.ndarray, int, int]:
+    """A density map just large enough for specks at (xs, ys), with the specks added; and its
+    origin (x0, y0) in the sheet."""
+    x0, y0 = int(xs.min()) - pad, int(ys.min()) - pad
+    acc = np.zeros((int(ys.max()) - y0 + pad, int(xs.max()) - x0 + pad), np.float32)
+    _specks(acc, xs - x0, ys - y0, r, od, rng, **kw)
+    return acc, x0, y0
+
+
 def _speck_sizes(rng: np.random.Generator, n: int, median_mm: float, ppm: float) -> np.ndarray:
     """Speck radii in px, diameters log-normal around `median_mm`, 0.08-1.0 mm."""
     d = np.exp(rng.normal(np.log(median_mm), 0.5, n))
@@ -676,21 +685,10 @@ def _ink(rng, sh: _Sheet, img: np.ndarray) -> None:
         xs, ys = x + np.cos(a) * dist, y + np.sin(a) * dist
         r = rng.uniform(0.05, 0.3, m) * sh.ppm
     if len(xs):
-        pad = int(r.max() * 2 + 4)
-        x0, y0 = int(xs.min()) - pad, int(ys.min()) - pad
-        acc = np.zeros((int(ys.max()) - y0 + pad, int(xs.max()) - x0 + pad), np.float32)
-        _specks(
-            acc,
-            xs - x0,
-            ys - y0,
-            r,
-            np.full(len(xs), dens),
-            rng,
-            rough=0.08,
-            soft=0.6,
-            max_aspect=1.2,
-            core=0.0,
-        )
+        acc, x0, y0 = _speck_patch(
+            rng, xs, ys, r, np.full(len(xs), dens), int(r.max() * 2 + 4),
+            rough=0.08, soft=0.6, max_aspect=1.2, core=0.0,
+        )  # fmt: skip
         _apply_od(img, x0, y0, acc, k)
 
 
@@ -727,19 +725,8 @@ def _dust(rng, sh: _Sheet, img: np.ndarray) -> None:
     k = _BLACK_INK if rng.random() < 0.5 else _DIRT
     m = rng.integers(2, 15)
     xs, ys = cx + rng.normal(0, spread, m), cy + rng.normal(0, spread, m)
-    pad = int(0.3 * sh.ppm + 4)
-    x0, y0 = int(xs.min()) - pad, int(ys.min()) - pad
-    acc = np.zeros((int(ys.max()) - y0 + pad, int(xs.max()) - x0 + pad), np.float32)
-    _specks(
-        acc,
-        xs - x0,
-        ys - y0,
-        rng.uniform(0.03, 0.12, m) * sh.ppm,
-        rng.uniform(0.3, 1.2, m),
-        rng,
-        rough=0.3,
-        max_aspect=2.5,
-    )
+    r, od = rng.uniform(0.03, 0.12, m) * sh.ppm, rng.uniform(0.3, 1.2, m)
+    acc, x0, y0 = _speck_patch(rng, xs, ys, r, od, int(0.3 * sh.ppm + 4), rough=0.3, max_aspect=2.5)
     _apply_od(img, x0, y0, acc, k)
     for _ in range(rng.integers(0, 3)):
         pts = _curve(
@@ -760,20 +747,9 @@ def _frass(rng, sh: _Sheet, img: np.ndarray) -> None:
     m = rng.integers(4, 30)
     spread = rng.uniform(1, 8) * sh.ppm
     xs, ys = cx + rng.normal(0, spread, m), cy + rng.normal(0, spread, m)
-    pad = int(1.2 * sh.ppm + 4)
-    x0, y0 = int(xs.min()) - pad, int(ys.min()) - pad
-    acc = np.zeros((int(ys.max()) - y0 + pad, int(xs.max()) - x0 + pad), np.float32)
-    _specks(
-        acc,
-        xs - x0,
-        ys - y0,
-        rng.uniform(0.12, 0.4, m) * sh.ppm,
-        rng.uniform(1.0, 2.2, m),
-        rng,
-        rough=0.08,
-        max_aspect=3.5,
-        soft=0.6,
-        core=0.0,
+    r, od = rng.uniform(0.12, 0.4, m) * sh.ppm, rng.uniform(1.0, 2.2, m)
+    acc, x0, y0 = _speck_patch(
+        rng, xs, ys, r, od, int(1.2 * sh.ppm + 4), rough=0.08, max_aspect=3.5, soft=0.6, core=0.0
     )
     _apply_od(img, x0, y0, acc, _DIRT)
 
@@ -791,10 +767,8 @@ def _soil(rng, sh: _Sheet, img: np.ndarray) -> None:
     spread = rng.uniform(2, 15) * sh.ppm
     xs, ys = cx + rng.normal(0, spread, m), cy + np.abs(rng.normal(0, spread, m))
     r = np.exp(rng.normal(np.log(0.2), 0.5, m)).clip(0.06, 0.7) * sh.ppm
-    pad = int(r.max() * 3 + 4)
-    x0, y0 = int(xs.min()) - pad, int(ys.min()) - pad
-    acc = np.zeros((int(ys.max()) - y0 + pad, int(xs.max()) - x0 + pad), np.float32)
-    _specks(acc, xs - x0, ys - y0, r, rng.uniform(0.8, 2.2, m), rng, rough=0.35, max_aspect=2.0)
+    od = rng.uniform(0.8, 2.2, m)
+    acc, x0, y0 = _speck_patch(rng, xs, ys, r, od, int(r.max() * 3 + 4), rough=0.35, max_aspect=2.0)
     acc *= np.clip(0.8 + 0.25 * _noise(rng, acc.shape, 0.8), 0.3, 1.2)  # crumbly texture
     _apply_od(img, x0, y0, acc, _DIRT * np.array([1, 1, rng.uniform(0.9, 1.2)], np.float32))
 
