@@ -145,16 +145,17 @@ def painted_cached(
 def scorer(run_name: str):
     """A function from a painted sheet image to the run's P(contaminated)."""
     from herbscan.accel import Accel
+    from herbscan.images import input_shape
     from herbscan.runs import load_run
 
     r = load_run(run_name)
     prep = r.preprocessing
     acc = Accel.resolve()
     net = acc.prepare(r.build_model())
-    shape = (prep.size, prep.size * 3 // 2 if prep.fit == "sheet" else prep.size)
+    h, w = input_shape(prep.size, prep.fit)
 
     def score(img: np.ndarray) -> float:
-        x = np.asarray(Image.fromarray(img).resize(shape, Image.Resampling.BILINEAR))
+        x = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
         with torch.inference_mode(), acc.autocast():
             logits = net(acc.to_input(x[None].copy(), prep.mean, prep.std)).float()
         return float(torch.softmax(logits, 1)[0, 1])
