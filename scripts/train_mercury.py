@@ -5,7 +5,8 @@ colour bar, dirt and foxing), written as JPEGs to a work folder; `learn_stains` 
 look-alikes on them and starts from the ImageNet EfficientNet-Lite0 weights (Apache-2.0). No image
 of `../shared` or of any collection goes into the weights.
 
-    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--work /tmp/mercury] [--resume]
+    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--size 1024] [--work DIR]
+        [--resume]
 
 `--resume` continues a stopped job in the same `--work` folder from its last checkpoint (one
 every quarter of the steps) instead of starting again.
@@ -31,11 +32,13 @@ from herbscan.synth import make_sheet
 DEST = Path(__file__).resolve().parents[1] / "src" / "herbscan" / "weights" / "mercury"
 
 
-def synth_sheets(folder: Path, n: int, seed: int) -> None:
+def synth_sheets(folder: Path, n: int, seed: int, size: int = 1024) -> None:
+    """n clean synthetic sheets, 0.9-1.2x the working width `size` (herbscan.synth draws its
+    plant, labels and dirt in proportion to the sheet, so a larger size is a sharper scan)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        w = int(rng.choice([900, 1024, 1200]))
+        w = int(rng.choice([900, 1024, 1200])) * size // 1024
         img, _ = make_sheet(rng, stained=False, size=(w, w * 3 // 2))
         img.save(folder / f"synth_{i:05d}.jpg", "JPEG", quality=int(rng.integers(80, 96)))
 
@@ -47,6 +50,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--size", type=int, default=1024, help="working width in px (the height is 1.5x)"
+    )
+    ap.add_argument(
         "--freeze-blocks", type=int, default=5, help="ImageNet blocks kept as they are (0: none)"
     )
     ap.add_argument("--work", type=Path, default=None)
@@ -56,7 +62,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="herbscan-mercury-"))
     sheets = work / "sheets"
     if not sheets.is_dir() or len(list(sheets.glob("*.jpg"))) < args.sheets:
-        synth_sheets(sheets, args.sheets, args.seed)
+        synth_sheets(sheets, args.sheets, args.seed, args.size)
     run = work / "run"
     if not args.resume:
         shutil.rmtree(run, ignore_errors=True)
@@ -64,6 +70,7 @@ def main() -> None:
         [sheets],
         run,
         steps=args.steps,
+        size=args.size,
         batch_size=args.batch_size,
         seed=args.seed,
         cache_dir=work / "cache",
