@@ -2,8 +2,8 @@
 
 Evaluation sheets come from other sources than the training sheets (default: the highres,
 unlabeled and plant-mask sheets of ../shared/data; train with `learn-stains` on ALA only). Each
-sheet is decoded at the run's working scale and painted by `herbscan.stains` with the generator's
-held-out style, in five versions:
+sheet is decoded at --width px wide (2:3; default 1024, the shipped working scale) and painted
+by `herbscan.stains` with the generator's held-out style, in five versions:
 
 - clean: 0-4 random look-alikes (dust, ink, pencil, foxing, glue, water, shadow, chart, ...);
 - hard negatives: 4 look-alikes and no stain;
@@ -21,7 +21,7 @@ With --heatmaps DIR it also writes a heatmap of the two US National Herbarium sh
 
     python benchmarks/stains_eval.py RUN [RUN ...] [--holdout-kinds halo,tideline]
         [--sources DIR ...] [--heatmaps docs/screenshots] [--cache /tmp/painted]
-        [--painter herbscan|second]
+        [--painter herbscan|second] [--width 1024]
 
 With several runs it also prints each one's AUC gain over the first, paired on the same sheets.
 
@@ -91,9 +91,9 @@ def painted(sheet: np.ndarray, version: str, i: int, holdout: tuple[str, ...]):
     return scanner(rng, img), d
 
 
-def painted_second(path: Path, version: str, i: int) -> np.ndarray:
+def painted_second(path: Path, version: str, i: int, width: int = 1024) -> np.ndarray:
     """Sheet painted by the independent painter (benchmarks/second_painter.py) at its native
-    resolution, as a stain is part of the scan, then brought to 1024 px wide."""
+    resolution, as a stain is part of the scan, then brought to `width` px wide."""
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
@@ -113,27 +113,36 @@ def painted_second(path: Path, version: str, i: int) -> np.ndarray:
         img = second_painter.paint(rng, sheet, rng.uniform(0.6, 1.0))
     else:
         raise SystemExit("the second painter has no stain kinds to hold out")
-    return np.asarray(fit_square(Image.fromarray(img), 1024, "sheet"), np.uint8)
+    return np.asarray(fit_square(Image.fromarray(img), width, "sheet"), np.uint8)
 
 
 def painted_cached(
-    paths, i: int, version: str, holdout, cache: Path | None, painter: str = "herbscan"
+    paths,
+    i: int,
+    version: str,
+    holdout,
+    cache: Path | None,
+    painter: str = "herbscan",
+    width: int = 1024,
 ) -> np.ndarray:
-    """Sheet i painted as `version` at 1024 px wide; kept in `cache` (if given) for the next run,
-    so comparing runs paints each image once."""
+    """Sheet i painted as `version` at `width` px wide; kept in `cache` (if given) for the next
+    run, so comparing runs paints each image once."""
     from herbscan.images import load_sheet
 
     f = None
     if cache is not None:
         tag = ",".join(holdout) or "all"
         prefix = "" if painter == "herbscan" else f"{painter}-"
-        f = cache / f"{prefix}{Path(paths[i]).stem}-{i}-{VERSIONS.index(version)}-{tag}.npy"
+        suffix = "" if width == 1024 else f"-w{width}"
+        f = cache / (
+            f"{prefix}{Path(paths[i]).stem}-{i}-{VERSIONS.index(version)}-{tag}{suffix}.npy"
+        )
         if f.exists():
             return np.load(f)
     if painter == "second":
-        img = painted_second(paths[i], version, i)
+        img = painted_second(paths[i], version, i, width)
     else:
-        img, _ = painted(load_sheet(paths[i], 1024, "sheet"), version, i, holdout)
+        img, _ = painted(load_sheet(paths[i], width, "sheet"), version, i, holdout)
     if f is not None:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(".tmp.npy")
@@ -170,6 +179,7 @@ def evaluate(
     limit: int | None,
     cache: Path | None = None,
     painter: str = "herbscan",
+    width: int = 1024,
 ):
     score = scorer(run_name)
     versions = VERSIONS if holdout else VERSIONS[:-1]
@@ -177,11 +187,12 @@ def evaluate(
     t0 = time.monotonic()
     for i in range(len(paths[:limit])):
         for v in versions:
-            scores[v].append(score(painted_cached(paths, i, v, holdout, cache, painter)))
+            scores[v].append(score(painted_cached(paths, i, v, holdout, cache, painter, width)))
     seconds = time.monotonic() - t0
     res = {
         "run": run_name,
         "painter": painter,
+        "width": width,
         "n_sheets": len(paths[:limit]),
         "seconds": round(seconds, 1),
     }
@@ -316,6 +327,12 @@ def main() -> None:
         help="who paints the stains: herbscan.stains (held-out style) or the independent "
         "benchmarks/second_painter.py",
     )
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=1024,
+        help="paint the sheets this wide (px, 2:3); each run then resizes them to its own input",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     from herbscan.predict import expand_images
@@ -325,7 +342,7 @@ def main() -> None:
     holdout = tuple(k for k in args.holdout_kinds.split(",") if k)
     results = []
     for run in args.runs:
-        res = evaluate(run, paths, holdout, args.limit, args.cache, args.painter)
+        res = evaluate(run, paths, holdout, args.limit, args.cache, args.painter, args.width)
         if args.heatmaps is not None:
             res["mercury_reference"] = reference_heatmaps(run, args.heatmaps / Path(run).name)
         results.append(res)
