@@ -8,12 +8,13 @@ the adapted run and by the shipped model. Prints AUC (clean vs stained, vs faint
 hard negatives vs stained), specificity and detection at the run's own threshold, and accuracy
 with a threshold calibrated on painted sheets, pooled over both folds, then one JSON line. The
 pooled scores go to WORK/INIT-STEPS/scores.json for paired comparisons between runs.
-`--painter second` paints the test sheets with the independent benchmarks/second_painter.py
-(scores-second.json): learning sees only herbscan's painter, so a gain there is not the painter's
-habits learnt; `--reuse` scores the fold runs already in WORK instead of learning again.
+`--painter second` (or `third`) paints the test sheets with the independent
+benchmarks/second_painter.py (third_painter.py; scores-second.json): learning sees only
+herbscan's painter, so a gain there is not the painter's habits learnt; `--reuse` scores the fold
+runs already in WORK instead of learning again.
 
     python benchmarks/stain_adapt.py [--init mercury|imagenet] [--steps 200]
-        [--cache /tmp/painted] [--work /tmp/stain-adapt] [--painter second] [--reuse]
+        [--cache /tmp/painted] [--work /tmp/stain-adapt] [--painter second|third] [--reuse]
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--sources", nargs="*", type=Path, default=se.DEFAULT_SOURCES)
     ap.add_argument("--cache", type=Path, default=None, help="painted images, kept for later runs")
     ap.add_argument("--work", type=Path, default=Path("/tmp/stain-adapt"))
-    ap.add_argument("--painter", choices=("herbscan", "second"), default="herbscan")
+    ap.add_argument("--painter", choices=("herbscan", "second", "third"), default="herbscan")
     ap.add_argument(
         "--reuse", action="store_true", help="score the runs already in --work, learn nothing"
     )

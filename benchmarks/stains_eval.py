@@ -21,12 +21,13 @@ With --heatmaps DIR it also writes a heatmap of the two US National Herbarium sh
 
     python benchmarks/stains_eval.py RUN [RUN ...] [--holdout-kinds halo,tideline]
         [--sources DIR ...] [--heatmaps docs/screenshots] [--cache /tmp/painted]
-        [--painter herbscan|second] [--width 1024]
+        [--painter herbscan|second|third] [--width 1024]
 
 With several runs it also prints each one's AUC gain over the first, paired on the same sheets.
 
 `--painter second` paints with benchmarks/second_painter.py instead, a generator written
-without reading herbscan.stains: its own stain and look-alike kinds, drawn at each sheet's native
+without reading herbscan.stains (`--painter third`: third_painter.py, written without reading
+either): its own stain and look-alike kinds, drawn at each sheet's native
 resolution before the sheet is brought to the working scale. A detector that learnt
 herbscan.stains' habits rather than stains scores well on the first painter only.
 """
@@ -91,28 +92,34 @@ def painted(sheet: np.ndarray, version: str, i: int, holdout: tuple[str, ...]):
     return scanner(rng, img), d
 
 
-def painted_second(path: Path, version: str, i: int, width: int = 1024) -> np.ndarray:
-    """Sheet painted by the independent painter (benchmarks/second_painter.py) at its native
-    resolution, as a stain is part of the scan, then brought to `width` px wide."""
+PAINTER_SEEDS = {"second": 54321, "third": 98765}
+
+
+def painted_other(painter: str, path: Path, version: str, i: int, width: int = 1024) -> np.ndarray:
+    """Sheet painted by an independent painter (benchmarks/second_painter.py or
+    third_painter.py) at its native resolution, as a stain is part of the scan, then brought to
+    `width` px wide."""
+    import importlib
+
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
-    import second_painter
+    module = importlib.import_module(f"{painter}_painter")
 
     from herbscan.images import fit_square, open_rgb
 
-    rng = np.random.default_rng([54321, i, VERSIONS.index(version)])
+    rng = np.random.default_rng([PAINTER_SEEDS[painter], i, VERSIONS.index(version)])
     sheet = np.asarray(open_rgb(path), np.uint8)
     if version == "clean":
-        img = second_painter.paint(rng, sheet, None)
+        img = module.paint(rng, sheet, None)
     elif version == "hard negatives":
-        img = second_painter.paint(rng, sheet, None, n_lookalikes=4)
+        img = module.paint(rng, sheet, None, n_lookalikes=4)
     elif version == "faint":
-        img = second_painter.paint(rng, sheet, rng.uniform(0.02, 0.2))
+        img = module.paint(rng, sheet, rng.uniform(0.02, 0.2))
     elif version == "heavy":
-        img = second_painter.paint(rng, sheet, rng.uniform(0.6, 1.0))
+        img = module.paint(rng, sheet, rng.uniform(0.6, 1.0))
     else:
-        raise SystemExit("the second painter has no stain kinds to hold out")
+        raise SystemExit(f"the {painter} painter has no stain kinds to hold out")
     return np.asarray(fit_square(Image.fromarray(img), width, "sheet"), np.uint8)
 
 
@@ -139,8 +146,8 @@ def painted_cached(
         )
         if f.exists():
             return np.load(f)
-    if painter == "second":
-        img = painted_second(paths[i], version, i, width)
+    if painter in PAINTER_SEEDS:
+        img = painted_other(painter, paths[i], version, i, width)
     else:
         img, _ = painted(load_sheet(paths[i], width, "sheet"), version, i, holdout)
     if f is not None:
@@ -322,10 +329,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--painter",
-        choices=("herbscan", "second"),
+        choices=("herbscan", "second", "third"),
         default="herbscan",
-        help="who paints the stains: herbscan.stains (held-out style) or the independent "
-        "benchmarks/second_painter.py",
+        help="who paints the stains: herbscan.stains (held-out style) or one of the independent "
+        "benchmarks/second_painter.py and third_painter.py",
     )
     ap.add_argument(
         "--width",
