@@ -60,7 +60,6 @@ from herbscan.train import CKPT, load_checkpoint, save_checkpoint
 CLASSES = ["clean", "contaminated"]
 MIN_AREA = 1.5  # pixels' worth of darkening before a cell counts as stained
 FRESH_INITS = ("imagenet", "scratch")  # other --init values name a stain run
-LOW_RES = 0.5  # share of training crops scanned coarser than the working scale (see scanner)
 _BYTES_PER_PIXEL = 3
 
 
@@ -122,7 +121,7 @@ class CropSampler:
                 style=self.style,
                 ppm=ppm,
             )
-            xs.append(scanner(self.rng, img, low_res=LOW_RES))
+            xs.append(scanner(self.rng, img))
             masks.append(strength)
         return np.stack(xs), np.stack(masks)
 

@@ -1010,20 +1010,11 @@ def paint(
     )
 
 
-def scanner(rng: np.random.Generator, image: np.ndarray, low_res: float = 0.0) -> np.ndarray:
+def scanner(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """Imaging variation on a float RGB image: white balance, exposure, gamma, blur, noise and
-    JPEG re-encoding; returns uint8. With probability `low_res` the sheet is scanned at 45-95%
-    of its resolution (noise and JPEG at that size) and brought back up, as a collection scanned
-    coarser than the working scale reaches the model."""
+    JPEG re-encoding; returns uint8."""
     img = image * rng.uniform(0.96, 1.04, 3).astype(np.float32) * rng.uniform(0.88, 1.08)
     img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)
-    h, w = img.shape[:2]
-    coarse = low_res > 0 and rng.random() < low_res
-    if coarse:
-        f = float(np.exp(rng.uniform(np.log(0.45), np.log(0.95))))
-        small = (max(1, round(w * f)), max(1, round(h * f)))
-        im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
-        img = np.asarray(im.resize(small, Image.Resampling.BOX), np.float32) / 255
     img = img + rng.normal(0, rng.uniform(0, 0.02), img.shape).astype(np.float32)
     im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
     if rng.random() < 0.4:
@@ -1033,6 +1024,4 @@ def scanner(rng: np.random.Generator, image: np.ndarray, low_res: float = 0.0) -
         im.save(buf, "JPEG", quality=int(rng.integers(40, 96)))
         buf.seek(0)
         im = Image.open(buf).convert("RGB")
-    if coarse:
-        im = im.resize((w, h), Image.Resampling.BILINEAR)
     return np.array(im, np.uint8)
