@@ -1,0 +1,106 @@
+"""Does a detector that learns from two stain generators find a third one's stains better?
+
+Trains `scripts/train_mercury.py`'s recipe (400 synthetic clean sheets, 600 steps from ImageNet,
+5 blocks frozen) with a share of the crops painted by benchmarks/second_painter.py instead of
+herbscan.stains: stained crops at a log-uniform severity 0.02-1 with 0-2 of its look-alikes, clean
+ones with look-alikes only. The per-pixel target is the darkening the stain adds (the same crop
+painted from the same random state without the stain, before the rescan). Writes an ordinary run
+folder; score it on the painter it never saw with
+
+    python benchmarks/mixed_painters.py --work /tmp/mix [--share 0.5] [--seed 0]
+    python benchmarks/stains_eval.py mercury /tmp/mix/run --painter third --cache /tmp/painted
+
+An experiment, not herbscan's training path: the second painter stays a benchmark, so a run
+trained this way can no longer be tested with `--painter second`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "benchmarks"), str(REPO / "scripts")]
+
+import second_painter  # noqa: E402
+import train_mercury  # noqa: E402
+
+from herbscan import learn_stains as ls  # noqa: E402
+from herbscan.stains import paint, scanner  # noqa: E402
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def mixed_batch(share: float):
+    """CropSampler.batch with `share` of the crops painted by the second painter."""
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, masks = [], []
+        for _ in range(n):
+            patch, ppm = self._crop()
+            if self.rng.random() < share:
+                stained = self.rng.random() < 0.5
+                k = int(self.rng.integers(0, 3))
+                sev = float(np.exp(self.rng.uniform(np.log(0.02), 0))) if stained else None
+                state = self.rng.bit_generator.state
+                out, before = second_painter._paint(self.rng, patch, sev, ppm, k, keep=True)
+                strength = np.zeros(patch.shape[:2], np.float32)
+                if stained:  # the same look-alikes from the same state, without the stain
+                    twin = np.random.default_rng()
+                    twin.bit_generator.state = state
+                    _, clean = second_painter._paint(twin, patch, None, ppm, k, keep=True)
+                    strength = np.clip((clean @ LUMA - before @ LUMA) / (0.25 * 255), 0, 1)
+                xs.append(out)
+                masks.append(strength.astype(np.float32))
+            else:
+                img, strength, _ = paint(
+                    self.rng,
+                    patch,
+                    stained=self.rng.random() < 0.5,
+                    kinds=self.kinds,
+                    negatives=self.negatives,
+                    style=self.style,
+                    ppm=ppm,
+                )
+                xs.append(scanner(self.rng, img))
+                masks.append(strength)
+        return np.stack(xs), np.stack(masks)
+
+    return batch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--share", type=float, default=0.5)
+    ap.add_argument("--sheets", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    sheets = args.work / "sheets"
+    if len(list(sheets.glob("*.jpg"))) < args.sheets:
+        train_mercury.synth_sheets(sheets, args.sheets, args.seed)
+    ls.CropSampler.batch = mixed_batch(args.share)
+    run = args.work / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    ls.learn_stains(
+        [sheets],
+        run,
+        steps=args.steps,
+        seed=args.seed,
+        cache_dir=args.work / "cache",
+        validation_sheets=24,
+        init="imagenet",
+        freeze_blocks=5,
+    )
+    cfg = json.loads((run / "run.json").read_text())
+    print(json.dumps({"run": str(run), "share": args.share, "metrics": cfg["metrics"]}))
+
+
+if __name__ == "__main__":
+    main()
