@@ -9,7 +9,7 @@ hard negatives vs stained), specificity and detection at the run's own threshold
 with a threshold calibrated on painted sheets, pooled over both folds, then one JSON line. The
 pooled scores go to WORK/INIT-STEPS/scores.json for paired comparisons between runs.
 `--painter second` (or `third`) paints the test sheets with the independent
-benchmarks/second_painter.py (third_painter.py; scores-second.json): learning sees only
+benchmarks/second_painter.py (third_painter.py; scores-PAINTER.json): learning sees only
 herbscan's painter, so a gain there is not the painter's habits learnt; `--reuse` scores the fold
 runs already in WORK instead of learning again.
 

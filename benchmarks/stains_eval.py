@@ -26,15 +26,16 @@ With --heatmaps DIR it also writes a heatmap of the two US National Herbarium sh
 With several runs it also prints each one's AUC gain over the first, paired on the same sheets.
 
 `--painter second` paints with benchmarks/second_painter.py instead, a generator written
-without reading herbscan.stains (`--painter third`: third_painter.py, written without reading
-either): its own stain and look-alike kinds, drawn at each sheet's native
-resolution before the sheet is brought to the working scale. A detector that learnt
-herbscan.stains' habits rather than stains scores well on the first painter only.
+without reading herbscan.stains, and `--painter third` with third_painter.py, written without
+reading either: each has its own stain and look-alike kinds, drawn at each sheet's native
+resolution before the sheet is brought to --width. A detector that learnt herbscan.stains'
+habits rather than stains scores well on the first painter only.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -99,8 +100,6 @@ def painted_other(painter: str, path: Path, version: str, i: int, width: int = 1
     """Sheet painted by an independent painter (benchmarks/second_painter.py or
     third_painter.py) at its native resolution, as a stain is part of the scan, then brought to
     `width` px wide."""
-    import importlib
-
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
