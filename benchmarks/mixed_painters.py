@@ -31,47 +31,30 @@ import second_painter  # noqa: E402
 import train_mercury  # noqa: E402
 
 from herbscan import learn_stains as ls  # noqa: E402
-from herbscan.stains import paint, scanner  # noqa: E402
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def mixed_batch(share: float):
-    """CropSampler.batch with `share` of the crops painted by the second painter."""
+class MixedSampler(ls.CropSampler):
+    """learn_stains' crop sampler with `share` of the crops painted by the second painter."""
 
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, masks = [], []
-        for _ in range(n):
-            patch, ppm = self._crop()
-            if self.rng.random() < share:
-                stained = self.rng.random() < 0.5
-                k = int(self.rng.integers(0, 3))
-                sev = float(np.exp(self.rng.uniform(np.log(0.02), 0))) if stained else None
-                state = self.rng.bit_generator.state
-                out, before = second_painter._paint(self.rng, patch, sev, ppm, k, keep=True)
-                strength = np.zeros(patch.shape[:2], np.float32)
-                if stained:  # the same look-alikes from the same state, without the stain
-                    twin = np.random.default_rng()
-                    twin.bit_generator.state = state
-                    _, clean = second_painter._paint(twin, patch, None, ppm, k, keep=True)
-                    strength = np.clip((clean @ LUMA - before @ LUMA) / (0.25 * 255), 0, 1)
-                xs.append(out)
-                masks.append(strength.astype(np.float32))
-            else:
-                img, strength, _ = paint(
-                    self.rng,
-                    patch,
-                    stained=self.rng.random() < 0.5,
-                    kinds=self.kinds,
-                    negatives=self.negatives,
-                    style=self.style,
-                    ppm=ppm,
-                )
-                xs.append(scanner(self.rng, img))
-                masks.append(strength)
-        return np.stack(xs), np.stack(masks)
+    share = 0.5
 
-    return batch
+    def painted(self, patch: np.ndarray, ppm: float) -> tuple[np.ndarray, np.ndarray]:
+        if self.rng.random() >= self.share:
+            return super().painted(patch, ppm)
+        stained = self.rng.random() < 0.5
+        k = int(self.rng.integers(0, 3))
+        sev = float(np.exp(self.rng.uniform(np.log(0.02), 0))) if stained else None
+        state = self.rng.bit_generator.state
+        out, before = second_painter._paint(self.rng, patch, sev, ppm, k, keep=True)
+        strength = np.zeros(patch.shape[:2], np.float32)
+        if stained:  # the same look-alikes from the same state, without the stain
+            twin = np.random.default_rng()
+            twin.bit_generator.state = state
+            _, clean = second_painter._paint(twin, patch, None, ppm, k, keep=True)
+            strength = np.clip((clean @ LUMA - before @ LUMA) / (0.25 * 255), 0, 1)
+        return out, strength.astype(np.float32)
 
 
 def main() -> None:
@@ -85,7 +68,8 @@ def main() -> None:
     sheets = args.work / "sheets"
     if len(list(sheets.glob("*.jpg"))) < args.sheets:
         train_mercury.synth_sheets(sheets, args.sheets, args.seed)
-    ls.CropSampler.batch = mixed_batch(args.share)
+    MixedSampler.share = args.share
+    ls.CropSampler = MixedSampler  # learn_stains builds its sampler from this name
     run = args.work / "run"
     shutil.rmtree(run, ignore_errors=True)
     ls.learn_stains(

@@ -108,21 +108,21 @@ class CropSampler:
             patch = patch[:, ::-1]
         return np.ascontiguousarray(patch), self.ppm * self.crop / side
 
+    def painted(self, patch: np.ndarray, ppm: float) -> tuple[np.ndarray, np.ndarray]:
+        """One crop painted (stained half the time) and scanned, and its stain strength map."""
+        img, strength, _ = paint(
+            self.rng,
+            patch,
+            stained=self.rng.random() < 0.5,
+            kinds=self.kinds,
+            negatives=self.negatives,
+            style=self.style,
+            ppm=ppm,
+        )
+        return scanner(self.rng, img), strength
+
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, masks = [], []
-        for _ in range(n):
-            patch, ppm = self._crop()
-            img, strength, _ = paint(
-                self.rng,
-                patch,
-                stained=self.rng.random() < 0.5,
-                kinds=self.kinds,
-                negatives=self.negatives,
-                style=self.style,
-                ppm=ppm,
-            )
-            xs.append(scanner(self.rng, img))
-            masks.append(strength)
+        xs, masks = zip(*(self.painted(*self._crop()) for _ in range(n)))
         return np.stack(xs), np.stack(masks)
 
 
