@@ -45,11 +45,8 @@ MEMORY_CELLS = 20_000
 
 def cell_features(net, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """A StainNet's (h, w) cell logits and (h*w, channels) backbone features for one sheet."""
-    f = net._act(net._bn0(net._conv_stem(x)))
-    for block in net._blocks:
-        f = block(f)
-    logits = net.stain_head(f)[0, 0]
-    return logits.numpy(), f[0].flatten(1).T.numpy()
+    f = net.features(x)
+    return net.stain_head(f)[0, 0].numpy(), f[0].flatten(1).T.numpy()
 
 
 def nearest_distance(queries: np.ndarray, memory: np.ndarray, batch: int = 8192) -> np.ndarray:
@@ -80,8 +77,9 @@ def adapt_batchnorm(net: torch.nn.Module, inputs) -> torch.nn.Module:
     return net.eval()
 
 
-def top_mean(cells: np.ndarray, k: int) -> float:
-    return float(np.sort(cells.ravel())[-k:].mean())
+def by_version(s: np.ndarray) -> dict[str, np.ndarray]:
+    """(sheets, 4 versions) scores as stains_eval's {version: scores}."""
+    return {v: s[:, j] for j, v in enumerate(VERSIONS)}
 
 
 def summary(s: np.ndarray) -> dict:
@@ -104,6 +102,7 @@ def main() -> None:
     ap.add_argument("--methods", default="memory,adabn")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent / "src"))
+    from herbscan.accel import Accel
     from herbscan.images import input_shape
     from herbscan.predict import expand_images
     from herbscan.runs import load_run
@@ -114,26 +113,27 @@ def main() -> None:
     run = load_run(args.run)
     prep = run.preprocessing
     h, w = input_shape(prep.size, prep.fit)
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
+    acc = Accel.resolve(precision="fp32")
 
     def sheet(i: int, v: int) -> torch.Tensor:
         img = stains_eval.painted_cached(paths, i, VERSIONS[v], (), args.cache, args.painter, 1024)
-        x = np.array(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
-        return (torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255 - mean) / std
+        x = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
+        return acc.to_input(x[None].copy(), prep.mean, prep.std)
 
     t0 = time.monotonic()
     net = run.build_model().float().eval()
-    k = net.top_k
+
+    def pool(cells: np.ndarray) -> float:
+        """The sheet score StainNet gives these cell scores: the mean of its top k."""
+        return float(net.pool(torch.from_numpy(cells)[None])[0])
+
     logits, feats = {}, {}
     with torch.inference_mode():
         for i in range(n):
             for v in range(4):
                 lg, f = cell_features(net, sheet(i, v))
                 logits[i, v], feats[i, v] = lg, f.astype(np.float16)
-    scores = {
-        "unadapted": np.array([[top_mean(logits[i, v], k) for v in range(4)] for i in range(n)])
-    }
+    scores = {"unadapted": np.array([[pool(logits[i, v]) for v in range(4)] for i in range(n)])}
     seconds = {"unadapted": time.monotonic() - t0}
     folds = [np.flatnonzero(np.arange(n) % 2 == f) for f in (0, 1)]
     rng = np.random.default_rng(0)
@@ -146,8 +146,8 @@ def main() -> None:
             for i in test:
                 for v in range(4):
                     d = nearest_distance(feats[i, v], bank).reshape(logits[i, v].shape)
-                    dist_s[i, v] = top_mean(d, k)
-                    comb_s[i, v] = top_mean(logits[i, v] + np.log(d + 1e-3), k)
+                    dist_s[i, v] = pool(d)
+                    comb_s[i, v] = pool(logits[i, v] + np.log(d + 1e-3))
         scores["memory: distance"], scores["memory: logit+log distance"] = dist_s, comb_s
         seconds["memory"] = time.monotonic() - t0
     if "adabn" in methods:
@@ -164,14 +164,14 @@ def main() -> None:
         scores["adabn"] = s
         seconds["adabn"] = time.monotonic() - t0
 
-    base = {v: scores["unadapted"][:, j] for j, v in enumerate(VERSIONS)}
+    base = by_version(scores["unadapted"])
     rows = []
     print(f"{args.run} on {n} sheets painted by {args.painter}'s painter, 2-fold over sheets")
     print(f"{'method':<28} {'AUC':>6} {'faint':>6} {'calib':>6}  paired AUC gain (95%)")
     for name, s in scores.items():
         row = {"method": name, **summary(s)}
         if name != "unadapted":
-            g = stains_eval.paired_gain(base, {v: s[:, j] for j, v in enumerate(VERSIONS)})
+            g = stains_eval.paired_gain(base, by_version(s))
             row["vs_unadapted"] = g
             gain = "; ".join(
                 f"{'faint' if 'faint' in key else 'all'} {d['gain']:+.3f} "

@@ -73,12 +73,16 @@ class StainNet(nn.Module):
             m.eval()
         return self
 
-    def cell_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, h/16, w/16) stain logit per cell."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 112, h/16, w/16) backbone features per cell, before the stain head."""
         x = self._act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return self.stain_head(x)[:, 0]
+        return x
+
+    def cell_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, h/16, w/16) stain logit per cell."""
+        return self.stain_head(self.features(x))[:, 0]
 
     def pool(self, cells: torch.Tensor) -> torch.Tensor:
         """Sheet logit: mean of the top_k cell logits."""
