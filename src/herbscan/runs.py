@@ -182,6 +182,7 @@ class Training:
     holdout_kinds: list[str] | None = None
     negatives: list[str] | None = None
     frozen_blocks: int | None = None
+    contrast: float | None = None
 
 
 @dataclass
