@@ -5,8 +5,8 @@ colour bar, dirt and foxing), written as JPEGs to a work folder; `learn_stains` 
 look-alikes on them and starts from the ImageNet EfficientNet-Lite0 weights (Apache-2.0). No image
 of `../shared` or of any collection goes into the weights.
 
-    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--size 1024] [--contrast 0]
-        [--work DIR] [--resume]
+    python scripts/train_mercury.py [--sheets 400] [--steps 600] [--size 1024] [--work DIR]
+        [--resume]
 
 `--resume` continues a stopped job in the same `--work` folder from its last checkpoint (one
 every quarter of the steps) instead of starting again.
@@ -55,12 +55,6 @@ def main() -> None:
     ap.add_argument(
         "--freeze-blocks", type=int, default=5, help="ImageNet blocks kept as they are (0: none)"
     )
-    ap.add_argument(
-        "--contrast",
-        type=float,
-        default=0.0,
-        help="weight of the sheet-level rank loss on twin crops (learn_stains.rank_loss; 0: off)",
-    )
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=DEST)
     ap.add_argument("--resume", action="store_true", help="continue a stopped job in --work")
@@ -83,7 +77,6 @@ def main() -> None:
         validation_sheets=24,
         init="imagenet",
         freeze_blocks=args.freeze_blocks,
-        contrast=args.contrast,
         resume=args.resume,
     )
     args.dest.mkdir(parents=True, exist_ok=True)

@@ -83,14 +83,10 @@ def _decode_all(paths, size, cache: SheetCache, workers, progress, skipped) -> l
 
 
 class CropSampler:
-    """Random painted crops of cached sheets, with per-cell targets. With `twins`, a batch is
-    pairs: one crop painted with look-alikes, then the same crop with the same look-alikes and a
-    stain, both scanned alike, so only the stain tells them apart."""
+    """Random painted crops of cached sheets, with per-cell targets."""
 
-    def __init__(
-        self, entries, size: int, crop: int, kinds, negatives, style, seed: int, twins=False
-    ):
-        self.entries, self.crop, self.twins = list(entries), crop, bool(twins)
+    def __init__(self, entries, size: int, crop: int, kinds, negatives, style, seed: int):
+        self.entries, self.crop = list(entries), crop
         self.kinds, self.negatives, self.style = tuple(kinds), tuple(negatives), style
         self.ppm = pixels_per_mm(input_shape(size, "sheet"))
         self.rng = np.random.default_rng(seed)
@@ -125,43 +121,17 @@ class CropSampler:
         )
         return scanner(self.rng, img), strength
 
-    def twin(self, patch: np.ndarray, ppm: float) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The crop painted with look-alikes, and again with a stain on top; scanned alike."""
-        kw = {"style": self.style, "ppm": ppm}
-        clean, none, _ = paint(self.rng, patch, stained=False, negatives=self.negatives, **kw)
-        stained, strength, _ = paint(
-            self.rng, clean, stained=True, kinds=self.kinds, negatives=(), n_negatives=0, **kw
-        )
-        seed = int(self.rng.integers(2**63))
-        return [
-            (scanner(np.random.default_rng(seed), clean), none),
-            (scanner(np.random.default_rng(seed), stained), strength),
-        ]
-
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.twins:
-            pairs = [p for _ in range(n // 2) for p in self.twin(*self._crop())]
-            pairs += [self.painted(*self._crop()) for _ in range(n % 2)]
-        else:
-            pairs = [self.painted(*self._crop()) for _ in range(n)]
-        xs, masks = zip(*pairs)
+        xs, masks = zip(*(self.painted(*self._crop()) for _ in range(n)))
         return np.stack(xs), np.stack(masks)
 
 
-def rank_loss(cells: torch.Tensor, target: torch.Tensor, k: int = 3, margin: float = 1.0):
-    """Sheet-level contrast: each stained crop's highest stain cell should beat, by `margin`,
-    the mean of the `k` highest unstained cells of the whole batch. A batch of 16 crops of 256²
-    holds about two thirds of a sheet's cells, so those are the false alarms a clean sheet's
-    top-k pooling would report; per-cell BCE alone lets a faint stain's few cells sit below
-    them."""
-    flat, t = cells.flatten(1), target.flatten(1) > 0.5
-    stained = t.any(1)
-    negative = flat[~t]
-    if not stained.any() or not len(negative):
-        return flat.sum() * 0
-    top_negative = negative.topk(min(k, len(negative))).values.mean()
-    top_positive = flat.masked_fill(~t, float("-inf")).amax(1)[stained]
-    return F.softplus(margin + top_negative - top_positive).mean()
+def crop_loss(net: StainNet, cells: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Training loss of a batch of crops: BCE per cell, and BCE of each crop's pooled logit
+    against "any cell stained", so the top-k pooling that decides a sheet is trained too."""
+    return F.binary_cross_entropy_with_logits(cells, target) + F.binary_cross_entropy_with_logits(
+        net.pool(cells), target.flatten(1).amax(1)
+    )
 
 
 def painted_sheets(sheets, kinds, negatives, style, seed: int):
@@ -265,7 +235,6 @@ def learn_stains(
     negatives=NEGATIVE_KINDS,
     init: str | Path = "mercury",
     freeze_blocks: int = 0,
-    contrast: float = 0.0,
     seed: int = 0,
     device: str = "auto",
     precision: str = "auto",
@@ -281,11 +250,9 @@ def learn_stains(
     sheets; the default), another stain run's folder, "imagenet" (Lite0's ImageNet weights) or
     "scratch". `freeze_blocks` keeps the stem and that many first blocks as they start (the
     shipped detector froze 5, its stride-8 ImageNet filters). `steps` defaults to 200 from a
-    stain run and 600 otherwise. `contrast` > 0 trains on twin crops (see `CropSampler`) and
-    adds that weight of `rank_loss` to the per-cell and per-crop losses. Learnt on 28 clean
-    sheets of other herbaria and tested on the other 28, 200 steps from `mercury` scored AUC
-    0.71-0.73 and 600 from ImageNet 0.70; the shipped `mercury` alone scores 0.72
-    (docs/measurements.md, stops 30-31).
+    stain run and 600 otherwise. Learnt on 28 clean sheets of other herbaria and tested on the
+    other 28, 200 steps from `mercury` scored AUC 0.71-0.73 and 600 from ImageNet 0.70; the
+    shipped `mercury` alone scores 0.72 (docs/measurements.md, stops 30-31).
 
     At every validation (a quarter of the steps) the weights, optimiser and sampler state go to
     `out/checkpoint/`; `resume=True` continues a stopped job from there, refusing changed
@@ -304,7 +271,6 @@ def learn_stains(
     check_range("steps", steps, 1)
     check_range("batch_size", batch_size, 1)
     check_range("validation_sheets", validation_sheets, 1)
-    check_range("contrast", contrast, 0.0)
     if size % STRIDE or crop % STRIDE:
         raise ParameterError(f"size and crop must be multiples of {STRIDE}; got {size}, {crop}")
     holdout_kinds = tuple(holdout_kinds)
@@ -341,7 +307,6 @@ def learn_stains(
                 "negatives": list(negatives),
                 "init": str(init),
                 "freeze_blocks": freeze_blocks,
-                "contrast": contrast,
                 "seed": seed,
             }
         )
@@ -398,9 +363,7 @@ def learn_stains(
 
     val_style = STYLES["holdout"]
     val_images, val_y, _ = painted_sheets(val_entries, STAIN_KINDS, negatives, val_style, seed)
-    sampler = CropSampler(
-        train_entries, size, crop, train_kinds, negatives, STYLES["train"], seed, contrast > 0
-    )
+    sampler = CropSampler(train_entries, size, crop, train_kinds, negatives, STYLES["train"], seed)
     checks = sorted({max(1, round(steps * f)) for f in (0.25, 0.5, 0.75, 1.0)})
     out.mkdir(parents=True, exist_ok=True)
     history, best, first, spent = [], None, 1, 0.0
@@ -422,12 +385,7 @@ def learn_stains(
             target = cell_targets(torch.from_numpy(mb), MIN_AREA).to(acc.device)
             with acc.autocast():
                 cells = net.cell_logits(x).float()
-            pooled = net.pool(cells)
-            loss = F.binary_cross_entropy_with_logits(
-                cells, target
-            ) + F.binary_cross_entropy_with_logits(pooled, target.flatten(1).amax(1))
-            if contrast:
-                loss = loss + contrast * rank_loss(cells, target, net.top_k)
+            loss = crop_loss(net, cells, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -514,7 +472,6 @@ def learn_stains(
             holdout_kinds=list(holdout_kinds),
             negatives=list(negatives),
             frozen_blocks=freeze_blocks or None,
-            contrast=contrast or None,
             seed=seed,
             best_epoch=best[1],
             epochs_run=steps,

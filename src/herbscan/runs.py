@@ -182,7 +182,6 @@ class Training:
     holdout_kinds: list[str] | None = None
     negatives: list[str] | None = None
     frozen_blocks: int | None = None
-    contrast: float | None = None
 
 
 @dataclass
