@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -65,23 +64,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    sheets = args.work / "sheets"
-    if len(list(sheets.glob("*.jpg"))) < args.sheets:
-        train_mercury.synth_sheets(sheets, args.sheets, args.seed)
     MixedSampler.share = args.share
     ls.CropSampler = MixedSampler  # learn_stains builds its sampler from this name
-    run = args.work / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    ls.learn_stains(
-        [sheets],
-        run,
-        steps=args.steps,
-        seed=args.seed,
-        cache_dir=args.work / "cache",
-        validation_sheets=24,
-        init="imagenet",
-        freeze_blocks=5,
-    )
+    run = train_mercury.train(args.work, sheets=args.sheets, steps=args.steps, seed=args.seed)
     cfg = json.loads((run / "run.json").read_text())
     print(json.dumps({"run": str(run), "share": args.share, "metrics": cfg["metrics"]}))
 

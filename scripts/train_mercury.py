@@ -43,6 +43,42 @@ def synth_sheets(folder: Path, n: int, seed: int, size: int = 1024) -> None:
         img.save(folder / f"synth_{i:05d}.jpg", "JPEG", quality=int(rng.integers(80, 96)))
 
 
+def train(
+    work: Path,
+    *,
+    sheets: int = 400,
+    steps: int = 600,
+    seed: int = 0,
+    size: int = 1024,
+    batch_size: int = 16,
+    freeze_blocks: int = 5,
+    resume: bool = False,
+) -> Path:
+    """The shipped recipe in `work`: `sheets` synthetic sheets (drawn once, in work/sheets), then
+    learn_stains from ImageNet into work/run, which it returns. Benchmarks that vary the recipe
+    replace learn_stains' CropSampler or crop_loss and call this."""
+    folder = work / "sheets"
+    if not folder.is_dir() or len(list(folder.glob("*.jpg"))) < sheets:
+        synth_sheets(folder, sheets, seed, size)
+    run = work / "run"
+    if not resume:
+        shutil.rmtree(run, ignore_errors=True)
+    learn_stains(
+        [folder],
+        run,
+        steps=steps,
+        size=size,
+        batch_size=batch_size,
+        seed=seed,
+        cache_dir=work / "cache",
+        validation_sheets=24,
+        init="imagenet",
+        freeze_blocks=freeze_blocks,
+        resume=resume,
+    )
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sheets", type=int, default=400)
@@ -60,22 +96,13 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="continue a stopped job in --work")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="herbscan-mercury-"))
-    sheets = work / "sheets"
-    if not sheets.is_dir() or len(list(sheets.glob("*.jpg"))) < args.sheets:
-        synth_sheets(sheets, args.sheets, args.seed, args.size)
-    run = work / "run"
-    if not args.resume:
-        shutil.rmtree(run, ignore_errors=True)
-    learn_stains(
-        [sheets],
-        run,
+    run = train(
+        work,
+        sheets=args.sheets,
         steps=args.steps,
+        seed=args.seed,
         size=args.size,
         batch_size=args.batch_size,
-        seed=args.seed,
-        cache_dir=work / "cache",
-        validation_sheets=24,
-        init="imagenet",
         freeze_blocks=args.freeze_blocks,
         resume=args.resume,
     )
