@@ -6,10 +6,12 @@ look-alikes on them and starts from the ImageNet EfficientNet-Lite0 weights (Apa
 of `../shared` or of any collection goes into the weights.
 
     python scripts/train_mercury.py [--sheets 400] [--steps 600] [--size 1024] [--work DIR]
-        [--resume]
+        [--members 1] [--resume]
 
 `--resume` continues a stopped job in the same `--work` folder from its last checkpoint (one
-every quarter of the steps) instead of starting again.
+every quarter of the steps) instead of starting again. `--members K` trains the recipe K times
+(seeds seed … seed+K-1, each on its own synthetic sheets, in work/seed-N) and joins the runs into
+one StainEnsemble run.
 
 Writes src/herbscan/weights/mercury/{run.json, model.safetensors (fp16), history.csv}.
 """
@@ -26,7 +28,8 @@ import numpy as np
 import torch
 
 from herbscan.learn_stains import learn_stains
-from herbscan.runs import RunConfig, load_tensors, save_tensors
+from herbscan.runs import RunConfig, load_run, load_tensors, save_tensors
+from herbscan.stainnet import StainEnsemble
 from herbscan.synth import make_sheet
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "herbscan" / "weights" / "mercury"
@@ -79,6 +82,37 @@ def train(
     return run
 
 
+def join(runs: list[Path], out: Path) -> Path:
+    """One StainEnsemble run in `out` of trained stain runs that froze the same blocks. Each
+    member keeps the operating point folded into its head, so the ensemble flags where the
+    members' mean log-odds over their own thresholds is positive."""
+    members = []
+    for folder in runs:
+        r = load_run(folder)
+        net = r.build_model()
+        net.freeze(r.config.training.frozen_blocks or 0)
+        members.append(net)
+    ens = StainEnsemble.from_members(members)
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / "model.safetensors", {k: v.float() for k, v in ens.state_dict().items()})
+    cfgs = [RunConfig.load(Path(f) / "run.json") for f in runs]
+    cfg = cfgs[0]
+    cfg.architecture.kwargs = {"members": len(members), "shared_blocks": ens.shared_blocks}
+    cfg.architecture.parameters = sum(p.numel() for p in ens.parameters())
+    cfg.training.train_seconds = round(sum(c.training.train_seconds or 0 for c in cfgs), 1)
+    cfg.metrics = {"members": [{"seed": c.seed, **(c.metrics or {})} for c in cfgs]}
+    if cfg.operating_point is not None:
+        cfg.operating_point.source = (
+            "each member's own on its painted validation sheets (folded into its head): the "
+            "ensemble flags when the members' mean log-odds over them is positive"
+        )
+        for key in ("raw_threshold", "balanced_accuracy", "precision", "recall", "accuracy", "n"):
+            setattr(cfg.operating_point, key, None)
+    cfg.save(out)
+    shutil.copy(Path(runs[0]) / "history.csv", out / "history.csv")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sheets", type=int, default=400)
@@ -93,19 +127,27 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=DEST)
+    ap.add_argument(
+        "--members", type=int, default=1, help="train this many seeds and join them (ensemble)"
+    )
     ap.add_argument("--resume", action="store_true", help="continue a stopped job in --work")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="herbscan-mercury-"))
-    run = train(
-        work,
-        sheets=args.sheets,
-        steps=args.steps,
-        seed=args.seed,
-        size=args.size,
-        batch_size=args.batch_size,
-        freeze_blocks=args.freeze_blocks,
-        resume=args.resume,
-    )
+    seeds = list(range(args.seed, args.seed + max(args.members, 1)))
+    runs = [
+        train(
+            work if len(seeds) == 1 else work / f"seed-{seed}",
+            sheets=args.sheets,
+            steps=args.steps,
+            seed=seed,
+            size=args.size,
+            batch_size=args.batch_size,
+            freeze_blocks=args.freeze_blocks,
+            resume=args.resume,
+        )
+        for seed in seeds
+    ]
+    run = runs[0] if len(runs) == 1 else join(runs, work / "ensemble")
     args.dest.mkdir(parents=True, exist_ok=True)
     state = {
         k: v.half() if v.is_floating_point() else v
@@ -113,7 +155,8 @@ def main() -> None:
     }
     save_tensors(args.dest / "model.safetensors", state)
     cfg = RunConfig.load(run / "run.json")
-    cfg.training.sources = [f"herbscan.synth clean sheets: {args.sheets}, seed {args.seed}"]
+    seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    cfg.training.sources = [f"herbscan.synth clean sheets: {args.sheets} per seed, {seeds_text}"]
     cfg.save(args.dest)
     shutil.copy(run / "history.csv", args.dest / "history.csv")
     print(

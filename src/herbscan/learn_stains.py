@@ -53,7 +53,7 @@ from herbscan.runs import (
     load_tensors,
     save_tensors,
 )
-from herbscan.stainnet import STRIDE, StainNet, cell_targets
+from herbscan.stainnet import STRIDE, StainDetector, cell_targets
 from herbscan.stains import NEGATIVE_KINDS, STAIN_KINDS, STYLES, paint, pixels_per_mm, scanner
 from herbscan.train import CKPT, load_checkpoint, save_checkpoint
 
@@ -126,7 +126,7 @@ class CropSampler:
         return np.stack(xs), np.stack(masks)
 
 
-def crop_loss(net: StainNet, cells: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def crop_loss(net: StainDetector, cells: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Training loss of a batch of crops: BCE per cell, and BCE of each crop's pooled logit
     against "any cell stained", so the top-k pooling that decides a sheet is trained too."""
     return F.binary_cross_entropy_with_logits(cells, target) + F.binary_cross_entropy_with_logits(
@@ -345,7 +345,7 @@ def learn_stains(
     torch.manual_seed(seed)
     if from_run:
         net = start.build_model()
-        if not isinstance(net, StainNet):
+        if not isinstance(net, StainDetector):
             raise ParameterError(
                 f"{init}: --init needs a stain run (learn-stains output), mercury, imagenet or "
                 "scratch"
@@ -384,8 +384,8 @@ def learn_stains(
             x = acc.to_input(xb, MEAN, STD)
             target = cell_targets(torch.from_numpy(mb), MIN_AREA).to(acc.device)
             with acc.autocast():
-                cells = net.cell_logits(x).float()
-            loss = crop_loss(net, cells, target)
+                cells = net.member_cells(x).float()
+            loss = torch.stack([crop_loss(net, c, target) for c in cells]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -438,8 +438,7 @@ def learn_stains(
     scores = sheet_scores(net, acc, val_images)
     op = operating_point(1 / (1 + np.exp(-scores)), val_y)
     t = min(max(op["threshold"], 1e-4), 1 - 1e-4)
-    with torch.no_grad():  # fold the operating point into the head: flag when P >= 0.5
-        net.stain_head[2].bias -= math.log(t / (1 - t))
+    net.shift_logits(-math.log(t / (1 - t)))  # the operating point in the head: flag at P >= 0.5
     save_tensors(out / WEIGHTS, {k: v.float() for k, v in net.state_dict().items()})
     write_csv(out / HISTORY, history, list(history[0]))
     write_csv(out / SKIPPED, skipped, ["path", "split", "error"])
@@ -450,6 +449,7 @@ def learn_stains(
         ),
         architecture=Architecture(
             name="stainnet",
+            kwargs=dict(start.config.architecture.kwargs) if from_run else {},
             parameters=sum(p.numel() for p in net.parameters()),
             init="run" if from_run else str(init),
             weights=weights,

@@ -252,11 +252,26 @@ def efficientnet_lite2(
 
 
 @register_model
-def stainnet(num_classes: int, input_size: int = 1024, pretrained: bool = False, **kw) -> nn.Module:
-    """StainNet: Lite0 stages 1-5 (ImageNet) + a per-cell stain head; 2:3 sheets ~1024 wide."""
+def stainnet(
+    num_classes: int, input_size: int = 1024, pretrained: bool = False, members: int = 1, **kw
+) -> nn.Module:
+    """StainNet: Lite0 stages 1-5 (ImageNet) + a per-cell stain head; 2:3 sheets ~1024 wide.
+    `members` > 1: an ensemble of that many sharing their frozen first blocks (the weights come
+    from a run; `StainEnsemble.from_members` makes one of trained StainNets)."""
     del input_size  # fully convolutional
-    from herbscan.stainnet import StainNet, load_imagenet_stages  # lazy: one concept per module
+    from herbscan.stainnet import (  # lazy: one concept per module
+        StainEnsemble,
+        StainNet,
+        load_imagenet_stages,
+    )
 
+    if members != 1:
+        if pretrained:
+            raise ParameterError(
+                "an ensemble starts from trained members, not from ImageNet: train each with "
+                "learn-stains and join them (scripts/train_mercury.py --members)"
+            )
+        return StainEnsemble(num_classes, members=members, **kw)
     if not pretrained:
         return StainNet(num_classes, **kw)
     from herbscan.pretrained import pretrained_weights

@@ -11,10 +11,16 @@ cells, so a handful of speckles in one corner decides the sheet, whatever the in
 `forward` returns two-class logits (clean, stain) like every herbscan model, so a StainNet run
 works with predict, evaluate, screen and export unchanged; `cell_logits` gives the map for
 heatmaps.
+
+A `StainEnsemble` is several StainNets trained apart (other seeds, other synthetic sheets) that
+kept the same ImageNet blocks frozen: those run once, each member's trained blocks and head run
+on their output, and a cell's logit is the members' mean. Members trained on one generator each
+learn some of its habits; what they agree on is more likely the stain.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -29,17 +35,61 @@ STRIDE = 16
 _KEEP_STAGES = 5  # lite0's stages 1-5 end at stride 16 with 112 channels
 
 
-class StainNet(nn.Module):
+class StainDetector(nn.Module):
+    """What StainNet and StainEnsemble share: top-k pooling of cell logits into two-class sheet
+    logits, frozen leading blocks that stay in eval mode, and a stain logit per member and cell
+    (`member_cells`, what training fits)."""
+
+    top_k: int
+    frozen_blocks: int
+
+    def _frozen(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def member_cells(self, x: torch.Tensor) -> torch.Tensor:
+        """(members, n, h/16, w/16) stain logit per member and cell."""
+        raise NotImplementedError
+
+    def shift_logits(self, delta: float) -> None:
+        """Add `delta` to every cell logit (how an operating point is folded into the head)."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self._frozen():
+            m.eval()
+        return self
+
+    def cell_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, h/16, w/16) stain logit per cell."""
+        return self.member_cells(x).mean(dim=0)
+
+    def pool(self, cells: torch.Tensor) -> torch.Tensor:
+        """Sheet logit: mean of the top_k cell logits."""
+        flat = cells.flatten(1)
+        k = min(self.top_k, flat.shape[1])
+        return flat.topk(k, dim=1).values.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.pool(self.cell_logits(x))
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def _check_classes(num_classes: int) -> None:
+    if num_classes != 2:
+        raise ParameterError(
+            f"stainnet scores stain vs clean: it needs 2 classes, not {num_classes}"
+        )
+
+
+class StainNet(StainDetector):
     """EfficientNet-Lite0 stages 1-5 and a per-cell stain head; see the module docstring."""
 
     HEAD_PREFIX = "stain_head"
 
     def __init__(self, num_classes: int = 2, top_k: int = 3, hidden: int = 64):
         super().__init__()
-        if num_classes != 2:
-            raise ParameterError(
-                f"stainnet scores stain vs clean: it needs 2 classes, not {num_classes}"
-            )
+        _check_classes(num_classes)
         lite = EfficientNetLite(VARIANTS["efficientnet_lite0"], num_classes=1)
         n_blocks = sum(1 for b in lite._blocks if b._project_conv.out_channels <= 112)
         self._conv_stem, self._bn0, self._act = lite._conv_stem, lite._bn0, lite._act
@@ -67,12 +117,6 @@ class StainNet(nn.Module):
             return []
         return [self._conv_stem, self._bn0, *self._blocks[: self.frozen_blocks]]
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for m in self._frozen():
-            m.eval()
-        return self
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 112, h/16, w/16) backbone features per cell, before the stain head."""
         x = self._act(self._bn0(self._conv_stem(x)))
@@ -84,15 +128,117 @@ class StainNet(nn.Module):
         """(n, h/16, w/16) stain logit per cell."""
         return self.stain_head(self.features(x))[:, 0]
 
-    def pool(self, cells: torch.Tensor) -> torch.Tensor:
-        """Sheet logit: mean of the top_k cell logits."""
-        flat = cells.flatten(1)
-        k = min(self.top_k, flat.shape[1])
-        return flat.topk(k, dim=1).values.mean(dim=1)
+    def member_cells(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cell_logits(x)[None]
+
+    def shift_logits(self, delta: float) -> None:
+        with torch.no_grad():
+            self.stain_head[2].bias += delta
+
+
+class _Member(nn.Module):
+    """One ensemble member's own part: the blocks after the shared trunk and its head."""
+
+    def __init__(self, net: StainNet, shared_blocks: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(copy.deepcopy(list(net._blocks)[shared_blocks:]))
+        self.stain_head = copy.deepcopy(net.stain_head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.pool(self.cell_logits(x))
-        return torch.stack([torch.zeros_like(z), z], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.stain_head(x)[:, 0]
+
+
+class StainEnsemble(StainDetector):
+    """`members` StainNets sharing the stem and first `shared_blocks` blocks; see the module
+    docstring. Build one from trained StainNets with `from_members`."""
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        top_k: int = 3,
+        hidden: int = 64,
+        members: int = 3,
+        shared_blocks: int = 5,
+    ):
+        super().__init__()
+        _check_classes(num_classes)
+        base = StainNet(num_classes, top_k, hidden)
+        if members < 2:
+            raise ParameterError(f"an ensemble needs at least 2 members, not {members}")
+        if not 0 <= shared_blocks < len(base._blocks):
+            raise ParameterError(
+                f"shared_blocks: choose 0 to {len(base._blocks) - 1}, not {shared_blocks}"
+            )
+        self._conv_stem, self._bn0, self._act = base._conv_stem, base._bn0, base._act
+        self._blocks = nn.ModuleList(list(base._blocks)[:shared_blocks])
+        self.members = nn.ModuleList(_Member(base, shared_blocks) for _ in range(members))
+        self.top_k = int(top_k)
+        self.shared_blocks = int(shared_blocks)
+        self.frozen_blocks = 0
+
+    @classmethod
+    def from_members(cls, nets: list[StainNet]) -> StainEnsemble:
+        """One ensemble of trained StainNets that kept the same stem and first blocks frozen
+        (the fewest any of them froze are shared); their own blocks and heads are copied."""
+        if len(nets) < 2 or not all(isinstance(n, StainNet) for n in nets):
+            raise ParameterError("an ensemble is made of 2 or more StainNets")
+        shared = min(n.frozen_blocks for n in nets)
+        first = nets[0]
+        trunk = [first._conv_stem, first._bn0, *first._blocks[:shared]]
+        for net in nets[1:]:
+            theirs = [net._conv_stem, net._bn0, *net._blocks[:shared]]
+            for a, b in zip(trunk, theirs, strict=True):
+                for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+                    if not torch.equal(x, y):
+                        raise ParameterError(
+                            f"ensemble members differ in their frozen blocks ({name}): train "
+                            "them from the same ImageNet weights with the same --freeze-blocks"
+                        )
+        hidden = first.stain_head[0].out_channels
+        ens = cls(2, first.top_k, hidden, members=len(nets), shared_blocks=shared)
+        ens._conv_stem.load_state_dict(first._conv_stem.state_dict())
+        ens._bn0.load_state_dict(first._bn0.state_dict())
+        for i in range(shared):
+            ens._blocks[i].load_state_dict(first._blocks[i].state_dict())
+        for member, net in zip(ens.members, nets, strict=True):
+            member.load_state_dict(_Member(net, shared).state_dict())
+        ens.freeze(shared)
+        return ens.train(first.training)
+
+    def freeze(self, n_blocks: int) -> None:
+        """Keep the stem and the first `n_blocks` blocks of each member's chain as they are
+        (the shared ones first)."""
+        total = self.shared_blocks + len(self.members[0].blocks)
+        if not 0 <= n_blocks <= total:
+            raise ParameterError(f"freeze: choose 0 to {total} blocks, not {n_blocks}")
+        self.frozen_blocks = int(n_blocks)
+        for m in self._frozen():
+            m.requires_grad_(False)
+        self.train(self.training)
+
+    def _frozen(self) -> list[nn.Module]:
+        if not self.frozen_blocks:
+            return []
+        own = self.frozen_blocks - self.shared_blocks
+        return [
+            self._conv_stem,
+            self._bn0,
+            *self._blocks[: self.frozen_blocks],
+            *(b for m in self.members for b in m.blocks[: max(own, 0)]),
+        ]
+
+    def member_cells(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return torch.stack([m(x) for m in self.members])
+
+    def shift_logits(self, delta: float) -> None:
+        with torch.no_grad():
+            for m in self.members:
+                m.stain_head[2].bias += delta
 
 
 def cell_targets(mask: torch.Tensor, min_area: float) -> torch.Tensor:

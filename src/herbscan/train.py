@@ -324,6 +324,8 @@ def train(
         samples_per_epoch=samples_per_epoch, augmentation=augmentation,
         backbone_lr_scale=backbone_lr_scale if started else None, seed=seed,
     )  # fmt: skip
+    if init_run is not None:  # the same architecture, so the same kwargs (an ensemble's members)
+        config.architecture.kwargs = dict(init_run.config.architecture.kwargs)
     settings = {
         "data": config.training.data,
         "model": model,
@@ -372,7 +374,8 @@ def _network(model, n_classes, size, init_run, pretrained, weights):
     """(network, where it starts, record of its weights, input mean, std): from an earlier run
     (`init_run`), a weights file, ImageNet, or scratch."""
     start = "run" if init_run else _backbone_start(model, pretrained, weights)
-    raw = create_model(model, n_classes, input_size=size, pretrained=start == "imagenet")
+    kwargs = dict(init_run.config.architecture.kwargs) if init_run else {}  # e.g. an ensemble's
+    raw = create_model(model, n_classes, input_size=size, pretrained=start == "imagenet", **kwargs)
     origin = None  # the weights a started backbone loads: the user's file or ImageNet's
     if init_run is not None:
         origin = _load_init(raw, init_run, n_classes)
