@@ -8,7 +8,7 @@ re-encoded per copy). Then, on the same files:
 - naive: full decode, resize, fp32 NCHW inference, one sheet at a time, one process.
 
     python benchmarks/screen_speed.py [--sheets 100] [--workers 2] [--dask]
-        [--model herbnet|efficientnet_lite0] [--size 256]
+        [--model herbnet|efficientnet_lite0|stainnet] [--size 256] [--members K]
 
 With `--dask`, the same screen also runs on Dask LocalClusters of 1 and 2 single-threaded
 worker processes, for the speedup per worker and a projection to 1.4 million sheets.
@@ -38,17 +38,20 @@ from herbscan.synth import make_sheet
 
 SIZE, MEAN, STD = 256, 0.5, 0.25
 MODEL, FIT = "herbnet", "stretch"
+KWARGS: dict = {}
 
 
-def configure(model: str, size: int | None) -> None:
-    """Model and input size of this run (the defaults herbscan train would use)."""
-    global MODEL, SIZE, MEAN, STD, FIT
+def configure(model: str, size: int | None, members: int = 1) -> None:
+    """Model and input size of this run (the defaults herbscan train would use); `members` > 1
+    makes a stainnet an ensemble of that many."""
+    global MODEL, SIZE, MEAN, STD, FIT, KWARGS
     from herbscan.models import model_info
     from herbscan.train import default_size
 
     info = model_info(model)
     MODEL, SIZE, FIT = model, size or default_size(model), info["fit"]
     MEAN, STD = (info["mean"] or (MEAN,))[0], (info["std"] or (STD,))[0]
+    KWARGS = {"members": members} if members > 1 else {}
 
 
 def make_collection(folder: Path, n: int) -> list[Path]:
@@ -64,7 +67,7 @@ def make_collection(folder: Path, n: int) -> list[Path]:
 
 def make_run(folder: Path) -> Path:
     torch.manual_seed(0)
-    save_tensors(folder / WEIGHTS, create_model(MODEL, 2, input_size=SIZE).state_dict())
+    save_tensors(folder / WEIGHTS, create_model(MODEL, 2, input_size=SIZE, **KWARGS).state_dict())
     write_json(
         folder / "run.json",
         {
@@ -77,7 +80,7 @@ def make_run(folder: Path) -> Path:
                 "mean": [MEAN] * 3,
                 "std": [STD] * 3,
             },
-            "architecture": {"name": MODEL, "kwargs": {}},
+            "architecture": {"name": MODEL, "kwargs": KWARGS},
             "training": {},
         },
     )
@@ -103,7 +106,7 @@ def floor(paths: list[Path], workers: int) -> float:
 @torch.no_grad()
 def naive(paths: list[Path]) -> float:
     torch.manual_seed(0)
-    net = create_model(MODEL, 2, input_size=SIZE).eval()
+    net = create_model(MODEL, 2, input_size=SIZE, **KWARGS).eval()
     t0 = time.perf_counter()
     for p in paths:
         h, w = input_shape(SIZE, FIT)
@@ -132,10 +135,11 @@ def main() -> None:
     ap.add_argument("--dask", action="store_true", help="also time Dask local:1 and local:2")
     ap.add_argument("--model", default="herbnet", help="a registered model (weights are random)")
     ap.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
+    ap.add_argument("--members", type=int, default=1, help="stainnet: an ensemble of K members")
     args = ap.parse_args()
-    configure(args.model, args.size)
+    configure(args.model, args.size, args.members)
     h, w = input_shape(SIZE, FIT)
-    print(f"model {MODEL} at {w} × {h} (fit {FIT})")
+    print(f"model {MODEL} {KWARGS or ''} at {w} × {h} (fit {FIT})")
     tmp = Path(tempfile.mkdtemp(prefix="herbscan-screen-bench-"))
     (tmp / "sheets").mkdir()
     t0 = time.perf_counter()
@@ -215,6 +219,7 @@ def main() -> None:
                 "workers": args.workers,
                 "model": MODEL,
                 "size": SIZE,
+                "members": args.members,
             }
         )
     )

@@ -6,12 +6,12 @@ look-alikes on them and starts from the ImageNet EfficientNet-Lite0 weights (Apa
 of `../shared` or of any collection goes into the weights.
 
     python scripts/train_mercury.py [--sheets 400] [--steps 600] [--size 1024] [--work DIR]
-        [--members 1] [--resume]
+        [--members 3] [--resume]
 
 `--resume` continues a stopped job in the same `--work` folder from its last checkpoint (one
-every quarter of the steps) instead of starting again. `--members K` trains the recipe K times
-(seeds seed … seed+K-1, each on its own synthetic sheets, in work/seed-N) and joins the runs into
-one StainEnsemble run.
+every quarter of the steps) instead of starting again. The shipped model is `--members 3`, the
+default: the recipe trained with seeds seed … seed+2, each on its own synthetic sheets (in
+work/seed-N), joined into one StainEnsemble run; `--members 1` trains one StainNet in work.
 
 Writes src/herbscan/weights/mercury/{run.json, model.safetensors (fp16), history.csv}.
 """
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=DEST)
     ap.add_argument(
-        "--members", type=int, default=1, help="train this many seeds and join them (ensemble)"
+        "--members", type=int, default=3, help="train this many seeds and join them (ensemble)"
     )
     ap.add_argument("--resume", action="store_true", help="continue a stopped job in --work")
     args = ap.parse_args()
