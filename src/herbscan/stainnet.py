@@ -46,6 +46,21 @@ class StainDetector(nn.Module):
     def _frozen(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    def _chain_length(self) -> int:
+        """Blocks from the stem to a head (shared ones included)."""
+        raise NotImplementedError
+
+    def freeze(self, n_blocks: int) -> None:
+        """Keep the stem and the first `n_blocks` blocks as they are (weights and BatchNorm
+        statistics): low-level ImageNet filters then survive training on synthetic sheets."""
+        total = self._chain_length()
+        if not 0 <= n_blocks <= total:
+            raise ParameterError(f"freeze: choose 0 to {total} blocks, not {n_blocks}")
+        self.frozen_blocks = int(n_blocks)
+        for m in self._frozen():
+            m.requires_grad_(False)
+        self.train(self.training)
+
     def member_cells(self, x: torch.Tensor) -> torch.Tensor:
         """(members, n, h/16, w/16) stain logit per member and cell."""
         raise NotImplementedError
@@ -102,15 +117,8 @@ class StainNet(StainDetector):
         self.top_k = int(top_k)
         self.frozen_blocks = 0
 
-    def freeze(self, n_blocks: int) -> None:
-        """Keep the stem and the first `n_blocks` blocks as they are (weights and BatchNorm
-        statistics): low-level ImageNet filters then survive training on synthetic sheets."""
-        if not 0 <= n_blocks <= len(self._blocks):
-            raise ParameterError(f"freeze: choose 0 to {len(self._blocks)} blocks, not {n_blocks}")
-        self.frozen_blocks = int(n_blocks)
-        for m in self._frozen():
-            m.requires_grad_(False)
-        self.train(self.training)
+    def _chain_length(self) -> int:
+        return len(self._blocks)
 
     def _frozen(self) -> list[nn.Module]:
         if not self.frozen_blocks:
@@ -207,16 +215,8 @@ class StainEnsemble(StainDetector):
         ens.freeze(shared)
         return ens.train(first.training)
 
-    def freeze(self, n_blocks: int) -> None:
-        """Keep the stem and the first `n_blocks` blocks of each member's chain as they are
-        (the shared ones first)."""
-        total = self.shared_blocks + len(self.members[0].blocks)
-        if not 0 <= n_blocks <= total:
-            raise ParameterError(f"freeze: choose 0 to {total} blocks, not {n_blocks}")
-        self.frozen_blocks = int(n_blocks)
-        for m in self._frozen():
-            m.requires_grad_(False)
-        self.train(self.training)
+    def _chain_length(self) -> int:
+        return self.shared_blocks + len(self.members[0].blocks)
 
     def _frozen(self) -> list[nn.Module]:
         if not self.frozen_blocks:
