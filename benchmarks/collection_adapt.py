@@ -122,6 +122,11 @@ def main() -> None:
 
     t0 = time.monotonic()
     net = run.build_model().float().eval()
+    if not hasattr(net, "stain_head"):
+        raise SystemExit(
+            f"{args.run}: an ensemble of stain nets; this benchmark reads one net's backbone "
+            "features: give a single run (scripts/train_mercury.py --members 1)"
+        )
 
     def pool(cells: np.ndarray) -> float:
         """The sheet score StainNet gives these cell scores: the mean of its top k."""
