@@ -106,6 +106,7 @@ def main() -> None:
     from herbscan.images import input_shape
     from herbscan.predict import expand_images
     from herbscan.runs import load_run
+    from herbscan.stainnet import StainNet
 
     methods = [m for m in args.methods.split(",") if m]
     paths = sorted(expand_images(stains_eval.DEFAULT_SOURCES)[0])
@@ -122,7 +123,7 @@ def main() -> None:
 
     t0 = time.monotonic()
     net = run.build_model().float().eval()
-    if not hasattr(net, "stain_head"):
+    if not isinstance(net, StainNet):
         raise SystemExit(
             f"{args.run}: an ensemble of stain nets; this benchmark reads one net's backbone "
             "features: give a single run (scripts/train_mercury.py --members 1)"

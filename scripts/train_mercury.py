@@ -86,16 +86,16 @@ def join(runs: list[Path], out: Path) -> Path:
     """One StainEnsemble run in `out` of trained stain runs that froze the same blocks. Each
     member keeps the operating point folded into its head, so the ensemble flags where the
     members' mean log-odds over their own thresholds is positive."""
+    loaded = [load_run(folder) for folder in runs]
     members = []
-    for folder in runs:
-        r = load_run(folder)
+    for r in loaded:
         net = r.build_model()
         net.freeze(r.config.training.frozen_blocks or 0)
         members.append(net)
     ens = StainEnsemble.from_members(members)
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(out / "model.safetensors", {k: v.float() for k, v in ens.state_dict().items()})
-    cfgs = [RunConfig.load(Path(f) / "run.json") for f in runs]
+    cfgs = [r.config for r in loaded]
     cfg = cfgs[0]
     cfg.architecture.kwargs = {"members": len(members), "shared_blocks": ens.shared_blocks}
     cfg.architecture.parameters = sum(p.numel() for p in ens.parameters())

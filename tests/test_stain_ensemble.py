@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_stains import _clean_folder
 
-from herbscan.errors import ParameterError
-from herbscan.models import create_model
-from herbscan.stainnet import StainEnsemble, StainNet
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import train_mercury  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from herbscan.errors import ParameterError  # noqa: E402
+from herbscan.models import create_model  # noqa: E402
+from herbscan.stainnet import StainEnsemble, StainNet  # noqa: E402
 
 
 def _members(n: int = 3, frozen: int = 5) -> list[StainNet]:
@@ -89,27 +89,6 @@ def test_freezing_an_ensemble_keeps_the_shared_blocks_and_trains_each_member():
     assert any(k.startswith("members.1.") for k in changed)
 
 
-def _clean_folder(root: Path, n: int = 6) -> Path:
-    folder = root / "clean"
-    folder.mkdir()
-    for i in range(n):
-        rng = np.random.default_rng(i)
-        a = np.full((360, 240, 3), (236, 230, 214), np.uint8)
-        a += rng.integers(0, 6, (360, 240, 1)).astype(np.uint8)
-        a[90:270, 117:123] = (70, 110, 50)
-        Image.fromarray(a).save(folder / f"s{i}.jpg", quality=92)
-    return folder
-
-
-def _train_mercury():
-    spec = importlib.util.spec_from_file_location(
-        "train_mercury", REPO / "scripts" / "train_mercury.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_joined_stain_runs_screen_adapt_and_fine_tune_as_one_run(tmp_path, tiny_collection):
     from herbscan.learn_stains import learn_stains
     from herbscan.manifest import split
@@ -121,7 +100,7 @@ def test_joined_stain_runs_screen_adapt_and_fine_tune_as_one_run(tmp_path, tiny_
     kw = dict(size=256, crop=64, steps=1, batch_size=2, validation_sheets=2, init="imagenet",
               freeze_blocks=5, precision="fp32", progress=False)  # fmt: skip
     runs = [learn_stains([folder], tmp_path / f"seed{s}", seed=s, **kw) for s in (0, 1)]
-    ens_run = _train_mercury().join(runs, tmp_path / "ensemble")
+    ens_run = train_mercury.join(runs, tmp_path / "ensemble")
     cfg = json.loads((ens_run / "run.json").read_text())
     assert cfg["architecture"]["kwargs"] == {"members": 2, "shared_blocks": 5}
     assert [m["seed"] for m in cfg["metrics"]["members"]] == [0, 1]

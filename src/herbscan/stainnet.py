@@ -32,7 +32,6 @@ from herbscan.efficientnet import VARIANTS, EfficientNetLite
 from herbscan.errors import ParameterError, RunError
 
 STRIDE = 16
-_KEEP_STAGES = 5  # lite0's stages 1-5 end at stride 16 with 112 channels
 
 
 class StainDetector(nn.Module):
@@ -90,13 +89,6 @@ class StainDetector(nn.Module):
         return torch.stack([torch.zeros_like(z), z], dim=1)
 
 
-def _check_classes(num_classes: int) -> None:
-    if num_classes != 2:
-        raise ParameterError(
-            f"stainnet scores stain vs clean: it needs 2 classes, not {num_classes}"
-        )
-
-
 class StainNet(StainDetector):
     """EfficientNet-Lite0 stages 1-5 and a per-cell stain head; see the module docstring."""
 
@@ -104,7 +96,10 @@ class StainNet(StainDetector):
 
     def __init__(self, num_classes: int = 2, top_k: int = 3, hidden: int = 64):
         super().__init__()
-        _check_classes(num_classes)
+        if num_classes != 2:
+            raise ParameterError(
+                f"stainnet scores stain vs clean: it needs 2 classes, not {num_classes}"
+            )
         lite = EfficientNetLite(VARIANTS["efficientnet_lite0"], num_classes=1)
         n_blocks = sum(1 for b in lite._blocks if b._project_conv.out_channels <= 112)
         self._conv_stem, self._bn0, self._act = lite._conv_stem, lite._bn0, lite._act
@@ -171,8 +166,7 @@ class StainEnsemble(StainDetector):
         shared_blocks: int = 5,
     ):
         super().__init__()
-        _check_classes(num_classes)
-        base = StainNet(num_classes, top_k, hidden)
+        base = StainNet(num_classes, top_k, hidden)  # refuses other than 2 classes
         if members < 2:
             raise ParameterError(f"an ensemble needs at least 2 members, not {members}")
         if not 0 <= shared_blocks < len(base._blocks):
